@@ -1,0 +1,203 @@
+//! The file-system object model and the `FileSystem` trait.
+//!
+//! This crate is the contract between the storage engine (`storage-domain/fs`,
+//! the real backend) and the NFSv3 server (`storage-domain/server`). It also
+//! holds [`memfs::MemFs`], a plain in-memory implementation that is the
+//! reference model for randomized tests of both sides.
+//!
+//! The trait is structural: it enforces POSIX rules about the shape of the
+//! tree (rename rules, non-empty directories, link counts, name limits) but
+//! no permissions. Access control (AUTH_SYS credentials, squashing, mode
+//! bits, read-only exports) belongs to the server, which sees the
+//! credentials; the file system only stores `mode`, `uid` and `gid`.
+//!
+//! Time is never read here: implementations are handed a [`Clock`].
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod memfs;
+mod types;
+
+pub use types::*;
+
+use alloc::vec::Vec;
+
+/// The source of "now" for ctime/mtime/atime updates.
+///
+/// Handed to a file system when it is opened; the hosted binary passes the
+/// system clock, the Xen kernel its PV clock, tests a deterministic counter.
+pub trait Clock: Send + Sync {
+    /// The current wall-clock time.
+    fn now(&self) -> Timestamp;
+}
+
+/// A file system as the NFS server sees it.
+///
+/// Every mutating method applies its change in memory and assigns it the next
+/// operation sequence number; nothing is durable until [`FileSystem::commit`]
+/// returns. One commit covers every operation applied before it (group
+/// commit): a server that needs operation `s` durable calls `commit` only if
+/// [`FileSystem::durable_sequence`] is still below `s`.
+///
+/// Names are byte strings: never empty, never `.` or `..`, no `/` or NUL, at
+/// most [`NAME_MAX`] bytes; otherwise [`FsError::InvalidName`] or
+/// [`FsError::NameTooLong`].
+pub trait FileSystem {
+    /// The root directory of the whole file system.
+    fn root(&self) -> InodeId;
+
+    /// Attributes of a live inode.
+    ///
+    /// # Errors
+    /// [`FsError::Stale`] when `inode` is not allocated.
+    fn getattr(&mut self, inode: InodeId) -> Result<Attributes, FsError>;
+
+    /// Attributes of `inode` if it is allocated *and* still has `generation`;
+    /// the check behind every NFS file handle.
+    ///
+    /// # Errors
+    /// [`FsError::Stale`] when the inode is free or has been reused.
+    fn getattr_checked(
+        &mut self,
+        inode: InodeId,
+        generation: Generation,
+    ) -> Result<Attributes, FsError> {
+        let attributes = self.getattr(inode)?;
+        if attributes.generation == generation {
+            Ok(attributes)
+        } else {
+            Err(FsError::Stale)
+        }
+    }
+
+    /// Change attributes. A `size` change truncates or extends with zeros.
+    /// Changing anything updates ctime and the change counter; a size change
+    /// also updates mtime.
+    ///
+    /// # Errors
+    /// [`FsError::IsDirectory`] for a size change on a directory,
+    /// [`FsError::Invalid`] for a size change on anything but a regular file,
+    /// [`FsError::FileTooBig`] past [`MAX_FILE_SIZE`], [`FsError::NoSpace`].
+    fn setattr(&mut self, inode: InodeId, changes: &SetAttributes) -> Result<Attributes, FsError>;
+
+    /// Look `name` up in `directory`. `.` and `..` are answered too (`..` of
+    /// the root is the root).
+    ///
+    /// # Errors
+    /// [`FsError::NotFound`], [`FsError::NotDirectory`].
+    fn lookup(&mut self, directory: InodeId, name: &[u8]) -> Result<Attributes, FsError>;
+
+    /// Read from a regular file at `offset` into `buffer`; returns the number
+    /// of bytes read (short only at end of file). Holes read as zeros.
+    /// Does not update atime (the server decides whether to).
+    ///
+    /// # Errors
+    /// [`FsError::IsDirectory`], [`FsError::Invalid`] for non-regular files.
+    fn read(&mut self, inode: InodeId, offset: u64, buffer: &mut [u8]) -> Result<usize, FsError>;
+
+    /// Write `data` to a regular file at `offset`, extending it if needed.
+    /// Updates mtime, ctime and the change counter.
+    ///
+    /// # Errors
+    /// [`FsError::FileTooBig`] when `offset + data.len()` passes
+    /// [`MAX_FILE_SIZE`]; [`FsError::NoSpace`] with the file unchanged.
+    fn write(&mut self, inode: InodeId, offset: u64, data: &[u8]) -> Result<Attributes, FsError>;
+
+    /// The target of a symbolic link.
+    ///
+    /// # Errors
+    /// [`FsError::Invalid`] when `inode` is not a symlink.
+    fn readlink(&mut self, inode: InodeId) -> Result<Vec<u8>, FsError>;
+
+    /// Create a new object named `name` in `directory`.
+    /// A new directory gets nlink 2 and raises its parent's nlink by one.
+    ///
+    /// # Errors
+    /// [`FsError::Exists`], [`FsError::NotDirectory`], [`FsError::NoSpace`],
+    /// [`FsError::TooManyLinks`], name errors.
+    fn create(
+        &mut self,
+        directory: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        owner: &Ownership,
+    ) -> Result<Attributes, FsError>;
+
+    /// Remove a non-directory entry; the inode is freed when its last link
+    /// goes (its generation is bumped on reuse).
+    ///
+    /// # Errors
+    /// [`FsError::NotFound`], [`FsError::IsDirectory`].
+    fn unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError>;
+
+    /// Remove an empty directory.
+    ///
+    /// # Errors
+    /// [`FsError::NotFound`], [`FsError::NotDirectory`],
+    /// [`FsError::NotEmpty`], [`FsError::Invalid`] for `.`/`..`.
+    fn rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError>;
+
+    /// Rename with POSIX rules: an existing target is replaced atomically (a
+    /// file by a file, a directory by a directory only when the target is
+    /// empty); renaming onto the same inode is a no-op success; a directory
+    /// may not move into its own subtree.
+    ///
+    /// # Errors
+    /// [`FsError::NotFound`], [`FsError::IsDirectory`] (file over directory),
+    /// [`FsError::NotDirectory`] (directory over file), [`FsError::NotEmpty`],
+    /// [`FsError::Invalid`] (into own subtree, or `.`/`..`),
+    /// [`FsError::TooManyLinks`].
+    fn rename(
+        &mut self,
+        from_directory: InodeId,
+        from_name: &[u8],
+        to_directory: InodeId,
+        to_name: &[u8],
+    ) -> Result<(), FsError>;
+
+    /// Add a hard link to a non-directory.
+    ///
+    /// # Errors
+    /// [`FsError::Exists`], [`FsError::IsDirectory`] when `inode` is a
+    /// directory, [`FsError::TooManyLinks`].
+    fn link(
+        &mut self,
+        inode: InodeId,
+        directory: InodeId,
+        name: &[u8],
+    ) -> Result<Attributes, FsError>;
+
+    /// Directory entries after `cookie` (0 = from the start), at most
+    /// `max_entries`. `.` and `..` are *not* returned (the server adds them).
+    /// Cookies are stable: a cookie handed out stays a valid resume point
+    /// while the directory changes (entries added or removed meanwhile may
+    /// or may not appear, but no surviving entry is skipped or repeated).
+    ///
+    /// # Errors
+    /// [`FsError::NotDirectory`], [`FsError::BadCookie`] for a cookie this
+    /// directory never produced and cannot resume from.
+    fn readdir(
+        &mut self,
+        directory: InodeId,
+        cookie: u64,
+        max_entries: usize,
+    ) -> Result<DirectoryPage, FsError>;
+
+    /// Totals for FSSTAT.
+    fn statfs(&mut self) -> Result<StatFs, FsError>;
+
+    /// Sequence number of the last operation applied (durable or not).
+    fn applied_sequence(&self) -> u64;
+
+    /// Sequence number of the last operation known durable.
+    fn durable_sequence(&self) -> u64;
+
+    /// Make every operation applied so far durable (one write barrier).
+    ///
+    /// # Errors
+    /// [`FsError::Io`] when the device fails; the file system then refuses
+    /// further changes rather than risk a torn state.
+    fn commit(&mut self) -> Result<(), FsError>;
+}

@@ -1,0 +1,1 @@
+//! Hosted VRPC: memfd rings, eventfd doorbells and a unix-socket handshake.

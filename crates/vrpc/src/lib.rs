@@ -1,0 +1,3 @@
+//! VRPC: ONC RPC records on shared-memory request/response rings
+#![no_std]
+#![forbid(unsafe_code)]

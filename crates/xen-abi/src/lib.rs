@@ -1,0 +1,3 @@
+//! The Xen public ABI as repr(C) Rust types
+#![no_std]
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! Mounts a storage-domain export through FUSE
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The storage domain as a Xen PV unikernel
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Build, test, bench and QEMU orchestration
+
+fn main() {}
