@@ -1,0 +1,170 @@
+//! `cargo xtask test`: every check CI runs, in one command.
+//!
+//! Each step runs even when an earlier one failed, so one CI run reports
+//! every problem; the summary at the end names the failures and the command
+//! exits non-zero if there were any.
+
+use crate::process::{self, cargo, execute};
+use anyhow::bail;
+use std::process::Command;
+use std::time::Instant;
+
+/// The no_std library crates: each must build for the bare-metal target.
+const NO_STD_PACKAGES: &[&str] = &[
+    "xdr",
+    "nfs3",
+    "vfs",
+    "vrpc",
+    "metatab",
+    "xen-abi",
+    "sdfs",
+    "nfs-server",
+];
+
+/// Arguments of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Skip the Xen boot test under QEMU (it needs root and takes minutes).
+    #[arg(long)]
+    pub skip_qemu: bool,
+    /// Seconds each fuzz target runs (0 skips fuzzing).
+    #[arg(long, default_value_t = 20)]
+    pub fuzz_seconds: u64,
+}
+
+struct Step {
+    name: &'static str,
+    seconds: f64,
+    outcome: anyhow::Result<()>,
+}
+
+/// Run every step and summarise.
+///
+/// # Errors
+/// When any step failed.
+pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    std::env::set_current_dir(&root)?;
+    let mut steps = Vec::new();
+    let mut step = |name: &'static str, body: &dyn Fn() -> anyhow::Result<()>| {
+        eprintln!("\n=== {name}");
+        let started = Instant::now();
+        let outcome = body();
+        if let Err(error) = &outcome {
+            eprintln!("=== {name}: FAILED: {error:#}");
+        }
+        steps.push(Step {
+            name,
+            seconds: started.elapsed().as_secs_f64(),
+            outcome,
+        });
+    };
+
+    step("format", &|| {
+        execute(cargo().args(["fmt", "--all", "--check"]))
+    });
+    step("clippy", &|| {
+        execute(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    step("clippy (xen kernel, bare metal)", &|| {
+        execute(cargo().args([
+            "clippy",
+            "-p",
+            "storage-domain-xen",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    step("no_std builds", &|| {
+        let mut command = cargo();
+        command.args(["build", "--target", "x86_64-unknown-none"]);
+        for package in NO_STD_PACKAGES {
+            command.args(["-p", package]);
+        }
+        execute(&mut command)
+    });
+    step("docs", &|| {
+        execute(
+            cargo()
+                .args([
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--document-private-items",
+                ])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )
+    });
+    step("tests", &|| {
+        // The end-to-end tests start the release binaries; build them first
+        // and tell the tests where they are.
+        execute(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "storage-domain-hosted",
+            "-p",
+            "guest-driver",
+        ]))?;
+        let release = crate::target_dir().join("release");
+        execute(
+            cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .env(
+                    "STORAGE_DOMAIN_HOSTED",
+                    release.join("storage-domain-hosted"),
+                )
+                .env("GUEST_DRIVER", release.join("guest-driver")),
+        )
+    });
+    if args.fuzz_seconds > 0 {
+        step("fuzz", &|| {
+            crate::fuzz::run(crate::fuzz::FuzzArgs {
+                seconds: args.fuzz_seconds,
+                targets: Vec::new(),
+            })
+        });
+    }
+    if !args.skip_qemu {
+        step("xen boot under qemu", &qemu_test);
+    }
+
+    eprintln!("\n=== summary");
+    let mut failed = Vec::new();
+    for step in &steps {
+        let verdict = if step.outcome.is_ok() { "ok" } else { "FAILED" };
+        eprintln!("{:>8.1} s  {verdict:<6}  {}", step.seconds, step.name);
+        if step.outcome.is_err() {
+            failed.push(step.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("failed steps: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The Xen boot test: the project's script under `qemu-tests/`.
+///
+/// # Errors
+/// When the script is missing, cannot run, or reports a failed check.
+pub fn qemu_test() -> anyhow::Result<()> {
+    let script = crate::workspace_root().join("qemu-tests/run.sh");
+    if !script.is_file() {
+        bail!("{} is missing", script.display());
+    }
+    if !process::on_path("qemu-system-x86_64") {
+        bail!("qemu-system-x86_64 is not installed (run ./test.sh, which installs it)");
+    }
+    execute(Command::new("bash").arg(script))
+}
