@@ -33,6 +33,36 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }
 
+/// A deterministic clock for tests: each reading is one microsecond after
+/// the previous one, starting at `start`.
+#[derive(Debug)]
+pub struct StepClock {
+    ticks: core::sync::atomic::AtomicU64,
+    start: i64,
+}
+
+impl StepClock {
+    /// A clock whose first reading is `start` seconds after the epoch.
+    pub fn new(start: i64) -> Self {
+        StepClock {
+            ticks: core::sync::atomic::AtomicU64::new(0),
+            start,
+        }
+    }
+}
+
+impl Clock for StepClock {
+    fn now(&self) -> Timestamp {
+        let tick = self
+            .ticks
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        Timestamp {
+            seconds: self.start + (tick / 1_000_000) as i64,
+            nanoseconds: ((tick % 1_000_000) * 1000) as u32,
+        }
+    }
+}
+
 /// A file system as the NFS server sees it.
 ///
 /// Every mutating method applies its change in memory and assigns it the next
