@@ -1,0 +1,690 @@
+//! [`vfs::FileSystem`] for [`Volume`]: the POSIX rules, over the volume's
+//! inode cache and copy-on-write data blocks.
+//!
+//! Every mutating operation first reserves the blocks its commit will need
+//! ([`Volume::reserve`]), so a full disk fails the operation cleanly with
+//! `NoSpace` before anything changes, and a commit can always complete.
+
+use crate::layout::{LeafSlot, BLOCK_SIZE, RECORD_PAYLOAD};
+use crate::record::{Content, Directory, Entry, Inode};
+use crate::volume::{Volume, PENDING};
+use crate::BlockDevice;
+use alloc::vec::Vec;
+use vfs::{
+    validate_name, Attributes, DirectoryEntry, DirectoryPage, FileSystem, FileType, FsError,
+    Generation, InodeId, NewNode, Ownership, SetAttributes, SetTime, StatFs, LINK_MAX,
+    MAX_FILE_SIZE, SYMLINK_MAX,
+};
+
+const BLOCK: u64 = BLOCK_SIZE as u64;
+
+/// The part of a block map in `start..end`, copied out.
+trait CloneRange {
+    fn clone_range(&self, start: u64, end: u64) -> alloc::collections::BTreeMap<u64, u64>;
+}
+
+impl CloneRange for alloc::collections::BTreeMap<u64, u64> {
+    fn clone_range(&self, start: u64, end: u64) -> alloc::collections::BTreeMap<u64, u64> {
+        self.range(start..end)
+            .map(|(&logical, &physical)| (logical, physical))
+            .collect()
+    }
+}
+
+fn wrong_kind(file_type: FileType) -> FsError {
+    match file_type {
+        FileType::Directory => FsError::IsDirectory,
+        _ => FsError::Invalid,
+    }
+}
+
+impl<D: BlockDevice> Volume<D> {
+    fn inode(&mut self, number: u64) -> Result<&mut Inode, FsError> {
+        Ok(&mut self.cached(number)?.inode)
+    }
+
+    /// Inode `number` for changing: marked dirty before it is handed out,
+    /// so no cache eviction can drop the change.
+    fn inode_mut(&mut self, number: u64) -> Result<&mut Inode, FsError> {
+        self.cached(number)?;
+        self.mark_dirty(number);
+        Ok(&mut self.cached(number)?.inode)
+    }
+
+    fn directory_mut(&mut self, number: u64) -> Result<&mut Directory, FsError> {
+        match &mut self.inode_mut(number)?.content {
+            Content::Directory(directory) => Ok(directory),
+            _ => Err(FsError::NotDirectory),
+        }
+    }
+
+    fn directory(&mut self, number: u64) -> Result<&mut Directory, FsError> {
+        match &mut self.inode(number)?.content {
+            Content::Directory(directory) => Ok(directory),
+            _ => Err(FsError::NotDirectory),
+        }
+    }
+
+    /// Bump ctime (and mtime) and the change counter, and mark dirty.
+    fn touch(&mut self, number: u64, data: bool) {
+        let now = self.clock.now();
+        if let Ok(entry) = self.cached(number) {
+            entry.inode.attributes.ctime = now;
+            if data {
+                entry.inode.attributes.mtime = now;
+            }
+            entry.inode.attributes.change += 1;
+        }
+        self.mark_dirty(number);
+    }
+
+    fn done(&mut self) {
+        self.applied += 1;
+    }
+
+    /// Release an inode whose last link is gone.
+    fn free_inode(&mut self, number: u64) {
+        let Some(entry) = self.cache.remove(&number) else {
+            return;
+        };
+        self.cache_bytes = self.cache_bytes.saturating_sub(entry.size);
+        self.dirty.remove(&number);
+        for block in entry.chain {
+            self.release(block);
+        }
+        for block in entry.inode.data_blocks().collect::<Vec<_>>() {
+            self.release(block);
+        }
+        let generation = entry.inode.attributes.generation.0;
+        self.set_slot(
+            number,
+            LeafSlot {
+                record: 0,
+                generation,
+            },
+        );
+        self.free_numbers.insert(number);
+        self.live_inodes -= 1;
+    }
+
+    /// Drop one link to a non-directory; free it at zero.
+    fn drop_link(&mut self, number: u64) -> Result<(), FsError> {
+        let inode = self.inode_mut(number)?;
+        inode.attributes.nlink = inode.attributes.nlink.saturating_sub(1);
+        if inode.attributes.nlink == 0 {
+            self.free_inode(number);
+        } else {
+            self.touch(number, false);
+        }
+        Ok(())
+    }
+
+    fn child(&mut self, directory: u64, name: &[u8]) -> Result<Entry, FsError> {
+        self.directory(directory)?
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NotFound)
+    }
+
+    fn is_ancestor(&mut self, ancestor: u64, mut number: u64) -> Result<bool, FsError> {
+        for _ in 0..=self.live_inodes {
+            if number == ancestor {
+                return Ok(true);
+            }
+            let parent = self.directory(number)?.parent;
+            if parent == number {
+                return Ok(false);
+            }
+            number = parent;
+        }
+        Err(FsError::Corrupt("directory parent chain loops".into()))
+    }
+
+    /// Change a regular file's size, freeing blocks past the end and
+    /// zeroing the tail of a kept partial block.
+    fn resize(&mut self, number: u64, size: u64) -> Result<(), FsError> {
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let inode = self.inode_mut(number)?;
+        let Content::File(blocks) = &mut inode.content else {
+            return Err(wrong_kind(inode.attributes.file_type));
+        };
+        if size >= inode.attributes.size {
+            inode.attributes.size = size;
+            return Ok(());
+        }
+        let keep = size.div_ceil(BLOCK);
+        let removed: Vec<u64> = blocks
+            .range(keep..)
+            .map(|(_, &physical)| physical)
+            .collect();
+        blocks.retain(|&logical, _| logical < keep);
+        let tail = blocks
+            .get(&(size / BLOCK))
+            .copied()
+            .filter(|_| size % BLOCK != 0);
+        inode.attributes.size = size;
+        for block in removed {
+            self.release(block);
+        }
+        if let Some(physical) = tail {
+            let mut data = self.read_data(physical)?;
+            data[(size % BLOCK) as usize..].fill(0);
+            let target = self.writable(number, size / BLOCK, physical)?;
+            self.write_data(target, &data)?;
+        }
+        self.update_used(number)
+    }
+
+    /// The block to write file block `logical` (now at `physical`) to:
+    /// itself when fresh, otherwise a new block swapped into the map.
+    fn writable(&mut self, number: u64, logical: u64, physical: u64) -> Result<u64, FsError> {
+        if self.fresh.get(physical) {
+            return Ok(physical);
+        }
+        let new_block = self.allocate()?;
+        if let Content::File(blocks) = &mut self.inode_mut(number)?.content {
+            blocks.insert(logical, new_block);
+        }
+        self.release(physical);
+        Ok(new_block)
+    }
+
+    fn update_used(&mut self, number: u64) -> Result<(), FsError> {
+        let inode = self.inode_mut(number)?;
+        if let Content::File(blocks) = &inode.content {
+            inode.attributes.used = blocks.len() as u64 * BLOCK;
+        }
+        Ok(())
+    }
+
+    fn new_inode(&mut self, attributes: Attributes, content: Content) -> u64 {
+        let number = attributes.inode.0;
+        let inode = Inode {
+            attributes,
+            content,
+        };
+        let size = inode.memory_size();
+        self.cache_bytes += size;
+        self.cache.insert(
+            number,
+            crate::volume::Cached {
+                inode,
+                chain: Vec::new(),
+                dirty: true,
+                last_used: self.tick,
+                size,
+            },
+        );
+        self.dirty.insert(number);
+        self.live_inodes += 1;
+        self.set_slot(
+            number,
+            LeafSlot {
+                record: PENDING,
+                generation: attributes.generation.0,
+            },
+        );
+        number
+    }
+
+    fn allocate_number(&mut self) -> Result<(u64, u64), FsError> {
+        if self.live_inodes >= self.inode_capacity() {
+            return Err(FsError::NoSpace);
+        }
+        let number = match self.free_numbers.first() {
+            Some(&number) => number,
+            None => self.next_number,
+        };
+        let generation = self.slot(number).map_or(0, |slot| slot.generation) + 1;
+        if !self.free_numbers.remove(&number) {
+            self.next_number += 1;
+        }
+        Ok((number, generation))
+    }
+}
+
+impl<D: BlockDevice> FileSystem for Volume<D> {
+    fn root(&self) -> InodeId {
+        InodeId(1)
+    }
+
+    fn getattr(&mut self, inode: InodeId) -> Result<Attributes, FsError> {
+        Ok(self.inode(inode.0)?.attributes)
+    }
+
+    fn setattr(&mut self, inode: InodeId, changes: &SetAttributes) -> Result<Attributes, FsError> {
+        let number = inode.0;
+        let file_type = self.inode(number)?.attributes.file_type;
+        if changes.size.is_some() && file_type != FileType::Regular {
+            return Err(wrong_kind(file_type));
+        }
+        self.reserve(&[number], 1, 1)?;
+        if let Some(size) = changes.size {
+            self.resize(number, size)?;
+        }
+        let now = self.clock.now();
+        let attributes = &mut self.inode_mut(number)?.attributes;
+        if let Some(mode) = changes.mode {
+            attributes.mode = mode & 0o7777;
+        }
+        if let Some(uid) = changes.uid {
+            attributes.uid = uid;
+        }
+        if let Some(gid) = changes.gid {
+            attributes.gid = gid;
+        }
+        match changes.atime {
+            SetTime::Unchanged => {}
+            SetTime::ServerTime => attributes.atime = now,
+            SetTime::Client(time) => attributes.atime = time,
+        }
+        match changes.mtime {
+            SetTime::Unchanged => {}
+            SetTime::ServerTime => attributes.mtime = now,
+            SetTime::Client(time) => attributes.mtime = time,
+        }
+        if changes.size.is_some() && changes.mtime == SetTime::Unchanged {
+            attributes.mtime = now;
+        }
+        attributes.ctime = now;
+        attributes.change += 1;
+        let result = *attributes;
+        self.mark_dirty(number);
+        self.done();
+        Ok(result)
+    }
+
+    fn lookup(&mut self, directory: InodeId, name: &[u8]) -> Result<Attributes, FsError> {
+        let target = match name {
+            b"." => {
+                self.directory(directory.0)?;
+                directory.0
+            }
+            b".." => self.directory(directory.0)?.parent,
+            _ => {
+                validate_name(name)?;
+                self.child(directory.0, name)?.inode
+            }
+        };
+        self.getattr(InodeId(target))
+    }
+
+    fn read(&mut self, inode: InodeId, offset: u64, buffer: &mut [u8]) -> Result<usize, FsError> {
+        let entry = self.inode(inode.0)?;
+        let Content::File(blocks) = &entry.content else {
+            return Err(wrong_kind(entry.attributes.file_type));
+        };
+        let size = entry.attributes.size;
+        if offset >= size {
+            return Ok(0);
+        }
+        let length = (size - offset).min(buffer.len() as u64) as usize;
+        let mut plan = Vec::new();
+        let mut done = 0usize;
+        while done < length {
+            let position = offset + done as u64;
+            let within = (position % BLOCK) as usize;
+            let count = (BLOCK_SIZE - within).min(length - done);
+            plan.push((
+                done,
+                within,
+                count,
+                blocks.get(&(position / BLOCK)).copied(),
+            ));
+            done += count;
+        }
+        for (at, within, count, physical) in plan {
+            let target = &mut buffer[at..at + count];
+            match physical {
+                Some(block) => {
+                    target.copy_from_slice(&self.read_data(block)?[within..within + count])
+                }
+                None => target.fill(0),
+            }
+        }
+        Ok(length)
+    }
+
+    fn write(&mut self, inode: InodeId, offset: u64, data: &[u8]) -> Result<Attributes, FsError> {
+        let number = inode.0;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= MAX_FILE_SIZE)
+            .ok_or(FsError::FileTooBig)?;
+        let entry = &self.cached(number)?.inode;
+        let Content::File(blocks) = &entry.content else {
+            return Err(wrong_kind(entry.attributes.file_type));
+        };
+        let blocks = blocks.clone_range(offset / BLOCK, end.div_ceil(BLOCK));
+        let mut new_blocks = 0u64;
+        let mut new_mappings = 0u64;
+        if !data.is_empty() {
+            for logical in offset / BLOCK..=(end - 1) / BLOCK {
+                match blocks.get(&logical) {
+                    Some(&physical) if self.fresh.get(physical) => {}
+                    Some(_) => new_blocks += 1,
+                    None => {
+                        new_blocks += 1;
+                        new_mappings += 1;
+                    }
+                }
+            }
+        }
+        let growth = (new_mappings * 24).div_ceil(RECORD_PAYLOAD as u64) + 1;
+        self.reserve(&[number], new_blocks, growth)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let position = offset + done as u64;
+            let logical = position / BLOCK;
+            let within = (position % BLOCK) as usize;
+            let count = (BLOCK_SIZE - within).min(data.len() - done);
+            let mapped = match &self.inode(number)?.content {
+                Content::File(blocks) => blocks.get(&logical).copied(),
+                _ => None,
+            };
+            let mut block = match mapped {
+                Some(physical) if count < BLOCK_SIZE => self.read_data(physical)?,
+                _ => crate::layout::zeroed(),
+            };
+            block[within..within + count].copy_from_slice(&data[done..done + count]);
+            let target = match mapped {
+                Some(physical) => self.writable(number, logical, physical)?,
+                None => {
+                    let new_block = self.allocate()?;
+                    if let Content::File(blocks) = &mut self.inode_mut(number)?.content {
+                        blocks.insert(logical, new_block);
+                    }
+                    new_block
+                }
+            };
+            self.write_data(target, &block)?;
+            done += count;
+        }
+        let attributes = &mut self.inode_mut(number)?.attributes;
+        if end > attributes.size {
+            attributes.size = end;
+        }
+        self.update_used(number)?;
+        self.touch(number, true);
+        self.done();
+        self.getattr(inode)
+    }
+
+    fn readlink(&mut self, inode: InodeId) -> Result<Vec<u8>, FsError> {
+        match &self.inode(inode.0)?.content {
+            Content::Symlink(target) => Ok(target.clone()),
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    fn create(
+        &mut self,
+        directory: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        owner: &Ownership,
+    ) -> Result<Attributes, FsError> {
+        let parent = directory.0;
+        validate_name(name)?;
+        if self.directory(parent)?.get(name).is_some() {
+            return Err(FsError::Exists);
+        }
+        if let NewNode::Symlink(target) = node {
+            if target.is_empty() || target.len() > SYMLINK_MAX {
+                return Err(FsError::Invalid);
+            }
+        }
+        let is_directory = matches!(node, NewNode::Directory);
+        if is_directory && self.inode(parent)?.attributes.nlink >= LINK_MAX {
+            return Err(FsError::TooManyLinks);
+        }
+        let record_blocks = match node {
+            NewNode::Symlink(target) => (target.len() as u64).div_ceil(RECORD_PAYLOAD as u64) + 3,
+            _ => 3,
+        };
+        self.reserve(&[parent], 0, record_blocks + 1)?;
+        let (number, generation) = self.allocate_number()?;
+        let now = self.clock.now();
+        let (file_type, content) = match node {
+            NewNode::Regular => (FileType::Regular, Content::File(Default::default())),
+            NewNode::Directory => (
+                FileType::Directory,
+                Content::Directory(Directory::new(parent)),
+            ),
+            NewNode::Symlink(target) => (FileType::Symlink, Content::Symlink(target.clone())),
+            NewNode::BlockDevice(_) => (FileType::BlockDevice, Content::Special),
+            NewNode::CharacterDevice(_) => (FileType::CharacterDevice, Content::Special),
+            NewNode::Fifo => (FileType::Fifo, Content::Special),
+            NewNode::Socket => (FileType::Socket, Content::Special),
+        };
+        let attributes = Attributes {
+            inode: InodeId(number),
+            generation: Generation(generation),
+            file_type,
+            mode: owner.mode & 0o7777,
+            nlink: if is_directory { 2 } else { 1 },
+            uid: owner.uid,
+            gid: owner.gid,
+            size: match node {
+                NewNode::Symlink(target) => target.len() as u64,
+                _ => 0,
+            },
+            used: 0,
+            rdev: match node {
+                NewNode::BlockDevice(rdev) | NewNode::CharacterDevice(rdev) => *rdev,
+                _ => Default::default(),
+            },
+            atime: now,
+            mtime: now,
+            ctime: now,
+            change: 1,
+        };
+        self.new_inode(attributes, content);
+        self.directory_mut(parent)?.insert(Entry {
+            name: name.to_vec(),
+            inode: number,
+            file_type,
+        });
+        if is_directory {
+            self.inode_mut(parent)?.attributes.nlink += 1;
+        }
+        self.touch(parent, true);
+        self.done();
+        Ok(attributes)
+    }
+
+    fn unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+        validate_name(name)?;
+        let entry = self.child(directory.0, name)?;
+        if entry.file_type == FileType::Directory {
+            return Err(FsError::IsDirectory);
+        }
+        self.cached(entry.inode)?;
+        self.reserve(&[directory.0, entry.inode], 0, 0)?;
+        self.directory_mut(directory.0)?.remove(name);
+        self.drop_link(entry.inode)?;
+        self.touch(directory.0, true);
+        self.done();
+        Ok(())
+    }
+
+    fn rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+        if name == b"." || name == b".." {
+            return Err(FsError::Invalid);
+        }
+        validate_name(name)?;
+        let entry = self.child(directory.0, name)?;
+        if entry.file_type != FileType::Directory {
+            return Err(FsError::NotDirectory);
+        }
+        if !self.directory(entry.inode)?.by_name.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        self.reserve(&[directory.0], 0, 0)?;
+        self.directory_mut(directory.0)?.remove(name);
+        self.free_inode(entry.inode);
+        self.inode_mut(directory.0)?.attributes.nlink -= 1;
+        self.touch(directory.0, true);
+        self.done();
+        Ok(())
+    }
+
+    fn rename(
+        &mut self,
+        from_directory: InodeId,
+        from_name: &[u8],
+        to_directory: InodeId,
+        to_name: &[u8],
+    ) -> Result<(), FsError> {
+        for name in [from_name, to_name] {
+            if name == b"." || name == b".." {
+                return Err(FsError::Invalid);
+            }
+            validate_name(name)?;
+        }
+        let (from, to) = (from_directory.0, to_directory.0);
+        self.directory(to)?;
+        let source = self.child(from, from_name)?;
+        let source_is_directory = source.file_type == FileType::Directory;
+        if source_is_directory && self.is_ancestor(source.inode, to)? {
+            return Err(FsError::Invalid);
+        }
+        let existing = self.directory(to)?.get(to_name).cloned();
+        if existing
+            .as_ref()
+            .is_some_and(|target| target.inode == source.inode)
+        {
+            return Ok(());
+        }
+        if let Some(target) = &existing {
+            match (source_is_directory, target.file_type == FileType::Directory) {
+                (false, true) => return Err(FsError::IsDirectory),
+                (true, false) => return Err(FsError::NotDirectory),
+                (true, true) if !self.directory(target.inode)?.by_name.is_empty() => {
+                    return Err(FsError::NotEmpty)
+                }
+                _ => {}
+            }
+        }
+        let moves_directory = source_is_directory && from != to;
+        if moves_directory && existing.is_none() && self.inode(to)?.attributes.nlink >= LINK_MAX {
+            return Err(FsError::TooManyLinks);
+        }
+        let mut touched = Vec::from([from, to, source.inode]);
+        if let Some(target) = &existing {
+            self.cached(target.inode)?;
+            touched.push(target.inode);
+        }
+        self.cached(source.inode)?;
+        self.reserve(&touched, 0, 1)?;
+        if let Some(target) = existing {
+            self.directory_mut(to)?.remove(to_name);
+            if source_is_directory {
+                self.free_inode(target.inode);
+                self.inode_mut(to)?.attributes.nlink -= 1;
+            } else {
+                self.drop_link(target.inode)?;
+            }
+        }
+        self.directory_mut(from)?.remove(from_name);
+        self.directory_mut(to)?.insert(Entry {
+            name: to_name.to_vec(),
+            ..source.clone()
+        });
+        if source_is_directory {
+            self.directory_mut(source.inode)?.parent = to;
+            if moves_directory {
+                self.inode_mut(from)?.attributes.nlink -= 1;
+                self.inode_mut(to)?.attributes.nlink += 1;
+            }
+        }
+        self.touch(source.inode, false);
+        self.touch(from, true);
+        if to != from {
+            self.touch(to, true);
+        }
+        self.done();
+        Ok(())
+    }
+
+    fn link(
+        &mut self,
+        inode: InodeId,
+        directory: InodeId,
+        name: &[u8],
+    ) -> Result<Attributes, FsError> {
+        validate_name(name)?;
+        let attributes = self.inode(inode.0)?.attributes;
+        if attributes.file_type == FileType::Directory {
+            return Err(FsError::IsDirectory);
+        }
+        if attributes.nlink >= LINK_MAX {
+            return Err(FsError::TooManyLinks);
+        }
+        if self.directory(directory.0)?.get(name).is_some() {
+            return Err(FsError::Exists);
+        }
+        self.reserve(&[inode.0, directory.0], 0, 1)?;
+        self.directory_mut(directory.0)?.insert(Entry {
+            name: name.to_vec(),
+            inode: inode.0,
+            file_type: attributes.file_type,
+        });
+        self.inode_mut(inode.0)?.attributes.nlink += 1;
+        self.touch(inode.0, false);
+        self.touch(directory.0, true);
+        self.done();
+        self.getattr(inode)
+    }
+
+    fn readdir(
+        &mut self,
+        directory: InodeId,
+        cookie: u64,
+        max_entries: usize,
+    ) -> Result<DirectoryPage, FsError> {
+        let listing = self.directory(directory.0)?;
+        if cookie != 0 && cookie >= listing.next_cookie {
+            return Err(FsError::BadCookie);
+        }
+        let mut range = listing.by_cookie.range(cookie.saturating_add(1)..);
+        let entries: Vec<DirectoryEntry> = range
+            .by_ref()
+            .take(max_entries)
+            .map(|(&cookie, entry)| DirectoryEntry {
+                name: entry.name.clone(),
+                inode: InodeId(entry.inode),
+                file_type: entry.file_type,
+                cookie,
+            })
+            .collect();
+        let end = range.next().is_none();
+        Ok(DirectoryPage { entries, end })
+    }
+
+    fn statfs(&mut self) -> Result<StatFs, FsError> {
+        let free_blocks = self.free_blocks().saturating_sub(self.epoch_reserve + 8);
+        let total_inodes = self.inode_capacity();
+        Ok(StatFs {
+            block_size: BLOCK_SIZE as u32,
+            total_blocks: self.block_count(),
+            free_blocks,
+            total_inodes,
+            free_inodes: (total_inodes - self.live_inodes.min(total_inodes)).min(free_blocks / 2),
+        })
+    }
+
+    fn applied_sequence(&self) -> u64 {
+        self.applied
+    }
+
+    fn durable_sequence(&self) -> u64 {
+        self.durable
+    }
+
+    fn commit(&mut self) -> Result<(), FsError> {
+        self.commit_volume()
+    }
+}

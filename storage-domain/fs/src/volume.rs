@@ -1,0 +1,761 @@
+//! The volume: opening, the inode index, the inode cache, block allocation
+//! and the commit protocol.
+//!
+//! Three states of a block matter. *Committed* blocks are referenced by the
+//! last superblock and are never written until a later commit has stopped
+//! referencing them. *Fresh* blocks were allocated since the last commit;
+//! nothing durable points at them, so they may be rewritten in place. Blocks
+//! released during an epoch that were committed wait in `pending_free` and
+//! become allocatable only after the next superblock is durable. Together
+//! these make every crash land on the last durable commit.
+//!
+//! The free map is not stored: [`Volume::open`] rebuilds it by walking the
+//! committed index and every inode record, checking each block is in range
+//! and referenced once. That walk is also most of `fsck`.
+
+use crate::bitmap::Bitmap;
+use crate::layout::{
+    decode_interior, decode_leaf, decode_record_block, encode_interior, encode_leaf,
+    encode_record_block, zeroed, Block, LeafSlot, Superblock, BLOCK_SIZE, INDEX_LEVELS,
+    INTERIOR_FANOUT, LEAF_SLOTS, MAX_INODES, RECORD_PAYLOAD,
+};
+use crate::record::{Content, Directory, Inode};
+use crate::{BlockDevice, DeviceError};
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+use vfs::{Attributes, Clock, FileType, FsError, Generation, InodeId};
+
+/// Leaf slot value of an inode created since the last commit (its record
+/// is only in the cache).
+pub(crate) const PENDING: u64 = u64::MAX;
+
+/// Blocks always kept free beyond what pending commits need.
+const SLACK_BLOCKS: u64 = 8;
+
+/// Largest inode record accepted when reading (bounds a forged chain).
+const MAX_RECORD_BYTES: usize = 256 << 20;
+
+/// Smallest device `format` accepts, in blocks.
+const MIN_BLOCKS: u64 = 64;
+
+/// What `format` writes besides the layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// Volume identity (the caller supplies random bytes: no_std has no RNG).
+    pub uuid: [u8; 16],
+    /// Secret keying the NFS server's file-handle MACs.
+    pub handle_secret: [u8; 32],
+}
+
+pub(crate) struct Cached {
+    pub inode: Inode,
+    pub chain: Vec<u64>,
+    pub dirty: bool,
+    pub last_used: u64,
+    pub size: usize,
+}
+
+pub(crate) struct Leaf {
+    pub block: u64,
+    pub slots: Box<[LeafSlot]>,
+    pub dirty: bool,
+}
+
+pub(crate) struct Interior {
+    pub block: u64,
+    pub children: Box<[u64]>,
+    pub dirty: bool,
+}
+
+/// An open file system on a [`BlockDevice`].
+pub struct Volume<D: BlockDevice> {
+    pub(crate) device: D,
+    pub(crate) clock: Box<dyn Clock>,
+    pub(crate) superblock: Superblock,
+    pub(crate) root_block: u64,
+    pub(crate) interior: BTreeMap<u64, Interior>,
+    pub(crate) leaves: BTreeMap<u64, Leaf>,
+    pub(crate) cache: BTreeMap<u64, Cached>,
+    pub(crate) dirty: BTreeSet<u64>,
+    pub(crate) free_numbers: BTreeSet<u64>,
+    pub(crate) next_number: u64,
+    pub(crate) live_inodes: u64,
+    pub(crate) used: Bitmap,
+    pub(crate) fresh: Bitmap,
+    pub(crate) pending_free: Vec<u64>,
+    pub(crate) cursor: u64,
+    pub(crate) epoch_reserve: u64,
+    pub(crate) cache_limit: usize,
+    pub(crate) cache_bytes: usize,
+    pub(crate) tick: u64,
+    pub(crate) applied: u64,
+    pub(crate) durable: u64,
+    pub(crate) failed: bool,
+}
+
+impl<D: BlockDevice> core::fmt::Debug for Volume<D> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("Volume")
+            .field("sequence", &self.superblock.sequence)
+            .field("live_inodes", &self.live_inodes)
+            .field("used_blocks", &self.used.count())
+            .finish()
+    }
+}
+
+fn device_error(error: DeviceError) -> FsError {
+    match error {
+        DeviceError::OutOfRange => {
+            FsError::Corrupt("block number past the end of the device".into())
+        }
+        DeviceError::Io => FsError::Io,
+    }
+}
+
+/// Read one block.
+pub(crate) fn read<D: BlockDevice>(device: &mut D, block: u64) -> Result<Block, FsError> {
+    let mut buffer = zeroed();
+    device
+        .read_block(block, &mut buffer)
+        .map_err(device_error)?;
+    Ok(buffer)
+}
+
+impl<D: BlockDevice> Volume<D> {
+    /// Write an empty file system (a root directory, mode 0755, owned by
+    /// root) onto `device`.
+    ///
+    /// # Errors
+    /// [`FsError::NoSpace`] when the device is smaller than 64 blocks;
+    /// [`FsError::Io`] when it fails.
+    pub fn format(
+        device: &mut D,
+        options: FormatOptions,
+        clock: &dyn Clock,
+    ) -> Result<(), FsError> {
+        let block_count = device.block_count();
+        if block_count < MIN_BLOCKS {
+            return Err(FsError::NoSpace);
+        }
+        let now = clock.now();
+        let root = Inode {
+            attributes: Attributes {
+                inode: InodeId(1),
+                generation: Generation(1),
+                file_type: FileType::Directory,
+                mode: 0o755,
+                nlink: 2,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                used: 0,
+                rdev: Default::default(),
+                atime: now,
+                mtime: now,
+                ctime: now,
+                change: 1,
+            },
+            content: Content::Directory(Directory::new(1)),
+        };
+        let mut slots = vec![LeafSlot::default(); LEAF_SLOTS as usize];
+        slots[1] = LeafSlot {
+            record: 2,
+            generation: 1,
+        };
+        let mut level_one = vec![0u64; INTERIOR_FANOUT as usize];
+        level_one[0] = 3;
+        let mut level_two = vec![0u64; INTERIOR_FANOUT as usize];
+        level_two[0] = 4;
+        let writes: [(u64, Block); 4] = [
+            (2, encode_record_block(0, &root.encode())),
+            (3, encode_leaf(&slots)),
+            (4, encode_interior(1, &level_one)),
+            (5, encode_interior(INDEX_LEVELS, &level_two)),
+        ];
+        for (block, data) in &writes {
+            device.write_block(*block, data).map_err(device_error)?;
+        }
+        device.flush().map_err(device_error)?;
+        let superblock = Superblock {
+            block_count,
+            sequence: 1,
+            index_root: 5,
+            inode_count: 1,
+            used_blocks: 6,
+            uuid: options.uuid,
+            handle_secret: options.handle_secret,
+        };
+        let encoded = superblock.encode();
+        device.write_block(0, &encoded).map_err(device_error)?;
+        device.write_block(1, &encoded).map_err(device_error)?;
+        device.flush().map_err(device_error)
+    }
+
+    /// Open the file system on `device`, keeping about `cache_bytes` of
+    /// inodes in memory.
+    ///
+    /// # Errors
+    /// [`FsError::Corrupt`] naming what is wrong with the image;
+    /// [`FsError::Io`] when the device fails.
+    pub fn open(mut device: D, clock: Box<dyn Clock>, cache_bytes: usize) -> Result<Self, FsError> {
+        if device.block_count() < 2 {
+            return Err(FsError::Corrupt(
+                "device too small to hold a superblock".into(),
+            ));
+        }
+        let first = read(&mut device, 0).and_then(|block| Superblock::decode(&block));
+        let second = read(&mut device, 1).and_then(|block| Superblock::decode(&block));
+        let superblock = match (first, second) {
+            (Ok(a), Ok(b)) => {
+                if b.sequence > a.sequence {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Ok(a), Err(_)) => a,
+            (Err(_), Ok(b)) => b,
+            (Err(error), Err(_)) => return Err(error),
+        };
+        if superblock.block_count > device.block_count() {
+            return Err(FsError::Corrupt(format!(
+                "image truncated: the file system has {} blocks, the device {}",
+                superblock.block_count,
+                device.block_count()
+            )));
+        }
+        let block_count = superblock.block_count;
+        let mut volume = Volume {
+            device,
+            clock,
+            root_block: superblock.index_root,
+            superblock,
+            interior: BTreeMap::new(),
+            leaves: BTreeMap::new(),
+            cache: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            free_numbers: BTreeSet::new(),
+            next_number: 1,
+            live_inodes: 0,
+            used: Bitmap::new(block_count),
+            fresh: Bitmap::new(block_count),
+            pending_free: Vec::new(),
+            cursor: 2,
+            epoch_reserve: 0,
+            cache_limit: cache_bytes,
+            cache_bytes: 0,
+            tick: 0,
+            applied: 0,
+            durable: 0,
+            failed: false,
+        };
+        volume.used.set(0);
+        volume.used.set(1);
+        volume.load_index()?;
+        volume.load_inodes()?;
+        match volume.cached(1)?.inode.attributes.file_type {
+            FileType::Directory => Ok(volume),
+            _ => Err(FsError::Corrupt(
+                "inode 1 (the root) is not a directory".into(),
+            )),
+        }
+    }
+
+    /// Mark a committed block in use; a block referenced twice or out of
+    /// range is corruption.
+    fn claim(&mut self, block: u64, what: &str) -> Result<(), FsError> {
+        if block < 2 || block >= self.superblock.block_count {
+            return Err(FsError::Corrupt(format!(
+                "{what}: block {block} out of range"
+            )));
+        }
+        if !self.used.set(block) {
+            return Err(FsError::Corrupt(format!(
+                "{what}: block {block} referenced twice"
+            )));
+        }
+        Ok(())
+    }
+
+    fn load_index(&mut self) -> Result<(), FsError> {
+        let root = self.root_block;
+        self.claim(root, "index root")?;
+        let root_children = decode_interior(&*read(&mut self.device, root)?, INDEX_LEVELS, root)?;
+        for (first_index, &child) in root_children.iter().enumerate() {
+            if child == 0 {
+                continue;
+            }
+            self.claim(child, "index node")?;
+            let children = decode_interior(&*read(&mut self.device, child)?, 1, child)?;
+            for (second_index, &leaf_block) in children.iter().enumerate() {
+                if leaf_block == 0 {
+                    continue;
+                }
+                self.claim(leaf_block, "index leaf")?;
+                let slots = decode_leaf(&*read(&mut self.device, leaf_block)?, leaf_block)?;
+                let leaf_number = first_index as u64 * INTERIOR_FANOUT + second_index as u64;
+                self.leaves.insert(
+                    leaf_number,
+                    Leaf {
+                        block: leaf_block,
+                        slots,
+                        dirty: false,
+                    },
+                );
+            }
+            let index = first_index as u64;
+            self.interior.insert(
+                index,
+                Interior {
+                    block: child,
+                    children,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn load_inodes(&mut self) -> Result<(), FsError> {
+        let mut records = Vec::new();
+        for (&leaf_number, leaf) in &self.leaves {
+            for (slot_index, slot) in leaf.slots.iter().enumerate() {
+                let number = leaf_number * LEAF_SLOTS + slot_index as u64;
+                if slot.record != 0 {
+                    if number == 0 {
+                        return Err(FsError::Corrupt("index: inode 0 is in use".into()));
+                    }
+                    records.push((number, slot.generation));
+                }
+            }
+        }
+        for &(number, generation) in &records {
+            let (inode, chain) = self.read_record(number, true)?;
+            if inode.attributes.generation.0 != generation {
+                return Err(FsError::Corrupt(format!(
+                    "inode {number}: generation differs from the index"
+                )));
+            }
+            for block in inode.data_blocks().collect::<Vec<_>>() {
+                self.claim(block, "file data")?;
+            }
+            self.live_inodes += 1;
+            self.next_number = self.next_number.max(number + 1);
+            let size = inode.memory_size();
+            if self.cache_bytes + size <= self.cache_limit || number == 1 {
+                self.cache_bytes += size;
+                self.cache.insert(
+                    number,
+                    Cached {
+                        inode,
+                        chain,
+                        dirty: false,
+                        last_used: 0,
+                        size,
+                    },
+                );
+            }
+        }
+        let live: BTreeSet<u64> = records.iter().map(|&(number, _)| number).collect();
+        self.free_numbers = (1..self.next_number)
+            .filter(|number| !live.contains(number))
+            .collect();
+        Ok(())
+    }
+
+    /// Read and decode inode `number`'s record chain; `claim` marks its
+    /// blocks in use (only while opening).
+    fn read_record(&mut self, number: u64, claim: bool) -> Result<(Inode, Vec<u64>), FsError> {
+        let mut next = self.slot(number).map(|slot| slot.record).unwrap_or(0);
+        let mut payload = Vec::new();
+        let mut chain = Vec::new();
+        while next != 0 {
+            if claim {
+                self.claim(next, "inode record")?;
+            } else if next >= self.superblock.block_count || next < 2 {
+                return Err(FsError::Corrupt(format!(
+                    "inode {number}: record block out of range"
+                )));
+            }
+            if chain.len() as u64 > self.superblock.block_count || payload.len() > MAX_RECORD_BYTES
+            {
+                return Err(FsError::Corrupt(format!(
+                    "inode {number}: record chain too long"
+                )));
+            }
+            chain.push(next);
+            let block = read(&mut self.device, next)?;
+            let (following, bytes) = decode_record_block(&block, next)?;
+            payload.extend_from_slice(bytes);
+            next = following;
+        }
+        let inode = Inode::decode(&payload, number)?;
+        Ok((inode, chain))
+    }
+
+    /// The index slot of inode `number`, if its leaf exists.
+    pub(crate) fn slot(&self, number: u64) -> Option<LeafSlot> {
+        let leaf = self.leaves.get(&(number / LEAF_SLOTS))?;
+        leaf.slots.get((number % LEAF_SLOTS) as usize).copied()
+    }
+
+    pub(crate) fn set_slot(&mut self, number: u64, slot: LeafSlot) {
+        let leaf = self
+            .leaves
+            .entry(number / LEAF_SLOTS)
+            .or_insert_with(|| Leaf {
+                block: 0,
+                slots: vec![LeafSlot::default(); LEAF_SLOTS as usize].into_boxed_slice(),
+                dirty: true,
+            });
+        if let Some(entry) = leaf.slots.get_mut((number % LEAF_SLOTS) as usize) {
+            *entry = slot;
+        }
+        leaf.dirty = true;
+    }
+
+    /// Inode `number` from the cache, reading it in if needed.
+    ///
+    /// # Errors
+    /// [`FsError::Stale`] when the inode is not allocated.
+    pub(crate) fn cached(&mut self, number: u64) -> Result<&mut Cached, FsError> {
+        self.tick += 1;
+        if !self.cache.contains_key(&number) {
+            match self.slot(number) {
+                Some(slot) if slot.record != 0 && slot.record != PENDING => {}
+                _ => return Err(FsError::Stale),
+            }
+            let (inode, chain) = self.read_record(number, false)?;
+            let size = inode.memory_size();
+            self.cache_bytes += size;
+            self.cache.insert(
+                number,
+                Cached {
+                    inode,
+                    chain,
+                    dirty: false,
+                    last_used: 0,
+                    size,
+                },
+            );
+            self.evict(number);
+        }
+        let tick = self.tick;
+        let entry = self.cache.get_mut(&number).ok_or(FsError::Stale)?;
+        entry.last_used = tick;
+        Ok(entry)
+    }
+
+    /// Drop least recently used clean inodes until the cache fits its
+    /// budget (dirty inodes stay until committed; `keep` stays too).
+    pub(crate) fn evict(&mut self, keep: u64) {
+        if self.cache_bytes <= self.cache_limit {
+            return;
+        }
+        let mut candidates: Vec<(u64, u64)> = self
+            .cache
+            .iter()
+            .filter(|(&number, entry)| !entry.dirty && number != keep && number != 1)
+            .map(|(&number, entry)| (entry.last_used, number))
+            .collect();
+        candidates.sort_unstable();
+        let target = self.cache_limit - self.cache_limit / 4;
+        for (_, number) in candidates {
+            if self.cache_bytes <= target {
+                break;
+            }
+            if let Some(entry) = self.cache.remove(&number) {
+                self.cache_bytes -= entry.size;
+            }
+        }
+    }
+
+    /// Reserve room for the next commit before changing inode `number`:
+    /// the first change to an inode in an epoch reserves its whole record,
+    /// later ones `extra_records` more record blocks.
+    ///
+    /// # Errors
+    /// [`FsError::NoSpace`] (nothing changed) or [`FsError::Io`].
+    pub(crate) fn reserve(
+        &mut self,
+        numbers: &[u64],
+        data_blocks: u64,
+        extra_records: u64,
+    ) -> Result<(), FsError> {
+        if self.failed {
+            return Err(FsError::Io);
+        }
+        let mut metadata = extra_records;
+        for &number in numbers {
+            if !self.dirty.contains(&number) {
+                let bound = match self.cache.get(&number) {
+                    Some(entry) => record_bound(&entry.inode),
+                    None => 1,
+                };
+                // The record, its leaf and the leaf's interior node.
+                metadata += bound + 2;
+            }
+        }
+        let needed = data_blocks + metadata + self.epoch_reserve + SLACK_BLOCKS;
+        if self.free_blocks() < needed {
+            return Err(FsError::NoSpace);
+        }
+        self.epoch_reserve += metadata;
+        Ok(())
+    }
+
+    /// Blocks not in use (pending frees count as used until the commit).
+    pub(crate) fn free_blocks(&self) -> u64 {
+        self.superblock.block_count - self.used.count()
+    }
+
+    /// Mark inode `number` changed (it must be cached).
+    pub(crate) fn mark_dirty(&mut self, number: u64) {
+        if let Some(entry) = self.cache.get_mut(&number) {
+            entry.dirty = true;
+            self.dirty.insert(number);
+        }
+    }
+
+    /// Allocate a fresh block.
+    pub(crate) fn allocate(&mut self) -> Result<u64, FsError> {
+        let block = self.used.find_clear(self.cursor).ok_or(FsError::NoSpace)?;
+        self.used.set(block);
+        self.fresh.set(block);
+        self.cursor = block + 1;
+        Ok(block)
+    }
+
+    /// Release a block: at once if fresh, after the next commit otherwise.
+    pub(crate) fn release(&mut self, block: u64) {
+        if self.fresh.get(block) && block < self.superblock.block_count {
+            self.fresh.clear(block);
+            self.used.clear(block);
+        } else {
+            self.pending_free.push(block);
+        }
+    }
+
+    /// Write a data block, failing the volume on a device error.
+    pub(crate) fn write_data(
+        &mut self,
+        block: u64,
+        data: &[u8; BLOCK_SIZE],
+    ) -> Result<(), FsError> {
+        self.device.write_block(block, data).map_err(|error| {
+            self.failed = true;
+            device_error(error)
+        })
+    }
+
+    /// Read a data block.
+    pub(crate) fn read_data(&mut self, block: u64) -> Result<Block, FsError> {
+        read(&mut self.device, block)
+    }
+
+    /// Make every applied change durable.
+    ///
+    /// # Errors
+    /// [`FsError::Io`] when the device fails; the volume then refuses all
+    /// further changes (the last durable commit is still intact on disk).
+    pub fn commit_volume(&mut self) -> Result<(), FsError> {
+        if self.failed {
+            return Err(FsError::Io);
+        }
+        if self.dirty.is_empty() && !self.leaves.values().any(|leaf| leaf.dirty) {
+            self.durable = self.applied;
+            return Ok(());
+        }
+        let result = self.write_commit();
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn write_commit(&mut self) -> Result<(), FsError> {
+        let dirty: Vec<u64> = core::mem::take(&mut self.dirty).into_iter().collect();
+        for number in dirty {
+            let Some(entry) = self.cache.get_mut(&number) else {
+                continue;
+            };
+            let payload = entry.inode.encode();
+            let generation = entry.inode.attributes.generation.0;
+            let old_chain = core::mem::take(&mut entry.chain);
+            for block in old_chain {
+                self.release(block);
+            }
+            let pieces: Vec<&[u8]> = if payload.is_empty() {
+                vec![&[][..]]
+            } else {
+                payload.chunks(RECORD_PAYLOAD).collect()
+            };
+            let mut blocks = Vec::with_capacity(pieces.len());
+            for _ in 0..pieces.len() {
+                blocks.push(self.allocate()?);
+            }
+            for (index, piece) in pieces.iter().enumerate() {
+                let next = blocks.get(index + 1).copied().unwrap_or(0);
+                self.device
+                    .write_block(blocks[index], &encode_record_block(next, piece))
+                    .map_err(device_error)?;
+            }
+            self.set_slot(
+                number,
+                LeafSlot {
+                    record: blocks[0],
+                    generation,
+                },
+            );
+            if let Some(entry) = self.cache.get_mut(&number) {
+                entry.chain = blocks;
+                entry.dirty = false;
+                let size = entry.inode.memory_size();
+                self.cache_bytes = self.cache_bytes - entry.size.min(self.cache_bytes) + size;
+                entry.size = size;
+            }
+        }
+        let dirty_leaves: Vec<u64> = self
+            .leaves
+            .iter()
+            .filter(|(_, leaf)| leaf.dirty)
+            .map(|(&number, _)| number)
+            .collect();
+        for leaf_number in dirty_leaves {
+            let new_block = self.allocate()?;
+            let Some(leaf) = self.leaves.get_mut(&leaf_number) else {
+                continue;
+            };
+            let encoded = encode_leaf(&leaf.slots);
+            let old = core::mem::replace(&mut leaf.block, new_block);
+            leaf.dirty = false;
+            self.device
+                .write_block(new_block, &encoded)
+                .map_err(device_error)?;
+            if old != 0 {
+                self.release(old);
+            }
+            let interior = self
+                .interior
+                .entry(leaf_number / INTERIOR_FANOUT)
+                .or_insert_with(|| Interior {
+                    block: 0,
+                    children: vec![0; INTERIOR_FANOUT as usize].into_boxed_slice(),
+                    dirty: true,
+                });
+            if let Some(child) = interior
+                .children
+                .get_mut((leaf_number % INTERIOR_FANOUT) as usize)
+            {
+                *child = new_block;
+            }
+            interior.dirty = true;
+        }
+        let dirty_interior: Vec<u64> = self
+            .interior
+            .iter()
+            .filter(|(_, node)| node.dirty)
+            .map(|(&index, _)| index)
+            .collect();
+        for index in dirty_interior {
+            let new_block = self.allocate()?;
+            let Some(node) = self.interior.get_mut(&index) else {
+                continue;
+            };
+            let encoded = encode_interior(1, &node.children);
+            let old = core::mem::replace(&mut node.block, new_block);
+            node.dirty = false;
+            self.device
+                .write_block(new_block, &encoded)
+                .map_err(device_error)?;
+            if old != 0 {
+                self.release(old);
+            }
+        }
+        let mut root_children = vec![0u64; INTERIOR_FANOUT as usize];
+        for (&index, node) in self.interior.iter() {
+            if let Some(child) = root_children.get_mut(index as usize) {
+                *child = node.block;
+            }
+        }
+        let new_root = self.allocate()?;
+        self.device
+            .write_block(new_root, &encode_interior(INDEX_LEVELS, &root_children))
+            .map_err(device_error)?;
+        let old_root = core::mem::replace(&mut self.root_block, new_root);
+        self.release(old_root);
+        self.device.flush().map_err(device_error)?;
+
+        let mut superblock = self.superblock.clone();
+        superblock.sequence += 1;
+        superblock.index_root = new_root;
+        superblock.inode_count = self.live_inodes;
+        superblock.used_blocks = self.used.count() - self.pending_free.len() as u64;
+        let copy = superblock.sequence % 2;
+        self.device
+            .write_block(copy, &superblock.encode())
+            .map_err(device_error)?;
+        self.device.flush().map_err(device_error)?;
+
+        self.superblock = superblock;
+        for block in core::mem::take(&mut self.pending_free) {
+            self.used.clear(block);
+        }
+        self.fresh = Bitmap::new(self.superblock.block_count);
+        self.epoch_reserve = 0;
+        self.durable = self.applied;
+        self.evict(1);
+        Ok(())
+    }
+
+    /// The volume identity chosen at format time.
+    pub fn uuid(&self) -> [u8; 16] {
+        self.superblock.uuid
+    }
+
+    /// The secret for file-handle MACs chosen at format time.
+    pub fn handle_secret(&self) -> [u8; 32] {
+        self.superblock.handle_secret
+    }
+
+    /// The number of the last durable commit.
+    pub fn commit_sequence(&self) -> u64 {
+        self.superblock.sequence
+    }
+
+    /// Total blocks.
+    pub fn block_count(&self) -> u64 {
+        self.superblock.block_count
+    }
+
+    /// Close without committing, returning the device (tests reopen it to
+    /// check what is durable).
+    pub fn into_device(self) -> D {
+        self.device
+    }
+
+    /// Inode numbers this volume can hold: one record block at least each.
+    pub(crate) fn inode_capacity(&self) -> u64 {
+        (self.superblock.block_count / 2).min(MAX_INODES - 1)
+    }
+}
+
+/// Record blocks inode `inode` can need when written.
+pub(crate) fn record_bound(inode: &Inode) -> u64 {
+    let bytes = 128
+        + match &inode.content {
+            Content::File(blocks) => blocks.len() * 24,
+            Content::Directory(directory) => directory
+                .by_cookie
+                .values()
+                .map(|entry| entry.name.len() + 18)
+                .sum(),
+            Content::Symlink(target) => target.len() + 8,
+            Content::Special => 0,
+        };
+    bytes.div_ceil(RECORD_PAYLOAD) as u64 + 1
+}
