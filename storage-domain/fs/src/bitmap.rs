@@ -63,7 +63,7 @@ impl Bitmap {
         let mut bit = from;
         while bit < to {
             let word = self.words[(bit / 64) as usize];
-            if word == u64::MAX && bit % 64 == 0 {
+            if word == u64::MAX && bit.is_multiple_of(64) {
                 bit += 64;
                 continue;
             }

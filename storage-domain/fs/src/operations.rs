@@ -163,7 +163,7 @@ impl<D: BlockDevice> Volume<D> {
         let tail = blocks
             .get(&(size / BLOCK))
             .copied()
-            .filter(|_| size % BLOCK != 0);
+            .filter(|_| !size.is_multiple_of(BLOCK));
         inode.attributes.size = size;
         for block in removed {
             self.release(block);

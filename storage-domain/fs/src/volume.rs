@@ -732,6 +732,11 @@ impl<D: BlockDevice> Volume<D> {
         self.superblock.block_count
     }
 
+    /// The device, for inspection (tests count recorded events).
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
     /// Close without committing, returning the device (tests reopen it to
     /// check what is durable).
     pub fn into_device(self) -> D {
