@@ -73,18 +73,6 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             "warnings",
         ]))
     });
-    step("clippy (xen kernel, bare metal)", &|| {
-        execute(cargo().args([
-            "clippy",
-            "-p",
-            "storage-domain-xen",
-            "--target",
-            "x86_64-unknown-none",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-    });
     step("no_std builds", &|| {
         let mut command = cargo();
         command.args(["build", "--target", "x86_64-unknown-none"]);
@@ -106,26 +94,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         )
     });
     step("tests", &|| {
-        // The end-to-end tests start the release binaries; build them first
-        // and tell the tests where they are.
-        execute(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "storage-domain-hosted",
-            "-p",
-            "guest-driver",
-        ]))?;
-        let release = crate::target_dir().join("release");
-        execute(
-            cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .env(
-                    "STORAGE_DOMAIN_HOSTED",
-                    release.join("storage-domain-hosted"),
-                )
-                .env("GUEST_DRIVER", release.join("guest-driver")),
-        )
+        execute(cargo().args(["test", "--workspace", "--no-fail-fast"]))
     });
     if args.fuzz_seconds > 0 {
         step("fuzz", &|| {
@@ -135,7 +104,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             })
         });
     }
-    if !args.skip_qemu {
+    if args.skip_qemu {
+        eprintln!("\n=== xen boot under qemu: skipped (--skip-qemu)");
+    } else if !crate::workspace_root().join("qemu-tests/run.sh").is_file() {
+        // Not a pass: the summary says so. The PV kernel (storage-domain/xen)
+        // and its QEMU scenario do not exist yet, so there is nothing to boot.
+        eprintln!("\n=== xen boot under qemu: skipped: the Xen PV kernel and qemu-tests/run.sh are not built yet");
+    } else {
         step("xen boot under qemu", &qemu_test);
     }
 

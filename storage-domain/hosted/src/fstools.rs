@@ -1,54 +1,298 @@
-//! Offline image tools: mkfs, fsck, ls, get, snapshot. (Being written.)
+//! Offline image tools: `mkfs`, `fsck`, `ls` and `get`.
+//!
+//! `ls` and `get` open the image read-only, so an administrator on dom0 can
+//! list and copy files out of a storage domain's disk for a backup without
+//! any risk to it (stop the storage domain first: the image then holds its
+//! last commit).
 
-use std::path::PathBuf;
+use crate::image::{parse_size, random_bytes, ImageFile, SystemClock};
+use anyhow::{bail, Context};
+use sdfs::{FormatOptions, Volume};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vfs::{FileSystem, FileType, InodeId};
+
+/// Inode cache for the offline tools.
+const TOOL_CACHE_BYTES: usize = 64 << 20;
 
 /// Arguments of `mkfs`.
 #[derive(Debug, clap::Args)]
 pub struct MkfsArgs {
-    /// The image file to create or overwrite.
+    /// The image file to create.
     pub image: PathBuf,
+    /// Size of the image, e.g. 1G, 512M (at least 256K).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub size: u64,
+    /// Overwrite an image that already holds a file system.
+    #[arg(long)]
+    pub force: bool,
 }
+
 /// Arguments of `fsck`.
 #[derive(Debug, clap::Args)]
 pub struct FsckArgs {
-    /// The image file to check.
+    /// The image file to check (opened read-only).
     pub image: PathBuf,
 }
+
 /// Arguments of `ls`.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
-    /// The image file.
+    /// The image file (opened read-only).
     pub image: PathBuf,
+    /// The directory to list, from the file system's root.
+    #[arg(default_value = "/")]
+    pub path: String,
 }
+
 /// Arguments of `get`.
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// The image file.
+    /// The image file (opened read-only).
     pub image: PathBuf,
-}
-/// Snapshot subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum SnapshotCommand {
-    /// List snapshots.
-    List {
-        /// The image file.
-        image: PathBuf,
-    },
+    /// The file or directory to copy out, from the file system's root.
+    pub path: String,
+    /// Where to put it on the host (must not exist yet).
+    pub destination: PathBuf,
 }
 
-pub fn mkfs(_args: MkfsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("mkfs is not built yet")
+/// Format a new image at `path` of `size` bytes.
+///
+/// # Errors
+/// When the image holds a file system and `force` is not set, or the file
+/// cannot be written.
+pub fn format_image(path: &Path, size: u64, force: bool) -> anyhow::Result<()> {
+    if !force && path.exists() {
+        if let Ok(device) = ImageFile::open_read_only(path) {
+            if Volume::open(device, Box::new(SystemClock), 0).is_ok() {
+                bail!(
+                    "{} already holds a file system; pass --force to overwrite it",
+                    path.display()
+                );
+            }
+        }
+    }
+    let mut device = ImageFile::create(path, size)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let options = FormatOptions {
+        uuid: random_bytes()?,
+        handle_secret: random_bytes()?,
+    };
+    Volume::format(&mut device, options, &SystemClock)
+        .map_err(|error| anyhow::anyhow!("cannot format {}: {error}", path.display()))
 }
-pub fn fsck(_args: FsckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("fsck is not built yet")
+
+/// Open an image read-only with the system clock.
+///
+/// # Errors
+/// When the file cannot be opened or holds no valid file system.
+pub fn open_read_only(path: &Path) -> anyhow::Result<Volume<ImageFile>> {
+    let device = ImageFile::open_read_only(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Volume::open(device, Box::new(SystemClock), TOOL_CACHE_BYTES)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
-pub fn ls(_args: LsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("ls is not built yet")
+
+/// `mkfs`.
+///
+/// # Errors
+/// See [`format_image`].
+pub fn mkfs(args: MkfsArgs) -> anyhow::Result<ExitCode> {
+    format_image(&args.image, args.size, args.force)?;
+    let volume = open_read_only(&args.image)?;
+    println!(
+        "{}: sdfs, {} blocks of {} bytes, uuid {}",
+        args.image.display(),
+        volume.block_count(),
+        sdfs::BLOCK_SIZE,
+        hex(&volume.uuid())
+    );
+    Ok(ExitCode::SUCCESS)
 }
-pub fn get(_args: GetArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("get is not built yet")
+
+/// `fsck`: exit 0 when clean, 1 when problems were found.
+///
+/// # Errors
+/// When the image file cannot be opened at all.
+pub fn fsck(args: FsckArgs) -> anyhow::Result<ExitCode> {
+    let device = ImageFile::open_read_only(&args.image)
+        .with_context(|| format!("cannot open {}", args.image.display()))?;
+    let report = sdfs::fsck(device, Box::new(SystemClock));
+    for problem in &report.problems {
+        println!("{}: {problem}", args.image.display());
+    }
+    if report.is_clean() {
+        println!(
+            "{}: clean, commit {}, {} inodes, {}/{} blocks used",
+            args.image.display(),
+            report.sequence,
+            report.inodes,
+            report.used_blocks,
+            report.total_blocks
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{}: {} problems found",
+            args.image.display(),
+            report.problems.len()
+        );
+        Ok(ExitCode::from(1))
+    }
 }
-pub fn snapshot(_command: SnapshotCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("snapshots are not built yet")
+
+/// Resolve a slash-separated path from the root (symlinks are not followed).
+fn resolve(volume: &mut Volume<ImageFile>, path: &str) -> anyhow::Result<InodeId> {
+    let mut inode = volume.root();
+    for component in path.split('/').filter(|component| !component.is_empty()) {
+        inode = volume
+            .lookup(inode, component.as_bytes())
+            .map_err(|error| anyhow::anyhow!("{path}: {component}: {error}"))?
+            .inode;
+    }
+    Ok(inode)
+}
+
+fn type_letter(file_type: FileType) -> char {
+    match file_type {
+        FileType::Regular => '-',
+        FileType::Directory => 'd',
+        FileType::Symlink => 'l',
+        FileType::BlockDevice => 'b',
+        FileType::CharacterDevice => 'c',
+        FileType::Fifo => 'p',
+        FileType::Socket => 's',
+    }
+}
+
+/// Every entry of a directory, following cookies to the end.
+fn list(
+    volume: &mut Volume<ImageFile>,
+    directory: InodeId,
+) -> anyhow::Result<Vec<vfs::DirectoryEntry>> {
+    let mut entries = Vec::new();
+    let mut cookie = 0;
+    loop {
+        let page = volume
+            .readdir(directory, cookie, 512)
+            .map_err(|error| anyhow::anyhow!("readdir: {error}"))?;
+        let last = page.entries.last().map(|entry| entry.cookie);
+        entries.extend(page.entries);
+        match last {
+            Some(next) if !page.end => cookie = next,
+            _ => return Ok(entries),
+        }
+    }
+}
+
+/// `ls`: one line per entry, like `ls -l`.
+///
+/// # Errors
+/// When the image or the path cannot be read.
+pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
+    let mut volume = open_read_only(&args.image)?;
+    let directory = resolve(&mut volume, &args.path)?;
+    for entry in list(&mut volume, directory)? {
+        let attributes = volume
+            .getattr(entry.inode)
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let mut line = format!(
+            "{}{:04o} {:>3} {:>5} {:>5} {:>12} {}",
+            type_letter(attributes.file_type),
+            attributes.mode,
+            attributes.nlink,
+            attributes.uid,
+            attributes.gid,
+            attributes.size,
+            String::from_utf8_lossy(&entry.name)
+        );
+        if attributes.file_type == FileType::Symlink {
+            let target = volume
+                .readlink(entry.inode)
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            line.push_str(" -> ");
+            line.push_str(&String::from_utf8_lossy(&target));
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get`: copy a file or a whole tree out of the image.
+///
+/// # Errors
+/// When the image, the path or the destination cannot be used.
+pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    if args.destination.symlink_metadata().is_ok() {
+        bail!("{} already exists", args.destination.display());
+    }
+    let mut volume = open_read_only(&args.image)?;
+    let source = resolve(&mut volume, &args.path)?;
+    let mut copied = 0u64;
+    copy_out(&mut volume, source, &args.destination, &mut copied)?;
+    eprintln!("copied {copied} bytes to {}", args.destination.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn copy_out(
+    volume: &mut Volume<ImageFile>,
+    inode: InodeId,
+    destination: &Path,
+    copied: &mut u64,
+) -> anyhow::Result<()> {
+    let attributes = volume
+        .getattr(inode)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let context = || format!("cannot write {}", destination.display());
+    match attributes.file_type {
+        FileType::Regular => {
+            let mut file = std::fs::File::create(destination).with_context(context)?;
+            let mut buffer = vec![0u8; 1 << 20];
+            let mut offset = 0;
+            while offset < attributes.size {
+                let count = volume
+                    .read(inode, offset, &mut buffer)
+                    .map_err(|error| anyhow::anyhow!("read: {error}"))?;
+                if count == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut file, &buffer[..count]).with_context(context)?;
+                offset += count as u64;
+            }
+            *copied += offset;
+        }
+        FileType::Directory => {
+            std::fs::create_dir(destination).with_context(context)?;
+            for entry in list(volume, inode)? {
+                let name = String::from_utf8_lossy(&entry.name).into_owned();
+                copy_out(volume, entry.inode, &destination.join(name), copied)?;
+            }
+        }
+        FileType::Symlink => {
+            let target = volume
+                .readlink(inode)
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            symlink(String::from_utf8_lossy(&target).as_ref(), destination)
+                .with_context(context)?;
+            return Ok(());
+        }
+        other => {
+            eprintln!(
+                "skipping {} ({other:?} nodes are not copied)",
+                destination.display()
+            );
+            return Ok(());
+        }
+    }
+    std::fs::set_permissions(
+        destination,
+        std::fs::Permissions::from_mode(attributes.mode),
+    )
+    .with_context(context)?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -1,12 +1,12 @@
 //! `storage-domain-hosted`: the storage domain as an ordinary Linux process.
 //!
-//! The same file system and NFS server as the Xen unikernel, over an image
-//! file instead of blkfront, std TCP instead of netfront + smoltcp, and
-//! memfd/eventfd rings instead of grant tables. Also the administrator's
-//! offline tools for images (mkfs, fsck, listing and copying out).
+//! The same file system (and, once built, the NFS server) as the Xen
+//! unikernel, over an image file instead of blkfront. Today it carries the
+//! administrator's offline tools for images: mkfs, fsck, listing and
+//! copying out.
 
 mod fstools;
-mod serve;
+mod image;
 
 use clap::{Parser, Subcommand};
 
@@ -20,8 +20,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve exports over NFSv3/TCP (and VRPC rings with --vrpc-socket).
-    Serve(serve::ServeArgs),
     /// Format an image file with an empty file system.
     Mkfs(fstools::MkfsArgs),
     /// Check an image: every checksum and invariant. Exit 0 only when clean.
@@ -30,21 +28,16 @@ enum Command {
     Ls(fstools::LsArgs),
     /// Copy a file or tree out of an image (offline, read-only).
     Get(fstools::GetArgs),
-    /// Create, list or delete snapshots of an image (offline).
-    #[command(subcommand)]
-    Snapshot(fstools::SnapshotCommand),
 }
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
         Command::Mkfs(args) => fstools::mkfs(args),
         Command::Fsck(args) => fstools::fsck(args),
         Command::Ls(args) => fstools::ls(args),
         Command::Get(args) => fstools::get(args),
-        Command::Snapshot(command) => fstools::snapshot(command),
     };
     match result {
         Ok(code) => code,
