@@ -55,6 +55,20 @@ pub trait BlockDevice {
     /// [`DeviceError`] when the device fails or `block` is out of range.
     fn read_block(&mut self, block: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), DeviceError>;
 
+    /// Read consecutive blocks from `first` into `buffer` (a whole number
+    /// of blocks). Devices that can do it in one request override this.
+    ///
+    /// # Errors
+    /// [`DeviceError`] when the device fails or a block is out of range.
+    fn read_blocks(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), DeviceError> {
+        let mut block = [0u8; BLOCK_SIZE];
+        for (index, chunk) in buffer.chunks_mut(BLOCK_SIZE).enumerate() {
+            self.read_block(first + index as u64, &mut block)?;
+            chunk.copy_from_slice(&block[..chunk.len()]);
+        }
+        Ok(())
+    }
+
     /// Write one block (not durable until the next flush).
     ///
     /// # Errors

@@ -321,23 +321,34 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
             return Ok(0);
         }
         let length = (size - offset).min(buffer.len() as u64) as usize;
-        let mut plan = Vec::new();
+        // Split the range into pieces: holes, partial blocks, and runs of
+        // whole blocks that are consecutive on the device (one request each).
+        let mut plan: Vec<(usize, usize, usize, Option<u64>)> = Vec::new();
         let mut done = 0usize;
         while done < length {
             let position = offset + done as u64;
             let within = (position % BLOCK) as usize;
             let count = (BLOCK_SIZE - within).min(length - done);
-            plan.push((
-                done,
-                within,
-                count,
-                blocks.get(&(position / BLOCK)).copied(),
-            ));
+            let physical = blocks.get(&(position / BLOCK)).copied();
+            match (plan.last_mut(), physical) {
+                (Some((_, 0, run, Some(previous))), Some(next))
+                    if within == 0
+                        && count == BLOCK_SIZE
+                        && *run % BLOCK_SIZE == 0
+                        && *previous + (*run / BLOCK_SIZE) as u64 == next =>
+                {
+                    *run += BLOCK_SIZE
+                }
+                _ => plan.push((done, within, count, physical)),
+            }
             done += count;
         }
         for (at, within, count, physical) in plan {
             let target = &mut buffer[at..at + count];
             match physical {
+                Some(block) if within == 0 && count % BLOCK_SIZE == 0 => {
+                    self.read_run(block, target)?
+                }
                 Some(block) => {
                     target.copy_from_slice(&self.read_data(block)?[within..within + count])
                 }

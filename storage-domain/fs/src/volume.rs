@@ -552,6 +552,11 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
+    /// Read consecutive data blocks in one device request.
+    pub(crate) fn read_run(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), FsError> {
+        self.device.read_blocks(first, buffer).map_err(device_error)
+    }
+
     /// Read a data block.
     pub(crate) fn read_data(&mut self, block: u64) -> Result<Block, FsError> {
         read(&mut self.device, block)

@@ -79,6 +79,22 @@ impl BlockDevice for ImageFile {
             })
     }
 
+    fn read_blocks(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), DeviceError> {
+        let blocks = buffer.len().div_ceil(BLOCK_SIZE) as u64;
+        if first
+            .checked_add(blocks)
+            .is_none_or(|end| end > self.block_count)
+        {
+            return Err(DeviceError::OutOfRange);
+        }
+        self.file
+            .read_exact_at(buffer, first * BLOCK_SIZE as u64)
+            .map_err(|error| {
+                log::error!("image read of blocks {first}..+{blocks} failed: {error}");
+                DeviceError::Io
+            })
+    }
+
     fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
         if block >= self.block_count {
             return Err(DeviceError::OutOfRange);
