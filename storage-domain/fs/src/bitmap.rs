@@ -47,6 +47,18 @@ impl Bitmap {
         }
     }
 
+    /// Set every bit set in `other` (same length).
+    pub fn union_with(&mut self, other: &Bitmap) {
+        for (word, extra) in self.words.iter_mut().zip(&other.words) {
+            *word |= extra;
+        }
+        self.set_count = self
+            .words
+            .iter()
+            .map(|word| u64::from(word.count_ones()))
+            .sum();
+    }
+
     /// Bits set.
     pub fn count(&self) -> u64 {
         self.set_count

@@ -67,6 +67,28 @@ pub fn fsck<D: BlockDevice>(device: D, clock: Box<dyn Clock>) -> FsckReport {
         ));
     }
     check_tree(&mut volume, &mut report.problems);
+    let snapshots = volume.snapshots.clone();
+    let mut device = volume.into_device();
+    for snapshot in snapshots {
+        let name = String::from_utf8_lossy(&snapshot.name).into_owned();
+        match Volume::open_at(
+            &mut device,
+            Box::new(crate::snapshot::NoClock),
+            0,
+            Some(snapshot.index_root),
+        ) {
+            Ok(mut view) => {
+                let mut problems = Vec::new();
+                check_tree(&mut view, &mut problems);
+                report.problems.extend(
+                    problems
+                        .into_iter()
+                        .map(|problem| format!("snapshot {name:?}: {problem}")),
+                );
+            }
+            Err(error) => report.problems.push(format!("snapshot {name:?}: {error}")),
+        }
+    }
     report
 }
 

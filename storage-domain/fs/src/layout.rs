@@ -24,6 +24,8 @@ pub const INTERIOR_MAGIC: u32 = u32::from_le_bytes(*b"SDIX");
 pub const LEAF_MAGIC: u32 = u32::from_le_bytes(*b"SDLF");
 /// Inode record block magic ("SDRC").
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SDRC");
+/// Snapshot table block magic ("SDST"); same layout as record blocks.
+pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"SDST");
 
 /// Children per interior index node.
 pub const INTERIOR_FANOUT: u64 = 500;
@@ -64,6 +66,8 @@ pub struct Superblock {
     pub uuid: [u8; 16],
     /// Secret for file-handle MACs, chosen at mkfs.
     pub handle_secret: [u8; 32],
+    /// First block of the snapshot table chain; 0 = no snapshots.
+    pub snapshot_table: u64,
 }
 
 impl Superblock {
@@ -82,6 +86,7 @@ impl Superblock {
         writer.u64(self.used_blocks);
         writer.bytes(&self.uuid);
         writer.bytes(&self.handle_secret);
+        writer.u64(self.snapshot_table);
         let crc = crc32c(&writer.bytes);
         writer.u32(crc);
         let mut block = zeroed();
@@ -120,6 +125,7 @@ impl Superblock {
         uuid.copy_from_slice(reader.take(16)?);
         let mut handle_secret = [0u8; 32];
         handle_secret.copy_from_slice(reader.take(32)?);
+        let snapshot_table = reader.u64()?;
         let covered = BLOCK_SIZE - reader.remaining();
         let stored = reader.u32()?;
         if crc32c(&block[..covered]) != stored {
@@ -131,6 +137,9 @@ impl Superblock {
         if index_root < 2 || index_root >= block_count {
             return Err(reader.corrupt("index root out of range"));
         }
+        if snapshot_table == 1 || (snapshot_table != 0 && snapshot_table >= block_count) {
+            return Err(reader.corrupt("snapshot table out of range"));
+        }
         Ok(Superblock {
             block_count,
             sequence,
@@ -139,6 +148,7 @@ impl Superblock {
             used_blocks,
             uuid,
             handle_secret,
+            snapshot_table,
         })
     }
 }
@@ -261,8 +271,13 @@ pub fn decode_leaf(block: &[u8; BLOCK_SIZE], number: u64) -> Result<Box<[LeafSlo
 /// A record block: magic u32, crc u32, next u64 (0 = last), payload
 /// length u32, reserved u32, then up to [`RECORD_PAYLOAD`] bytes.
 pub fn encode_record_block(next: u64, payload: &[u8]) -> Block {
+    encode_chain_block(RECORD_MAGIC, next, payload)
+}
+
+/// A chain block with `magic` (record and snapshot-table blocks).
+pub fn encode_chain_block(magic: u32, next: u64, payload: &[u8]) -> Block {
     let mut block = zeroed();
-    block[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    block[0..4].copy_from_slice(&magic.to_le_bytes());
     block[8..16].copy_from_slice(&next.to_le_bytes());
     let length = payload.len().min(RECORD_PAYLOAD);
     block[16..20].copy_from_slice(&(length as u32).to_le_bytes());
@@ -276,8 +291,21 @@ pub fn encode_record_block(next: u64, payload: &[u8]) -> Block {
 /// # Errors
 /// [`FsError::Corrupt`] on a bad magic, checksum or length.
 pub fn decode_record_block(block: &[u8; BLOCK_SIZE], number: u64) -> Result<(u64, &[u8]), FsError> {
-    check(block, RECORD_MAGIC, "inode record", number)?;
-    let mut reader = Reader::new(&block[8..], "inode record");
+    decode_chain_block(block, RECORD_MAGIC, "inode record", number)
+}
+
+/// Decode a chain block with `magic` into (next, payload).
+///
+/// # Errors
+/// [`FsError::Corrupt`] on a bad magic, checksum or length.
+pub fn decode_chain_block<'a>(
+    block: &'a [u8; BLOCK_SIZE],
+    magic: u32,
+    what: &'static str,
+    number: u64,
+) -> Result<(u64, &'a [u8]), FsError> {
+    check(block, magic, what, number)?;
+    let mut reader = Reader::new(&block[8..], what);
     let next = reader.u64()?;
     let length = reader.u32()? as usize;
     if length > RECORD_PAYLOAD {

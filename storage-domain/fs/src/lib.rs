@@ -30,11 +30,13 @@ mod fsck;
 mod layout;
 mod operations;
 mod record;
+mod snapshot;
 mod volume;
 
 pub use checksum::crc32c;
 pub use fsck::{fsck, FsckReport};
 pub use layout::{BLOCK_SIZE, MAX_INODES};
+pub use snapshot::{SnapshotInfo, MAX_SNAPSHOTS};
 pub use volume::{FormatOptions, Volume};
 
 use core::fmt;
@@ -80,6 +82,28 @@ pub trait BlockDevice {
     /// # Errors
     /// [`DeviceError`] when the device fails.
     fn flush(&mut self) -> Result<(), DeviceError>;
+}
+
+impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
+    fn block_count(&self) -> u64 {
+        (**self).block_count()
+    }
+
+    fn read_block(&mut self, block: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        (**self).read_block(block, buffer)
+    }
+
+    fn read_blocks(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), DeviceError> {
+        (**self).read_blocks(first, buffer)
+    }
+
+    fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        (**self).write_block(block, data)
+    }
+
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        (**self).flush()
+    }
 }
 
 /// Why a block device operation failed.

@@ -94,6 +94,11 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) applied: u64,
     pub(crate) durable: u64,
     pub(crate) failed: bool,
+    pub(crate) snapshots: Vec<crate::snapshot::SnapshotInfo>,
+    pub(crate) snapshot_chain: Vec<u64>,
+    pub(crate) snapshots_dirty: bool,
+    pub(crate) shared: Bitmap,
+    pub(crate) read_only: bool,
 }
 
 impl<D: BlockDevice> core::fmt::Debug for Volume<D> {
@@ -188,6 +193,7 @@ impl<D: BlockDevice> Volume<D> {
             used_blocks: 6,
             uuid: options.uuid,
             handle_secret: options.handle_secret,
+            snapshot_table: 0,
         };
         let encoded = superblock.encode();
         device.write_block(0, &encoded).map_err(device_error)?;
@@ -201,7 +207,18 @@ impl<D: BlockDevice> Volume<D> {
     /// # Errors
     /// [`FsError::Corrupt`] naming what is wrong with the image;
     /// [`FsError::Io`] when the device fails.
-    pub fn open(mut device: D, clock: Box<dyn Clock>, cache_bytes: usize) -> Result<Self, FsError> {
+    pub fn open(device: D, clock: Box<dyn Clock>, cache_bytes: usize) -> Result<Self, FsError> {
+        Self::open_at(device, clock, cache_bytes, None)
+    }
+
+    /// Open the live tree (`index_root` None) or, read-only, the tree under
+    /// another index root (a snapshot).
+    pub(crate) fn open_at(
+        mut device: D,
+        clock: Box<dyn Clock>,
+        cache_bytes: usize,
+        index_root: Option<u64>,
+    ) -> Result<Self, FsError> {
         if device.block_count() < 2 {
             return Err(FsError::Corrupt(
                 "device too small to hold a superblock".into(),
@@ -232,7 +249,7 @@ impl<D: BlockDevice> Volume<D> {
         let mut volume = Volume {
             device,
             clock,
-            root_block: superblock.index_root,
+            root_block: index_root.unwrap_or(superblock.index_root),
             superblock,
             interior: BTreeMap::new(),
             leaves: BTreeMap::new(),
@@ -252,11 +269,19 @@ impl<D: BlockDevice> Volume<D> {
             applied: 0,
             durable: 0,
             failed: false,
+            snapshots: Vec::new(),
+            snapshot_chain: Vec::new(),
+            snapshots_dirty: false,
+            shared: Bitmap::new(block_count),
+            read_only: index_root.is_some(),
         };
         volume.used.set(0);
         volume.used.set(1);
         volume.load_index()?;
         volume.load_inodes()?;
+        if index_root.is_none() {
+            volume.load_snapshots()?;
+        }
         match volume.cached(1)?.inode.attributes.file_type {
             FileType::Directory => Ok(volume),
             _ => Err(FsError::Corrupt(
@@ -267,6 +292,10 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Mark a committed block in use; a block referenced twice or out of
     /// range is corruption.
+    pub(crate) fn claim_block(&mut self, block: u64, what: &str) -> Result<(), FsError> {
+        self.claim(block, what)
+    }
+
     fn claim(&mut self, block: u64, what: &str) -> Result<(), FsError> {
         if block < 2 || block >= self.superblock.block_count {
             return Err(FsError::Corrupt(format!(
@@ -486,6 +515,9 @@ impl<D: BlockDevice> Volume<D> {
         data_blocks: u64,
         extra_records: u64,
     ) -> Result<(), FsError> {
+        if self.read_only {
+            return Err(FsError::ReadOnly);
+        }
         if self.failed {
             return Err(FsError::Io);
         }
@@ -532,6 +564,10 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Release a block: at once if fresh, after the next commit otherwise.
     pub(crate) fn release(&mut self, block: u64) {
+        if self.shared.get(block) && block < self.superblock.block_count {
+            // A snapshot still holds it: it stays allocated.
+            return;
+        }
         if self.fresh.get(block) && block < self.superblock.block_count {
             self.fresh.clear(block);
             self.used.clear(block);
@@ -571,7 +607,14 @@ impl<D: BlockDevice> Volume<D> {
         if self.failed {
             return Err(FsError::Io);
         }
-        if self.dirty.is_empty() && !self.leaves.values().any(|leaf| leaf.dirty) {
+        if self.read_only {
+            self.durable = self.applied;
+            return Ok(());
+        }
+        if self.dirty.is_empty()
+            && !self.snapshots_dirty
+            && !self.leaves.values().any(|leaf| leaf.dirty)
+        {
             self.durable = self.applied;
             return Ok(());
         }
@@ -681,6 +724,31 @@ impl<D: BlockDevice> Volume<D> {
                 self.release(old);
             }
         }
+        if self.snapshots_dirty {
+            for block in core::mem::take(&mut self.snapshot_chain) {
+                self.release(block);
+            }
+            if !self.snapshots.is_empty() {
+                let payload = crate::snapshot::encode_table(&self.snapshots);
+                let pieces: Vec<&[u8]> = payload.chunks(RECORD_PAYLOAD).collect();
+                let mut blocks = Vec::with_capacity(pieces.len());
+                for _ in 0..pieces.len() {
+                    blocks.push(self.allocate()?);
+                }
+                for (index, piece) in pieces.iter().enumerate() {
+                    let next = blocks.get(index + 1).copied().unwrap_or(0);
+                    let encoded = crate::layout::encode_chain_block(
+                        crate::layout::SNAPSHOT_MAGIC,
+                        next,
+                        piece,
+                    );
+                    self.device
+                        .write_block(blocks[index], &encoded)
+                        .map_err(device_error)?;
+                }
+                self.snapshot_chain = blocks;
+            }
+        }
         let mut root_children = vec![0u64; INTERIOR_FANOUT as usize];
         for (&index, node) in self.interior.iter() {
             if let Some(child) = root_children.get_mut(index as usize) {
@@ -700,6 +768,7 @@ impl<D: BlockDevice> Volume<D> {
         superblock.index_root = new_root;
         superblock.inode_count = self.live_inodes;
         superblock.used_blocks = self.used.count() - self.pending_free.len() as u64;
+        superblock.snapshot_table = self.snapshot_chain.first().copied().unwrap_or(0);
         let copy = superblock.sequence % 2;
         self.device
             .write_block(copy, &superblock.encode())
@@ -711,6 +780,7 @@ impl<D: BlockDevice> Volume<D> {
             self.used.clear(block);
         }
         self.fresh = Bitmap::new(self.superblock.block_count);
+        self.snapshots_dirty = false;
         self.epoch_reserve = 0;
         self.durable = self.applied;
         self.evict(1);

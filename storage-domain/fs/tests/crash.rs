@@ -32,7 +32,16 @@ fn every_cut_recovers_a_recent_commit() {
             let (directories, files) = targets(&tree);
             random_operation(&mut volume, &mut random, &directories, &files);
             tree = dump(&mut volume);
-            if random.chance(30) {
+            if random.chance(8) {
+                // Snapshot create and delete commit internally; the live
+                // tree they leave is the current one.
+                let name = format!("s{}", random.below(3)).into_bytes();
+                if volume.snapshot_create(&name).is_err() {
+                    volume.snapshot_delete(&name).expect("snapshot delete");
+                }
+                let events = volume_events(&mut volume);
+                commits.push((events, tree.clone()));
+            } else if random.chance(30) {
                 volume.commit().expect("commit");
                 let events = volume_events(&mut volume);
                 commits.push((events, tree.clone()));

@@ -26,6 +26,9 @@ fn run(seed: u64, steps: u64, cache_bytes: usize) {
     );
     let mut volume = Volume::open(formatted(16_384), clock(), cache_bytes).expect("open");
     let mut tree = dump(&mut model);
+    // Snapshots taken so far, with the tree they must show forever.
+    let mut snapshots: Vec<(Vec<u8>, Tree)> = Vec::new();
+    let mut snapshot_counter = 0;
     for step in 0..steps {
         let (directories, files) = targets(&tree);
         let mut model_random = Random(random.next());
@@ -47,6 +50,16 @@ fn run(seed: u64, steps: u64, cache_bytes: usize) {
             assert_eq!(volume.durable_sequence(), volume.applied_sequence());
         }
         if random.chance(3) {
+            let name = format!("snap-{snapshot_counter}").into_bytes();
+            snapshot_counter += 1;
+            volume.snapshot_create(&name).expect("snapshot");
+            snapshots.push((name, tree.clone()));
+        }
+        if random.chance(2) && !snapshots.is_empty() {
+            let (name, _) = snapshots.remove(random.below(snapshots.len() as u64) as usize);
+            volume.snapshot_delete(&name).expect("snapshot delete");
+        }
+        if random.chance(3) {
             volume.commit().expect("commit");
             let device: MemoryDevice = volume.into_device();
             let report = sdfs::fsck(device.clone(), clock());
@@ -55,7 +68,43 @@ fn run(seed: u64, steps: u64, cache_bytes: usize) {
                 "seed {seed} step {step}: fsck: {:?}",
                 report.problems
             );
+            for (name, expected) in &snapshots {
+                let mut view = Volume::open_snapshot(device.clone(), clock(), cache_bytes, name)
+                    .expect("open snapshot");
+                assert_same_tree(
+                    &dump(&mut view),
+                    expected,
+                    &format!(
+                        "seed {seed} step {step} snapshot {}",
+                        String::from_utf8_lossy(name)
+                    ),
+                );
+                let owner = vfs::Ownership {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                };
+                let refused = view.create(
+                    view.root(),
+                    b"not-in-the-workload",
+                    &vfs::NewNode::Regular,
+                    &owner,
+                );
+                assert_eq!(refused, Err(vfs::FsError::ReadOnly));
+            }
             volume = Volume::open(device, clock(), cache_bytes).expect("reopen");
+            let names: Vec<_> = volume
+                .snapshots()
+                .iter()
+                .map(|snapshot| snapshot.name.clone())
+                .collect();
+            assert_eq!(
+                names,
+                snapshots
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect::<Vec<_>>()
+            );
             assert_same_tree(
                 &dump(&mut volume),
                 &tree,

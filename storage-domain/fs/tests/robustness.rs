@@ -282,3 +282,51 @@ fn reused_inodes_get_new_generations_across_remounts() {
     assert_eq!(second.inode, first.inode);
     assert!(second.generation > first.generation);
 }
+
+#[test]
+fn snapshots_keep_old_data_and_give_space_back_on_delete() {
+    let mut volume = Volume::open(formatted(2048), clock(), 1 << 20).unwrap();
+    volume.commit().unwrap();
+    let empty = volume.statfs().unwrap().free_blocks;
+    let root = volume.root();
+    let file = volume
+        .create(root, b"f", &NewNode::Regular, &OWNER)
+        .unwrap()
+        .inode;
+    volume.write(file, 0, &vec![1u8; 100_000]).unwrap();
+    volume.snapshot_create(b"before").unwrap();
+    assert_eq!(
+        volume.snapshot_create(b"before").unwrap_err(),
+        FsError::Exists
+    );
+    volume.write(file, 0, &vec![2u8; 100_000]).unwrap();
+    volume.unlink(root, b"f").unwrap();
+    volume.commit().unwrap();
+    // The snapshot still holds the first version, so space is not back yet.
+    assert!(volume.statfs().unwrap().free_blocks < empty - 20);
+    let device = volume.into_device();
+    let mut view = Volume::open_snapshot(device.clone(), clock(), 1 << 20, b"before").unwrap();
+    let mut buffer = vec![0u8; 100_000];
+    let inode = view.lookup(view.root(), b"f").unwrap().inode;
+    view.read(inode, 0, &mut buffer).unwrap();
+    assert!(buffer.iter().all(|&b| b == 1));
+    assert_eq!(view.unlink(view.root(), b"f"), Err(FsError::ReadOnly));
+    assert_eq!(view.write(inode, 0, b"x"), Err(FsError::ReadOnly));
+    assert!(matches!(
+        Volume::open_snapshot(device.clone(), clock(), 0, b"nope"),
+        Err(FsError::NotFound)
+    ));
+    let report = sdfs::fsck(device.clone(), clock());
+    assert!(report.is_clean(), "{:?}", report.problems);
+
+    let mut volume = Volume::open(device, clock(), 1 << 20).unwrap();
+    assert_eq!(volume.snapshots().len(), 1);
+    volume.snapshot_delete(b"before").unwrap();
+    assert_eq!(volume.snapshot_delete(b"before"), Err(FsError::NotFound));
+    assert_eq!(volume.statfs().unwrap().free_blocks, empty);
+    let device = volume.into_device();
+    let report = sdfs::fsck(device.clone(), clock());
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let mut reopened = Volume::open(device, clock(), 1 << 20).unwrap();
+    assert_eq!(reopened.statfs().unwrap().free_blocks, empty);
+}

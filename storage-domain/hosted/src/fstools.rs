@@ -1,4 +1,4 @@
-//! Offline image tools: `mkfs`, `fsck`, `ls` and `get`.
+//! Offline image tools: `mkfs`, `fsck`, `ls`, `get` and `snapshot`.
 //!
 //! `ls` and `get` open the image read-only, so an administrator on dom0 can
 //! list and copy files out of a storage domain's disk for a backup without
@@ -44,6 +44,9 @@ pub struct LsArgs {
     /// The directory to list, from the file system's root.
     #[arg(default_value = "/")]
     pub path: String,
+    /// List this snapshot instead of the live file system.
+    #[arg(long)]
+    pub snapshot: Option<String>,
 }
 
 /// Arguments of `get`.
@@ -55,6 +58,33 @@ pub struct GetArgs {
     pub path: String,
     /// Where to put it on the host (must not exist yet).
     pub destination: PathBuf,
+    /// Copy from this snapshot instead of the live file system.
+    #[arg(long)]
+    pub snapshot: Option<String>,
+}
+
+/// Snapshot subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a read-only snapshot of the whole file system.
+    Create {
+        /// The image file.
+        image: PathBuf,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// List snapshots: name, commit, time taken, inodes.
+    List {
+        /// The image file (opened read-only).
+        image: PathBuf,
+    },
+    /// Delete a snapshot and free the space only it held.
+    Delete {
+        /// The image file.
+        image: PathBuf,
+        /// The snapshot's name.
+        name: String,
+    },
 }
 
 /// Format a new image at `path` of `size` bytes.
@@ -83,15 +113,69 @@ pub fn format_image(path: &Path, size: u64, force: bool) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("cannot format {}: {error}", path.display()))
 }
 
-/// Open an image read-only with the system clock.
+/// Open an image (or one of its snapshots) read-only.
 ///
 /// # Errors
 /// When the file cannot be opened or holds no valid file system.
-pub fn open_read_only(path: &Path) -> anyhow::Result<Volume<ImageFile>> {
+pub fn open_read_only(path: &Path, snapshot: Option<&str>) -> anyhow::Result<Volume<ImageFile>> {
     let device = ImageFile::open_read_only(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    Volume::open(device, Box::new(SystemClock), TOOL_CACHE_BYTES)
-        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    let clock = Box::new(SystemClock);
+    match snapshot {
+        None => Volume::open(device, clock, TOOL_CACHE_BYTES),
+        Some(name) => Volume::open_snapshot(device, clock, TOOL_CACHE_BYTES, name.as_bytes()),
+    }
+    .map_err(|error| match (error, snapshot) {
+        (vfs::FsError::NotFound, Some(name)) => {
+            anyhow::anyhow!("{}: no snapshot named {name:?}", path.display())
+        }
+        (error, _) => anyhow::anyhow!("{}: {error}", path.display()),
+    })
+}
+
+/// `snapshot create|list|delete`.
+///
+/// # Errors
+/// When the image cannot be opened or the snapshot operation fails.
+pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
+    let open_writable = |path: &Path| -> anyhow::Result<Volume<ImageFile>> {
+        let device =
+            ImageFile::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Volume::open(device, Box::new(SystemClock), TOOL_CACHE_BYTES)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    };
+    match command {
+        SnapshotCommand::Create { image, name } => {
+            let mut volume = open_writable(&image)?;
+            let taken = volume
+                .snapshot_create(name.as_bytes())
+                .map_err(|error| anyhow::anyhow!("snapshot {name:?}: {error}"))?;
+            println!(
+                "snapshot {name:?} of commit {} ({} inodes)",
+                taken.sequence, taken.inodes
+            );
+        }
+        SnapshotCommand::List { image } => {
+            let volume = open_read_only(&image, None)?;
+            for snapshot in volume.snapshots() {
+                println!(
+                    "{}\tcommit {}\ttaken {}\t{} inodes",
+                    String::from_utf8_lossy(&snapshot.name),
+                    snapshot.sequence,
+                    snapshot.created.seconds,
+                    snapshot.inodes
+                );
+            }
+        }
+        SnapshotCommand::Delete { image, name } => {
+            let mut volume = open_writable(&image)?;
+            volume
+                .snapshot_delete(name.as_bytes())
+                .map_err(|error| anyhow::anyhow!("snapshot {name:?}: {error}"))?;
+            println!("deleted snapshot {name:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `mkfs`.
@@ -100,7 +184,7 @@ pub fn open_read_only(path: &Path) -> anyhow::Result<Volume<ImageFile>> {
 /// See [`format_image`].
 pub fn mkfs(args: MkfsArgs) -> anyhow::Result<ExitCode> {
     format_image(&args.image, args.size, args.force)?;
-    let volume = open_read_only(&args.image)?;
+    let volume = open_read_only(&args.image, None)?;
     println!(
         "{}: sdfs, {} blocks of {} bytes, uuid {}",
         args.image.display(),
@@ -191,7 +275,7 @@ fn list(
 /// # Errors
 /// When the image or the path cannot be read.
 pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
-    let mut volume = open_read_only(&args.image)?;
+    let mut volume = open_read_only(&args.image, args.snapshot.as_deref())?;
     let directory = resolve(&mut volume, &args.path)?;
     for entry in list(&mut volume, directory)? {
         let attributes = volume
@@ -227,7 +311,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     if args.destination.symlink_metadata().is_ok() {
         bail!("{} already exists", args.destination.display());
     }
-    let mut volume = open_read_only(&args.image)?;
+    let mut volume = open_read_only(&args.image, args.snapshot.as_deref())?;
     let source = resolve(&mut volume, &args.path)?;
     let mut copied = 0u64;
     copy_out(&mut volume, source, &args.destination, &mut copied)?;

@@ -22,7 +22,6 @@ impl ImageFile {
     ///
     /// # Errors
     /// When the file cannot be opened.
-    #[allow(dead_code)] // used by `serve`, the NFS server, which is not built yet
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         Self::from_file(file, true)

@@ -3,7 +3,7 @@
 //! The same file system (and, once built, the NFS server) as the Xen
 //! unikernel, over an image file instead of blkfront. Today it carries the
 //! administrator's offline tools for images: mkfs, fsck, listing and
-//! copying out.
+//! copying out, and snapshots.
 
 mod fstools;
 mod image;
@@ -28,6 +28,9 @@ enum Command {
     Ls(fstools::LsArgs),
     /// Copy a file or tree out of an image (offline, read-only).
     Get(fstools::GetArgs),
+    /// Create, list or delete snapshots of an image (offline).
+    #[command(subcommand)]
+    Snapshot(fstools::SnapshotCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Fsck(args) => fstools::fsck(args),
         Command::Ls(args) => fstools::ls(args),
         Command::Get(args) => fstools::get(args),
+        Command::Snapshot(command) => fstools::snapshot(command),
     };
     match result {
         Ok(code) => code,

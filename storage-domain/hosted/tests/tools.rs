@@ -94,3 +94,44 @@ fn fsck_names_damage_and_exits_non_zero() {
     assert!(!Path::new(&directory.join("nothing")).exists());
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+#[test]
+fn snapshots_from_the_command_line() {
+    let directory = scratch("snapshots");
+    let image = directory.join("disk.img");
+    let image_text = image.to_str().unwrap();
+    assert!(tool(&["mkfs", image_text, "--size", "4M"]).status.success());
+    let made = tool(&["snapshot", "create", image_text, "empty"]);
+    assert!(made.status.success(), "{}", text(&made));
+    let duplicate = tool(&["snapshot", "create", image_text, "empty"]);
+    assert!(!duplicate.status.success());
+    assert!(
+        text(&duplicate).contains("file exists"),
+        "{}",
+        text(&duplicate)
+    );
+    let listed = tool(&["snapshot", "list", image_text]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).starts_with("empty\tcommit "),
+        "{}",
+        text(&listed)
+    );
+    let in_snapshot = tool(&["ls", image_text, "--snapshot", "empty"]);
+    assert!(in_snapshot.status.success(), "{}", text(&in_snapshot));
+    let missing = tool(&["ls", image_text, "--snapshot", "nope"]);
+    assert!(
+        text(&missing).contains("no snapshot named"),
+        "{}",
+        text(&missing)
+    );
+    assert!(tool(&["snapshot", "delete", image_text, "empty"])
+        .status
+        .success());
+    assert_eq!(
+        String::from_utf8_lossy(&tool(&["snapshot", "list", image_text]).stdout),
+        ""
+    );
+    let checked = tool(&["fsck", image_text]);
+    assert!(checked.status.success(), "{}", text(&checked));
+    let _ = std::fs::remove_dir_all(&directory);
+}

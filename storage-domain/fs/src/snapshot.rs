@@ -1,0 +1,249 @@
+//! Snapshots: read-only copies of the whole tree as of a commit.
+//!
+//! Copy-on-write makes them cheap: a snapshot is the index root of a commit,
+//! kept in the snapshot table the superblock points to. Every block
+//! reachable from a snapshot is *shared*: when the live tree releases it,
+//! it stays allocated. Deleting a snapshot commits, then rebuilds the free
+//! map by walking the live tree and the remaining snapshots, so exactly the
+//! blocks only the deleted snapshot held become free.
+
+use crate::bitmap::Bitmap;
+use crate::codec::{Reader, Writer};
+use crate::volume::Volume;
+use crate::BlockDevice;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::vec::Vec;
+use vfs::{validate_name, Clock, FsError, Timestamp};
+
+/// Most snapshots one file system keeps.
+pub const MAX_SNAPSHOTS: usize = 1024;
+
+/// One snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its name (the rules of a file name).
+    pub name: Vec<u8>,
+    /// The commit it preserves.
+    pub sequence: u64,
+    /// When it was taken.
+    pub created: Timestamp,
+    /// Live inodes at that commit.
+    pub inodes: u64,
+    pub(crate) index_root: u64,
+}
+
+/// Encode the snapshot table payload.
+pub(crate) fn encode_table(snapshots: &[SnapshotInfo]) -> Vec<u8> {
+    let mut writer = Writer::default();
+    writer.u64(snapshots.len() as u64);
+    for snapshot in snapshots {
+        writer.u64(snapshot.index_root);
+        writer.u64(snapshot.sequence);
+        writer.i64(snapshot.created.seconds);
+        writer.u32(snapshot.created.nanoseconds);
+        writer.u64(snapshot.inodes);
+        writer.u8(snapshot.name.len() as u8);
+        writer.bytes(&snapshot.name);
+    }
+    writer.bytes
+}
+
+/// Decode the snapshot table payload.
+///
+/// # Errors
+/// [`FsError::Corrupt`] naming the problem.
+pub(crate) fn decode_table(payload: &[u8], block_count: u64) -> Result<Vec<SnapshotInfo>, FsError> {
+    let mut reader = Reader::new(payload, "snapshot table");
+    let count = reader.count(38)?;
+    if count > MAX_SNAPSHOTS {
+        return Err(reader.corrupt("too many snapshots"));
+    }
+    let mut snapshots: Vec<SnapshotInfo> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let index_root = reader.u64()?;
+        let sequence = reader.u64()?;
+        let seconds = reader.i64()?;
+        let nanoseconds = reader.u32()?;
+        let inodes = reader.u64()?;
+        let length = reader.u8()? as usize;
+        let name = reader.take(length)?.to_vec();
+        if index_root < 2
+            || index_root >= block_count
+            || nanoseconds >= 1_000_000_000
+            || validate_name(&name).is_err()
+        {
+            return Err(reader.corrupt("bad snapshot entry"));
+        }
+        if snapshots.iter().any(|other| other.name == name) {
+            return Err(reader.corrupt("duplicate snapshot name"));
+        }
+        snapshots.push(SnapshotInfo {
+            name,
+            sequence,
+            created: Timestamp {
+                seconds,
+                nanoseconds,
+            },
+            inodes,
+            index_root,
+        });
+    }
+    if reader.remaining() != 0 {
+        return Err(reader.corrupt("trailing bytes"));
+    }
+    Ok(snapshots)
+}
+
+/// A clock for internal read-only walks (they change no times).
+pub(crate) struct NoClock;
+
+impl Clock for NoClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::default()
+    }
+}
+
+/// Every block of the tree rooted at `index_root` (superblocks included),
+/// each checked in range, checksummed and referenced once in that tree.
+///
+/// Takes a trait object so that walking from inside a walk does not nest
+/// generic types without end.
+pub(crate) fn walk(device: &mut dyn BlockDevice, index_root: u64) -> Result<Bitmap, FsError> {
+    let view =
+        Volume::<&mut dyn BlockDevice>::open_at(device, Box::new(NoClock), 0, Some(index_root))?;
+    Ok(view.used)
+}
+
+impl<D: BlockDevice> Volume<D> {
+    /// The snapshots, oldest first.
+    pub fn snapshots(&self) -> &[SnapshotInfo] {
+        &self.snapshots
+    }
+
+    /// Take a snapshot of everything applied so far (this commits).
+    ///
+    /// # Errors
+    /// [`FsError::Exists`] for a name in use, name errors,
+    /// [`FsError::NoSpace`], [`FsError::ReadOnly`] on a snapshot view,
+    /// [`FsError::Io`].
+    pub fn snapshot_create(&mut self, name: &[u8]) -> Result<SnapshotInfo, FsError> {
+        validate_name(name)?;
+        if self.snapshots.iter().any(|snapshot| snapshot.name == name) {
+            return Err(FsError::Exists);
+        }
+        if self.snapshots.len() >= MAX_SNAPSHOTS {
+            return Err(FsError::NoSpace);
+        }
+        self.reserve(&[], 0, 4)?;
+        self.commit_volume()?;
+        let root = self.root_block;
+        let blocks = walk(&mut self.device, root)?;
+        self.shared.union_with(&blocks);
+        let snapshot = SnapshotInfo {
+            name: name.to_vec(),
+            sequence: self.superblock.sequence,
+            created: self.clock.now(),
+            inodes: self.live_inodes,
+            index_root: root,
+        };
+        self.snapshots.push(snapshot.clone());
+        self.snapshots_dirty = true;
+        self.commit_volume()?;
+        Ok(snapshot)
+    }
+
+    /// Delete a snapshot and free the blocks only it held (this commits).
+    ///
+    /// # Errors
+    /// [`FsError::NotFound`], [`FsError::ReadOnly`], [`FsError::Io`].
+    pub fn snapshot_delete(&mut self, name: &[u8]) -> Result<(), FsError> {
+        let position = self
+            .snapshots
+            .iter()
+            .position(|snapshot| snapshot.name == name)
+            .ok_or(FsError::NotFound)?;
+        self.reserve(&[], 0, 2)?;
+        // Commit first so the live tree on disk is the whole live tree.
+        self.commit_volume()?;
+        let live = walk(&mut self.device, self.root_block)?;
+        let mut shared = Bitmap::new(self.superblock.block_count);
+        for (index, snapshot) in self.snapshots.iter().enumerate() {
+            if index != position {
+                shared.union_with(&walk(&mut self.device, snapshot.index_root)?);
+            }
+        }
+        // Blocks only the deleted snapshot held: free after the commit that
+        // drops it from the table, like any other released block.
+        for block in 2..self.superblock.block_count {
+            if self.shared.get(block) && !shared.get(block) && !live.get(block) {
+                self.pending_free.push(block);
+            }
+        }
+        self.shared = shared;
+        self.snapshots.remove(position);
+        self.snapshots_dirty = true;
+        self.commit_volume()
+    }
+
+    /// Open snapshot `name` of the file system on `device`, read-only:
+    /// every change answers [`FsError::ReadOnly`].
+    ///
+    /// # Errors
+    /// [`FsError::NotFound`] when there is no such snapshot, and the errors
+    /// of [`Volume::open`].
+    pub fn open_snapshot(
+        mut device: D,
+        clock: Box<dyn Clock>,
+        cache_bytes: usize,
+        name: &[u8],
+    ) -> Result<Self, FsError> {
+        let live = Volume::open_at(&mut device, Box::new(NoClock), 0, None)?;
+        let root = live
+            .snapshots
+            .iter()
+            .find(|snapshot| snapshot.name == name)
+            .map(|snapshot| snapshot.index_root)
+            .ok_or(FsError::NotFound)?;
+        drop(live);
+        Volume::open_at(device, clock, cache_bytes, Some(root))
+    }
+
+    /// Read the snapshot table chain (opening a live volume).
+    pub(crate) fn load_snapshots(&mut self) -> Result<(), FsError> {
+        let mut next = self.superblock.snapshot_table;
+        let mut payload = Vec::new();
+        while next != 0 {
+            if self.snapshot_chain.len() > 64 {
+                return Err(FsError::Corrupt("snapshot table chain too long".into()));
+            }
+            self.claim_block(next, "snapshot table")?;
+            self.snapshot_chain.push(next);
+            let block = crate::volume::read(&mut self.device, next)?;
+            let (following, bytes) = crate::layout::decode_chain_block(
+                &block,
+                crate::layout::SNAPSHOT_MAGIC,
+                "snapshot table",
+                next,
+            )?;
+            payload.extend_from_slice(bytes);
+            next = following;
+        }
+        if self.superblock.snapshot_table == 0 {
+            return Ok(());
+        }
+        self.snapshots = decode_table(&payload, self.superblock.block_count)?;
+        for index in 0..self.snapshots.len() {
+            let root = self.snapshots[index].index_root;
+            let blocks = walk(&mut self.device, root).map_err(|error| {
+                FsError::Corrupt(format!(
+                    "snapshot {:?}: {error}",
+                    alloc::string::String::from_utf8_lossy(&self.snapshots[index].name)
+                ))
+            })?;
+            self.shared.union_with(&blocks);
+        }
+        self.used.union_with(&self.shared.clone());
+        Ok(())
+    }
+}
