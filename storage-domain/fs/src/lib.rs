@@ -77,6 +77,22 @@ pub trait BlockDevice {
     /// [`DeviceError`] when the device fails or `block` is out of range.
     fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError>;
 
+    /// Write consecutive blocks from `first` (a whole number of blocks;
+    /// not durable until the next flush). Devices that can do it in one
+    /// request override this.
+    ///
+    /// # Errors
+    /// [`DeviceError`] when the device fails or a block is out of range.
+    fn write_blocks(&mut self, first: u64, data: &[u8]) -> Result<(), DeviceError> {
+        let mut block = [0u8; BLOCK_SIZE];
+        for (index, chunk) in data.chunks(BLOCK_SIZE).enumerate() {
+            block.fill(0);
+            block[..chunk.len()].copy_from_slice(chunk);
+            self.write_block(first + index as u64, &block)?;
+        }
+        Ok(())
+    }
+
     /// Make every write issued so far durable before any later write.
     ///
     /// # Errors
@@ -99,6 +115,10 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
 
     fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
         (**self).write_block(block, data)
+    }
+
+    fn write_blocks(&mut self, first: u64, data: &[u8]) -> Result<(), DeviceError> {
+        (**self).write_blocks(first, data)
     }
 
     fn flush(&mut self) -> Result<(), DeviceError> {

@@ -385,6 +385,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         }
         let growth = (new_mappings * 24).div_ceil(RECORD_PAYLOAD as u64) + 1;
         self.reserve(&[number], new_blocks, growth)?;
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut done = 0usize;
         while done < data.len() {
             let position = offset + done as u64;
@@ -410,8 +411,17 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
                     new_block
                 }
             };
-            self.write_data(target, &block)?;
+            // Gather consecutive device blocks and write each run at once.
+            match pending.last_mut() {
+                Some((first, bytes)) if *first + (bytes.len() / BLOCK_SIZE) as u64 == target => {
+                    bytes.extend_from_slice(&block[..])
+                }
+                _ => pending.push((target, block.to_vec())),
+            }
             done += count;
+        }
+        for (first, bytes) in pending {
+            self.write_run(first, &bytes)?;
         }
         let attributes = &mut self.inode_mut(number)?.attributes;
         if end > attributes.size {

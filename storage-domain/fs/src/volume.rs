@@ -588,6 +588,15 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
+    /// Write consecutive data blocks in one device request, failing the
+    /// volume on a device error.
+    pub(crate) fn write_run(&mut self, first: u64, data: &[u8]) -> Result<(), FsError> {
+        self.device.write_blocks(first, data).map_err(|error| {
+            self.failed = true;
+            device_error(error)
+        })
+    }
+
     /// Read consecutive data blocks in one device request.
     pub(crate) fn read_run(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), FsError> {
         self.device.read_blocks(first, buffer).map_err(device_error)

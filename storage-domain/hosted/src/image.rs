@@ -109,6 +109,25 @@ impl BlockDevice for ImageFile {
             })
     }
 
+    fn write_blocks(&mut self, first: u64, data: &[u8]) -> Result<(), DeviceError> {
+        let blocks = data.len().div_ceil(BLOCK_SIZE) as u64;
+        if first
+            .checked_add(blocks)
+            .is_none_or(|end| end > self.block_count)
+        {
+            return Err(DeviceError::OutOfRange);
+        }
+        if !self.writable || !data.len().is_multiple_of(BLOCK_SIZE) {
+            return Err(DeviceError::Io);
+        }
+        self.file
+            .write_all_at(data, first * BLOCK_SIZE as u64)
+            .map_err(|error| {
+                log::error!("image write of blocks {first}..+{blocks} failed: {error}");
+                DeviceError::Io
+            })
+    }
+
     fn flush(&mut self) -> Result<(), DeviceError> {
         if !self.writable {
             return Ok(());
