@@ -14,7 +14,7 @@
 
 use crate::{
     validate_name, Attributes, Clock, DirectoryEntry, DirectoryPage, FileSystem, FileType, FsError,
-    Generation, InodeId, NewNode, Ownership, SetAttributes, SetTime, StatFs, Timestamp, LINK_MAX,
+    Generation, InodeId, NewNode, Ownership, SetAttributes, StatFs, Timestamp, LINK_MAX,
     MAX_FILE_SIZE, SYMLINK_MAX,
 };
 use alloc::boxed::Box;
@@ -316,30 +316,7 @@ impl FileSystem for MemFs {
         let now = self.clock.now();
         let node = self.node_mut(inode)?;
         let attributes = &mut node.attributes;
-        if let Some(mode) = changes.mode {
-            attributes.mode = mode & 0o7777;
-        }
-        if let Some(uid) = changes.uid {
-            attributes.uid = uid;
-        }
-        if let Some(gid) = changes.gid {
-            attributes.gid = gid;
-        }
-        match changes.atime {
-            SetTime::Unchanged => {}
-            SetTime::ServerTime => attributes.atime = now,
-            SetTime::Client(time) => attributes.atime = time,
-        }
-        match changes.mtime {
-            SetTime::Unchanged => {}
-            SetTime::ServerTime => attributes.mtime = now,
-            SetTime::Client(time) => attributes.mtime = time,
-        }
-        if changes.size.is_some() && changes.mtime == SetTime::Unchanged {
-            attributes.mtime = now;
-        }
-        attributes.ctime = now;
-        attributes.change += 1;
+        changes.apply(attributes, now);
         let result = *attributes;
         self.next_operation();
         Ok(result)

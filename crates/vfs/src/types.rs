@@ -126,6 +126,39 @@ pub struct SetAttributes {
     pub mtime: SetTime,
 }
 
+impl SetAttributes {
+    /// Apply everything but the size (which the file system applies to the
+    /// data first) to `attributes`: mode, owner, group, times; a size
+    /// change without an explicit mtime sets mtime to `now`; ctime becomes
+    /// `now` and the change counter moves.
+    pub fn apply(&self, attributes: &mut Attributes, now: Timestamp) {
+        if let Some(mode) = self.mode {
+            attributes.mode = mode & 0o7777;
+        }
+        if let Some(uid) = self.uid {
+            attributes.uid = uid;
+        }
+        if let Some(gid) = self.gid {
+            attributes.gid = gid;
+        }
+        match self.atime {
+            SetTime::Unchanged => {}
+            SetTime::ServerTime => attributes.atime = now,
+            SetTime::Client(time) => attributes.atime = time,
+        }
+        match self.mtime {
+            SetTime::Unchanged => {}
+            SetTime::ServerTime => attributes.mtime = now,
+            SetTime::Client(time) => attributes.mtime = time,
+        }
+        if self.size.is_some() && self.mtime == SetTime::Unchanged {
+            attributes.mtime = now;
+        }
+        attributes.ctime = now;
+        attributes.change += 1;
+    }
+}
+
 /// Owner and permissions of a new object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ownership {

@@ -12,8 +12,8 @@ use crate::BlockDevice;
 use alloc::vec::Vec;
 use vfs::{
     validate_name, Attributes, DirectoryEntry, DirectoryPage, FileSystem, FileType, FsError,
-    Generation, InodeId, NewNode, Ownership, SetAttributes, SetTime, StatFs, LINK_MAX,
-    MAX_FILE_SIZE, SYMLINK_MAX,
+    Generation, InodeId, NewNode, Ownership, SetAttributes, StatFs, LINK_MAX, MAX_FILE_SIZE,
+    SYMLINK_MAX,
 };
 
 const BLOCK: u64 = BLOCK_SIZE as u64;
@@ -266,30 +266,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         }
         let now = self.clock.now();
         let attributes = &mut self.inode_mut(number)?.attributes;
-        if let Some(mode) = changes.mode {
-            attributes.mode = mode & 0o7777;
-        }
-        if let Some(uid) = changes.uid {
-            attributes.uid = uid;
-        }
-        if let Some(gid) = changes.gid {
-            attributes.gid = gid;
-        }
-        match changes.atime {
-            SetTime::Unchanged => {}
-            SetTime::ServerTime => attributes.atime = now,
-            SetTime::Client(time) => attributes.atime = time,
-        }
-        match changes.mtime {
-            SetTime::Unchanged => {}
-            SetTime::ServerTime => attributes.mtime = now,
-            SetTime::Client(time) => attributes.mtime = time,
-        }
-        if changes.size.is_some() && changes.mtime == SetTime::Unchanged {
-            attributes.mtime = now;
-        }
-        attributes.ctime = now;
-        attributes.change += 1;
+        changes.apply(attributes, now);
         let result = *attributes;
         self.mark_dirty(number);
         self.done();

@@ -135,7 +135,7 @@ impl<D: BlockDevice> Volume<D> {
         if self.snapshots.len() >= MAX_SNAPSHOTS {
             return Err(FsError::NoSpace);
         }
-        self.reserve(&[], 0, 4)?;
+        self.reserve(&[], 0, self.table_blocks(name.len()))?;
         self.commit_volume()?;
         let root = self.root_block;
         let blocks = walk(&mut self.device, root)?;
@@ -163,7 +163,7 @@ impl<D: BlockDevice> Volume<D> {
             .iter()
             .position(|snapshot| snapshot.name == name)
             .ok_or(FsError::NotFound)?;
-        self.reserve(&[], 0, 2)?;
+        self.reserve(&[], 0, self.table_blocks(0))?;
         // Commit first so the live tree on disk is the whole live tree.
         self.commit_volume()?;
         let live = walk(&mut self.device, self.root_block)?;
@@ -207,6 +207,14 @@ impl<D: BlockDevice> Volume<D> {
             .ok_or(FsError::NotFound)?;
         drop(live);
         Volume::open_at(device, clock, cache_bytes, Some(root))
+    }
+
+    /// Blocks the next snapshot table can take (with one more entry whose
+    /// name is `extra_name` bytes long), plus the index root a commit
+    /// always rewrites.
+    fn table_blocks(&self, extra_name: usize) -> u64 {
+        let bytes = encode_table(&self.snapshots).len() + 38 + extra_name;
+        bytes.div_ceil(crate::layout::RECORD_PAYLOAD) as u64 + 2
     }
 
     /// Read the snapshot table chain (opening a live volume).

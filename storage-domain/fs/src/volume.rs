@@ -646,21 +646,7 @@ impl<D: BlockDevice> Volume<D> {
             for block in old_chain {
                 self.release(block);
             }
-            let pieces: Vec<&[u8]> = if payload.is_empty() {
-                vec![&[][..]]
-            } else {
-                payload.chunks(RECORD_PAYLOAD).collect()
-            };
-            let mut blocks = Vec::with_capacity(pieces.len());
-            for _ in 0..pieces.len() {
-                blocks.push(self.allocate()?);
-            }
-            for (index, piece) in pieces.iter().enumerate() {
-                let next = blocks.get(index + 1).copied().unwrap_or(0);
-                self.device
-                    .write_block(blocks[index], &encode_record_block(next, piece))
-                    .map_err(device_error)?;
-            }
+            let blocks = self.write_chain(crate::layout::RECORD_MAGIC, &payload)?;
             self.set_slot(
                 number,
                 LeafSlot {
@@ -739,22 +725,7 @@ impl<D: BlockDevice> Volume<D> {
             }
             if !self.snapshots.is_empty() {
                 let payload = crate::snapshot::encode_table(&self.snapshots);
-                let pieces: Vec<&[u8]> = payload.chunks(RECORD_PAYLOAD).collect();
-                let mut blocks = Vec::with_capacity(pieces.len());
-                for _ in 0..pieces.len() {
-                    blocks.push(self.allocate()?);
-                }
-                for (index, piece) in pieces.iter().enumerate() {
-                    let next = blocks.get(index + 1).copied().unwrap_or(0);
-                    let encoded = crate::layout::encode_chain_block(
-                        crate::layout::SNAPSHOT_MAGIC,
-                        next,
-                        piece,
-                    );
-                    self.device
-                        .write_block(blocks[index], &encoded)
-                        .map_err(device_error)?;
-                }
+                let blocks = self.write_chain(crate::layout::SNAPSHOT_MAGIC, &payload)?;
                 self.snapshot_chain = blocks;
             }
         }
@@ -794,6 +765,29 @@ impl<D: BlockDevice> Volume<D> {
         self.durable = self.applied;
         self.evict(1);
         Ok(())
+    }
+
+    /// Write `payload` as a chain of sealed blocks with `magic` to fresh
+    /// blocks (at least one, even for an empty payload); returns them in
+    /// chain order.
+    fn write_chain(&mut self, magic: u32, payload: &[u8]) -> Result<Vec<u64>, FsError> {
+        let pieces: Vec<&[u8]> = if payload.is_empty() {
+            vec![&[][..]]
+        } else {
+            payload.chunks(RECORD_PAYLOAD).collect()
+        };
+        let mut blocks = Vec::with_capacity(pieces.len());
+        for _ in 0..pieces.len() {
+            blocks.push(self.allocate()?);
+        }
+        for (index, piece) in pieces.iter().enumerate() {
+            let next = blocks.get(index + 1).copied().unwrap_or(0);
+            let encoded = crate::layout::encode_chain_block(magic, next, piece);
+            self.device
+                .write_block(blocks[index], &encoded)
+                .map_err(device_error)?;
+        }
+        Ok(blocks)
     }
 
     /// The volume identity chosen at format time.
