@@ -1,0 +1,335 @@
+//! Golden byte arrays written by hand from RFC 1813 / RFC 5531 / RFC 1833:
+//! decode, construct, encode, compare; every truncation fails; oversize
+//! lengths fail; the server helper answers malformed calls correctly.
+
+use nfs3::message::{decode_call, decode_reply, encode_call, encode_reply, CallRejection};
+use nfs3::mount::{Mount3, MountOk, MountResult};
+use nfs3::portmap::{Mapping, Portmap2, PROTOCOL_TCP};
+use nfs3::procedures::create::{CreateArguments, CreateHow};
+use nfs3::procedures::data::{read_ok_size, ReadOk};
+use nfs3::procedures::directory::{read_directory_overhead, Entry, ReadDirectoryOk};
+use nfs3::procedures::inspect::{AttributesFailed, GetAttributesArguments, GetAttributesOk};
+use nfs3::{
+    Arguments, DeviceNumbers, DirectoryOperationArguments, FileAttributes, FileHandle, FileType,
+    Nfs3, NfsError, Procedure, ProcedureResult, Results, Time,
+};
+use xdr::{AcceptedStatus, AuthSys, DecodeError, OpaqueAuth, RejectedReply, ReplyHeader};
+
+fn words(values: &[u32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|value| value.to_be_bytes())
+        .collect()
+}
+
+/// A GETATTR call: xid 0x2a, AUTH_SYS { stamp 0, "linux", uid 0, gid 0, [] },
+/// AUTH_NONE verifier, an 8-byte handle 01..08.
+fn getattr_call() -> Vec<u8> {
+    let mut bytes = words(&[0x2a, 0, 2, 100_003, 3, 1]);
+    bytes.extend(words(&[1, 28])); // AUTH_SYS, body length: 4 + 4 + 8 + 4 + 4 + 4
+    bytes.extend(words(&[0, 5])); // stamp, name length
+    bytes.extend(b"linux\0\0\0");
+    bytes.extend(words(&[0, 0, 0])); // uid, gid, no gids
+    bytes.extend(words(&[0, 0])); // AUTH_NONE verifier
+    bytes.extend(words(&[8]));
+    bytes.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+    bytes
+}
+
+fn root_credential() -> OpaqueAuth {
+    OpaqueAuth::sys(&AuthSys {
+        stamp: 0,
+        machine_name: b"linux".to_vec(),
+        uid: 0,
+        gid: 0,
+        gids: vec![],
+    })
+}
+
+fn handle() -> FileHandle {
+    FileHandle(vec![1, 2, 3, 4, 5, 6, 7, 8])
+}
+
+#[test]
+fn getattr_call_golden() {
+    let golden = getattr_call();
+    let arguments = Arguments::GetAttributes(GetAttributesArguments { object: handle() });
+    assert_eq!(
+        encode_call::<Nfs3>(0x2a, root_credential(), &arguments),
+        golden
+    );
+    let (header, decoded) = decode_call::<Nfs3>(&golden).unwrap();
+    assert_eq!(header.xid, 0x2a);
+    assert_eq!(header.credential, root_credential());
+    assert_eq!(decoded, arguments);
+    for length in 0..golden.len() {
+        let expected = if length < 4 {
+            CallRejection::Drop
+        } else {
+            CallRejection::Reply(ReplyHeader::accepted(
+                0x2a,
+                AcceptedStatus::GarbageArguments,
+            ))
+        };
+        assert_eq!(
+            decode_call::<Nfs3>(&golden[..length]),
+            Err(expected),
+            "{length}"
+        );
+    }
+}
+
+#[test]
+fn server_rejections_are_the_rfc_replies() {
+    let reject = |patch: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = getattr_call();
+        patch(&mut bytes);
+        decode_call::<Nfs3>(&bytes).unwrap_err()
+    };
+    let accepted = |status| CallRejection::Reply(ReplyHeader::accepted(0x2a, status));
+    assert_eq!(
+        reject(&|bytes| bytes[11] = 3),
+        CallRejection::Reply(ReplyHeader::denied(
+            0x2a,
+            RejectedReply::RpcMismatch { low: 2, high: 2 }
+        ))
+    );
+    assert_eq!(reject(&|bytes| bytes[7] = 1), CallRejection::Drop);
+    assert_eq!(
+        reject(&|bytes| bytes[15] = 4),
+        accepted(AcceptedStatus::ProgramUnavailable)
+    );
+    assert_eq!(
+        reject(&|bytes| bytes[19] = 2),
+        accepted(AcceptedStatus::ProgramMismatch { low: 3, high: 3 })
+    );
+    assert_eq!(
+        reject(&|bytes| bytes[23] = 22),
+        accepted(AcceptedStatus::ProcedureUnavailable)
+    );
+    assert_eq!(
+        reject(&|bytes| bytes.push(0)),
+        accepted(AcceptedStatus::GarbageArguments)
+    );
+    // A 65-byte file handle is over NFS3_FHSIZE.
+    assert_eq!(
+        reject(&|bytes| {
+            let length = bytes.len();
+            bytes.truncate(length - 12);
+            bytes.extend(words(&[65]));
+            bytes.extend([0; 68]);
+        }),
+        accepted(AcceptedStatus::GarbageArguments)
+    );
+}
+
+fn attributes() -> FileAttributes {
+    let time = Time {
+        seconds: 1_700_000_000,
+        nanoseconds: 5,
+    };
+    FileAttributes {
+        file_type: FileType::Regular,
+        mode: 0o644,
+        link_count: 1,
+        uid: 1000,
+        gid: 100,
+        size: 5,
+        used: 4096,
+        device: DeviceNumbers { major: 0, minor: 0 },
+        file_system_id: 1,
+        file_id: 42,
+        access_time: time,
+        modify_time: time,
+        change_time: time,
+    }
+}
+
+fn attributes_golden() -> Vec<u8> {
+    let bytes = words(&[
+        1,
+        0o644,
+        1,
+        1000,
+        100,
+        0,
+        5,
+        0,
+        4096,
+        0,
+        0,
+        0,
+        1,
+        0,
+        42,
+        1_700_000_000,
+        5,
+        1_700_000_000,
+        5,
+        1_700_000_000,
+        5,
+    ]);
+    assert_eq!(bytes.len(), nfs3::attributes::FILE_ATTRIBUTES_SIZE);
+    bytes
+}
+
+fn success_reply(xid: u32) -> Vec<u8> {
+    words(&[xid, 1, 0, 0, 0, 0])
+}
+
+#[test]
+fn getattr_reply_golden() {
+    let mut golden = success_reply(0x2a);
+    golden.extend(words(&[0]));
+    golden.extend(attributes_golden());
+    let results = Results::GetAttributes(ProcedureResult::Ok(GetAttributesOk {
+        attributes: attributes(),
+    }));
+    assert_eq!(encode_reply(0x2a, &results, Vec::new()), golden);
+    assert_eq!(decode_reply::<Nfs3>(&golden, 1), Ok((0x2a, results)));
+    for length in 0..golden.len() {
+        assert!(decode_reply::<Nfs3>(&golden[..length], 1).is_err());
+    }
+    let mut stale = success_reply(0x2a);
+    stale.extend(words(&[70]));
+    assert_eq!(
+        decode_reply::<Nfs3>(&stale, 1),
+        Ok((
+            0x2a,
+            Results::GetAttributes(ProcedureResult::failed(NfsError::Stale, ()))
+        ))
+    );
+    let mut unknown = success_reply(0x2a);
+    unknown.extend(words(&[12345]));
+    assert!(decode_reply::<Nfs3>(&unknown, 1).is_err());
+}
+
+#[test]
+fn read_reply_golden_and_size() {
+    let mut golden = success_reply(7);
+    golden.extend(words(&[0, 1]));
+    golden.extend(attributes_golden());
+    golden.extend(words(&[5, 1, 5]));
+    golden.extend(b"hello\0\0\0");
+    let results = Results::Read(ProcedureResult::Ok(ReadOk {
+        file_attributes: Some(attributes()),
+        count: 5,
+        end_of_file: true,
+        data: b"hello".to_vec(),
+    }));
+    assert_eq!(encode_reply(7, &results, Vec::new()), golden);
+    assert_eq!(decode_reply::<Nfs3>(&golden, 6), Ok((7, results)));
+    assert_eq!(read_ok_size(5, true), golden.len() - success_reply(7).len());
+    let failed = Results::Read(ProcedureResult::failed(
+        NfsError::Io,
+        AttributesFailed {
+            object_attributes: None,
+        },
+    ));
+    let mut golden = success_reply(7);
+    golden.extend(words(&[5, 0]));
+    assert_eq!(encode_reply(7, &failed, Vec::new()), golden);
+}
+
+#[test]
+fn readdir_reply_golden_and_size_helpers() {
+    let entries = vec![
+        Entry {
+            file_id: 2,
+            name: b".".to_vec(),
+            cookie: 1,
+        },
+        Entry {
+            file_id: 9,
+            name: b"file".to_vec(),
+            cookie: 2,
+        },
+    ];
+    let ok = ReadDirectoryOk {
+        directory_attributes: None,
+        cookie_verifier: [0; 8],
+        entries: entries.clone(),
+        end_of_file: true,
+    };
+    let mut golden = words(&[0, 0, 0, 0]); // status, no attributes, verifier
+    golden.extend(words(&[1, 0, 2, 1]));
+    golden.extend(b".\0\0\0");
+    golden.extend(words(&[0, 1]));
+    golden.extend(words(&[1, 0, 9, 4]));
+    golden.extend(b"file");
+    golden.extend(words(&[0, 2]));
+    golden.extend(words(&[0, 1])); // end of list, eof
+    let result: nfs3::procedures::directory::ReadDirectoryResult = ProcedureResult::Ok(ok);
+    assert_eq!(xdr::to_bytes(&result), golden);
+    assert_eq!(xdr::from_bytes(&golden), Ok(result));
+    let computed: usize =
+        read_directory_overhead(false) + entries.iter().map(Entry::encoded_size).sum::<usize>();
+    assert_eq!(computed, golden.len());
+}
+
+#[test]
+fn create_exclusive_arguments_golden() {
+    let arguments = CreateArguments {
+        location: DirectoryOperationArguments {
+            directory: FileHandle(vec![0xaa; 4]),
+            name: b"new".to_vec(),
+        },
+        how: CreateHow::Exclusive([1, 2, 3, 4, 5, 6, 7, 8]),
+    };
+    let mut golden = words(&[4, 0xaaaa_aaaa, 3]);
+    golden.extend(b"new\0");
+    golden.extend(words(&[2]));
+    golden.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(xdr::to_bytes(&arguments), golden);
+    assert_eq!(xdr::from_bytes(&golden), Ok(arguments));
+    let mut bad_mode = golden.clone();
+    bad_mode[19] = 3;
+    assert!(matches!(
+        xdr::from_bytes::<CreateArguments>(&bad_mode),
+        Err(DecodeError::UnknownDiscriminant {
+            type_name: "createmode3",
+            value: 3
+        })
+    ));
+}
+
+#[test]
+fn mount_reply_golden() {
+    let mut golden = success_reply(3);
+    golden.extend(words(&[0, 8]));
+    golden.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+    golden.extend(words(&[1, 1]));
+    let results = nfs3::mount::Results::Mount(MountResult::Ok(MountOk {
+        handle: handle(),
+        auth_flavors: vec![1],
+    }));
+    assert_eq!(encode_reply(3, &results, Vec::new()), golden);
+    assert_eq!(decode_reply::<Mount3>(&golden, 1), Ok((3, results)));
+    let mut denied = success_reply(3);
+    denied.extend(words(&[13]));
+    assert_eq!(
+        decode_reply::<Mount3>(&denied, 1),
+        Ok((
+            3,
+            nfs3::mount::Results::Mount(MountResult::Failed(nfs3::mount::MountError::Access))
+        ))
+    );
+}
+
+#[test]
+fn portmap_getport_call_golden() {
+    let arguments = nfs3::portmap::Arguments::GetPort(Mapping {
+        program: 100_003,
+        version: 3,
+        protocol: PROTOCOL_TCP,
+        port: 0,
+    });
+    let mut golden = words(&[9, 0, 2, 100_000, 2, 3, 0, 0, 0, 0]);
+    golden.extend(words(&[100_003, 3, 6, 0]));
+    assert_eq!(
+        encode_call::<Portmap2>(9, OpaqueAuth::none(), &arguments),
+        golden
+    );
+    assert_eq!(decode_call::<Portmap2>(&golden).unwrap().1, arguments);
+    assert_eq!(Procedure::from_u32(3), Some(Procedure::Lookup));
+}
