@@ -97,6 +97,14 @@ pub fn encode_reply(xid: u32, results: &impl Encode, buffer: Vec<u8>) -> Vec<u8>
     encoder.into_bytes()
 }
 
+/// Server: the reply for a [`CallRejection::Reply`] (a header with no
+/// results), appended to `buffer`.
+pub fn encode_rejection(header: &ReplyHeader, buffer: Vec<u8>) -> Vec<u8> {
+    let mut encoder = Encoder::from_vec(buffer);
+    header.encode(&mut encoder);
+    encoder.into_bytes()
+}
+
 /// Client: a call to program `P`.
 pub fn encode_call<P: RpcProgram>(
     xid: u32,

@@ -95,6 +95,13 @@ fn server_rejections_are_the_rfc_replies() {
         ))
     );
     assert_eq!(reject(&|bytes| bytes[7] = 1), CallRejection::Drop);
+    let CallRejection::Reply(header) = reject(&|bytes| bytes[23] = 22) else {
+        panic!("procedure 22 is answered");
+    };
+    assert_eq!(
+        nfs3::message::encode_rejection(&header, Vec::new()),
+        words(&[0x2a, 1, 0, 0, 0, 3])
+    );
     assert_eq!(
         reject(&|bytes| bytes[15] = 4),
         accepted(AcceptedStatus::ProgramUnavailable)

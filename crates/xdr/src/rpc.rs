@@ -22,6 +22,14 @@ pub const MESSAGE_CALL: u32 = 0;
 /// `msg_type` REPLY.
 pub const MESSAGE_REPLY: u32 = 1;
 
+/// The transaction id of any RPC message, without decoding the rest: a
+/// client uses it to find the pending call (and so the procedure) that a
+/// reply answers. `None` if fewer than four bytes.
+pub fn peek_xid(message: &[u8]) -> Option<u32> {
+    let word = message.get(..4)?;
+    Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
+}
+
 /// The header of a call: everything before the procedure's arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallHeader {

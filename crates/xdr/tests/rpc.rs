@@ -234,3 +234,9 @@ fn auth_status_values_round_trip() {
     };
     assert_eq!(ReplyHeader::success(1).body, ReplyBody::Accepted(reply));
 }
+
+#[test]
+fn xid_can_be_peeked_from_any_message() {
+    assert_eq!(xdr::rpc::peek_xid(CALL), Some(0x0102_0304));
+    assert_eq!(xdr::rpc::peek_xid(&[1, 2, 3]), None);
+}
