@@ -66,6 +66,8 @@ pub struct RecordReassembler {
     /// Bytes still to come in the current fragment; `None` while reading a mark.
     fragment_remaining: Option<usize>,
     last_fragment: bool,
+    /// A fragment of the current record (possibly empty) has been seen.
+    record_started: bool,
     record: Vec<u8>,
     failure: Option<RecordError>,
 }
@@ -79,6 +81,7 @@ impl RecordReassembler {
             mark_filled: 0,
             fragment_remaining: None,
             last_fragment: false,
+            record_started: false,
             record: Vec::new(),
             failure: None,
         }
@@ -87,7 +90,7 @@ impl RecordReassembler {
     /// Whether the stream is at a record boundary: end of stream here is
     /// clean, anywhere else it truncated a record.
     pub fn is_between_records(&self) -> bool {
-        self.mark_filled == 0 && self.fragment_remaining.is_none() && self.record.is_empty()
+        self.mark_filled == 0 && self.fragment_remaining.is_none() && !self.record_started
     }
 
     /// Consumes bytes until the input is exhausted or one record completes.
@@ -134,6 +137,7 @@ impl RecordReassembler {
             self.fragment_remaining = None;
             if self.last_fragment {
                 self.last_fragment = false;
+                self.record_started = false;
                 return Ok(Pushed {
                     consumed,
                     record: Some(core::mem::take(&mut self.record)),
@@ -165,6 +169,7 @@ impl RecordReassembler {
             return Err(failure);
         }
         self.fragment_remaining = Some(length);
+        self.record_started = true;
         Ok(length)
     }
 }

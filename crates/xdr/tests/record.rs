@@ -134,3 +134,14 @@ fn in_place_record_mark() {
     end_record(&mut buffer, start);
     assert_eq!(buffer, [9, 0x80, 0, 0, 3, b'x', b'y', b'z']);
 }
+
+#[test]
+fn empty_non_last_fragment_is_mid_record() {
+    let mut reassembler = RecordReassembler::new(8);
+    let pushed = reassembler.push(&mark(0, false)).unwrap();
+    assert_eq!((pushed.consumed, pushed.record), (4, None));
+    assert!(!reassembler.is_between_records());
+    let pushed = reassembler.push(&mark(0, true)).unwrap();
+    assert_eq!(pushed.record, Some(vec![]));
+    assert!(reassembler.is_between_records());
+}
