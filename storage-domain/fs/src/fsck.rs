@@ -188,16 +188,16 @@ fn check_tree<D: BlockDevice>(volume: &mut Volume<D>, problems: &mut Vec<String>
         }
         if let Content::File(blocks) = &inode.content {
             let limit = inode.attributes.size.div_ceil(BLOCK_SIZE as u64);
-            if blocks.range(limit..).next().is_some() {
+            if blocks.end() > limit {
                 problems.push(format!(
                     "inode {number}: blocks mapped past the end of the file"
                 ));
             }
-            if inode.attributes.used != blocks.len() as u64 * BLOCK_SIZE as u64 {
+            if inode.attributes.used != blocks.mapped_blocks() * BLOCK_SIZE as u64 {
                 problems.push(format!(
                     "inode {number}: used is {} but {} blocks are mapped",
                     inode.attributes.used,
-                    blocks.len()
+                    blocks.mapped_blocks()
                 ));
             }
         }

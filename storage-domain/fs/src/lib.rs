@@ -26,6 +26,7 @@ mod bitmap;
 mod checksum;
 mod codec;
 pub mod device;
+mod file_map;
 mod fsck;
 mod layout;
 mod operations;

@@ -18,19 +18,6 @@ use vfs::{
 
 const BLOCK: u64 = BLOCK_SIZE as u64;
 
-/// The part of a block map in `start..end`, copied out.
-trait CloneRange {
-    fn clone_range(&self, start: u64, end: u64) -> alloc::collections::BTreeMap<u64, u64>;
-}
-
-impl CloneRange for alloc::collections::BTreeMap<u64, u64> {
-    fn clone_range(&self, start: u64, end: u64) -> alloc::collections::BTreeMap<u64, u64> {
-        self.range(start..end)
-            .map(|(&logical, &physical)| (logical, physical))
-            .collect()
-    }
-}
-
 fn wrong_kind(file_type: FileType) -> FsError {
     match file_type {
         FileType::Directory => FsError::IsDirectory,
@@ -92,8 +79,8 @@ impl<D: BlockDevice> Volume<D> {
         for block in entry.chain {
             self.release(block);
         }
-        for block in entry.inode.data_blocks().collect::<Vec<_>>() {
-            self.release(block);
+        for (first, length) in entry.inode.data_runs() {
+            self.release_run(first, length);
         }
         let generation = entry.inode.attributes.generation.0;
         self.set_slot(
@@ -155,18 +142,13 @@ impl<D: BlockDevice> Volume<D> {
             return Ok(());
         }
         let keep = size.div_ceil(BLOCK);
-        let removed: Vec<u64> = blocks
-            .range(keep..)
-            .map(|(_, &physical)| physical)
-            .collect();
-        blocks.retain(|&logical, _| logical < keep);
+        let removed = blocks.truncate(keep);
         let tail = blocks
-            .get(&(size / BLOCK))
-            .copied()
+            .get(size / BLOCK)
             .filter(|_| !size.is_multiple_of(BLOCK));
         inode.attributes.size = size;
-        for block in removed {
-            self.release(block);
+        for (first, length) in removed {
+            self.release_run(first, length);
         }
         if let Some(physical) = tail {
             let mut data = self.read_data(physical)?;
@@ -194,7 +176,7 @@ impl<D: BlockDevice> Volume<D> {
     fn update_used(&mut self, number: u64) -> Result<(), FsError> {
         let inode = self.inode_mut(number)?;
         if let Content::File(blocks) = &inode.content {
-            inode.attributes.used = blocks.len() as u64 * BLOCK;
+            inode.attributes.used = blocks.mapped_blocks() * BLOCK;
         }
         Ok(())
     }
@@ -306,7 +288,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
             let position = offset + done as u64;
             let within = (position % BLOCK) as usize;
             let count = (BLOCK_SIZE - within).min(length - done);
-            let physical = blocks.get(&(position / BLOCK)).copied();
+            let physical = blocks.get(position / BLOCK);
             match (plan.last_mut(), physical) {
                 (Some((_, 0, run, Some(previous))), Some(next))
                     if within == 0
@@ -341,26 +323,22 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
             .checked_add(data.len() as u64)
             .filter(|&end| end <= MAX_FILE_SIZE)
             .ok_or(FsError::FileTooBig)?;
-        let entry = &self.cached(number)?.inode;
+        self.cached(number)?;
+        let entry = &self.cache.get(&number).ok_or(FsError::Stale)?.inode;
         let Content::File(blocks) = &entry.content else {
             return Err(wrong_kind(entry.attributes.file_type));
         };
-        let blocks = blocks.clone_range(offset / BLOCK, end.div_ceil(BLOCK));
         let mut new_blocks = 0u64;
-        let mut new_mappings = 0u64;
         if !data.is_empty() {
             for logical in offset / BLOCK..=(end - 1) / BLOCK {
-                match blocks.get(&logical) {
-                    Some(&physical) if self.fresh.get(physical) => {}
-                    Some(_) => new_blocks += 1,
-                    None => {
-                        new_blocks += 1;
-                        new_mappings += 1;
-                    }
+                match blocks.get(logical) {
+                    Some(physical) if self.fresh.get(physical) => {}
+                    _ => new_blocks += 1,
                 }
             }
         }
-        let growth = (new_mappings * 24).div_ceil(RECORD_PAYLOAD as u64) + 1;
+        // Each block placed anew can split a run into three (two more runs).
+        let growth = (new_blocks * 48).div_ceil(RECORD_PAYLOAD as u64) + 1;
         self.reserve(&[number], new_blocks, growth)?;
         let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut done = 0usize;
@@ -370,7 +348,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
             let within = (position % BLOCK) as usize;
             let count = (BLOCK_SIZE - within).min(data.len() - done);
             let mapped = match &self.inode(number)?.content {
-                Content::File(blocks) => blocks.get(&logical).copied(),
+                Content::File(blocks) => blocks.get(logical),
                 _ => None,
             };
             let mut block = match mapped {

@@ -177,7 +177,7 @@ impl<D: BlockDevice> Volume<D> {
         // drops it from the table, like any other released block.
         for block in 2..self.superblock.block_count {
             if self.shared.get(block) && !shared.get(block) && !live.get(block) {
-                self.pending_free.push(block);
+                self.defer_free(block);
             }
         }
         self.shared = shared;

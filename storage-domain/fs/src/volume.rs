@@ -85,7 +85,8 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) live_inodes: u64,
     pub(crate) used: Bitmap,
     pub(crate) fresh: Bitmap,
-    pub(crate) pending_free: Vec<u64>,
+    /// Committed blocks released this epoch, as (first block, length).
+    pub(crate) pending_free: Vec<(u64, u64)>,
     pub(crate) cursor: u64,
     pub(crate) epoch_reserve: u64,
     pub(crate) cache_limit: usize,
@@ -369,8 +370,10 @@ impl<D: BlockDevice> Volume<D> {
                     "inode {number}: generation differs from the index"
                 )));
             }
-            for block in inode.data_blocks().collect::<Vec<_>>() {
-                self.claim(block, "file data")?;
+            for (first, length) in inode.data_runs() {
+                for block in first..first.saturating_add(length) {
+                    self.claim(block, "file data")?;
+                }
             }
             self.live_inodes += 1;
             self.next_number = self.next_number.max(number + 1);
@@ -572,7 +575,23 @@ impl<D: BlockDevice> Volume<D> {
             self.fresh.clear(block);
             self.used.clear(block);
         } else {
-            self.pending_free.push(block);
+            self.defer_free(block);
+        }
+    }
+
+    /// Release `length` blocks from `first`.
+    pub(crate) fn release_run(&mut self, first: u64, length: u64) {
+        for block in first..first.saturating_add(length) {
+            self.release(block);
+        }
+    }
+
+    /// Free a committed block once the next commit is durable (kept as
+    /// runs, so releasing a large file costs little memory).
+    pub(crate) fn defer_free(&mut self, block: u64) {
+        match self.pending_free.last_mut() {
+            Some((first, length)) if *first + *length == block => *length += 1,
+            _ => self.pending_free.push((block, 1)),
         }
     }
 
@@ -747,7 +766,8 @@ impl<D: BlockDevice> Volume<D> {
         superblock.sequence += 1;
         superblock.index_root = new_root;
         superblock.inode_count = self.live_inodes;
-        superblock.used_blocks = self.used.count() - self.pending_free.len() as u64;
+        let pending: u64 = self.pending_free.iter().map(|&(_, length)| length).sum();
+        superblock.used_blocks = self.used.count() - pending;
         superblock.snapshot_table = self.snapshot_chain.first().copied().unwrap_or(0);
         let copy = superblock.sequence % 2;
         self.device
@@ -756,8 +776,10 @@ impl<D: BlockDevice> Volume<D> {
         self.device.flush().map_err(device_error)?;
 
         self.superblock = superblock;
-        for block in core::mem::take(&mut self.pending_free) {
-            self.used.clear(block);
+        for (first, length) in core::mem::take(&mut self.pending_free) {
+            for block in first..first + length {
+                self.used.clear(block);
+            }
         }
         self.fresh = Bitmap::new(self.superblock.block_count);
         self.snapshots_dirty = false;
@@ -831,7 +853,7 @@ impl<D: BlockDevice> Volume<D> {
 pub(crate) fn record_bound(inode: &Inode) -> u64 {
     let bytes = 128
         + match &inode.content {
-            Content::File(blocks) => blocks.len() * 24,
+            Content::File(blocks) => blocks.run_count() * 24,
             Content::Directory(directory) => directory
                 .by_cookie
                 .values()

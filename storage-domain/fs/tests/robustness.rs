@@ -261,6 +261,39 @@ fn huge_sparse_offsets_and_zeros_after_shrink() {
     );
 }
 
+/// A file written in order stays one run however long it is, and reopens.
+/// `SDFS_LARGE_FILE_MIB` (default 48) sets its size; 600 or more
+/// reproduces a since-fixed bug where such a volume no longer opened.
+#[test]
+fn a_large_sequential_file_survives_a_remount() {
+    let mebibytes = env_number("SDFS_LARGE_FILE_MIB", 48);
+    // Room for the data plus what each write reserves for its record.
+    let blocks = mebibytes * 264 + 1024;
+    let mut volume = Volume::open(formatted(blocks), clock(), 1 << 20).unwrap();
+    let root = volume.root();
+    let file = volume
+        .create(root, b"large", &NewNode::Regular, &OWNER)
+        .unwrap()
+        .inode;
+    let mut chunk = vec![0u8; 1 << 20];
+    for index in 0..mebibytes {
+        chunk.fill(index as u8 ^ 0x5a);
+        volume.write(file, index << 20, &chunk).unwrap();
+    }
+    volume.commit().unwrap();
+    let mut reopened = Volume::open(volume.into_device(), clock(), 1 << 20).unwrap();
+    assert_eq!(reopened.getattr(file).unwrap().size, mebibytes << 20);
+    let mut buffer = vec![0u8; 1 << 20];
+    for index in [0, mebibytes / 2, mebibytes - 1] {
+        assert_eq!(
+            reopened.read(file, index << 20, &mut buffer).unwrap(),
+            1 << 20
+        );
+        assert!(buffer.iter().all(|&byte| byte == index as u8 ^ 0x5a));
+    }
+    assert!(sdfs::fsck(reopened.into_device(), clock()).is_clean());
+}
+
 #[test]
 fn reused_inodes_get_new_generations_across_remounts() {
     let mut volume = Volume::open(formatted(256), clock(), 1 << 20).unwrap();
