@@ -8,9 +8,13 @@
 use crate::image::{parse_size, random_bytes, ImageFile, SystemClock};
 use anyhow::{bail, Context};
 use sdfs::{FormatOptions, Volume};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{lchown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vfs::{FileSystem, FileType, InodeId};
 
 /// Inode cache for the offline tools.
@@ -313,68 +317,119 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     }
     let mut volume = open_read_only(&args.image, args.snapshot.as_deref())?;
     let source = resolve(&mut volume, &args.path)?;
-    let mut copied = 0u64;
-    copy_out(&mut volume, source, &args.destination, &mut copied)?;
-    eprintln!("copied {copied} bytes to {}", args.destination.display());
+    let mut copy = Copy::default();
+    copy.out(&mut volume, source, &args.destination)?;
+    eprintln!(
+        "copied {} bytes to {}",
+        copy.bytes,
+        args.destination.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-fn copy_out(
-    volume: &mut Volume<ImageFile>,
-    inode: InodeId,
-    destination: &Path,
-    copied: &mut u64,
-) -> anyhow::Result<()> {
-    let attributes = volume
-        .getattr(inode)
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let context = || format!("cannot write {}", destination.display());
-    match attributes.file_type {
-        FileType::Regular => {
-            let mut file = std::fs::File::create(destination).with_context(context)?;
-            let mut buffer = vec![0u8; 1 << 20];
-            let mut offset = 0;
-            while offset < attributes.size {
-                let count = volume
-                    .read(inode, offset, &mut buffer)
-                    .map_err(|error| anyhow::anyhow!("read: {error}"))?;
-                if count == 0 {
-                    break;
+/// State of one `get`: bytes copied, and the directories already entered
+/// (a damaged image could list a directory inside itself; it is refused
+/// rather than followed).
+#[derive(Default)]
+struct Copy {
+    bytes: u64,
+    entered: BTreeSet<u64>,
+}
+
+impl Copy {
+    /// Copy `inode` to `destination`: names and symlink targets byte for
+    /// byte, mode, owner (when permitted) and times. Hard links become
+    /// separate copies; devices, FIFOs and sockets are skipped with a note.
+    fn out(
+        &mut self,
+        volume: &mut Volume<ImageFile>,
+        inode: InodeId,
+        destination: &Path,
+    ) -> anyhow::Result<()> {
+        let attributes = volume
+            .getattr(inode)
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let context = || format!("cannot write {}", destination.display());
+        match attributes.file_type {
+            FileType::Regular => {
+                let mut file = std::fs::File::create(destination).with_context(context)?;
+                let mut buffer = vec![0u8; 1 << 20];
+                let mut offset = 0;
+                while offset < attributes.size {
+                    let count = volume
+                        .read(inode, offset, &mut buffer)
+                        .map_err(|error| anyhow::anyhow!("read: {error}"))?;
+                    if count == 0 {
+                        break;
+                    }
+                    std::io::Write::write_all(&mut file, &buffer[..count]).with_context(context)?;
+                    offset += count as u64;
                 }
-                std::io::Write::write_all(&mut file, &buffer[..count]).with_context(context)?;
-                offset += count as u64;
+                self.bytes += offset;
             }
-            *copied += offset;
-        }
-        FileType::Directory => {
-            std::fs::create_dir(destination).with_context(context)?;
-            for entry in list(volume, inode)? {
-                let name = String::from_utf8_lossy(&entry.name).into_owned();
-                copy_out(volume, entry.inode, &destination.join(name), copied)?;
+            FileType::Directory => {
+                if !self.entered.insert(inode.0) {
+                    bail!(
+                        "{}: directory {} is listed twice in the image (run fsck)",
+                        destination.display(),
+                        inode.0
+                    );
+                }
+                std::fs::create_dir(destination).with_context(context)?;
+                for entry in list(volume, inode)? {
+                    let name = OsStr::from_bytes(&entry.name);
+                    self.out(volume, entry.inode, &destination.join(name))?;
+                }
+            }
+            FileType::Symlink => {
+                let target = volume
+                    .readlink(inode)
+                    .map_err(|error| anyhow::anyhow!("{error}"))?;
+                symlink(OsStr::from_bytes(&target), destination).with_context(context)?;
+                keep_owner(destination, &attributes)?;
+                return Ok(());
+            }
+            other => {
+                eprintln!(
+                    "skipping {} ({other:?} nodes are not copied)",
+                    destination.display()
+                );
+                return Ok(());
             }
         }
-        FileType::Symlink => {
-            let target = volume
-                .readlink(inode)
-                .map_err(|error| anyhow::anyhow!("{error}"))?;
-            symlink(String::from_utf8_lossy(&target).as_ref(), destination)
-                .with_context(context)?;
-            return Ok(());
-        }
-        other => {
-            eprintln!(
-                "skipping {} ({other:?} nodes are not copied)",
-                destination.display()
-            );
-            return Ok(());
-        }
+        // Times first: with the image's mode in place the copy might no
+        // longer be openable.
+        let times = std::fs::FileTimes::new()
+            .set_accessed(system_time(attributes.atime))
+            .set_modified(system_time(attributes.mtime));
+        std::fs::File::open(destination)
+            .and_then(|file| file.set_times(times))
+            .with_context(context)?;
+        std::fs::set_permissions(
+            destination,
+            std::fs::Permissions::from_mode(attributes.mode),
+        )
+        .with_context(context)?;
+        keep_owner(destination, &attributes)
     }
-    std::fs::set_permissions(
-        destination,
-        std::fs::Permissions::from_mode(attributes.mode),
-    )
-    .with_context(context)?;
-    Ok(())
+}
+
+/// Give `path` the image's owner; without the privilege to (not root),
+/// the copy keeps the caller's.
+fn keep_owner(path: &Path, attributes: &vfs::Attributes) -> anyhow::Result<()> {
+    match lchown(path, Some(attributes.uid), Some(attributes.gid)) {
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+        other => other.with_context(|| format!("cannot chown {}", path.display())),
+    }
+}
+
+fn system_time(time: vfs::Timestamp) -> SystemTime {
+    let since_epoch = Duration::new(time.seconds.unsigned_abs(), time.nanoseconds);
+    if time.seconds >= 0 {
+        UNIX_EPOCH + since_epoch
+    } else {
+        UNIX_EPOCH.checked_sub(since_epoch).unwrap_or(UNIX_EPOCH)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -135,3 +135,118 @@ fn snapshots_from_the_command_line() {
     assert!(checked.status.success(), "{}", text(&checked));
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+/// `get` is the administrator's backup path: a populated image (nested
+/// directories, a name that is not UTF-8, a sparse file, a symlink, a hard
+/// link) comes out byte for byte with modes and times, and `--snapshot`
+/// copies the tree as it was when the snapshot was taken.
+#[test]
+fn get_copies_a_populated_tree_exactly() {
+    use sdfs::device::MemoryDevice;
+    use sdfs::{FormatOptions, Volume};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use vfs::{FileSystem, NewNode, Ownership, SetAttributes, StepClock};
+
+    let directory = scratch("get");
+    let mut device = MemoryDevice::new(2048);
+    let options = FormatOptions {
+        uuid: [1; 16],
+        handle_secret: [2; 32],
+    };
+    Volume::format(&mut device, options, &StepClock::new(1_700_000_000)).unwrap();
+    let mut volume =
+        Volume::open(device, Box::new(StepClock::new(1_700_000_000)), 1 << 20).unwrap();
+    let owner = |mode| Ownership {
+        mode,
+        uid: 0,
+        gid: 0,
+    };
+    let root = volume.root();
+    let sub = volume
+        .create(root, b"sub", &NewNode::Directory, &owner(0o750))
+        .unwrap()
+        .inode;
+    let odd_name: &[u8] = b"caf\xe9-\xff";
+    let odd = volume
+        .create(sub, odd_name, &NewNode::Regular, &owner(0o600))
+        .unwrap()
+        .inode;
+    let contents: Vec<u8> = (0..20_000u32).map(|index| (index % 251) as u8).collect();
+    volume.write(odd, 0, &contents).unwrap();
+    let sparse = volume
+        .create(root, b"sparse", &NewNode::Regular, &owner(0o644))
+        .unwrap()
+        .inode;
+    volume.write(sparse, 3 << 20, b"tail").unwrap();
+    volume
+        .create(
+            root,
+            b"link",
+            &NewNode::Symlink(b"sub/x\xfe".to_vec()),
+            &owner(0o777),
+        )
+        .unwrap();
+    volume.link(odd, root, b"hard").unwrap();
+    volume
+        .setattr(
+            odd,
+            &SetAttributes {
+                mtime: vfs::SetTime::Client(vfs::Timestamp {
+                    seconds: 1_600_000_000,
+                    nanoseconds: 123_456_789,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    volume.snapshot_create(b"before").unwrap();
+    volume.write(odd, 0, b"changed").unwrap();
+    volume.commit().unwrap();
+    let image = directory.join("disk.img");
+    std::fs::write(&image, volume.into_device().to_image()).unwrap();
+    let image_text = image.to_str().unwrap();
+
+    let out = directory.join("out");
+    let copied = tool(&["get", image_text, "/", out.to_str().unwrap()]);
+    assert!(copied.status.success(), "{}", text(&copied));
+    let odd_path = out.join("sub").join(std::ffi::OsStr::from_bytes(odd_name));
+    let mut expected = contents.clone();
+    expected[..7].copy_from_slice(b"changed");
+    assert_eq!(std::fs::read(&odd_path).unwrap(), expected);
+    assert_eq!(std::fs::read(out.join("hard")).unwrap(), expected);
+    let metadata = std::fs::metadata(&odd_path).unwrap();
+    assert_eq!(metadata.permissions().mode() & 0o7777, 0o600);
+    let sub_metadata = std::fs::metadata(out.join("sub")).unwrap();
+    assert_eq!(sub_metadata.permissions().mode() & 0o7777, 0o750);
+    let sparse_copy = std::fs::read(out.join("sparse")).unwrap();
+    assert_eq!(sparse_copy.len(), (3 << 20) + 4);
+    assert!(sparse_copy[..3 << 20].iter().all(|&byte| byte == 0));
+    assert_eq!(&sparse_copy[3 << 20..], b"tail");
+    assert_eq!(
+        std::fs::read_link(out.join("link"))
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
+        b"sub/x\xfe"
+    );
+
+    let old = directory.join("old");
+    let from_snapshot = tool(&[
+        "get",
+        image_text,
+        "/sub",
+        old.to_str().unwrap(),
+        "--snapshot",
+        "before",
+    ]);
+    assert!(from_snapshot.status.success(), "{}", text(&from_snapshot));
+    let old_path = old.join(std::ffi::OsStr::from_bytes(odd_name));
+    assert_eq!(std::fs::read(&old_path).unwrap(), contents);
+    let old_metadata = std::fs::metadata(&old_path).unwrap();
+    assert_eq!(
+        (old_metadata.mtime(), old_metadata.mtime_nsec()),
+        (1_600_000_000, 123_456_789)
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}

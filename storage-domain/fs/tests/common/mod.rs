@@ -304,3 +304,25 @@ pub fn assert_same_tree(actual: &Tree, expected: &Tree, context: &str) {
         );
     }
 }
+
+/// Recompute every checksum in `image` (both superblocks and every block
+/// that starts with a sealed-block magic), so damage reaches the decoders
+/// behind the checksums: a forged image, not a torn one.
+pub fn reseal(image: &mut [u8]) {
+    const SUPERBLOCK_CHECKSUM_AT: usize = 120;
+    const SEALED: [&[u8; 4]; 4] = [b"SDIX", b"SDLF", b"SDRC", b"SDST"];
+    for block in image.chunks_mut(sdfs::BLOCK_SIZE) {
+        if block.len() < sdfs::BLOCK_SIZE {
+            continue;
+        }
+        if block.starts_with(b"SDFSv001") {
+            let checksum = sdfs::crc32c(&block[..SUPERBLOCK_CHECKSUM_AT]);
+            block[SUPERBLOCK_CHECKSUM_AT..SUPERBLOCK_CHECKSUM_AT + 4]
+                .copy_from_slice(&checksum.to_le_bytes());
+        } else if SEALED.iter().any(|magic| block.starts_with(&magic[..])) {
+            block[4..8].fill(0);
+            let checksum = sdfs::crc32c(block);
+            block[4..8].copy_from_slice(&checksum.to_le_bytes());
+        }
+    }
+}
