@@ -1,3 +1,292 @@
-//! Mounts a storage-domain export through FUSE
+//! guest-driver: mounts a storage-domain export (NFSv3) through FUSE.
+//!
+//! Design: this binary only wires parts together: a transport (TCP with
+//! record marking today; hosted VRPC and Xen rings plug in through the same
+//! [`client::Transport`] trait), MOUNT for the root handle, the NFSv3
+//! [`client::NfsClient`], the FUSE file system [`fs::NfsFilesystem`] and the
+//! [`stats`] socket. It runs in the foreground and unmounts cleanly on
+//! SIGINT or SIGTERM (or when someone runs `fusermount3 -u` / `umount`).
+//! `docs/guest-driver.md` is the user's guide.
+#![forbid(unsafe_code)]
 
-fn main() {}
+mod client;
+mod errno;
+mod fs;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use fuser::{Config, MountOption, SessionACL};
+use nfs3::procedures::filesystem::FileSystemArguments;
+
+use client::{Caller, NfsClient, TcpTransport, Transport};
+
+/// Mounts a storage-domain export through FUSE.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mount an export at DIR and serve it until unmounted, SIGINT or
+    /// SIGTERM.
+    Mount(MountArgs),
+    /// Print the counters of the daemon serving DIR.
+    Stats {
+        /// The mount point.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct MountArgs {
+    /// NFSv3 over TCP to HOST:PORT (MOUNT is asked on the same port first,
+    /// then through PORTMAP on HOST:111).
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "hosted")]
+    tcp: Option<String>,
+    /// Hosted VRPC through the storage domain's unix socket.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "tcp")]
+    hosted: Option<PathBuf>,
+    /// The MOUNT service's TCP port, when the server serves MOUNT on
+    /// another port than NFS (skips PORTMAP).
+    #[arg(long, value_name = "PORT", requires = "tcp")]
+    mount_port: Option<u16>,
+    /// The export path to mount.
+    #[arg(long, default_value = "/")]
+    export: String,
+    /// Never answer GETATTR from the shared metadata table (for
+    /// comparison).
+    #[arg(long)]
+    no_metadata_table: bool,
+    /// Seconds the kernel may cache attributes [default: 0 without the
+    /// metadata table: every stat asks the server].
+    #[arg(long, value_name = "SECONDS")]
+    attr_timeout: Option<f64>,
+    /// Seconds the kernel may cache names.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    entry_timeout: f64,
+    /// Let the server decide every permission (ACCESS on access(2) and
+    /// open) instead of the kernel checking mode bits from the attributes.
+    #[arg(long)]
+    server_permissions: bool,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// The mount point.
+    dir: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount(arguments) => mount(arguments),
+        Command::Stats { dir } => {
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("{}", dir.display()))?;
+            let text = stats::fetch(&dir)
+                .with_context(|| format!("no guest-driver serves {}", dir.display()))?;
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// The connection to the server, and where MOUNT is reached.
+struct Connection {
+    nfs: Arc<dyn Transport>,
+    mount: Arc<dyn Transport>,
+    source: String,
+}
+
+fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
+    if let Some(socket) = &arguments.hosted {
+        bail!(
+            "--hosted {}: the hosted VRPC transport (crate vrpc-hosted) is not available yet; use --tcp",
+            socket.display()
+        );
+    }
+    let Some(address) = &arguments.tcp else {
+        bail!("give --tcp HOST:PORT or --hosted SOCKET");
+    };
+    let (host, socket_address) =
+        client::mount::resolve(address).with_context(|| format!("resolving {address}"))?;
+    let nfs: Arc<dyn Transport> = Arc::new(
+        TcpTransport::connect(socket_address)
+            .with_context(|| format!("connecting to {socket_address}"))?,
+    );
+    let mount: Arc<dyn Transport> = match arguments.mount_port {
+        Some(port) => Arc::new(
+            TcpTransport::connect((socket_address.ip(), port))
+                .with_context(|| format!("connecting to MOUNT on port {port}"))?,
+        ),
+        None => Arc::clone(&nfs),
+    };
+    Ok(Connection {
+        nfs,
+        mount,
+        source: format!("{host}:{}", arguments.export),
+    })
+}
+
+/// MNT on the connection's MOUNT transport; if that port does not serve
+/// MOUNT (and no port was given), asks PORTMAP for it and tries there.
+fn mount_export(
+    connection: &mut Connection,
+    arguments: &MountArgs,
+) -> anyhow::Result<nfs3::FileHandle> {
+    let export = arguments.export.as_bytes();
+    match client::mount::mount(connection.mount.as_ref(), export) {
+        Ok(handle) => return Ok(handle),
+        Err(client::mount::MountFailure::Rpc(client::ClientError::Reply(failure)))
+            if arguments.mount_port.is_none() && arguments.tcp.is_some() =>
+        {
+            log::info!("MOUNT is not on the NFS port ({failure}); asking PORTMAP");
+        }
+        Err(error) => return Err(error).context("MOUNT failed"),
+    }
+    let address = arguments.tcp.as_deref().unwrap_or_default();
+    let (host, socket_address) = client::mount::resolve(address)?;
+    let port = client::mount::mount_port(&host).context("asking PORTMAP for MOUNT")?;
+    connection.mount = Arc::new(TcpTransport::connect((socket_address.ip(), port))?);
+    client::mount::mount(connection.mount.as_ref(), export).context("MOUNT failed")
+}
+
+fn mount(arguments: MountArgs) -> anyhow::Result<()> {
+    let dir = arguments
+        .dir
+        .canonicalize()
+        .with_context(|| format!("mount point {}", arguments.dir.display()))?;
+    let mut connection = connect(&arguments)?;
+    let root = mount_export(&mut connection, &arguments)?;
+    let statistics = Arc::new(stats::Stats::default());
+    statistics.count_mount_call();
+    let client = Arc::new(NfsClient::new(
+        Arc::clone(&connection.nfs),
+        Arc::clone(&statistics),
+    ));
+    let settings = settings(&client, &root, &arguments)?;
+    log::info!("mount settings: {settings:?}");
+
+    let notifier = Arc::new(OnceLock::new());
+    let filesystem = fs::NfsFilesystem::new(
+        Arc::clone(&client),
+        root,
+        settings.clone(),
+        Arc::clone(&notifier),
+    );
+    let mut options = vec![
+        MountOption::FSName(format!("nfs:{}", connection.source)),
+        MountOption::Subtype("guest-driver".into()),
+    ];
+    if settings.kernel_permissions {
+        options.push(MountOption::DefaultPermissions);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.n_threads = Some(arguments.threads.max(1));
+    config.clone_fd = true;
+    // Root mounts for everyone (pjdfstest and other users switch ids);
+    // others see only their own mount, FUSE's default.
+    config.acl = if is_root() {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let session = fuser::Session::new(filesystem, &dir, &config)
+        .with_context(|| format!("mounting at {}", dir.display()))?;
+    let _ = notifier.set(session.notifier());
+    stats::serve(&dir, Arc::clone(&statistics)).context("starting the stats socket")?;
+    let background = session.spawn().context("starting the FUSE session")?;
+    eprintln!(
+        "guest-driver: {} mounted at {}",
+        connection.source,
+        dir.display()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    while !stop.load(Ordering::Relaxed) && !background.guard.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let unmounted = if background.guard.is_finished() {
+        background.join()
+    } else {
+        background.umount_and_join()
+    };
+    if let Err(error) =
+        client::mount::unmount(connection.mount.as_ref(), arguments.export.as_bytes())
+    {
+        log::warn!("UMNT failed: {error}");
+    }
+    statistics.count_mount_call();
+    unmounted.with_context(|| format!("unmounting {}", dir.display()))?;
+    eprintln!("guest-driver: unmounted {}", dir.display());
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Sizes from FSINFO and PATHCONF, timeouts from the arguments.
+fn settings(
+    client: &NfsClient,
+    root: &nfs3::FileHandle,
+    arguments: &MountArgs,
+) -> anyhow::Result<fs::Settings> {
+    const MEBIBYTE: u32 = 1024 * 1024;
+    let caller = Caller::root();
+    let information = client
+        .file_system_information(
+            &caller,
+            FileSystemArguments {
+                object: root.clone(),
+            },
+        )
+        .context("FSINFO")?
+        .into_result()
+        .map_err(|status| anyhow::anyhow!("FSINFO: {status}"))?;
+    let name_maximum = client
+        .path_configuration(
+            &caller,
+            FileSystemArguments {
+                object: root.clone(),
+            },
+        )
+        .ok()
+        .and_then(|result| result.into_result().ok())
+        .map_or(255, |configuration| configuration.name_maximum);
+    let clamp = |maximum: u32| maximum.clamp(4096, MEBIBYTE);
+    let seconds = |value: f64| Duration::from_secs_f64(value.max(0.0));
+    // The metadata table is not wired yet, so attributes always come from
+    // GETATTR and stay uncached unless asked otherwise.
+    let _ = arguments.no_metadata_table;
+    Ok(fs::Settings {
+        attribute_timeout: seconds(arguments.attr_timeout.unwrap_or(0.0)),
+        entry_timeout: seconds(arguments.entry_timeout),
+        read_size: clamp(information.read_maximum),
+        write_size: clamp(information.write_maximum),
+        name_maximum,
+        kernel_permissions: !arguments.server_permissions,
+    })
+}

@@ -1,0 +1,157 @@
+//! Conversions between NFSv3 attributes (RFC 1813 section 2.6) and FUSE's,
+//! and the caller's identity taken from a FUSE request.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType as FuseType, INodeNo, TimeOrNow};
+use nfs3::{FileAttributes, FileType, SetTime, Time};
+
+use crate::client::Caller;
+
+/// Block size reported by `stat` when the server gives none.
+pub const BLOCK_SIZE: u32 = 4096;
+
+/// FUSE attributes for node `node` with the server's `attributes`.
+pub fn to_fuse(node: u64, attributes: &FileAttributes) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(node),
+        size: attributes.size,
+        blocks: attributes.used.div_ceil(512),
+        atime: to_system_time(attributes.access_time),
+        mtime: to_system_time(attributes.modify_time),
+        ctime: to_system_time(attributes.change_time),
+        crtime: UNIX_EPOCH,
+        kind: to_fuse_type(attributes.file_type),
+        perm: (attributes.mode & 0o7777) as u16,
+        nlink: attributes.link_count,
+        uid: attributes.uid,
+        gid: attributes.gid,
+        rdev: encode_device(attributes.device.major, attributes.device.minor),
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+/// The FUSE file type of an `ftype3`.
+pub fn to_fuse_type(file_type: FileType) -> FuseType {
+    match file_type {
+        FileType::Regular => FuseType::RegularFile,
+        FileType::Directory => FuseType::Directory,
+        FileType::BlockDevice => FuseType::BlockDevice,
+        FileType::CharacterDevice => FuseType::CharDevice,
+        FileType::SymbolicLink => FuseType::Symlink,
+        FileType::Socket => FuseType::Socket,
+        FileType::Fifo => FuseType::NamedPipe,
+    }
+}
+
+/// `nfstime3` to a system time.
+pub fn to_system_time(time: Time) -> SystemTime {
+    UNIX_EPOCH + Duration::new(u64::from(time.seconds), time.nanoseconds.min(999_999_999))
+}
+
+/// A system time to `nfstime3`. NFSv3 times are unsigned 32-bit seconds:
+/// times before 1970 clamp to the epoch, after 2106 to the last second.
+pub fn to_nfs_time(time: SystemTime) -> Time {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(elapsed) => Time {
+            seconds: u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX),
+            nanoseconds: elapsed.subsec_nanos(),
+        },
+        Err(_) => Time::default(),
+    }
+}
+
+/// A FUSE `setattr` time to `set_atime` / `set_mtime`.
+pub fn to_set_time(time: Option<TimeOrNow>) -> SetTime {
+    match time {
+        None => SetTime::DontChange,
+        Some(TimeOrNow::Now) => SetTime::ServerTime,
+        Some(TimeOrNow::SpecificTime(time)) => SetTime::ClientTime(to_nfs_time(time)),
+    }
+}
+
+/// Linux's 32-bit device number encoding (`new_encode_dev`), which FUSE
+/// carries in `rdev`.
+pub fn encode_device(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// The inverse of [`encode_device`]: `(major, minor)`.
+pub fn decode_device(device: u32) -> (u32, u32) {
+    (
+        (device & 0xfff00) >> 8,
+        (device & 0xff) | ((device >> 12) & 0xfff00),
+    )
+}
+
+/// The caller of a FUSE request: its (file system) uid and gid from the
+/// request, and its supplementary groups from `/proc/<pid>/status`. When
+/// the process is gone or the request came from the kernel itself (pid 0),
+/// only the primary group is sent.
+pub fn caller(uid: u32, gid: u32, pid: u32) -> Caller {
+    let groups = if pid == 0 {
+        Vec::new()
+    } else {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map(|status| parse_groups(&status))
+            .unwrap_or_default()
+    };
+    Caller { uid, gid, groups }
+}
+
+/// The `Groups:` line of a `/proc/<pid>/status` file.
+pub fn parse_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|group| group.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_round_trip_through_the_fuse_encoding() {
+        for (major, minor) in [(0, 0), (1, 3), (8, 17), (259, 65_537), (4095, 1_048_575)] {
+            let encoded = encode_device(major, minor);
+            assert_eq!(decode_device(encoded), (major, minor));
+            // The same as glibc's makedev for these ranges.
+            assert_eq!(u64::from(encoded), libc::makedev(major, minor));
+        }
+    }
+
+    #[test]
+    fn times_convert_and_clamp() {
+        let time = Time {
+            seconds: 1_700_000_000,
+            nanoseconds: 123,
+        };
+        assert_eq!(to_nfs_time(to_system_time(time)), time);
+        assert_eq!(
+            to_nfs_time(UNIX_EPOCH - Duration::from_secs(5)),
+            Time::default()
+        );
+        assert_eq!(
+            to_nfs_time(UNIX_EPOCH + Duration::from_secs(1 << 40)).seconds,
+            u32::MAX
+        );
+    }
+
+    #[test]
+    fn groups_are_read_from_the_status_line() {
+        let status = "Name:\tbash\nUid:\t0\t0\t0\t0\nGroups:\t4 24 27 \nNSpid:\t1\n";
+        assert_eq!(parse_groups(status), vec![4, 24, 27]);
+        assert_eq!(parse_groups("Groups:\n"), Vec::<u32>::new());
+        assert_eq!(parse_groups("nothing"), Vec::<u32>::new());
+        let me = caller(0, 0, std::process::id());
+        assert_eq!((me.uid, me.gid), (0, 0));
+    }
+}

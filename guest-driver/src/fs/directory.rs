@@ -1,0 +1,286 @@
+//! Directory listings through READDIRPLUS (RFC 1813 section 3.3.17).
+//!
+//! Design: the FUSE offset of each entry is the server's cookie, so the
+//! kernel's next request names where to resume. One READDIRPLUS fetches
+//! more entries than one FUSE buffer holds; the rest wait in the open
+//! directory's stream and serve the next request when it resumes at the
+//! same cookie (any other offset, a seekdir, drops them and asks the
+//! server). The cookie verifier from the first reply goes with every later
+//! call. Each entry's handle and attributes come with the listing, so a
+//! READDIRPLUS primes the kernel's entry and attribute caches (`ls -l`
+//! costs no LOOKUP or GETATTR per file).
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use fuser::{Errno, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
+use nfs3::procedures::directory::{EntryPlus, ReadDirectoryPlusArguments};
+use nfs3::procedures::inspect::LookupArguments;
+use nfs3::{CookieVerifier, DirectoryOperationArguments, FileAttributes, FileHandle};
+
+use super::{attributes, lock, nfs, NfsFilesystem};
+use crate::client::Caller;
+
+/// Bytes of names and cookies asked per READDIRPLUS (`dircount`).
+const DIRECTORY_COUNT: u32 = 32 * 1024;
+/// Largest READDIRPLUS reply asked for (`maxcount`).
+const MAXIMUM_COUNT: u32 = 256 * 1024;
+
+/// An open directory's position in the server's listing.
+#[derive(Debug)]
+pub(super) struct DirectoryStream {
+    handle: FileHandle,
+    verifier: CookieVerifier,
+    /// Entries fetched but not yet given to the kernel.
+    buffered: VecDeque<EntryPlus>,
+    /// The cookie the first buffered entry follows.
+    buffered_after: u64,
+    /// The server said the listing ends after the buffered entries.
+    end_of_file: bool,
+}
+
+/// One listed entry, complete.
+struct Listed {
+    name: Vec<u8>,
+    cookie: u64,
+    handle: Option<FileHandle>,
+    attributes: FileAttributes,
+}
+
+impl NfsFilesystem {
+    pub(super) fn do_opendir(&self, _caller: &Caller, node: INodeNo) -> Result<u64, Errno> {
+        let handle = self.handle_of(node)?;
+        let file = self.new_file_handle();
+        lock(&self.directories).insert(
+            file,
+            DirectoryStream {
+                handle,
+                verifier: [0; 8],
+                buffered: VecDeque::new(),
+                buffered_after: u64::MAX,
+                end_of_file: false,
+            },
+        );
+        Ok(file)
+    }
+
+    /// The next entries after `cookie`: from the stream's buffer when it
+    /// resumes there, else from the server. Empty at the end.
+    fn next_entries(&self, caller: &Caller, file: u64, cookie: u64) -> Result<Vec<Listed>, Errno> {
+        let (handle, verifier) = {
+            let mut directories = lock(&self.directories);
+            let stream = directories.get_mut(&file).ok_or(Errno::EBADF)?;
+            if stream.buffered_after == cookie
+                && (!stream.buffered.is_empty() || stream.end_of_file)
+            {
+                let entries: Vec<EntryPlus> = stream.buffered.drain(..).collect();
+                drop(directories);
+                return self.complete(caller, file, entries);
+            }
+            let verifier = if cookie == 0 { [0; 8] } else { stream.verifier };
+            (stream.handle.clone(), verifier)
+        };
+        let listing = nfs(self.client.read_directory_plus(
+            caller,
+            ReadDirectoryPlusArguments {
+                directory: handle,
+                cookie,
+                cookie_verifier: verifier,
+                directory_count: DIRECTORY_COUNT,
+                maximum_count: MAXIMUM_COUNT,
+            },
+        ))?;
+        {
+            let mut directories = lock(&self.directories);
+            if let Some(stream) = directories.get_mut(&file) {
+                stream.verifier = listing.cookie_verifier;
+                stream.buffered.clear();
+                stream.end_of_file = listing.end_of_file;
+                // Nothing buffered yet: a request at the last cookie of an
+                // ended listing answers empty without asking again.
+                stream.buffered_after = match listing.entries.last() {
+                    Some(last) if listing.end_of_file => last.cookie,
+                    _ => u64::MAX,
+                };
+            }
+        }
+        self.complete(caller, file, listing.entries)
+    }
+
+    /// Fills in entries the server listed without a handle or attributes.
+    fn complete(
+        &self,
+        caller: &Caller,
+        file: u64,
+        entries: Vec<EntryPlus>,
+    ) -> Result<Vec<Listed>, Errno> {
+        let directory = lock(&self.directories)
+            .get(&file)
+            .map(|stream| stream.handle.clone())
+            .ok_or(Errno::EBADF)?;
+        let mut listed = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let dot = entry.name == b"." || entry.name == b"..";
+            let (handle, attributes) = match (entry.handle, entry.attributes) {
+                (Some(handle), Some(attributes)) => (Some(handle), attributes),
+                (None, Some(attributes)) if dot => (None, attributes),
+                (Some(handle), None) => {
+                    let attributes = self.get_attributes(caller, &handle)?;
+                    (Some(handle), attributes)
+                }
+                (None, _) => {
+                    let found = nfs(self.client.lookup(
+                        caller,
+                        LookupArguments {
+                            what: DirectoryOperationArguments {
+                                directory: directory.clone(),
+                                name: entry.name.clone(),
+                            },
+                        },
+                    ));
+                    match found {
+                        Ok(found) => {
+                            let attributes = match found.object_attributes {
+                                Some(attributes) => attributes,
+                                None => self.get_attributes(caller, &found.object)?,
+                            };
+                            (Some(found.object), attributes)
+                        }
+                        // Removed since the listing: skip it.
+                        Err(Errno::ENOENT) => continue,
+                        Err(error) => return Err(error),
+                    }
+                }
+            };
+            listed.push(Listed {
+                name: entry.name,
+                cookie: entry.cookie,
+                handle,
+                attributes,
+            });
+        }
+        Ok(listed)
+    }
+
+    /// Puts entries that did not fit back at the head of the stream.
+    fn keep_for_later(&self, file: u64, after: u64, rest: Vec<Listed>) {
+        let mut directories = lock(&self.directories);
+        let Some(stream) = directories.get_mut(&file) else {
+            return;
+        };
+        stream.buffered = rest
+            .into_iter()
+            .map(|entry| EntryPlus {
+                file_id: entry.attributes.file_id,
+                name: entry.name,
+                cookie: entry.cookie,
+                attributes: Some(entry.attributes),
+                handle: entry.handle,
+            })
+            .collect();
+        stream.buffered_after = after;
+    }
+
+    pub(super) fn do_readdirplus(
+        &self,
+        caller: &Caller,
+        node: INodeNo,
+        file: u64,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.next_entries(caller, file, offset) {
+            Ok(entries) => entries,
+            Err(error) => return reply.error(error),
+        };
+        let timeout = self.settings.attribute_timeout;
+        let mut entries = entries.into_iter();
+        let mut last_cookie = offset;
+        {
+            let mut nodes = lock(&self.nodes);
+            for entry in entries.by_ref() {
+                let name = OsStr::from_bytes(&entry.name);
+                let dot = entry.name == b"." || entry.name == b"..";
+                // "." and ".." take no reference (the kernel skips them).
+                let (id, created) = match (&entry.handle, dot) {
+                    (Some(handle), false) => nodes.remember(handle),
+                    (Some(handle), true) => (nodes.find(handle).unwrap_or(node.0), false),
+                    (None, _) => (node.0, false),
+                };
+                let fuse_attributes = attributes::to_fuse(id, &entry.attributes);
+                let full = reply.add(
+                    INodeNo(id),
+                    entry.cookie,
+                    name,
+                    &timeout,
+                    &fuse_attributes,
+                    Generation(0),
+                );
+                if full {
+                    if created {
+                        nodes.collect(id);
+                    }
+                    let mut rest = vec![entry];
+                    rest.extend(entries.by_ref());
+                    drop(nodes);
+                    self.keep_for_later(file, last_cookie, rest);
+                    return reply.ok();
+                }
+                if !dot {
+                    nodes.add_reference(id);
+                }
+                last_cookie = entry.cookie;
+            }
+        }
+        self.mark_consumed(file, last_cookie);
+        reply.ok();
+    }
+
+    /// After every fetched entry went to the kernel: a request resuming at
+    /// the last one finds the end (if the server said so) without a call.
+    fn mark_consumed(&self, file: u64, last_cookie: u64) {
+        if let Some(stream) = lock(&self.directories).get_mut(&file) {
+            if stream.end_of_file {
+                stream.buffered.clear();
+                stream.buffered_after = last_cookie;
+            } else {
+                stream.buffered_after = u64::MAX;
+            }
+        }
+    }
+
+    /// Plain READDIR from FUSE (when the kernel does not use readdirplus):
+    /// the same listing without entry replies.
+    pub(super) fn do_readdir(
+        &self,
+        caller: &Caller,
+        file: u64,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.next_entries(caller, file, offset) {
+            Ok(entries) => entries,
+            Err(error) => return reply.error(error),
+        };
+        let mut entries = entries.into_iter();
+        let mut last_cookie = offset;
+        for entry in entries.by_ref() {
+            let full = reply.add(
+                INodeNo(entry.attributes.file_id.max(1)),
+                entry.cookie,
+                attributes::to_fuse_type(entry.attributes.file_type),
+                OsStr::from_bytes(&entry.name),
+            );
+            if full {
+                let mut rest = vec![entry];
+                rest.extend(entries.by_ref());
+                self.keep_for_later(file, last_cookie, rest);
+                return reply.ok();
+            }
+            last_cookie = entry.cookie;
+        }
+        self.mark_consumed(file, last_cookie);
+        reply.ok();
+    }
+}

@@ -1,0 +1,310 @@
+//! Open files: create, open, read, write, flush/fsync (COMMIT), release
+//! (RFC 1813 sections 3.3.6-3.3.8 and 3.3.21).
+//!
+//! Close-to-open: `open` always asks the server for the file's attributes
+//! and keeps the kernel's cached pages only when `(mtime, size)` equal what
+//! those pages match; `flush` (every close) commits the file's UNSTABLE
+//! writes, so the next open anywhere sees the data. A commit whose verifier
+//! differs from the writes' means the server restarted and lost them: the
+//! close (or fsync) fails with EIO, as the Linux NFS client would after
+//! failing to resend (this driver keeps no copy to resend).
+
+use std::ffi::OsStr;
+
+use fuser::{Errno, FileAttr, FopenFlags, INodeNo, OpenAccMode, OpenFlags};
+use nfs3::procedures::create::{CreateArguments, CreateHow};
+use nfs3::procedures::data::{CommitArguments, ReadArguments, WriteArguments};
+use nfs3::procedures::inspect::{AccessArguments, LookupArguments};
+use nfs3::{DirectoryOperationArguments, FileHandle, NfsError, SettableAttributes, StableHow};
+
+use super::{errno, lock, name_bytes, nfs, NfsFilesystem, OpenFile};
+use crate::client::Caller;
+
+impl NfsFilesystem {
+    /// Registers an open file on `node` and returns its FUSE handle.
+    fn register_open(&self, node: u64, handle: FileHandle, caller: &Caller) -> u64 {
+        let file = self.new_file_handle();
+        if let Some(node) = lock(&self.nodes).get_mut(node) {
+            node.open_count += 1;
+        }
+        lock(&self.files).insert(
+            file,
+            OpenFile {
+                node,
+                handle,
+                caller: caller.clone(),
+                uncommitted: None,
+                lost_writes: false,
+            },
+        );
+        file
+    }
+
+    /// Opens `node`: returns the FUSE handle, the open flags, and whether
+    /// the file changed since the kernel's cached pages were filled.
+    pub(super) fn do_open(
+        &self,
+        caller: &Caller,
+        node: INodeNo,
+        flags: OpenFlags,
+    ) -> Result<(u64, FopenFlags, bool), Errno> {
+        let handle = self.handle_of(node)?;
+        let attributes = self.get_attributes(caller, &handle)?;
+        if !self.settings.kernel_permissions {
+            self.check_open_access(caller, &handle, flags)?;
+        }
+        let current = (attributes.modify_time, attributes.size);
+        let unchanged = {
+            let mut nodes = lock(&self.nodes);
+            match nodes.get_mut(node.0) {
+                Some(entry) => {
+                    let unchanged = entry.data_version == Some(current);
+                    entry.data_version = Some(current);
+                    unchanged
+                }
+                None => false,
+            }
+        };
+        let file = self.register_open(node.0, handle, caller);
+        let flags = if unchanged {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        Ok((file, flags, !unchanged))
+    }
+
+    /// ACCESS for the open mode, when the kernel does not check
+    /// permissions itself.
+    fn check_open_access(
+        &self,
+        caller: &Caller,
+        handle: &FileHandle,
+        flags: OpenFlags,
+    ) -> Result<(), Errno> {
+        use nfs3::procedures::inspect::{ACCESS_EXTEND, ACCESS_MODIFY, ACCESS_READ};
+        let wanted = match flags.acc_mode() {
+            OpenAccMode::O_RDONLY => ACCESS_READ,
+            OpenAccMode::O_WRONLY => ACCESS_MODIFY | ACCESS_EXTEND,
+            OpenAccMode::O_RDWR => ACCESS_READ | ACCESS_MODIFY | ACCESS_EXTEND,
+        };
+        let granted = nfs(self.client.access(
+            caller,
+            AccessArguments {
+                object: handle.clone(),
+                access: wanted,
+            },
+        ))?;
+        if granted.access & wanted == wanted {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
+    }
+
+    /// CREATE GUARDED, falling back to opening an existing file unless
+    /// `O_EXCL` was asked (GUARDED never changes an existing file's mode,
+    /// which UNCHECKED would).
+    pub(super) fn create_file(
+        &self,
+        caller: &Caller,
+        directory: &FileHandle,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, FileHandle), Errno> {
+        let location = DirectoryOperationArguments {
+            directory: directory.clone(),
+            name: name_bytes(name),
+        };
+        let created = self.client.create(
+            caller,
+            CreateArguments {
+                location: location.clone(),
+                how: CreateHow::Guarded(SettableAttributes {
+                    mode: Some(mode & 0o7777),
+                    ..SettableAttributes::default()
+                }),
+            },
+        );
+        let (handle, attributes) = match nfs(created) {
+            Ok(created) => match created.object {
+                Some(handle) => (handle, created.object_attributes),
+                None => {
+                    let found = nfs(self
+                        .client
+                        .lookup(caller, LookupArguments { what: location }))?;
+                    (found.object, found.object_attributes)
+                }
+            },
+            Err(error)
+                if error == errno::from_nfs(NfsError::Exist) && flags & libc::O_EXCL == 0 =>
+            {
+                let found = nfs(self
+                    .client
+                    .lookup(caller, LookupArguments { what: location }))?;
+                (found.object, found.object_attributes)
+            }
+            Err(error) => return Err(error),
+        };
+        let attributes = self.entry(caller, &handle, attributes)?;
+        Ok((attributes, handle))
+    }
+
+    pub(super) fn do_create(
+        &self,
+        caller: &Caller,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, u64), Errno> {
+        let directory = self.handle_of(parent)?;
+        let (attributes, handle) = self.create_file(caller, &directory, name, mode, flags)?;
+        let node = attributes.ino.0;
+        if let Some(entry) = lock(&self.nodes).get_mut(node) {
+            // A new file has no cached pages; an existing one opened
+            // through create gets them dropped by the reply below unless
+            // they match.
+            entry.data_version = Some((
+                super::attributes::to_nfs_time(attributes.mtime),
+                attributes.size,
+            ));
+        }
+        let file = self.register_open(node, handle, caller);
+        Ok((attributes, file))
+    }
+
+    fn open_file(&self, file: u64) -> Result<(FileHandle, Caller, u64), Errno> {
+        lock(&self.files)
+            .get(&file)
+            .map(|open| (open.handle.clone(), open.caller.clone(), open.node))
+            .ok_or(Errno::EBADF)
+    }
+
+    pub(super) fn do_read(&self, file: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let (handle, caller, _) = self.open_file(file)?;
+        let mut data = Vec::with_capacity(size as usize);
+        while data.len() < size as usize {
+            let count = (size as usize - data.len()).min(self.settings.read_size as usize);
+            let ok = nfs(self.client.read(
+                &caller,
+                ReadArguments {
+                    file: handle.clone(),
+                    offset: offset + data.len() as u64,
+                    count: count as u32,
+                },
+            ))?;
+            let received = ok.data.len().min(count);
+            data.extend_from_slice(&ok.data[..received]);
+            if ok.end_of_file || received == 0 {
+                break;
+            }
+        }
+        Ok(data)
+    }
+
+    pub(super) fn do_write(&self, file: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        let (handle, caller, node) = self.open_file(file)?;
+        let mut written = 0usize;
+        while written < data.len() {
+            let chunk = &data[written..data.len().min(written + self.settings.write_size as usize)];
+            let ok = nfs(self.client.write(
+                &caller,
+                WriteArguments {
+                    file: handle.clone(),
+                    offset: offset + written as u64,
+                    count: chunk.len() as u32,
+                    stable: StableHow::Unstable,
+                    data: chunk.to_vec(),
+                },
+            ))?;
+            self.note_own_change(node, &ok.file_wcc);
+            if ok.committed == StableHow::Unstable {
+                let mut files = lock(&self.files);
+                if let Some(open) = files.get_mut(&file) {
+                    match open.uncommitted {
+                        Some(verifier) if verifier != ok.verifier => open.lost_writes = true,
+                        _ => open.uncommitted = Some(ok.verifier),
+                    }
+                }
+            }
+            let count = (ok.count as usize).min(chunk.len());
+            if count == 0 {
+                return Err(Errno::EIO);
+            }
+            written += count;
+        }
+        Ok(written as u32)
+    }
+
+    /// COMMIT the file's UNSTABLE writes, if any.
+    pub(super) fn do_commit(&self, file: u64) -> Result<(), Errno> {
+        let (handle, caller, verifier) = {
+            let files = lock(&self.files);
+            let open = files.get(&file).ok_or(Errno::EBADF)?;
+            if open.lost_writes {
+                return Err(Errno::EIO);
+            }
+            match open.uncommitted {
+                None => return Ok(()),
+                Some(verifier) => (open.handle.clone(), open.caller.clone(), verifier),
+            }
+        };
+        let ok = nfs(self.client.commit(
+            &caller,
+            CommitArguments {
+                file: handle,
+                offset: 0,
+                count: 0,
+            },
+        ))?;
+        let mut files = lock(&self.files);
+        if let Some(open) = files.get_mut(&file) {
+            if ok.verifier != verifier {
+                log::error!("the server restarted and lost uncommitted writes");
+                open.lost_writes = true;
+                return Err(Errno::EIO);
+            }
+            if open.uncommitted == Some(verifier) {
+                open.uncommitted = None;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_release(&self, file: u64) -> Result<(), Errno> {
+        let committed = self.do_commit(file);
+        let Some(open) = lock(&self.files).remove(&file) else {
+            return Err(Errno::EBADF);
+        };
+        let hidden = {
+            let mut nodes = lock(&self.nodes);
+            let hidden = match nodes.get_mut(open.node) {
+                Some(node) => {
+                    node.open_count = node.open_count.saturating_sub(1);
+                    if node.open_count == 0 {
+                        node.silly_name.take()
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            };
+            nodes.collect(open.node);
+            hidden
+        };
+        if let Some((directory, name)) = hidden {
+            let removed = nfs(self.client.remove(
+                &open.caller,
+                nfs3::procedures::remove::RemoveArguments {
+                    object: DirectoryOperationArguments { directory, name },
+                },
+            ));
+            if let Err(error) = removed {
+                log::warn!("removing a hidden unlinked file failed: {error:?}");
+            }
+        }
+        committed
+    }
+}

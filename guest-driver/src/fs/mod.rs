@@ -1,0 +1,717 @@
+//! The FUSE file system: each kernel request becomes NFSv3 calls.
+//!
+//! Design: [`NfsFilesystem`] implements `fuser::Filesystem`; every method
+//! here only unpacks the request, calls an inherent `do_*` method (in the
+//! facet files `namespace.rs`, `io.rs`, `directory.rs`) that returns a
+//! `Result<_, Errno>`, and answers the reply exactly once. Requests run on
+//! several FUSE worker threads at once; shared state sits behind short
+//! mutexes that are never held across an RPC (except the node table while
+//! a READDIRPLUS reply is filled, which makes no RPC).
+//!
+//! Caching: the kernel caches attributes and names for the configured
+//! timeouts; data pages are kept across opens only when the file's
+//! `(mtime, size)` at open equals what the cached pages match
+//! (close-to-open consistency, see [`nodes::Node::data_version`]). Writes
+//! go to the server as UNSTABLE and are committed on flush (close) and
+//! fsync, so a close makes the data visible and durable before it returns.
+
+mod attributes;
+mod directory;
+mod io;
+mod namespace;
+pub mod nodes;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Errno, FileHandle as FuseHandle, Filesystem, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
+};
+use nfs3::procedures::filesystem::FileSystemArguments;
+use nfs3::procedures::inspect::{
+    AccessArguments, GetAttributesArguments, LookupArguments, SetAttributesArguments,
+};
+use nfs3::{DirectoryOperationArguments, FileAttributes, FileHandle, ProcedureResult};
+
+use crate::client::{CallResult, Caller, NfsClient};
+use crate::errno;
+pub use attributes::caller;
+use nodes::NodeTable;
+
+/// Tunables fixed at mount time.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long the kernel may cache attributes.
+    pub attribute_timeout: Duration,
+    /// How long the kernel may cache names.
+    pub entry_timeout: Duration,
+    /// Largest READ sent (the server's `rtmax`, at most 1 MiB).
+    pub read_size: u32,
+    /// Largest WRITE sent and FUSE's `max_write` (`wtmax`, at most 1 MiB).
+    pub write_size: u32,
+    /// Longest name (PATHCONF `name_max`), for `statfs`.
+    pub name_maximum: u32,
+    /// The kernel checks permissions from the attributes (mount option
+    /// `default_permissions`); otherwise `access` and `open` ask the
+    /// server with ACCESS.
+    pub kernel_permissions: bool,
+}
+
+/// A file opened through FUSE.
+#[derive(Debug)]
+struct OpenFile {
+    node: u64,
+    handle: FileHandle,
+    /// The opener, used for data calls the kernel makes on its behalf.
+    caller: Caller,
+    /// UNSTABLE writes not yet committed, and the verifier they got.
+    uncommitted: Option<nfs3::WriteVerifier>,
+    /// A commit found the server lost uncommitted writes: report EIO.
+    lost_writes: bool,
+}
+
+/// The FUSE side of a mount.
+#[derive(Debug)]
+pub struct NfsFilesystem {
+    client: Arc<NfsClient>,
+    settings: Settings,
+    nodes: Mutex<NodeTable>,
+    files: Mutex<HashMap<u64, OpenFile>>,
+    directories: Mutex<HashMap<u64, directory::DirectoryStream>>,
+    next_handle: AtomicU64,
+    silly_counter: AtomicU64,
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+/// A mutex guard even after a panic elsewhere: every critical section here
+/// leaves the maps consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An NFS call's outcome as the errno FUSE answers with.
+fn nfs<Success, Failure>(
+    result: CallResult<ProcedureResult<Success, Failure>>,
+) -> Result<Success, Errno> {
+    match result {
+        Ok(ProcedureResult::Ok(success)) => Ok(success),
+        Ok(ProcedureResult::Failed { status, .. }) => Err(errno::from_nfs(status)),
+        Err(error) => {
+            log::warn!("RPC failed: {error}");
+            Err(errno::from_client(&error))
+        }
+    }
+}
+
+fn name_bytes(name: &OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().to_vec()
+}
+
+fn request_caller(request: &Request) -> Caller {
+    caller(request.uid(), request.gid(), request.pid())
+}
+
+impl NfsFilesystem {
+    /// A file system over `client` rooted at `root`. `notifier` is filled
+    /// in once the FUSE session exists.
+    pub fn new(
+        client: Arc<NfsClient>,
+        root: FileHandle,
+        settings: Settings,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> NfsFilesystem {
+        NfsFilesystem {
+            client,
+            settings,
+            nodes: Mutex::new(NodeTable::new(root)),
+            files: Mutex::new(HashMap::new()),
+            directories: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            silly_counter: AtomicU64::new(0),
+            notifier,
+        }
+    }
+
+    fn handle_of(&self, node: INodeNo) -> Result<FileHandle, Errno> {
+        lock(&self.nodes)
+            .get(node.0)
+            .map(|node| node.handle.clone())
+            .ok_or(Errno::ESTALE)
+    }
+
+    fn new_file_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn get_attributes(
+        &self,
+        caller: &Caller,
+        handle: &FileHandle,
+    ) -> Result<FileAttributes, Errno> {
+        nfs(self.client.get_attributes(
+            caller,
+            GetAttributesArguments {
+                object: handle.clone(),
+            },
+        ))
+        .map(|ok| ok.attributes)
+    }
+
+    /// An entry reply's attributes for `handle`: the node gains a kernel
+    /// reference. `attributes` are fetched when the server sent none.
+    fn entry(
+        &self,
+        caller: &Caller,
+        handle: &FileHandle,
+        attributes: Option<FileAttributes>,
+    ) -> Result<fuser::FileAttr, Errno> {
+        let attributes = match attributes {
+            Some(attributes) => attributes,
+            None => self.get_attributes(caller, handle)?,
+        };
+        let node = lock(&self.nodes).reference(handle);
+        Ok(attributes::to_fuse(node, &attributes))
+    }
+
+    fn do_lookup(
+        &self,
+        caller: &Caller,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> Result<fuser::FileAttr, Errno> {
+        let directory = self.handle_of(parent)?;
+        let found = nfs(self.client.lookup(
+            caller,
+            LookupArguments {
+                what: DirectoryOperationArguments {
+                    directory,
+                    name: name_bytes(name),
+                },
+            },
+        ))?;
+        self.entry(caller, &found.object, found.object_attributes)
+    }
+
+    fn do_getattr(&self, caller: &Caller, node: INodeNo) -> Result<fuser::FileAttr, Errno> {
+        let handle = self.handle_of(node)?;
+        let attributes = self.get_attributes(caller, &handle)?;
+        Ok(attributes::to_fuse(node.0, &attributes))
+    }
+
+    #[allow(clippy::too_many_arguments)] // One argument per settable attribute, as FUSE sends them.
+    fn do_setattr(
+        &self,
+        caller: &Caller,
+        node: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        access_time: Option<TimeOrNow>,
+        modify_time: Option<TimeOrNow>,
+    ) -> Result<fuser::FileAttr, Errno> {
+        let handle = self.handle_of(node)?;
+        let result = nfs(self.client.set_attributes(
+            caller,
+            SetAttributesArguments {
+                object: handle.clone(),
+                new_attributes: nfs3::SettableAttributes {
+                    mode: mode.map(|mode| mode & 0o7777),
+                    uid,
+                    gid,
+                    size,
+                    access_time: attributes::to_set_time(access_time),
+                    modify_time: attributes::to_set_time(modify_time),
+                },
+                guard: None,
+            },
+        ))?;
+        if size.is_some() {
+            self.note_own_change(node.0, &result.object_wcc);
+        }
+        let attributes = match result.object_wcc.after {
+            Some(attributes) => attributes,
+            None => self.get_attributes(caller, &handle)?,
+        };
+        Ok(attributes::to_fuse(node.0, &attributes))
+    }
+
+    /// After this driver changed a file's data: the cached pages still
+    /// match the file if nobody else changed it in between (the wcc
+    /// `before` equals what they matched).
+    fn note_own_change(&self, node: u64, wcc: &nfs3::WccData) {
+        let mut nodes = lock(&self.nodes);
+        let Some(node) = nodes.get_mut(node) else {
+            return;
+        };
+        let before = wcc
+            .before
+            .as_ref()
+            .map(|before| (before.modify_time, before.size));
+        let after = wcc
+            .after
+            .as_ref()
+            .map(|after| (after.modify_time, after.size));
+        node.data_version = match (node.data_version, before, after) {
+            (Some(known), Some(before), Some(after)) if known == before => Some(after),
+            _ => None,
+        };
+    }
+
+    fn do_statfs(&self, caller: &Caller) -> Result<[u64; 5], Errno> {
+        let root = self.handle_of(INodeNo(nodes::ROOT))?;
+        let statistics = nfs(self
+            .client
+            .file_system_statistics(caller, FileSystemArguments { object: root }))?;
+        let block = u64::from(attributes::BLOCK_SIZE);
+        Ok([
+            statistics.total_bytes / block,
+            statistics.free_bytes / block,
+            statistics.available_bytes / block,
+            statistics.total_files,
+            statistics.free_files,
+        ])
+    }
+
+    /// ACCESS: whether `caller` may do all of `mask` (`R_OK`, `W_OK`,
+    /// `X_OK`) to `node`; `F_OK` only checks existence.
+    fn do_access(&self, caller: &Caller, node: INodeNo, mask: AccessFlags) -> Result<(), Errno> {
+        use nfs3::procedures::inspect::{
+            ACCESS_DELETE, ACCESS_EXECUTE, ACCESS_EXTEND, ACCESS_LOOKUP, ACCESS_MODIFY, ACCESS_READ,
+        };
+        let handle = self.handle_of(node)?;
+        if mask.is_empty() {
+            return self.get_attributes(caller, &handle).map(|_| ());
+        }
+        let attributes = self.get_attributes(caller, &handle)?;
+        let directory = attributes.file_type == nfs3::FileType::Directory;
+        let mut wanted = 0;
+        if mask.contains(AccessFlags::R_OK) {
+            wanted |= ACCESS_READ;
+        }
+        if mask.contains(AccessFlags::W_OK) {
+            wanted |= if directory {
+                ACCESS_MODIFY | ACCESS_EXTEND | ACCESS_DELETE
+            } else {
+                ACCESS_MODIFY | ACCESS_EXTEND
+            };
+        }
+        if mask.contains(AccessFlags::X_OK) {
+            wanted |= if directory {
+                ACCESS_LOOKUP
+            } else {
+                ACCESS_EXECUTE
+            };
+        }
+        let granted = nfs(self.client.access(
+            caller,
+            AccessArguments {
+                object: handle,
+                access: wanted,
+            },
+        ))?;
+        if granted.access & wanted == wanted {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
+    }
+}
+
+impl Filesystem for NfsFilesystem {
+    fn init(&mut self, _request: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(self.settings.write_size);
+        let _ = config.set_max_readahead(self.settings.read_size);
+        let _ = config.set_max_background(64);
+        for capability in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if config.add_capabilities(capability).is_err() {
+                log::info!("the kernel lacks {capability:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.do_lookup(&request_caller(request), parent, name) {
+            Ok(attributes) => reply.entry_with_ttls(
+                &self.settings.attribute_timeout,
+                &self.settings.entry_timeout,
+                &attributes,
+                Generation(0),
+            ),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn forget(&self, _request: &Request, node: INodeNo, count: u64) {
+        lock(&self.nodes).forget(node.0, count);
+    }
+
+    fn getattr(
+        &self,
+        request: &Request,
+        node: INodeNo,
+        _file: Option<FuseHandle>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_getattr(&request_caller(request), node) {
+            Ok(attributes) => reply.attr(&self.settings.attribute_timeout, &attributes),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn setattr(
+        &self,
+        request: &Request,
+        node: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        access_time: Option<TimeOrNow>,
+        modify_time: Option<TimeOrNow>,
+        _change_time: Option<SystemTime>,
+        _file: Option<FuseHandle>,
+        _creation_time: Option<SystemTime>,
+        _change_time_macos: Option<SystemTime>,
+        _backup_time: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(
+            &request_caller(request),
+            node,
+            mode,
+            uid,
+            gid,
+            size,
+            access_time,
+            modify_time,
+        ) {
+            Ok(attributes) => reply.attr(&self.settings.attribute_timeout, &attributes),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn readlink(&self, request: &Request, node: INodeNo, reply: ReplyData) {
+        match self.do_readlink(&request_caller(request), node) {
+            Ok(target) => reply.data(&target),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn mknod(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        device: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.do_mknod(&request_caller(request), parent, name, mode, device);
+        self.reply_entry(result, reply);
+    }
+
+    fn mkdir(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.do_mkdir(&request_caller(request), parent, name, mode);
+        self.reply_entry(result, reply);
+    }
+
+    fn unlink(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_unlink(&request_caller(request), parent, name) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn rmdir(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_rmdir(&request_caller(request), parent, name) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn symlink(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self.do_symlink(&request_caller(request), parent, name, target);
+        self.reply_entry(result, reply);
+    }
+
+    fn rename(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // NFSv3 has no RENAME_NOREPLACE or RENAME_EXCHANGE.
+        if !flags.is_empty() {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        match self.do_rename(&request_caller(request), parent, name, new_parent, new_name) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn link(
+        &self,
+        request: &Request,
+        node: INodeNo,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = self.do_link(&request_caller(request), node, new_parent, new_name);
+        self.reply_entry(result, reply);
+    }
+
+    fn open(&self, request: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_open(&request_caller(request), node, flags) {
+            Ok((file, open_flags, changed)) => {
+                reply.opened(FuseHandle(file), open_flags);
+                if changed {
+                    self.invalidate_attributes(node);
+                }
+            }
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn read(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        file: FuseHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.do_read(file.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn write(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        file: FuseHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.do_write(file.0, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn flush(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        file: FuseHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_commit(file.0) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn release(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        file: FuseHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_release(file.0) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        file: FuseHandle,
+        _data_only: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_commit(file.0) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn opendir(&self, request: &Request, node: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_opendir(&request_caller(request), node) {
+            Ok(file) => reply.opened(FuseHandle(file), fuser::FopenFlags::empty()),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        request: &Request,
+        node: INodeNo,
+        file: FuseHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        self.do_readdirplus(&request_caller(request), node, file.0, offset, reply);
+    }
+
+    fn readdir(
+        &self,
+        request: &Request,
+        _node: INodeNo,
+        file: FuseHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        self.do_readdir(&request_caller(request), file.0, offset, reply);
+    }
+
+    fn releasedir(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        file: FuseHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.directories).remove(&file.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        _file: FuseHandle,
+        _data_only: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory operations are synchronous on the server (RFC 1813
+        // section 3.3: namespace changes are committed before the reply).
+        reply.ok();
+    }
+
+    fn statfs(&self, request: &Request, _node: INodeNo, reply: ReplyStatfs) {
+        match self.do_statfs(&request_caller(request)) {
+            Ok([blocks, free, available, files, free_files]) => reply.statfs(
+                blocks,
+                free,
+                available,
+                files,
+                free_files,
+                attributes::BLOCK_SIZE,
+                self.settings.name_maximum,
+                attributes::BLOCK_SIZE,
+            ),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn access(&self, request: &Request, node: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.do_access(&request_caller(request), node, mask) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    fn create(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.do_create(&request_caller(request), parent, name, mode, flags) {
+            Ok((attributes, file)) => reply.created(
+                &self.settings.entry_timeout,
+                &attributes,
+                Generation(0),
+                FuseHandle(file),
+                fuser::FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(error) => reply.error(error),
+        }
+    }
+}
+
+impl NfsFilesystem {
+    fn reply_entry(&self, result: Result<fuser::FileAttr, Errno>, reply: ReplyEntry) {
+        match result {
+            Ok(attributes) => reply.entry_with_ttls(
+                &self.settings.attribute_timeout,
+                &self.settings.entry_timeout,
+                &attributes,
+                Generation(0),
+            ),
+            Err(error) => reply.error(error),
+        }
+    }
+
+    /// Tells the kernel its cached attributes of `node` are stale (after the
+    /// reply that found out, so the notification cannot deadlock with it).
+    fn invalidate_attributes(&self, node: INodeNo) {
+        if self.settings.attribute_timeout.is_zero() {
+            return;
+        }
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(error) = notifier.inval_inode(node, -1, 0) {
+                log::debug!("attribute invalidation of {node} failed: {error}");
+            }
+        }
+    }
+}
