@@ -9,6 +9,13 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+fn busy() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ResourceBusy,
+        "the image is in use by another process (a running server?)",
+    )
+}
+
 /// A block device backed by a regular file (or a block device node).
 #[derive(Debug)]
 pub struct ImageFile {
@@ -45,13 +52,28 @@ impl ImageFile {
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(path)?;
+        // Lock before truncating: never cut an image a server is using.
+        if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+            return Err(busy());
+        }
+        file.set_len(0)?;
         file.set_len(size - size % BLOCK_SIZE as u64)?;
         Self::from_file(file, true)
     }
 
     fn from_file(file: File, writable: bool) -> std::io::Result<Self> {
+        // One writer or several readers: a second server on the same image,
+        // or fsck of an image being served, is refused instead of racing.
+        let locked = if writable {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        if let Err(std::fs::TryLockError::WouldBlock) = locked {
+            return Err(busy());
+        }
         let length = file.metadata()?.len();
         Ok(ImageFile {
             file,

@@ -1,12 +1,13 @@
 //! `storage-domain-hosted`: the storage domain as an ordinary Linux process.
 //!
-//! The same file system (and, once built, the NFS server) as the Xen
-//! unikernel, over an image file instead of blkfront. Today it carries the
-//! administrator's offline tools for images: mkfs, fsck, listing and
+//! The same file system and NFS server as the Xen unikernel, over an image
+//! file instead of blkfront and std TCP instead of netfront: `serve`, plus
+//! the administrator's offline tools for images: mkfs, fsck, listing and
 //! copying out, and snapshots.
 
 mod fstools;
 mod image;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve an image over NFSv3 (with MOUNT and PORTMAP on the same port).
+    Serve(serve::ServeArgs),
     /// Format an image file with an empty file system.
     Mkfs(fstools::MkfsArgs),
     /// Check an image: every checksum and invariant. Exit 0 only when clean.
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::serve(args),
         Command::Mkfs(args) => fstools::mkfs(args),
         Command::Fsck(args) => fstools::fsck(args),
         Command::Ls(args) => fstools::ls(args),

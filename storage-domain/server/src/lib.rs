@@ -1,3 +1,492 @@
-//! NFSv3, MOUNT and PORTMAP dispatch over the FileSystem trait
+//! NFSv3, MOUNT v3 and PORTMAP v2 dispatch over the `FileSystem` trait.
+//!
+//! Design: one [`Server`] owns the file system and turns one ONC RPC call
+//! record into one reply record; it knows nothing of sockets, rings or
+//! clocks, so the hosted process, the Xen unikernel and the tests drive the
+//! same code. Every call is decoded and bounds-checked once, then dispatched
+//! by a single exhaustive `match` per program.
+//!
+//! Durability is split from execution so transports get group commit for
+//! free: [`Server::handle`] applies a call in memory and returns a [`Reply`]
+//! that may say its effects must be durable before it is sent;
+//! [`Server::finish`] commits only if no other commit has covered it since.
+//! A transport serving several clients runs `handle` for each under its
+//! lock, then `finish`: calls applied while one commit runs share the next.
+//!
+//! - NFSv3: RFC 1813, <https://www.rfc-editor.org/rfc/rfc1813>
+//! - MOUNT v3: RFC 1813 appendix I
+//! - PORTMAP v2: RFC 1833 section 3
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod config;
+mod convert;
+mod directory;
+pub mod duplicate_cache;
+pub mod handle;
+pub mod identity;
+mod mount;
+mod namespace;
+mod procedures;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use nfs3::message::{self, CallRejection};
+use nfs3::mount::Mount3;
+use nfs3::portmap::Portmap2;
+use nfs3::{Nfs3, RpcProgram};
+use vfs::{Attributes, FileSystem, Generation, InodeId};
+use xdr::{AuthStatus, CallHeader, Credential, RejectedReply, ReplyHeader};
+
+pub use config::{ClientAddress, ClientFilter, ConfigError, ExportConfig, ServerConfig, Squash};
+pub use convert::file_attributes;
+pub use handle::{ExportId, HandleContents, HandleKey};
+
+/// Largest READ or WRITE payload (FSINFO `rtmax` / `wtmax`), and the
+/// largest READDIR reply.
+pub const MAX_IO_SIZE: u32 = 1024 * 1024;
+
+/// Largest call record a transport should accept: a maximal WRITE plus its
+/// headers, with room to spare.
+pub const MAX_RECORD_SIZE: usize = MAX_IO_SIZE as usize + 64 * 1024;
+
+/// Told about every attribute change the server makes or sees, so it can be
+/// published (the shared metadata table).
+pub trait AttributeObserver {
+    /// `attributes` are current for inode `attributes.inode` in `export`.
+    fn updated(&mut self, export: ExportId, attributes: &nfs3::FileAttributes);
+    /// `inode` no longer exists in `export`.
+    fn removed(&mut self, export: ExportId, inode: InodeId);
+}
+
+/// A reply, possibly waiting for a commit.
+#[derive(Debug)]
+pub struct Reply {
+    bytes: Vec<u8>,
+    pending: Option<PendingCommit>,
+}
+
+#[derive(Debug)]
+struct PendingCommit {
+    sequence: u64,
+    /// Sent instead when the commit fails.
+    failure: Vec<u8>,
+}
+
+impl Reply {
+    /// Whether [`Server::finish`] must run before the reply is sent.
+    pub fn needs_commit(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The reply record, for a reply that needs no commit.
+    pub fn into_bytes_unchecked_durability(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Counters a transport can log or expose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Statistics {
+    /// Calls per NFS procedure number (0..=21).
+    pub nfs_calls: [u64; 22],
+    /// MOUNT calls.
+    pub mount_calls: u64,
+    /// PORTMAP calls.
+    pub portmap_calls: u64,
+    /// Calls answered with an RPC-level rejection or dropped.
+    pub rejected: u64,
+    /// Replies replayed from the duplicate request cache.
+    pub duplicates: u64,
+    /// Commits run by [`Server::finish`].
+    pub commits: u64,
+}
+
+pub(crate) struct Export {
+    config: ExportConfig,
+    id: ExportId,
+    root: InodeId,
+    root_generation: Generation,
+}
+
+/// Who made a call, after authentication.
+pub(crate) struct Caller {
+    client: ClientAddress,
+    credential: Credential,
+}
+
+/// The server state besides the file system (split so procedures can
+/// borrow both at once).
+pub(crate) struct Core {
+    exports: Vec<Export>,
+    key: HandleKey,
+    write_verifier: [u8; 8],
+    cookie_verifier: [u8; 8],
+    file_system_id: u64,
+    port: u16,
+    mounts: Vec<(ClientAddress, Vec<u8>)>,
+    cache: duplicate_cache::DuplicateCache,
+    observer: Option<Box<dyn AttributeObserver + Send>>,
+    statistics: Statistics,
+}
+
+/// The NFS server over one file system.
+pub struct Server<F: FileSystem> {
+    filesystem: F,
+    core: Core,
+}
+
+impl<F: FileSystem> core::fmt::Debug for Server<F> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("Server")
+            .field("exports", &self.export_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: FileSystem> Server<F> {
+    /// A server for `filesystem` with `config`'s exports, whose paths must
+    /// name existing directories (see [`ensure_directory`]).
+    ///
+    /// # Errors
+    /// [`ConfigError`] for no exports, duplicate names, or an export path
+    /// that is not a directory.
+    pub fn new(mut filesystem: F, config: ServerConfig) -> Result<Self, ConfigError> {
+        if config.exports.is_empty() {
+            return Err(ConfigError::NoExports);
+        }
+        let mut exports: Vec<Export> = Vec::new();
+        for export in config.exports {
+            if exports.iter().any(|known| known.config.name == export.name) {
+                return Err(ConfigError::DuplicateExport(export.name));
+            }
+            let path_error = |error| ConfigError::ExportPath {
+                export: export.name.clone(),
+                error,
+            };
+            let mut directory = filesystem.getattr(filesystem.root()).map_err(path_error)?;
+            for component in export.path_components() {
+                directory = filesystem
+                    .lookup(directory.inode, component)
+                    .map_err(path_error)?;
+            }
+            if directory.file_type != vfs::FileType::Directory {
+                return Err(path_error(vfs::FsError::NotDirectory));
+            }
+            exports.push(Export {
+                id: ExportId::of_name(&export.name),
+                root: directory.inode,
+                root_generation: directory.generation,
+                config: export,
+            });
+        }
+        let mut cookie_verifier = [0u8; 8];
+        cookie_verifier.copy_from_slice(&config.handle_secret[24..32]);
+        if cookie_verifier == [0; 8] {
+            cookie_verifier[7] = 1;
+        }
+        Ok(Server {
+            filesystem,
+            core: Core {
+                exports,
+                key: HandleKey::new(&config.handle_secret),
+                write_verifier: config.write_verifier,
+                cookie_verifier,
+                file_system_id: config.file_system_id,
+                port: config.port,
+                mounts: Vec::new(),
+                cache: duplicate_cache::DuplicateCache::default(),
+                observer: None,
+                statistics: Statistics::default(),
+            },
+        })
+    }
+
+    /// Publish attribute changes to `observer` from now on.
+    pub fn set_observer(&mut self, observer: Box<dyn AttributeObserver + Send>) {
+        self.core.observer = Some(observer);
+    }
+
+    /// The export names, in configuration order.
+    pub fn export_names(&self) -> Vec<String> {
+        self.core
+            .exports
+            .iter()
+            .map(|export| export.config.name.clone())
+            .collect()
+    }
+
+    /// The export configurations.
+    pub fn exports(&self) -> impl Iterator<Item = (&ExportConfig, ExportId)> {
+        self.core
+            .exports
+            .iter()
+            .map(|export| (&export.config, export.id))
+    }
+
+    /// The root file handle of the export named `name`, if `client` may use
+    /// it (what MOUNT MNT answers).
+    pub fn root_handle(&self, name: &str, client: &ClientAddress) -> Option<nfs3::FileHandle> {
+        let index = self
+            .core
+            .exports
+            .iter()
+            .position(|export| export.config.name == name)?;
+        if !self.core.exports[index].config.admits(client) {
+            return None;
+        }
+        Some(self.core.root_handle(index))
+    }
+
+    /// The counters so far.
+    pub fn statistics(&self) -> Statistics {
+        let mut statistics = self.core.statistics;
+        statistics.duplicates = self.core.cache.hits();
+        statistics
+    }
+
+    /// The file system.
+    pub fn filesystem(&mut self) -> &mut F {
+        &mut self.filesystem
+    }
+
+    /// Give the file system back (after a final [`Server::sync`]).
+    pub fn into_filesystem(self) -> F {
+        self.filesystem
+    }
+
+    /// Make everything applied so far durable.
+    ///
+    /// # Errors
+    /// The file system's commit error.
+    pub fn sync(&mut self) -> Result<(), vfs::FsError> {
+        if self.filesystem.durable_sequence() < self.filesystem.applied_sequence() {
+            self.core.statistics.commits += 1;
+            self.filesystem.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Run one call record from `client`. `None` means send nothing (the
+    /// bytes are not a call, or not even an xid could be read).
+    pub fn handle(&mut self, record: &[u8], client: ClientAddress) -> Option<Reply> {
+        let program = record
+            .get(12..16)
+            .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+        match program {
+            Some(nfs3::PROGRAM) => self.nfs(record, client),
+            Some(nfs3::mount::PROGRAM) => {
+                let (header, arguments, caller) = match self.core.accept::<Mount3>(record, client) {
+                    Ok(call) => call,
+                    Err(rejection) => return rejection.map(plain),
+                };
+                self.core.statistics.mount_calls += 1;
+                let results = self.core.mount(&mut self.filesystem, &caller, arguments);
+                Some(plain(message::encode_reply(
+                    header.xid,
+                    &results,
+                    Vec::new(),
+                )))
+            }
+            Some(nfs3::portmap::PROGRAM) => {
+                let (header, arguments, _) = match self.core.accept::<Portmap2>(record, client) {
+                    Ok(call) => call,
+                    Err(rejection) => return rejection.map(plain),
+                };
+                self.core.statistics.portmap_calls += 1;
+                let results = self.core.portmap(arguments);
+                Some(plain(message::encode_reply(
+                    header.xid,
+                    &results,
+                    Vec::new(),
+                )))
+            }
+            // Any other program, or a record too short to name one: the NFS
+            // path answers PROG_UNAVAIL or GARBAGE_ARGS, or drops it.
+            _ => self.nfs(record, client),
+        }
+    }
+
+    /// Make `reply` sendable: commit if its effects are not durable yet
+    /// (one commit covers every call applied before it). On a failed
+    /// commit the reply becomes the procedure's NFS3ERR_IO.
+    pub fn finish(&mut self, reply: Reply) -> Vec<u8> {
+        let Some(pending) = reply.pending else {
+            return reply.bytes;
+        };
+        if self.filesystem.durable_sequence() >= pending.sequence {
+            return reply.bytes;
+        }
+        self.core.statistics.commits += 1;
+        match self.filesystem.commit() {
+            Ok(()) => reply.bytes,
+            Err(_) => pending.failure,
+        }
+    }
+
+    fn nfs(&mut self, record: &[u8], client: ClientAddress) -> Option<Reply> {
+        let (header, arguments, caller) = match self.core.accept::<Nfs3>(record, client) {
+            Ok(call) => call,
+            Err(rejection) => return rejection.map(plain),
+        };
+        let procedure = arguments.procedure();
+        if let Some(counter) = self
+            .core
+            .statistics
+            .nfs_calls
+            .get_mut(procedure.to_u32() as usize)
+        {
+            *counter += 1;
+        }
+        let cached = procedures::is_non_idempotent(procedure);
+        let key = duplicate_cache::CallKey::new(&client, record);
+        if cached {
+            if let Some(reply) = self.core.cache.get(&key) {
+                return Some(with_fallback(
+                    header.xid,
+                    procedure,
+                    reply.sequence,
+                    reply.bytes,
+                ));
+            }
+        }
+        let (results, durable) = self.core.nfs(&mut self.filesystem, &caller, arguments);
+        let bytes = message::encode_reply(header.xid, &results, Vec::new());
+        let sequence = durable.then(|| self.filesystem.applied_sequence());
+        if cached {
+            self.core.cache.insert(
+                key,
+                duplicate_cache::CachedReply {
+                    bytes: bytes.clone(),
+                    sequence,
+                },
+            );
+        }
+        Some(with_fallback(header.xid, procedure, sequence, bytes))
+    }
+}
+
+/// A reply whose commit, if any, falls back to the procedure's
+/// NFS3ERR_IO when the commit fails.
+fn with_fallback(
+    xid: u32,
+    procedure: nfs3::Procedure,
+    sequence: Option<u64>,
+    bytes: Vec<u8>,
+) -> Reply {
+    Reply {
+        bytes,
+        pending: sequence.map(|sequence| PendingCommit {
+            sequence,
+            failure: message::encode_reply(
+                xid,
+                &procedures::failure(procedure, nfs3::NfsError::Io),
+                Vec::new(),
+            ),
+        }),
+    }
+}
+
+fn plain(bytes: Vec<u8>) -> Reply {
+    Reply {
+        bytes,
+        pending: None,
+    }
+}
+
+impl Core {
+    /// Decode a call to `P` and authenticate it.
+    ///
+    /// # Errors
+    /// The rejection reply to send, or `None` to send nothing.
+    fn accept<P: RpcProgram>(
+        &mut self,
+        record: &[u8],
+        client: ClientAddress,
+    ) -> Result<(CallHeader, P::Arguments, Caller), Option<Vec<u8>>> {
+        let rejected = |statistics: &mut Statistics, header: Option<ReplyHeader>| {
+            statistics.rejected += 1;
+            header.map(|header| message::encode_rejection(&header, Vec::new()))
+        };
+        match message::decode_call::<P>(record) {
+            Ok((header, arguments)) => match header.credential.credential() {
+                Ok(credential @ (Credential::None | Credential::Sys(_))) => {
+                    Ok((header, arguments, Caller { client, credential }))
+                }
+                Ok(Credential::Other(_)) | Err(_) => Err(rejected(
+                    &mut self.statistics,
+                    Some(ReplyHeader::denied(
+                        header.xid,
+                        RejectedReply::AuthError(AuthStatus::BadCredential),
+                    )),
+                )),
+            },
+            Err(CallRejection::Drop) => Err(rejected(&mut self.statistics, None)),
+            Err(CallRejection::Reply(header)) => Err(rejected(&mut self.statistics, Some(header))),
+        }
+    }
+
+    fn root_handle(&self, index: usize) -> nfs3::FileHandle {
+        let export = &self.exports[index];
+        nfs3::FileHandle(
+            self.key
+                .make(&HandleContents {
+                    export: export.id,
+                    inode: export.root,
+                    generation: export.root_generation,
+                })
+                .to_vec(),
+        )
+    }
+
+    fn handle_for(&self, export: usize, attributes: &Attributes) -> nfs3::FileHandle {
+        nfs3::FileHandle(
+            self.key
+                .make(&HandleContents {
+                    export: self.exports[export].id,
+                    inode: attributes.inode,
+                    generation: attributes.generation,
+                })
+                .to_vec(),
+        )
+    }
+}
+
+/// Create the directories of `path` (absolute, `/`-separated) that do not
+/// exist yet, owned by root with mode 0755, and return the last one's
+/// attributes. Used to prepare export paths before [`Server::new`].
+///
+/// # Errors
+/// What the file system said (e.g. `NotDirectory` when a component is a
+/// file).
+pub fn ensure_directory<F: FileSystem>(
+    filesystem: &mut F,
+    path: &str,
+) -> Result<Attributes, vfs::FsError> {
+    let mut directory = filesystem.getattr(filesystem.root())?;
+    for component in path.split('/').filter(|component| !component.is_empty()) {
+        directory = match filesystem.lookup(directory.inode, component.as_bytes()) {
+            Ok(found) => found,
+            Err(vfs::FsError::NotFound) => filesystem.create(
+                directory.inode,
+                component.as_bytes(),
+                &vfs::NewNode::Directory,
+                &vfs::Ownership {
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                },
+            )?,
+            Err(error) => return Err(error),
+        };
+    }
+    if directory.file_type != vfs::FileType::Directory {
+        return Err(vfs::FsError::NotDirectory);
+    }
+    Ok(directory)
+}

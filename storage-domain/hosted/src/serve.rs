@@ -1,0 +1,434 @@
+//! `serve`: the storage domain's NFS server as a Linux process.
+//!
+//! One TCP port serves NFSv3, MOUNT v3 and PORTMAP v2 (PORTMAP answers with
+//! this port). Each connection has a reader thread that reassembles
+//! records; calls go to a small pool of workers that run them on the one
+//! [`Server`] under a mutex and write replies back as they finish, so one
+//! client's many calls in flight (the Linux client pipelines on one
+//! connection) and many clients share commits: a worker that needs its
+//! call durable commits only if no other commit covered it meanwhile.
+//!
+//! A background thread commits every `--commit-interval` seconds so
+//! UNSTABLE writes do not stay volatile for long. SIGINT and SIGTERM stop
+//! accepting, let running calls finish, commit, and exit 0; `fsck` on the
+//! image then reports it clean.
+
+use crate::fstools::format_image;
+use crate::image::{parse_size, random_bytes, ImageFile, SystemClock};
+use anyhow::Context;
+use nfs_server::{ClientAddress, ExportConfig, Server, ServerConfig, MAX_RECORD_SIZE};
+use sdfs::Volume;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+use vfs::FileSystem;
+use xdr::record::{begin_record, end_record};
+use xdr::{Pushed, RecordReassembler};
+
+/// The served file system.
+pub type HostedServer = Server<Volume<ImageFile>>;
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The disk image; created and formatted (at --size) when missing.
+    #[arg(long)]
+    pub disk: PathBuf,
+    /// Size of a newly created image, e.g. 1G, 512M.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub size: u64,
+    /// Address and port for NFS, MOUNT and PORTMAP (port 0 picks a free
+    /// one; the ready line says which).
+    #[arg(long, default_value = "127.0.0.1:2049")]
+    pub listen: SocketAddr,
+    /// An export, e.g. `/data,path=/srv/data,ro,allow=10.0.0.0/8`
+    /// (repeatable; see docs/operations.md). Default: the whole file
+    /// system as `/`, read-write, root squashed, any client.
+    #[arg(long = "export", value_name = "EXPORT")]
+    pub exports: Vec<String>,
+    /// A file of exports, one per line in the --export syntax; `#` starts
+    /// a comment.
+    #[arg(long, value_name = "FILE")]
+    pub exports_file: Option<PathBuf>,
+    /// Seconds between background commits of unstable writes.
+    #[arg(long, default_value_t = 5)]
+    pub commit_interval: u64,
+    /// Inode cache size, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Worker threads running calls.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+}
+
+/// Everything a worker needs for one call.
+struct Call {
+    record: Vec<u8>,
+    client: ClientAddress,
+    connection: Arc<Connection>,
+}
+
+/// The writing half of a client connection.
+struct Connection {
+    stream: Mutex<TcpStream>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    fn send(&self, reply: &[u8]) {
+        let mut framed = Vec::with_capacity(reply.len() + 4);
+        let start = begin_record(&mut framed);
+        framed.extend_from_slice(reply);
+        end_record(&mut framed, start);
+        let mut stream = lock(&self.stream);
+        if let Err(error) = stream.write_all(&framed) {
+            log::debug!("{}: reply not sent: {error}", self.peer);
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The server lock; a poisoned lock (a panicking worker) still guards a
+/// consistent server, since every call applies fully or not at all.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Parse the exports of the command line and the exports file.
+///
+/// # Errors
+/// The first bad export line, with its source.
+pub fn exports(args: &ServeArgs) -> anyhow::Result<Vec<ExportConfig>> {
+    let mut exports = Vec::new();
+    for line in &args.exports {
+        exports.push(ExportConfig::parse(line).with_context(|| format!("--export {line:?}"))?);
+    }
+    if let Some(path) = &args.exports_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            exports.push(
+                ExportConfig::parse(line)
+                    .with_context(|| format!("{}:{}", path.display(), number + 1))?,
+            );
+        }
+    }
+    if exports.is_empty() {
+        exports.push(ExportConfig::whole_file_system());
+    }
+    Ok(exports)
+}
+
+/// Open the image (formatting it first when missing) and build the server.
+///
+/// # Errors
+/// An image that cannot be created or opened, a damaged file system, or an
+/// unusable export.
+pub fn open_server(
+    disk: &Path,
+    size: u64,
+    cache_bytes: u64,
+    exports: Vec<ExportConfig>,
+    port: u16,
+) -> anyhow::Result<HostedServer> {
+    if !disk.exists() {
+        log::info!(
+            "{} does not exist: formatting a new {size}-byte image",
+            disk.display()
+        );
+        format_image(disk, size, false)?;
+    }
+    let device =
+        ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
+    let mut volume = Volume::open(
+        device,
+        Box::new(SystemClock),
+        usize::try_from(cache_bytes).unwrap_or(usize::MAX),
+    )
+    .map_err(|error| {
+        anyhow::anyhow!(
+            "{}: {error} (run `storage-domain-hosted fsck {}` for details)",
+            disk.display(),
+            disk.display()
+        )
+    })?;
+    for export in &exports {
+        nfs_server::ensure_directory(&mut volume, &export.path).map_err(|error| {
+            anyhow::anyhow!(
+                "export {}: cannot use {}: {error}",
+                export.name,
+                export.path
+            )
+        })?;
+    }
+    if volume.applied_sequence() > volume.durable_sequence() {
+        log::info!("created the missing export directories");
+        volume
+            .commit()
+            .map_err(|error| anyhow::anyhow!("{}: commit failed: {error}", disk.display()))?;
+    }
+    let uuid = volume.uuid();
+    let mut file_system_id = [0u8; 8];
+    file_system_id.copy_from_slice(&uuid[..8]);
+    let config = ServerConfig {
+        exports,
+        handle_secret: volume.handle_secret(),
+        write_verifier: random_bytes()?,
+        file_system_id: u64::from_be_bytes(file_system_id),
+        port,
+    };
+    Server::new(volume, config).map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+/// `serve`.
+///
+/// # Errors
+/// Startup failures (image, exports, address in use); once serving, only a
+/// failed final commit.
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let exports = exports(&args)?;
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let server = open_server(
+        &args.disk,
+        args.size,
+        args.cache_size,
+        exports,
+        address.port(),
+    )?;
+    let names = server.export_names().join(" ");
+    let server = Arc::new(Mutex::new(server));
+    let stopping = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stopping, address)?;
+
+    let (calls, queue) = mpsc::channel::<Call>();
+    let queue = Arc::new(Mutex::new(queue));
+    let mut workers = Vec::new();
+    for index in 0..args.workers.max(1) {
+        let queue = Arc::clone(&queue);
+        let server = Arc::clone(&server);
+        workers.push(
+            thread::Builder::new()
+                .name(format!("nfs-worker-{index}"))
+                .spawn(move || worker(&queue, &server))?,
+        );
+    }
+    let committer = {
+        let server = Arc::clone(&server);
+        let stopping = Arc::clone(&stopping);
+        let interval = Duration::from_secs(args.commit_interval.max(1));
+        thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || committer(&server, &stopping, interval))?
+    };
+
+    log::info!(
+        "ready: NFSv3, MOUNT v3 and PORTMAP v2 on {address}, disk {}, exports: {names}",
+        args.disk.display()
+    );
+    let mut readers = Vec::new();
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::warn!("accept failed: {error}");
+                continue;
+            }
+        };
+        let calls = calls.clone();
+        let stopping = Arc::clone(&stopping);
+        match thread::Builder::new()
+            .name("nfs-connection".into())
+            .spawn(move || reader(stream, &calls, &stopping))
+        {
+            Ok(handle) => readers.push(handle),
+            Err(error) => log::warn!("cannot start a connection thread: {error}"),
+        }
+        readers.retain(|handle| !handle.is_finished());
+    }
+    log::info!("stopping: finishing calls in flight");
+    drop(calls);
+    for handle in readers {
+        let _ = handle.join();
+    }
+    for handle in workers {
+        let _ = handle.join();
+    }
+    let _ = committer.join();
+    let mut server = lock(&server);
+    server
+        .sync()
+        .map_err(|error| anyhow::anyhow!("final commit failed: {error}"))?;
+    let statistics = server.statistics();
+    log::info!(
+        "stopped cleanly: {} NFS calls, {} MOUNT, {} PORTMAP, {} rejected, {} replayed, {} commits",
+        statistics.nfs_calls.iter().sum::<u64>(),
+        statistics.mount_calls,
+        statistics.portmap_calls,
+        statistics.rejected,
+        statistics.duplicates,
+        statistics.commits
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT/SIGTERM: set `stopping` and wake the accept loop by connecting
+/// to it.
+fn install_signal_handlers(stopping: &Arc<AtomicBool>, address: SocketAddr) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let stopping = Arc::clone(stopping);
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal}: shutting down");
+                stopping.store(true, Ordering::SeqCst);
+                let _ = TcpStream::connect_timeout(&wake_address(address), Duration::from_secs(1));
+            }
+        })?;
+    Ok(())
+}
+
+/// Where to connect to reach a listener bound to `address` (a wildcard
+/// address is reached through loopback).
+fn wake_address(address: SocketAddr) -> SocketAddr {
+    let mut target = address;
+    if target.ip().is_unspecified() {
+        target.set_ip(match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    target
+}
+
+/// One connection: reassemble records and queue them as calls.
+fn reader(stream: TcpStream, calls: &mpsc::Sender<Call>, stopping: &AtomicBool) {
+    let peer = match stream.peer_addr() {
+        Ok(peer) => peer,
+        Err(_) => return,
+    };
+    if stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    // Lets the reader notice shutdown while a client is idle.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let writer = match stream.try_clone() {
+        Ok(writer) => writer,
+        Err(_) => return,
+    };
+    let connection = Arc::new(Connection {
+        stream: Mutex::new(writer),
+        peer,
+    });
+    let client = ClientAddress::Ip(peer.ip());
+    log::debug!("{peer}: connected");
+    let mut stream = stream;
+    let mut reassembler = RecordReassembler::new(MAX_RECORD_SIZE);
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        if stopping.load(Ordering::SeqCst) && reassembler.is_between_records() {
+            break;
+        }
+        let read = match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                log::debug!("{peer}: {error}");
+                break;
+            }
+        };
+        let mut input = &buffer[..read];
+        while !input.is_empty() {
+            match reassembler.push(input) {
+                Ok(Pushed { consumed, record }) => {
+                    input = &input[consumed..];
+                    if let Some(record) = record {
+                        let call = Call {
+                            record,
+                            client,
+                            connection: Arc::clone(&connection),
+                        };
+                        if calls.send(call).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    log::warn!("{peer}: {error}; closing the connection");
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+        }
+    }
+    log::debug!("{peer}: disconnected");
+}
+
+fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
+    loop {
+        let call = match lock(queue).recv() {
+            Ok(call) => call,
+            Err(_) => return,
+        };
+        let reply = lock(server).handle(&call.record, call.client);
+        let Some(reply) = reply else {
+            log::debug!(
+                "{}: dropped a record that is not a call",
+                call.connection.peer
+            );
+            continue;
+        };
+        let bytes = if reply.needs_commit() {
+            lock(server).finish(reply)
+        } else {
+            reply.into_bytes_unchecked_durability()
+        };
+        call.connection.send(&bytes);
+    }
+}
+
+fn committer(server: &Mutex<HostedServer>, stopping: &AtomicBool, interval: Duration) {
+    let tick = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
+    while !stopping.load(Ordering::SeqCst) {
+        thread::sleep(tick);
+        waited += tick;
+        if waited < interval {
+            continue;
+        }
+        waited = Duration::ZERO;
+        if let Err(error) = lock(server).sync() {
+            log::error!("background commit failed: {error}");
+        }
+    }
+}
