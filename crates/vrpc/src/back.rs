@@ -1,0 +1,361 @@
+//! The backend (storage domain) end of a VRPC connection.
+//!
+//! Design: everything the frontend wrote is hostile until checked. The
+//! backend reads `req_prod` once per batch and bounds it by the ring size,
+//! copies each request slot out whole, then validates the private copy:
+//! flags, descriptor count, inline length against the slot, every
+//! descriptor against the pool, the splice against the record and the
+//! descriptors, and the rebuilt record against a size limit. Any failure is
+//! a [`ProtocolError`]: the platform drops the connection. No input makes
+//! this code panic or touch memory outside the two regions (the fuzz target
+//! `vrpc_backend` checks exactly that).
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{fence, Ordering};
+
+use crate::error::ProtocolError;
+use crate::layout::{
+    get_u16, get_u32, put_u32, Descriptor, ResponseStatus, RingParameters, DESCRIPTOR_SIZE,
+    HEADER_MAGIC, HEADER_SLOT_COUNT, HEADER_SLOT_SIZE, HEADER_VERSION, MAGIC, MAX_DESCRIPTORS,
+    REQUEST_EVENT, REQUEST_FLAGS, REQUEST_PAYLOAD_COUNT, REQUEST_PRODUCER, REQUEST_RECORD_LENGTH,
+    REQUEST_REPLY_COUNT, REQUEST_SPLICE_LENGTH, REQUEST_SPLICE_OFFSET, REQUEST_XID, RESPONSE_EVENT,
+    RESPONSE_PRODUCER, RESPONSE_RECORD_LENGTH, RESPONSE_SPLICE_LENGTH, RESPONSE_SPLICE_OFFSET,
+    RESPONSE_STATUS, RESPONSE_XID, SLOT_HEADER_SIZE, VERSION,
+};
+use crate::memory::{Doorbell, SharedMemory};
+use crate::splice::{call_procedure, nfs_reply_payload};
+
+/// Default limit on a rebuilt request record: a 1 MiB WRITE plus headers.
+pub const DEFAULT_MAX_RECORD: usize = (1 << 20) + 4096;
+
+/// A validated request, copied out of shared memory.
+///
+/// Answer it exactly once with [`Backend::respond`] or
+/// [`Backend::respond_no_reply`]; both take it by value.
+#[derive(Debug)]
+pub struct Request {
+    xid: u32,
+    record: Vec<u8>,
+    /// `(pool byte offset, length)` of each reply range, validated.
+    reply_ranges: Vec<(usize, usize)>,
+    reply_capacity: usize,
+}
+
+impl Request {
+    /// The xid the slot carried.
+    pub fn xid(&self) -> u32 {
+        self.xid
+    }
+
+    /// The full, standard ONC RPC call record (payload spliced back in).
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    /// Bytes of reply payload the frontend offered pages for.
+    pub fn reply_capacity(&self) -> usize {
+        self.reply_capacity
+    }
+}
+
+/// The backend of one connection over ring memory `R`, pool memory `P`
+/// and doorbell `D`.
+#[derive(Debug)]
+pub struct Backend<R, P, D> {
+    ring: R,
+    pool: P,
+    doorbell: D,
+    parameters: RingParameters,
+    max_record: usize,
+    /// `req_cons`: requests consumed.
+    request_consumer: u32,
+    /// The last `req_prod` read, already validated.
+    request_producer_seen: u32,
+    /// `rsp_prod_pvt`: responses written.
+    response_producer: u32,
+    slot: Vec<u8>,
+}
+
+impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
+    /// Attaches to a ring the frontend initialised. `parameters` come from
+    /// the handshake; the ring header must repeat them (read once, here).
+    /// Rebuilt request records longer than `max_record` are refused.
+    ///
+    /// # Errors
+    /// [`ProtocolError::BadHeader`] when parameters, header or region sizes
+    /// disagree.
+    pub fn new(
+        ring: R,
+        pool: P,
+        doorbell: D,
+        parameters: RingParameters,
+        max_record: usize,
+    ) -> Result<Self, ProtocolError> {
+        let parameters = parameters
+            .validate()
+            .map_err(|_| ProtocolError::BadHeader)?;
+        if ring.size() < parameters.ring_bytes() || pool.size() < parameters.pool_bytes() {
+            return Err(ProtocolError::BadHeader);
+        }
+        // Acquire pairs with the frontend's release store of the slot size.
+        let slot_size = ring.load_u32(HEADER_SLOT_SIZE, Ordering::Acquire)?;
+        let header_ok = ring.load_u32(HEADER_MAGIC, Ordering::Relaxed)? == MAGIC
+            && ring.load_u32(HEADER_VERSION, Ordering::Relaxed)? == VERSION
+            && ring.load_u32(HEADER_SLOT_COUNT, Ordering::Relaxed)? == parameters.slot_count
+            && slot_size == parameters.slot_size;
+        if !header_ok {
+            return Err(ProtocolError::BadHeader);
+        }
+        // Start where the frontend's indices are: a fresh ring has both at
+        // zero; anything else would already have been produced into.
+        let producer = ring.load_u32(RESPONSE_PRODUCER, Ordering::Relaxed)?;
+        Ok(Self {
+            ring,
+            pool,
+            doorbell,
+            parameters,
+            max_record,
+            request_consumer: producer,
+            request_producer_seen: producer,
+            response_producer: producer,
+            slot: vec![0; parameters.slot_size as usize],
+        })
+    }
+
+    /// The connection's parameters.
+    pub fn parameters(&self) -> RingParameters {
+        self.parameters
+    }
+
+    /// Requests consumed and not yet answered.
+    pub fn outstanding(&self) -> u32 {
+        self.request_consumer.wrapping_sub(self.response_producer)
+    }
+
+    /// Reads and bounds `req_prod`: at most one ring of requests beyond the
+    /// responses written (Xen's `RING_REQUEST_PROD_OVERFLOW`).
+    fn request_producer(&mut self) -> Result<u32, ProtocolError> {
+        if self.request_producer_seen != self.request_consumer {
+            return Ok(self.request_producer_seen);
+        }
+        // Acquire: slots up to the index are read after the index (Xen's
+        // rmb() after reading req_prod).
+        let producer = self.ring.load_u32(REQUEST_PRODUCER, Ordering::Acquire)?;
+        let unconsumed = producer.wrapping_sub(self.request_consumer);
+        let unanswered = producer.wrapping_sub(self.response_producer);
+        if unanswered > self.parameters.slot_count || unconsumed > unanswered {
+            return Err(ProtocolError::IndexOverrun { producer });
+        }
+        self.request_producer_seen = producer;
+        Ok(producer)
+    }
+
+    /// Takes the next request, validated and rebuilt, if one was published.
+    ///
+    /// # Errors
+    /// [`ProtocolError`] when the frontend broke the protocol: drop the
+    /// connection.
+    pub fn next_request(&mut self) -> Result<Option<Request>, ProtocolError> {
+        let producer = self.request_producer()?;
+        if producer == self.request_consumer {
+            return Ok(None);
+        }
+        let slot_offset = self.parameters.slot_offset(self.request_consumer);
+        self.ring.read(slot_offset, &mut self.slot)?;
+        // From here on only the private copy is read.
+        let request = self.parse_slot()?;
+        self.request_consumer = self.request_consumer.wrapping_add(1);
+        Ok(Some(request))
+    }
+
+    fn parse_slot(&self) -> Result<Request, ProtocolError> {
+        let slot = &self.slot;
+        let xid = get_u32(slot, REQUEST_XID);
+        if get_u32(slot, REQUEST_FLAGS) != 0 {
+            return Err(ProtocolError::UnknownFlags);
+        }
+        let record_length = get_u32(slot, REQUEST_RECORD_LENGTH) as usize;
+        let splice_offset = get_u32(slot, REQUEST_SPLICE_OFFSET) as usize;
+        let splice_length = get_u32(slot, REQUEST_SPLICE_LENGTH) as usize;
+        let payload_count = get_u16(slot, REQUEST_PAYLOAD_COUNT) as usize;
+        let reply_count = get_u16(slot, REQUEST_REPLY_COUNT) as usize;
+        let descriptor_count = payload_count + reply_count;
+        if descriptor_count > MAX_DESCRIPTORS {
+            return Err(ProtocolError::TooManyDescriptors);
+        }
+        if record_length > self.parameters.request_capacity(descriptor_count) {
+            return Err(ProtocolError::RecordOverflowsSlot);
+        }
+        if splice_offset > record_length {
+            return Err(ProtocolError::SpliceOutOfRecord);
+        }
+        if record_length.saturating_add(splice_length) > self.max_record {
+            return Err(ProtocolError::RecordTooLarge);
+        }
+        let mut ranges = [(0usize, 0usize); MAX_DESCRIPTORS];
+        let mut payload_total = 0usize;
+        let mut reply_capacity = 0usize;
+        for (index, range) in ranges.iter_mut().enumerate().take(descriptor_count) {
+            let position = SLOT_HEADER_SIZE + index * DESCRIPTOR_SIZE;
+            let mut bytes = [0; DESCRIPTOR_SIZE];
+            bytes.copy_from_slice(&slot[position..position + DESCRIPTOR_SIZE]);
+            let descriptor = Descriptor::from_bytes(bytes);
+            let offset = descriptor
+                .pool_offset(self.parameters.pool_pages)
+                .ok_or(ProtocolError::DescriptorOutOfPool)?;
+            *range = (offset, descriptor.length as usize);
+            if index < payload_count {
+                payload_total = payload_total.saturating_add(descriptor.length as usize);
+            } else {
+                reply_capacity = reply_capacity.saturating_add(descriptor.length as usize);
+            }
+        }
+        if payload_total != splice_length {
+            return Err(ProtocolError::SpliceLengthMismatch);
+        }
+        let inline_start = SLOT_HEADER_SIZE + descriptor_count * DESCRIPTOR_SIZE;
+        let inline = &slot[inline_start..inline_start + record_length];
+        let mut record = Vec::with_capacity(record_length + splice_length);
+        record.extend_from_slice(&inline[..splice_offset]);
+        for &(offset, length) in &ranges[..payload_count] {
+            let start = record.len();
+            record.resize(start + length, 0);
+            self.pool.read(offset, &mut record[start..])?;
+        }
+        record.extend_from_slice(&inline[splice_offset..]);
+        Ok(Request {
+            xid,
+            record,
+            reply_ranges: ranges[payload_count..descriptor_count].to_vec(),
+            reply_capacity,
+        })
+    }
+
+    /// `RING_FINAL_CHECK_FOR_REQUESTS`: asks for a doorbell at the next
+    /// request and reports whether one arrived meanwhile. Call before
+    /// sleeping on the doorbell; sleep only when it returns `false`.
+    ///
+    /// # Errors
+    /// [`ProtocolError`] as for [`Backend::next_request`].
+    pub fn enable_notifications(&mut self) -> Result<bool, ProtocolError> {
+        if self.request_producer()? != self.request_consumer {
+            return Ok(true);
+        }
+        self.ring.store_u32(
+            REQUEST_EVENT,
+            self.request_consumer.wrapping_add(1),
+            Ordering::Relaxed,
+        )?;
+        // SeqCst fence: the req_event store is ordered before the re-read of
+        // req_prod. Otherwise a request pushed between our first read and
+        // the store could be missed by both: the frontend reads the old
+        // req_event (no doorbell) and we read the old req_prod (sleep).
+        fence(Ordering::SeqCst);
+        Ok(self.request_producer()? != self.request_consumer)
+    }
+
+    /// Answers `request` with the reply record `reply`.
+    ///
+    /// The READ data or READDIR/READDIRPLUS directory list goes to the
+    /// request's reply pages when they hold it; otherwise a reply longer than
+    /// the slot sends its tail there; a reply that fits neither way is
+    /// answered with [`ResponseStatus::ReplyTooLarge`], which is returned.
+    ///
+    /// # Errors
+    /// [`ProtocolError::Memory`] when a region refused an access.
+    pub fn respond(
+        &mut self,
+        request: Request,
+        reply: &[u8],
+    ) -> Result<ResponseStatus, ProtocolError> {
+        let capacity = self.parameters.response_capacity();
+        let preferred = call_procedure(&request.record)
+            .and_then(|procedure| nfs_reply_payload(procedure, reply))
+            .filter(|range| {
+                range.len() <= request.reply_capacity && reply.len() - range.len() <= capacity
+            });
+        let splice = match preferred {
+            Some(range) => Some(range),
+            None if reply.len() <= capacity => None,
+            None if reply.len() - capacity <= request.reply_capacity => Some(capacity..reply.len()),
+            None => {
+                self.push_response(request.xid, ResponseStatus::ReplyTooLarge, &[], 0, 0)?;
+                return Ok(ResponseStatus::ReplyTooLarge);
+            }
+        };
+        let (splice_offset, spliced) = match &splice {
+            Some(range) => (range.start, &reply[range.clone()]),
+            None => (reply.len(), &[][..]),
+        };
+        let mut written = 0;
+        for &(offset, length) in &request.reply_ranges {
+            if written == spliced.len() {
+                break;
+            }
+            let count = length.min(spliced.len() - written);
+            self.pool
+                .write(offset, &spliced[written..written + count])?;
+            written += count;
+        }
+        let mut inline = Vec::with_capacity(reply.len() - spliced.len());
+        inline.extend_from_slice(&reply[..splice_offset]);
+        inline.extend_from_slice(&reply[splice_offset + spliced.len()..]);
+        self.push_response(
+            request.xid,
+            ResponseStatus::Ok,
+            &inline,
+            splice_offset,
+            spliced.len(),
+        )?;
+        Ok(ResponseStatus::Ok)
+    }
+
+    /// Answers `request` with no reply record (the server dropped the call).
+    ///
+    /// # Errors
+    /// [`ProtocolError::Memory`] when a region refused an access.
+    pub fn respond_no_reply(&mut self, request: Request) -> Result<(), ProtocolError> {
+        self.push_response(request.xid, ResponseStatus::NoReply, &[], 0, 0)
+    }
+
+    fn push_response(
+        &mut self,
+        xid: u32,
+        status: ResponseStatus,
+        inline: &[u8],
+        splice_offset: usize,
+        splice_length: usize,
+    ) -> Result<(), ProtocolError> {
+        let slot = &mut self.slot;
+        slot[..SLOT_HEADER_SIZE].fill(0);
+        put_u32(slot, RESPONSE_XID, xid);
+        put_u32(slot, RESPONSE_STATUS, status.to_wire());
+        put_u32(slot, RESPONSE_RECORD_LENGTH, inline.len() as u32);
+        put_u32(slot, RESPONSE_SPLICE_OFFSET, splice_offset as u32);
+        put_u32(slot, RESPONSE_SPLICE_LENGTH, splice_length as u32);
+        slot[SLOT_HEADER_SIZE..SLOT_HEADER_SIZE + inline.len()].copy_from_slice(inline);
+        let used = SLOT_HEADER_SIZE + inline.len();
+        let slot_offset = self.parameters.slot_offset(self.response_producer);
+        self.ring.write(slot_offset, &self.slot[..used])?;
+        self.response_producer = self.response_producer.wrapping_add(1);
+        // RING_PUSH_RESPONSES_AND_CHECK_NOTIFY.
+        let new = self.response_producer;
+        let old = new.wrapping_sub(1);
+        // Release: the slot and reply pages written above are visible before
+        // the frontend can see the new producer index (Xen's wmb()).
+        self.ring
+            .store_u32(RESPONSE_PRODUCER, new, Ordering::Release)?;
+        // SeqCst fence: the producer store is ordered before the rsp_event
+        // load (Xen's mb()); see `Frontend::enable_notifications` for the
+        // race it closes.
+        fence(Ordering::SeqCst);
+        let event = self.ring.load_u32(RESPONSE_EVENT, Ordering::Relaxed)?;
+        // `event` is the frontend's to write: a wrong value only costs it a
+        // spurious or a missing doorbell.
+        if new.wrapping_sub(event) < new.wrapping_sub(old) {
+            self.doorbell.notify();
+        }
+        Ok(())
+    }
+}

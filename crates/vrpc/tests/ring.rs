@@ -1,0 +1,471 @@
+//! Frontend and backend against each other over safe shared memory: round
+//! trips, splices, wrap-around, a full ring, out-of-order completion,
+//! notification suppression, and the missed-notification race across
+//! threads.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use common::{call_record, regions, Rng, Strict};
+use nfs3::procedures::data::{ReadArguments, ReadOk, WriteArguments};
+use nfs3::{Arguments, FileHandle, Nfs3, ProcedureResult, Results};
+use vrpc::{
+    Backend, CallFailure, CountingDoorbell, Frontend, Payload, ResponseStatus, RingParameters,
+    SubmitError, DEFAULT_MAX_RECORD,
+};
+
+const SMALL: RingParameters = RingParameters {
+    slot_count: 4,
+    slot_size: 256,
+    pool_pages: 8,
+};
+
+type Front<'a> = Frontend<&'a [AtomicU32], &'a [AtomicU32], &'a CountingDoorbell>;
+type Back<'a> = Backend<&'a [AtomicU32], &'a [AtomicU32], &'a CountingDoorbell>;
+
+fn pair<'a>(
+    ring: &'a [AtomicU32],
+    pool: &'a [AtomicU32],
+    to_back: &'a CountingDoorbell,
+    to_front: &'a CountingDoorbell,
+    parameters: RingParameters,
+    first_index: u32,
+) -> (Front<'a>, Back<'a>) {
+    let front = Frontend::with_first_index(ring, pool, to_back, parameters, first_index).unwrap();
+    let back = Backend::new(ring, pool, to_front, parameters, DEFAULT_MAX_RECORD).unwrap();
+    (front, back)
+}
+
+/// Echo server: the reply is the call record with its "CALL" turned into
+/// "REPLY", so each reply names its call.
+fn echo(record: &[u8]) -> Vec<u8> {
+    let mut reply = record.to_vec();
+    reply[4..8].copy_from_slice(&1u32.to_be_bytes());
+    reply
+}
+
+#[test]
+fn round_trip_and_wrap_around_of_slots_and_indices() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    // Start just below 2^32 so the free-running indices wrap mid-test.
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, u32::MAX - 5);
+    for round in 0..40u32 {
+        let xid = front.allocate_xid();
+        let record = call_record(xid, 7, round, &round.to_be_bytes());
+        assert_eq!(front.submit(&record, None, 0), Ok(xid));
+        let request = back.next_request().unwrap().expect("request published");
+        assert_eq!(request.record(), record);
+        assert!(back.next_request().unwrap().is_none());
+        assert_eq!(
+            back.respond(request, &echo(&record)).unwrap(),
+            ResponseStatus::Ok
+        );
+        let completion = front.poll_response().unwrap().expect("response published");
+        assert_eq!(completion.xid, xid);
+        assert_eq!(completion.reply.unwrap(), echo(&record));
+        assert!(front.poll_response().unwrap().is_none());
+    }
+    assert_eq!(front.in_flight(), 0);
+    assert_eq!(front.free_pages(), 8);
+}
+
+#[test]
+fn full_ring_refuses_then_recovers() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, 0);
+    let mut records = Vec::new();
+    for _ in 0..SMALL.slot_count {
+        let record = call_record(front.allocate_xid(), 7, 1, b"");
+        front.submit(&record, None, 0).unwrap();
+        records.push(record);
+    }
+    let extra = call_record(front.allocate_xid(), 7, 1, b"");
+    assert_eq!(front.submit(&extra, None, 0), Err(SubmitError::RingFull));
+    // Consuming requests does not free slots; only collected responses do.
+    let request = back.next_request().unwrap().unwrap();
+    assert_eq!(front.submit(&extra, None, 0), Err(SubmitError::RingFull));
+    back.respond(request, &echo(&records[0])).unwrap();
+    assert_eq!(front.submit(&extra, None, 0), Err(SubmitError::RingFull));
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply.unwrap(),
+        echo(&records[0])
+    );
+    front.submit(&extra, None, 0).unwrap();
+    records.push(extra);
+    let mut answered = 1;
+    while let Some(request) = back.next_request().unwrap() {
+        let reply = echo(request.record());
+        back.respond(request, &reply).unwrap();
+        answered += 1;
+    }
+    assert_eq!(answered, records.len());
+    for record in &records[1..] {
+        assert_eq!(
+            front.poll_response().unwrap().unwrap().reply.unwrap(),
+            echo(record)
+        );
+    }
+}
+
+#[test]
+fn many_in_flight_complete_out_of_order() {
+    let parameters = RingParameters {
+        slot_count: 16,
+        slot_size: 512,
+        pool_pages: 128,
+    };
+    let (ring, pool) = regions(parameters);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+    let mut rng = Rng(0x5eed);
+    for _ in 0..20 {
+        let count = 1 + rng.below(16) as usize;
+        let mut sent = std::collections::HashMap::new();
+        for _ in 0..count {
+            let xid = front.allocate_xid();
+            let length = rng.below(9000) as usize;
+            let payload = rng.bytes(length);
+            let mut record = call_record(xid, 7, 2, &[0, 0, 0, 0]);
+            let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
+            front
+                .submit(
+                    &record,
+                    Some(Payload {
+                        offset,
+                        bytes: &payload,
+                    }),
+                    3 * 4096,
+                )
+                .unwrap();
+            let mut full = record[..offset].to_vec();
+            full.extend_from_slice(&payload);
+            full.extend_from_slice(&record[offset..]);
+            sent.insert(xid, full);
+        }
+        let mut requests = Vec::new();
+        while let Some(request) = back.next_request().unwrap() {
+            assert_eq!(
+                request.record(),
+                sent[&request.xid()],
+                "payload spliced back in"
+            );
+            requests.push(request);
+        }
+        assert_eq!(requests.len(), count);
+        // Answer in a shuffled order.
+        while !requests.is_empty() {
+            let request = requests.swap_remove(rng.below(requests.len() as u64) as usize);
+            let reply = echo(request.record());
+            back.respond(request, &reply).unwrap();
+        }
+        for _ in 0..count {
+            let completion = front.poll_response().unwrap().unwrap();
+            let call = sent
+                .remove(&completion.xid)
+                .expect("each xid answered once");
+            assert_eq!(completion.reply.unwrap(), echo(&call));
+        }
+        assert!(sent.is_empty());
+        assert_eq!(front.free_pages(), 128, "pages all returned");
+    }
+}
+
+fn read_call(xid: u32, count: u32) -> Vec<u8> {
+    let arguments = Arguments::Read(ReadArguments {
+        file: FileHandle(vec![1; 16]),
+        offset: 0,
+        count,
+    });
+    nfs3::message::encode_call::<Nfs3>(xid, xdr::OpaqueAuth::none(), &arguments)
+}
+
+fn read_reply(xid: u32, data: Vec<u8>) -> Vec<u8> {
+    let results = Results::Read(ProcedureResult::Ok(ReadOk {
+        file_attributes: None,
+        count: data.len() as u32,
+        end_of_file: true,
+        data,
+    }));
+    nfs3::message::encode_reply(xid, &results, Vec::new())
+}
+
+#[test]
+fn read_data_travels_in_reply_pages_and_write_data_in_payload_pages() {
+    let parameters = RingParameters {
+        slot_count: 4,
+        slot_size: 512,
+        pool_pages: 32,
+    };
+    let (ring, pool) = regions(parameters);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+
+    // READ of 10,000 bytes: the data goes to the reply pages, the record
+    // rebuilt by the frontend is the server's reply byte for byte.
+    let call = read_call(11, 10_000);
+    front.submit(&call, None, 10_000).unwrap();
+    let request = back.next_request().unwrap().unwrap();
+    assert_eq!(request.record(), call);
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    let reply = read_reply(11, data.clone());
+    assert_eq!(back.respond(request, &reply).unwrap(), ResponseStatus::Ok);
+    // The slot itself carries only the header part.
+    let slot = vrpc::layout::HEADER_SIZE;
+    let mut inline_length = [0u8; 4];
+    vrpc::SharedMemory::read(
+        &&ring[..],
+        slot + vrpc::layout::RESPONSE_RECORD_LENGTH,
+        &mut inline_length,
+    )
+    .unwrap();
+    assert_eq!(
+        u32::from_le_bytes(inline_length) as usize,
+        reply.len() - data.len()
+    );
+    let completion = front.poll_response().unwrap().unwrap();
+    let rebuilt = completion.reply.unwrap();
+    assert_eq!(rebuilt, reply);
+    let (_, results) = nfs3::message::decode_reply::<Nfs3>(&rebuilt, 6).unwrap();
+    match results {
+        Results::Read(ProcedureResult::Ok(ok)) => assert_eq!(ok.data, data),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // WRITE of 5,000 bytes: the guest encodes empty data and splices.
+    let payload: Vec<u8> = (0..5_000u32).map(|i| (i * 13) as u8).collect();
+    let empty = Arguments::Write(WriteArguments {
+        file: FileHandle(vec![2; 16]),
+        offset: 4096,
+        count: payload.len() as u32,
+        stable: nfs3::StableHow::Unstable,
+        data: Vec::new(),
+    });
+    let mut record = nfs3::message::encode_call::<Nfs3>(12, xdr::OpaqueAuth::none(), &empty);
+    let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
+    front
+        .submit(
+            &record,
+            Some(Payload {
+                offset,
+                bytes: &payload,
+            }),
+            0,
+        )
+        .unwrap();
+    let request = back.next_request().unwrap().unwrap();
+    let full = Arguments::Write(WriteArguments {
+        file: FileHandle(vec![2; 16]),
+        offset: 4096,
+        count: payload.len() as u32,
+        stable: nfs3::StableHow::Unstable,
+        data: payload.clone(),
+    });
+    assert_eq!(
+        request.record(),
+        nfs3::message::encode_call::<Nfs3>(12, xdr::OpaqueAuth::none(), &full)
+    );
+    back.respond_no_reply(request).unwrap();
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply,
+        Err(CallFailure::NoReply)
+    );
+}
+
+#[test]
+fn oversized_records_spill_and_too_large_replies_are_refused() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, 0);
+    // A 3,000-byte call in 256-byte slots: the tail travels in pages.
+    let body = Rng(3).bytes(3_000);
+    let record = call_record(5, 7, 1, &body);
+    front.submit(&record, None, 4096).unwrap();
+    let request = back.next_request().unwrap().unwrap();
+    assert_eq!(request.record(), record);
+    // A reply longer than slot plus offered pages: ReplyTooLarge.
+    let huge = vec![9u8; 9000];
+    assert_eq!(
+        back.respond(request, &huge).unwrap(),
+        ResponseStatus::ReplyTooLarge
+    );
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply,
+        Err(CallFailure::ReplyTooLarge)
+    );
+    // A reply that needs the pages but fits them.
+    front
+        .submit(&call_record(6, 7, 1, b""), None, 4096)
+        .unwrap();
+    let request = back.next_request().unwrap().unwrap();
+    let long = Rng(4).bytes(4000);
+    back.respond(request, &long).unwrap();
+    assert_eq!(front.poll_response().unwrap().unwrap().reply.unwrap(), long);
+}
+
+#[test]
+fn pool_exhaustion_is_transient_and_oversize_is_not() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, 0);
+    assert_eq!(
+        front.submit(&call_record(1, 7, 1, b""), None, 9 * 4096),
+        Err(SubmitError::PoolTooSmall)
+    );
+    front
+        .submit(&call_record(2, 7, 1, b""), None, 6 * 4096)
+        .unwrap();
+    let refused = front.submit(&call_record(3, 7, 1, b""), None, 3 * 4096);
+    assert_eq!(refused, Err(SubmitError::PoolExhausted));
+    assert!(refused.unwrap_err().is_transient());
+    assert_eq!(
+        front.submit(&call_record(2, 7, 1, b""), None, 0),
+        Err(SubmitError::DuplicateXid)
+    );
+    assert_eq!(front.submit(&[1, 2], None, 0), Err(SubmitError::BadRecord));
+    let request = back.next_request().unwrap().unwrap();
+    back.respond(request, b"reply").unwrap();
+    front.poll_response().unwrap().unwrap();
+    front
+        .submit(&call_record(3, 7, 1, b""), None, 3 * 4096)
+        .unwrap();
+}
+
+#[test]
+fn notifications_are_suppressed_until_requested() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, 0);
+    front.submit(&call_record(1, 7, 1, b""), None, 0).unwrap();
+    assert_eq!(
+        to_back.rings(),
+        1,
+        "a fresh ring asks for the first request"
+    );
+    front.submit(&call_record(2, 7, 1, b""), None, 0).unwrap();
+    assert_eq!(to_back.rings(), 1, "the backend has not asked again");
+    let first = back.next_request().unwrap().unwrap();
+    let second = back.next_request().unwrap().unwrap();
+    assert!(!back.enable_notifications().unwrap(), "nothing pending");
+    front.submit(&call_record(3, 7, 1, b""), None, 0).unwrap();
+    assert_eq!(to_back.rings(), 2);
+    assert!(
+        back.enable_notifications().unwrap(),
+        "the final check sees the request"
+    );
+
+    back.respond(first, b"one").unwrap();
+    assert_eq!(to_front.rings(), 1);
+    back.respond(second, b"two").unwrap();
+    assert_eq!(to_front.rings(), 1, "the frontend has not asked again");
+    assert!(front.enable_notifications().unwrap());
+    front.poll_response().unwrap().unwrap();
+    front.poll_response().unwrap().unwrap();
+    assert!(!front.enable_notifications().unwrap());
+    let third = back.next_request().unwrap().unwrap();
+    back.respond(third, b"three").unwrap();
+    assert_eq!(to_front.rings(), 2);
+}
+
+/// A doorbell a thread can sleep on.
+#[derive(Default)]
+struct Bell {
+    rung: Mutex<bool>,
+    condition: Condvar,
+}
+
+impl vrpc::Doorbell for Bell {
+    fn notify(&self) {
+        *self.rung.lock().unwrap() = true;
+        self.condition.notify_all();
+    }
+}
+
+impl Bell {
+    /// Sleeps until rung; a missed notification shows as a timeout.
+    fn wait(&self) {
+        let guard = self.rung.lock().unwrap();
+        let (mut guard, timeout) = self
+            .condition
+            .wait_timeout_while(guard, Duration::from_secs(20), |rung| !*rung)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "missed notification: both ends asleep"
+        );
+        *guard = false;
+    }
+}
+
+#[test]
+fn threads_never_miss_a_notification() {
+    let parameters = RingParameters {
+        slot_count: 8,
+        slot_size: 256,
+        pool_pages: 16,
+    };
+    let (ring, pool) = regions(parameters);
+    let (ring, pool) = (Arc::new(ring), Arc::new(pool));
+    let (to_back, to_front) = (Arc::new(Bell::default()), Arc::new(Bell::default()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut front = Frontend::new(&ring[..], &pool[..], &*to_back, parameters).unwrap();
+    const CALLS: u32 = 3000;
+    std::thread::scope(|scope| {
+        let (ring, pool, to_back, to_front, refused) =
+            (&ring, &pool, &to_back, &to_front, &refused);
+        scope.spawn(move || {
+            let ring = Strict {
+                inner: &ring[..],
+                refused,
+            };
+            let pool = Strict {
+                inner: &pool[..],
+                refused,
+            };
+            let mut back =
+                Backend::new(ring, pool, &**to_front, parameters, DEFAULT_MAX_RECORD).unwrap();
+            let mut answered = 0;
+            while answered < CALLS {
+                match back.next_request().unwrap() {
+                    Some(request) => {
+                        let reply = echo(request.record());
+                        back.respond(request, &reply).unwrap();
+                        answered += 1;
+                    }
+                    None => {
+                        if !back.enable_notifications().unwrap() {
+                            to_back.wait();
+                        }
+                    }
+                }
+            }
+        });
+        let mut sent = 0;
+        let mut received = 0;
+        while received < CALLS {
+            while sent < CALLS && front.has_free_slot() {
+                let record = call_record(front.allocate_xid(), 7, sent, &sent.to_be_bytes());
+                front
+                    .submit(&record, None, if sent % 3 == 0 { 4096 } else { 0 })
+                    .unwrap();
+                sent += 1;
+            }
+            match front.poll_response().unwrap() {
+                Some(completion) => {
+                    completion.reply.unwrap();
+                    received += 1;
+                }
+                None => {
+                    if !front.enable_notifications().unwrap() {
+                        to_front.wait();
+                    }
+                }
+            }
+        }
+    });
+    assert_eq!(refused.load(Ordering::SeqCst), 0);
+}
