@@ -1,0 +1,84 @@
+//! Byte layout of the metadata table (`docs/metatab.md`).
+//!
+//! All integers little-endian; 64-bit fields are two 32-bit words, low word
+//! first, each accessed atomically (a 64-bit value is only consistent under
+//! the slot's sequence counter).
+
+/// `"MTAB"` read as a little-endian word.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"MTAB");
+/// Version of this layout.
+pub const VERSION: u32 = 1;
+
+/// Size of the header; slots start here.
+pub const HEADER_SIZE: usize = 64;
+/// Header: magic.
+pub const HEADER_MAGIC: usize = 0;
+/// Header: version.
+pub const HEADER_VERSION: usize = 4;
+/// Header: slot count (a power of two).
+pub const HEADER_SLOT_COUNT: usize = 8;
+/// Header: slot size ([`SLOT_SIZE`]).
+pub const HEADER_SLOT_SIZE: usize = 12;
+/// Header: server boot id, 64 bits.
+pub const HEADER_BOOT_ID: usize = 16;
+
+/// Size of one slot.
+pub const SLOT_SIZE: usize = 128;
+/// Most slots in a table (16 MiB of slots).
+pub const MAX_SLOT_COUNT: u32 = 1 << 17;
+
+/// Slot: sequence counter; odd while the server writes the slot.
+pub const SLOT_SEQUENCE: usize = 0;
+/// Slot: `ftype3`, or 0 for an empty slot.
+pub const SLOT_TYPE: usize = 4;
+/// Slot: the key, the file id (64 bits).
+pub const SLOT_KEY: usize = 8;
+/// Slot: digest of the file handle (64 bits, [`crate::handle_digest`]).
+pub const SLOT_HANDLE_DIGEST: usize = 16;
+/// Slot: `mode`.
+pub const SLOT_MODE: usize = 24;
+/// Slot: `nlink`.
+pub const SLOT_LINK_COUNT: usize = 28;
+/// Slot: `uid`.
+pub const SLOT_UID: usize = 32;
+/// Slot: `gid`.
+pub const SLOT_GID: usize = 36;
+/// Slot: `size` (64 bits).
+pub const SLOT_SIZE_BYTES: usize = 40;
+/// Slot: `used` (64 bits).
+pub const SLOT_USED: usize = 48;
+/// Slot: `rdev.specdata1`.
+pub const SLOT_DEVICE_MAJOR: usize = 56;
+/// Slot: `rdev.specdata2`.
+pub const SLOT_DEVICE_MINOR: usize = 60;
+/// Slot: `fsid` (64 bits).
+pub const SLOT_FILE_SYSTEM_ID: usize = 64;
+/// Slot: `fileid` (64 bits).
+pub const SLOT_FILE_ID: usize = 72;
+/// Slot: `atime` seconds, then nanoseconds.
+pub const SLOT_ACCESS_TIME: usize = 80;
+/// Slot: `mtime` seconds, then nanoseconds.
+pub const SLOT_MODIFY_TIME: usize = 88;
+/// Slot: `ctime` seconds, then nanoseconds.
+pub const SLOT_CHANGE_TIME: usize = 96;
+/// Slot: change counter (64 bits).
+pub const SLOT_CHANGE: usize = 104;
+/// Words of a slot after the sequence counter that carry data (offsets 4 to
+/// 112); 112..128 is reserved.
+pub const SLOT_DATA_END: usize = 112;
+
+/// Bytes of a table of `slot_count` slots, rounded up to 4 KiB pages.
+pub const fn table_bytes(slot_count: u32) -> usize {
+    (HEADER_SIZE + slot_count as usize * SLOT_SIZE).div_ceil(4096) * 4096
+}
+
+/// The slot a file id maps to: Fibonacci hashing of the id, top bits.
+pub const fn slot_index(file_id: u64, slot_count: u32) -> u32 {
+    let hash = file_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (hash >> 32) as u32 & (slot_count - 1)
+}
+
+/// Offset of slot `index`.
+pub const fn slot_offset(index: u32) -> usize {
+    HEADER_SIZE + index as usize * SLOT_SIZE
+}

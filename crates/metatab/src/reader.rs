@@ -1,0 +1,144 @@
+//! The guest's side: a read-only view of a table.
+
+use core::sync::atomic::{fence, Ordering};
+
+use nfs3::{DeviceNumbers, FileAttributes, FileType, Time};
+
+use crate::layout::{
+    slot_index, slot_offset, table_bytes, HEADER_BOOT_ID, HEADER_MAGIC, HEADER_SLOT_COUNT,
+    HEADER_SLOT_SIZE, HEADER_VERSION, MAGIC, SLOT_ACCESS_TIME, SLOT_CHANGE, SLOT_CHANGE_TIME,
+    SLOT_DATA_END, SLOT_DEVICE_MAJOR, SLOT_DEVICE_MINOR, SLOT_FILE_ID, SLOT_FILE_SYSTEM_ID,
+    SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LINK_COUNT, SLOT_MODE, SLOT_MODIFY_TIME,
+    SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID, SLOT_USED, VERSION,
+};
+use crate::{valid_slot_count, Entry, TableError};
+use vrpc::SharedMemory;
+
+/// The outcome of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A consistent copy of the file's slot.
+    Hit(Entry),
+    /// The slot holds another file, or nothing: ask the server.
+    Miss,
+    /// The server was writing the slot during the copy: retry or ask the
+    /// server.
+    Busy,
+}
+
+/// A read-only view of a table, attached once.
+#[derive(Debug)]
+pub struct Reader<M> {
+    memory: M,
+    slot_count: u32,
+    boot_id: u64,
+}
+
+impl<M: SharedMemory> Reader<M> {
+    /// Attaches to a table the server formatted. The header is read once
+    /// here and validated; later reads never trust it again.
+    ///
+    /// # Errors
+    /// [`TableError`] when the header is not a table's or the region is too
+    /// small for it.
+    pub fn attach(memory: M) -> Result<Self, TableError> {
+        // Acquire pairs with the writer's release store of the magic.
+        if memory.load_u32(HEADER_MAGIC, Ordering::Acquire)? != MAGIC
+            || memory.load_u32(HEADER_VERSION, Ordering::Relaxed)? != VERSION
+            || memory.load_u32(HEADER_SLOT_SIZE, Ordering::Relaxed)? != SLOT_SIZE as u32
+        {
+            return Err(TableError::BadHeader);
+        }
+        let slot_count = memory.load_u32(HEADER_SLOT_COUNT, Ordering::Relaxed)?;
+        if !valid_slot_count(slot_count) {
+            return Err(TableError::BadSlotCount);
+        }
+        if memory.size() < table_bytes(slot_count) {
+            return Err(TableError::RegionTooSmall);
+        }
+        let low = memory.load_u32(HEADER_BOOT_ID, Ordering::Relaxed)?;
+        let high = memory.load_u32(HEADER_BOOT_ID + 4, Ordering::Relaxed)?;
+        Ok(Self {
+            memory,
+            slot_count,
+            boot_id: u64::from(high) << 32 | u64::from(low),
+        })
+    }
+
+    /// The server's boot id: a different one after reconnecting means every
+    /// cached attribute and change counter is stale.
+    pub fn boot_id(&self) -> u64 {
+        self.boot_id
+    }
+
+    /// Slots in the table.
+    pub fn slot_count(&self) -> u32 {
+        self.slot_count
+    }
+
+    /// Looks up the file `file_id` whose handle has digest `handle_digest`.
+    ///
+    /// # Errors
+    /// [`TableError::Memory`] when the region refused an access (it cannot
+    /// for a region that passed [`Reader::attach`]).
+    pub fn lookup(&self, file_id: u64, handle_digest: u64) -> Result<Lookup, TableError> {
+        let base = slot_offset(slot_index(file_id, self.slot_count));
+        // Acquire: the field loads below happen after this read.
+        let before = self
+            .memory
+            .load_u32(base + SLOT_SEQUENCE, Ordering::Acquire)?;
+        if before & 1 == 1 {
+            return Ok(Lookup::Busy);
+        }
+        let mut words = [0u32; SLOT_DATA_END / 4];
+        for (index, word) in words.iter_mut().enumerate().skip(1) {
+            *word = self.memory.load_u32(base + index * 4, Ordering::Relaxed)?;
+        }
+        // Acquire fence: the field loads above are ordered before the
+        // sequence re-read below, so a field written after `before` forces
+        // the re-read to see the writer's odd or later sequence.
+        fence(Ordering::Acquire);
+        let after = self
+            .memory
+            .load_u32(base + SLOT_SEQUENCE, Ordering::Relaxed)?;
+        if after != before {
+            return Ok(Lookup::Busy);
+        }
+        // The copy is consistent; validate it.
+        let word = |offset: usize| words[offset / 4];
+        let double = |offset: usize| u64::from(word(offset + 4)) << 32 | u64::from(word(offset));
+        let Ok(file_type) = FileType::from_u32(word(SLOT_TYPE)) else {
+            return Ok(Lookup::Miss);
+        };
+        if double(SLOT_KEY) != file_id || double(SLOT_HANDLE_DIGEST) != handle_digest {
+            return Ok(Lookup::Miss);
+        }
+        let time = |offset: usize| Time {
+            seconds: word(offset),
+            nanoseconds: word(offset + 4),
+        };
+        Ok(Lookup::Hit(Entry {
+            file_id,
+            handle_digest,
+            attributes: FileAttributes {
+                file_type,
+                mode: word(SLOT_MODE),
+                link_count: word(SLOT_LINK_COUNT),
+                uid: word(SLOT_UID),
+                gid: word(SLOT_GID),
+                size: double(SLOT_SIZE_BYTES),
+                used: double(SLOT_USED),
+                device: DeviceNumbers {
+                    major: word(SLOT_DEVICE_MAJOR),
+                    minor: word(SLOT_DEVICE_MINOR),
+                },
+                file_system_id: double(SLOT_FILE_SYSTEM_ID),
+                file_id: double(SLOT_FILE_ID),
+                access_time: time(SLOT_ACCESS_TIME),
+                modify_time: time(SLOT_MODIFY_TIME),
+                change_time: time(SLOT_CHANGE_TIME),
+            },
+            change: double(SLOT_CHANGE),
+        }))
+    }
+}

@@ -1,0 +1,245 @@
+//! The metadata table: publish, look up, collide, invalidate, attach
+//! checks, and a concurrent writer/reader stress test that never accepts a
+//! torn slot.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use metatab::layout::{slot_index, slot_offset, table_bytes, HEADER_MAGIC, HEADER_SLOT_COUNT};
+use metatab::{handle_digest, Entry, Lookup, Reader, TableError, Writer};
+use nfs3::{DeviceNumbers, FileAttributes, FileType, Time};
+use vrpc::SharedMemory;
+
+fn region(bytes: usize) -> Vec<AtomicU32> {
+    (0..bytes / 4).map(|_| AtomicU32::new(0)).collect()
+}
+
+/// An entry whose every field derives from `(file_id, generation)`, so a
+/// mix of two generations is detectable.
+fn entry(file_id: u64, generation: u32) -> Entry {
+    let g = generation;
+    let wide = u64::from(g) << 32 | u64::from(!g);
+    Entry {
+        file_id,
+        handle_digest: handle_digest(&file_id.to_be_bytes()),
+        attributes: FileAttributes {
+            file_type: FileType::ALL[(g % 7) as usize],
+            mode: g,
+            link_count: g ^ 0x5555,
+            uid: g.wrapping_mul(3),
+            gid: g.wrapping_mul(5),
+            size: wide,
+            used: wide.rotate_left(7),
+            device: DeviceNumbers {
+                major: g.wrapping_add(1),
+                minor: g.wrapping_add(2),
+            },
+            file_system_id: wide ^ 0xabcdef,
+            file_id,
+            access_time: Time {
+                seconds: g,
+                nanoseconds: g % 1_000_000_000,
+            },
+            modify_time: Time {
+                seconds: g.wrapping_add(9),
+                nanoseconds: 1,
+            },
+            change_time: Time {
+                seconds: g.wrapping_add(10),
+                nanoseconds: 2,
+            },
+        },
+        change: u64::from(g) * 1000 + file_id,
+    }
+}
+
+fn generation_of(found: &Entry) -> u32 {
+    found.attributes.mode
+}
+
+#[test]
+fn publish_lookup_collide_invalidate() {
+    let memory = region(table_bytes(64));
+    let mut writer = Writer::create(&memory[..], 64, 0x1234_5678_9abc_def0).unwrap();
+    let reader = Reader::attach(&memory[..]).unwrap();
+    assert_eq!(reader.boot_id(), 0x1234_5678_9abc_def0);
+    assert_eq!(reader.slot_count(), 64);
+    let first = entry(42, 7);
+    assert_eq!(
+        reader.lookup(42, first.handle_digest).unwrap(),
+        Lookup::Miss
+    );
+    writer.publish(&first).unwrap();
+    assert_eq!(
+        reader.lookup(42, first.handle_digest).unwrap(),
+        Lookup::Hit(first.clone())
+    );
+    assert_eq!(
+        reader.lookup(42, first.handle_digest ^ 1).unwrap(),
+        Lookup::Miss,
+        "other handle"
+    );
+    // Another file id in the same slot overwrites it.
+    let other = (43..)
+        .find(|id| slot_index(*id, 64) == slot_index(42, 64))
+        .unwrap();
+    let second = entry(other, 8);
+    writer.publish(&second).unwrap();
+    assert_eq!(
+        reader.lookup(42, first.handle_digest).unwrap(),
+        Lookup::Miss
+    );
+    assert_eq!(
+        reader.lookup(other, second.handle_digest).unwrap(),
+        Lookup::Hit(second.clone())
+    );
+    // Invalidating a file that is not in its slot does nothing.
+    assert!(!writer.invalidate(42).unwrap());
+    assert_eq!(
+        reader.lookup(other, second.handle_digest).unwrap(),
+        Lookup::Hit(second.clone())
+    );
+    assert!(writer.invalidate(other).unwrap());
+    assert_eq!(
+        reader.lookup(other, second.handle_digest).unwrap(),
+        Lookup::Miss
+    );
+    // An update changes the change counter.
+    writer.publish(&entry(42, 9)).unwrap();
+    let Lookup::Hit(found) = reader.lookup(42, first.handle_digest).unwrap() else {
+        panic!()
+    };
+    assert_ne!(found.change, first.change);
+    writer.clear().unwrap();
+    assert_eq!(
+        reader.lookup(42, first.handle_digest).unwrap(),
+        Lookup::Miss
+    );
+}
+
+#[test]
+fn slot_being_written_is_busy() {
+    let memory = region(table_bytes(16));
+    let mut writer = Writer::create(&memory[..], 16, 1).unwrap();
+    let reader = Reader::attach(&memory[..]).unwrap();
+    let published = entry(5, 3);
+    writer.publish(&published).unwrap();
+    let sequence = slot_offset(slot_index(5, 16));
+    let value = memory.load_u32(sequence, Ordering::Relaxed).unwrap();
+    assert_eq!(value % 2, 0);
+    memory
+        .store_u32(sequence, value + 1, Ordering::Relaxed)
+        .unwrap();
+    assert_eq!(
+        reader.lookup(5, published.handle_digest).unwrap(),
+        Lookup::Busy
+    );
+}
+
+#[test]
+fn attach_validates_the_header() {
+    let memory = region(table_bytes(16));
+    assert_eq!(
+        Reader::attach(&memory[..]).err(),
+        Some(TableError::BadHeader),
+        "unformatted"
+    );
+    Writer::create(&memory[..], 16, 1).unwrap();
+    memory
+        .store_u32(HEADER_SLOT_COUNT, 1 << 20, Ordering::Relaxed)
+        .unwrap();
+    assert_eq!(
+        Reader::attach(&memory[..]).err(),
+        Some(TableError::BadSlotCount)
+    );
+    memory
+        .store_u32(HEADER_SLOT_COUNT, 64, Ordering::Relaxed)
+        .unwrap();
+    assert_eq!(
+        Reader::attach(&memory[..]).err(),
+        Some(TableError::RegionTooSmall)
+    );
+    memory
+        .store_u32(HEADER_SLOT_COUNT, 16, Ordering::Relaxed)
+        .unwrap();
+    memory
+        .store_u32(HEADER_MAGIC, 0, Ordering::Relaxed)
+        .unwrap();
+    assert_eq!(
+        Reader::attach(&memory[..]).err(),
+        Some(TableError::BadHeader)
+    );
+    assert_eq!(
+        Writer::create(&memory[..], 12, 1).err(),
+        Some(TableError::BadSlotCount)
+    );
+    assert_eq!(
+        Writer::create(&memory[..], 64, 1).err(),
+        Some(TableError::RegionTooSmall)
+    );
+}
+
+#[test]
+fn garbage_table_never_panics() {
+    let memory = region(table_bytes(8));
+    Writer::create(&memory[..], 8, 1).unwrap();
+    let reader = Reader::attach(&memory[..]).unwrap();
+    let mut state = 0x9e37_79b9_u64;
+    for _ in 0..20_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let offset = 64 + (state as usize % (8 * 128 / 4)) * 4;
+        memory
+            .store_u32(offset, (state >> 32) as u32 & 0xff, Ordering::Relaxed)
+            .unwrap();
+        let _ = reader.lookup(state % 16, state >> 40).unwrap();
+    }
+}
+
+/// One writer thread rewrites a few files (more files than slots, so slots
+/// also change owners) while readers look them up; every accepted copy
+/// must be one whole generation of one file.
+#[test]
+fn concurrent_readers_never_see_a_torn_slot() {
+    const SLOTS: u32 = 4;
+    const FILES: u64 = 6;
+    let memory = region(table_bytes(SLOTS));
+    let mut writer = Writer::create(&memory[..], SLOTS, 77).unwrap();
+    let done = AtomicBool::new(false);
+    let hits = AtomicU64::new(0);
+    let busy = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for reader_number in 0..2u64 {
+            let (memory, done, hits, busy) = (&memory, &done, &hits, &busy);
+            scope.spawn(move || {
+                let reader = Reader::attach(&memory[..]).unwrap();
+                let mut file = reader_number;
+                while !done.load(Ordering::Relaxed) {
+                    file = (file + 1) % FILES;
+                    let digest = handle_digest(&file.to_be_bytes());
+                    match reader.lookup(file, digest).unwrap() {
+                        Lookup::Hit(found) => {
+                            assert_eq!(found, entry(file, generation_of(&found)), "torn slot");
+                            hits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Lookup::Busy => {
+                            busy.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Lookup::Miss => {}
+                    }
+                }
+            });
+        }
+        for generation in 0..300_000u32 {
+            let file = u64::from(generation) % FILES;
+            writer.publish(&entry(file, generation)).unwrap();
+            if generation % 1000 == 999 {
+                writer.invalidate(file).unwrap();
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    let hits = hits.load(Ordering::Relaxed);
+    eprintln!("hits {hits}, busy {}", busy.load(Ordering::Relaxed));
+    assert!(hits > 0, "readers saw published slots");
+}
