@@ -68,6 +68,7 @@ pub enum HandleError {
 #[derive(Clone)]
 pub struct HandleKey {
     key: [u8; 16],
+    salt: [u8; 16],
 }
 
 impl core::fmt::Debug for HandleKey {
@@ -79,15 +80,18 @@ impl core::fmt::Debug for HandleKey {
 impl HandleKey {
     /// A key from the volume's 32-byte handle secret.
     pub fn new(secret: &[u8; 32]) -> Self {
+        // SipHash takes a 128-bit key; the other half of the secret is
+        // hashed ahead of every handle, so all 256 bits matter.
         let mut key = [0; 16];
-        for (index, byte) in key.iter_mut().enumerate() {
-            *byte = secret[index] ^ secret[index + 16];
-        }
-        HandleKey { key }
+        let mut salt = [0; 16];
+        key.copy_from_slice(&secret[..16]);
+        salt.copy_from_slice(&secret[16..]);
+        HandleKey { key, salt }
     }
 
     fn mac(&self, body: &[u8]) -> [u8; 16] {
         let mut hasher = SipHasher24::new_with_key(&self.key);
+        hasher.write(&self.salt);
         hasher.write(body);
         hasher.finish128().as_bytes()
     }

@@ -1,0 +1,362 @@
+//! RPC-level behaviour: rejections, MOUNT and PORTMAP, the duplicate
+//! request cache, durability and group commit, a failing commit, a full
+//! disk, and restarts.
+
+mod common;
+
+use common::{status, Client};
+use nfs3::mount::Mount3;
+use nfs3::portmap::{Mapping, Portmap2, PROTOCOL_TCP};
+use nfs3::procedures::remove::RemoveArguments;
+use nfs3::{Arguments, Nfs3, NfsError, StableHow};
+use nfs_server::Server;
+use vfs::{
+    Attributes, DirectoryPage, FileSystem, FsError, InodeId, NewNode, Ownership, SetAttributes,
+    StatFs,
+};
+use xdr::{AcceptedStatus, AuthStatus, Encode, Encoder, OpaqueAuth, RejectedReply, ReplyBody};
+
+fn reply_body(bytes: &[u8]) -> ReplyBody {
+    let mut decoder = xdr::Decoder::new(bytes);
+    xdr::ReplyHeader::decode(&mut decoder).expect("reply").body
+}
+
+fn accepted_status(bytes: &[u8]) -> AcceptedStatus {
+    match reply_body(bytes) {
+        ReplyBody::Accepted(reply) => reply.status,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A call header with chosen numbers and an empty body.
+fn call(xid: u32, rpc_version: u32, program: u32, version: u32, procedure: u32) -> Vec<u8> {
+    let mut encoder = Encoder::new();
+    for word in [xid, 0, rpc_version, program, version, procedure] {
+        encoder.u32(word);
+    }
+    OpaqueAuth::none().encode(&mut encoder);
+    OpaqueAuth::none().encode(&mut encoder);
+    encoder.into_bytes()
+}
+
+#[test]
+fn rejections() {
+    let mut client = Client::new(common::memfs(), &["/"]);
+    let reply = client.raw(&call(1, 2, 100_099, 1, 0)).unwrap();
+    assert_eq!(accepted_status(&reply), AcceptedStatus::ProgramUnavailable);
+    let reply = client.raw(&call(2, 2, nfs3::PROGRAM, 4, 0)).unwrap();
+    assert_eq!(
+        accepted_status(&reply),
+        AcceptedStatus::ProgramMismatch { low: 3, high: 3 }
+    );
+    let reply = client.raw(&call(3, 2, nfs3::PROGRAM, 3, 22)).unwrap();
+    assert_eq!(
+        accepted_status(&reply),
+        AcceptedStatus::ProcedureUnavailable
+    );
+    // GETATTR without its handle.
+    let reply = client.raw(&call(4, 2, nfs3::PROGRAM, 3, 1)).unwrap();
+    assert_eq!(accepted_status(&reply), AcceptedStatus::GarbageArguments);
+    let reply = client.raw(&call(5, 3, nfs3::PROGRAM, 3, 0)).unwrap();
+    assert_eq!(
+        reply_body(&reply),
+        ReplyBody::Denied(RejectedReply::RpcMismatch { low: 2, high: 2 })
+    );
+    // AUTH_DH is not accepted.
+    let mut record = call(6, 2, nfs3::PROGRAM, 3, 0);
+    record[24..28].copy_from_slice(&3u32.to_be_bytes());
+    assert_eq!(
+        reply_body(&client.raw(&record).unwrap()),
+        ReplyBody::Denied(RejectedReply::AuthError(AuthStatus::BadCredential))
+    );
+    // A reply, or bytes without an xid, gets nothing.
+    let mut not_a_call = call(7, 2, nfs3::PROGRAM, 3, 0);
+    not_a_call[7] = 1;
+    assert!(client.raw(&not_a_call).is_none());
+    assert!(client.raw(&[1, 2]).is_none());
+    // Trailing garbage after valid arguments.
+    let mut padded = call(8, 2, nfs3::PROGRAM, 3, 0);
+    padded.extend_from_slice(&[0, 0, 0, 0]);
+    assert_eq!(
+        accepted_status(&client.raw(&padded).unwrap()),
+        AcceptedStatus::GarbageArguments
+    );
+    // The server still answers.
+    assert_eq!(status(&client.nfs(Arguments::Null(()))), Ok(()));
+    assert!(client.server.statistics().rejected >= 7);
+}
+
+#[test]
+fn mount_and_portmap() {
+    let mut client = Client::new(
+        common::memfs(),
+        &["/", "/backup,path=/,ro,allow=10.0.0.0/8"],
+    );
+    let _ = client.root();
+    use nfs3::mount::{Arguments as M, Results as R};
+    match client.mount_call(M::Dump(())) {
+        R::Dump(list) => {
+            assert_eq!(list.entries.len(), 1);
+            assert_eq!(list.entries[0].directory, b"/");
+            assert_eq!(list.entries[0].host_name, b"127.0.0.1");
+        }
+        other => panic!("{other:?}"),
+    }
+    match client.mount_call(M::Export(())) {
+        R::Export(list) => {
+            let names: Vec<_> = list.exports.iter().map(|e| e.directory.clone()).collect();
+            assert_eq!(names, [b"/".to_vec(), b"/backup".to_vec()]);
+            assert_eq!(list.exports[1].groups[0].name, b"10.0.0.0/8");
+        }
+        other => panic!("{other:?}"),
+    }
+    client.mount_call(M::Unmount(nfs3::mount::DirectoryPath {
+        path: b"/".to_vec(),
+    }));
+    match client.mount_call(M::Dump(())) {
+        R::Dump(list) => assert!(list.entries.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    let _ = client.root();
+    client.mount_call(M::UnmountAll(()));
+    match client.mount_call(M::Dump(())) {
+        R::Dump(list) => assert!(list.entries.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // PORTMAP answers with the server's own port for NFS and MOUNT.
+    let mut portmap = |arguments: nfs3::portmap::Arguments| {
+        let procedure = <Portmap2 as nfs3::RpcProgram>::procedure_number(&arguments);
+        let record = nfs3::message::encode_call::<Portmap2>(9, OpaqueAuth::none(), &arguments);
+        let reply = client.raw(&record).unwrap();
+        nfs3::message::decode_reply::<Portmap2>(&reply, procedure)
+            .unwrap()
+            .1
+    };
+    let get = |program, version| {
+        nfs3::portmap::Arguments::GetPort(Mapping {
+            program,
+            version,
+            protocol: PROTOCOL_TCP,
+            port: 0,
+        })
+    };
+    assert_eq!(
+        portmap(get(nfs3::PROGRAM, 3)),
+        nfs3::portmap::Results::GetPort(2049)
+    );
+    assert_eq!(
+        portmap(get(nfs3::mount::PROGRAM, 3)),
+        nfs3::portmap::Results::GetPort(2049)
+    );
+    assert_eq!(portmap(get(100_021, 4)), nfs3::portmap::Results::GetPort(0));
+    match portmap(nfs3::portmap::Arguments::Dump(())) {
+        nfs3::portmap::Results::Dump(list) => assert_eq!(list.mappings.len(), 3),
+        other => panic!("{other:?}"),
+    }
+    let _ = Mount3;
+}
+
+#[test]
+fn duplicate_requests_are_replayed_not_rerun() {
+    let mut client = Client::new(common::memfs(), &["/,no_root_squash"]);
+    let root = client.root();
+    client.create(&root, b"once").unwrap();
+    let record = client.nfs_record(&Arguments::Remove(RemoveArguments {
+        object: common::location(&root, b"once"),
+    }));
+    let first = client.raw(&record).unwrap();
+    let second = client.raw(&record).unwrap();
+    assert_eq!(first, second, "the retransmission gets the same reply");
+    let (_, results) = nfs3::message::decode_reply::<Nfs3>(&second, 12).unwrap();
+    assert_eq!(status(&results), Ok(()));
+    assert_eq!(client.server.statistics().duplicates, 1);
+    // The same xid with other arguments is a new call.
+    let mut other = record.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    let reply = client.raw(&other).unwrap();
+    let (_, results) = nfs3::message::decode_reply::<Nfs3>(&reply, 12).unwrap();
+    assert_eq!(status(&results), Err(NfsError::NoEntry));
+}
+
+#[test]
+fn changes_wait_for_a_commit_that_concurrent_calls_share() {
+    let mut client = Client::new(common::volume(2048), &["/,no_root_squash"]);
+    let root = client.root();
+    let file = client.create(&root, b"file").unwrap();
+    let commits_before = client.server.statistics().commits;
+    let unstable = client.nfs_record(&Arguments::Write(nfs3::procedures::data::WriteArguments {
+        file: file.clone(),
+        offset: 0,
+        count: 4,
+        stable: StableHow::Unstable,
+        data: b"data".to_vec(),
+    }));
+    let reply = client.server.handle(&unstable, client.client).unwrap();
+    assert!(!reply.needs_commit(), "UNSTABLE writes reply at once");
+    // Two changes applied before either is finished: one commit for both.
+    let first = client.nfs_record(&Arguments::MakeDirectory(
+        nfs3::procedures::create::MakeDirectoryArguments {
+            location: common::location(&root, b"one"),
+            attributes: Default::default(),
+        },
+    ));
+    let second = client.nfs_record(&Arguments::MakeDirectory(
+        nfs3::procedures::create::MakeDirectoryArguments {
+            location: common::location(&root, b"two"),
+            attributes: Default::default(),
+        },
+    ));
+    let first = client.server.handle(&first, client.client).unwrap();
+    let second = client.server.handle(&second, client.client).unwrap();
+    assert!(first.needs_commit() && second.needs_commit());
+    client.server.finish(first);
+    client.server.finish(second);
+    assert_eq!(client.server.statistics().commits, commits_before + 1);
+    let durable = client.server.filesystem().durable_sequence();
+    assert_eq!(durable, client.server.filesystem().applied_sequence());
+}
+
+/// MemFs whose commits can be made to fail.
+struct FailingCommits {
+    inner: vfs::memfs::MemFs,
+    fail: bool,
+}
+
+impl FileSystem for FailingCommits {
+    fn root(&self) -> InodeId {
+        self.inner.root()
+    }
+    fn getattr(&mut self, inode: InodeId) -> Result<Attributes, FsError> {
+        self.inner.getattr(inode)
+    }
+    fn setattr(&mut self, inode: InodeId, changes: &SetAttributes) -> Result<Attributes, FsError> {
+        self.inner.setattr(inode, changes)
+    }
+    fn lookup(&mut self, directory: InodeId, name: &[u8]) -> Result<Attributes, FsError> {
+        self.inner.lookup(directory, name)
+    }
+    fn read(&mut self, inode: InodeId, offset: u64, buffer: &mut [u8]) -> Result<usize, FsError> {
+        self.inner.read(inode, offset, buffer)
+    }
+    fn write(&mut self, inode: InodeId, offset: u64, data: &[u8]) -> Result<Attributes, FsError> {
+        self.inner.write(inode, offset, data)
+    }
+    fn readlink(&mut self, inode: InodeId) -> Result<Vec<u8>, FsError> {
+        self.inner.readlink(inode)
+    }
+    fn create(
+        &mut self,
+        directory: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        owner: &Ownership,
+    ) -> Result<Attributes, FsError> {
+        self.inner.create(directory, name, node, owner)
+    }
+    fn unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+        self.inner.unlink(directory, name)
+    }
+    fn rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+        self.inner.rmdir(directory, name)
+    }
+    fn rename(
+        &mut self,
+        from_directory: InodeId,
+        from_name: &[u8],
+        to_directory: InodeId,
+        to_name: &[u8],
+    ) -> Result<(), FsError> {
+        self.inner
+            .rename(from_directory, from_name, to_directory, to_name)
+    }
+    fn link(
+        &mut self,
+        inode: InodeId,
+        directory: InodeId,
+        name: &[u8],
+    ) -> Result<Attributes, FsError> {
+        self.inner.link(inode, directory, name)
+    }
+    fn readdir(
+        &mut self,
+        directory: InodeId,
+        cookie: u64,
+        max_entries: usize,
+    ) -> Result<DirectoryPage, FsError> {
+        self.inner.readdir(directory, cookie, max_entries)
+    }
+    fn statfs(&mut self) -> Result<StatFs, FsError> {
+        self.inner.statfs()
+    }
+    fn applied_sequence(&self) -> u64 {
+        self.inner.applied_sequence()
+    }
+    fn durable_sequence(&self) -> u64 {
+        self.inner.durable_sequence()
+    }
+    fn commit(&mut self) -> Result<(), FsError> {
+        if self.fail {
+            return Err(FsError::Io);
+        }
+        self.inner.commit()
+    }
+}
+
+#[test]
+fn a_failed_commit_turns_the_reply_into_an_io_error() {
+    let filesystem = FailingCommits {
+        inner: common::memfs(),
+        fail: false,
+    };
+    let mut client = Client::new(filesystem, &["/,no_root_squash"]);
+    let root = client.root();
+    client.server.filesystem().fail = true;
+    assert_eq!(client.create(&root, b"lost"), Err(NfsError::Io));
+}
+
+#[test]
+fn a_full_disk_is_nospc_and_space_comes_back() {
+    let mut client = Client::new(common::volume(256), &["/,no_root_squash"]);
+    let root = client.root();
+    let file = client.create(&root, b"big").unwrap();
+    let chunk = vec![0xabu8; 64 * 1024];
+    let mut offset = 0u64;
+    let error = loop {
+        match client.write(&file, offset, &chunk, StableHow::FileSync) {
+            Ok(_) => offset += chunk.len() as u64,
+            Err(error) => break error,
+        }
+        assert!(offset < 2 << 20, "a 1 MiB disk never filled");
+    };
+    assert_eq!(error, NfsError::NoSpace);
+    // What was written is intact, and removing the file frees the space.
+    assert_eq!(client.read(&file, 0, 16).unwrap().data, &chunk[..16]);
+    client.remove(&root, b"big").unwrap();
+    let again = client.create(&root, b"again").unwrap();
+    client
+        .write(&again, 0, &chunk, StableHow::FileSync)
+        .unwrap();
+    let volume = Server::into_filesystem(client.server);
+    let report = sdfs::fsck(volume.into_device(), common_clock());
+    assert!(report.is_clean(), "{report:?}");
+}
+
+fn common_clock() -> Box<vfs::StepClock> {
+    Box::new(vfs::StepClock::new(1_800_000_000))
+}
+
+#[test]
+fn data_and_handles_survive_a_restart() {
+    let mut client = Client::new(common::volume(1024), &["/,no_root_squash"]);
+    let root = client.root();
+    let file = client.create(&root, b"kept").unwrap();
+    client
+        .write(&file, 0, b"durable bytes", StableHow::FileSync)
+        .unwrap();
+    let device = Server::into_filesystem(client.server).into_device();
+    let volume = sdfs::Volume::open(device, common_clock(), 1 << 20).unwrap();
+    let mut client = Client::new(volume, &["/,no_root_squash"]);
+    assert_eq!(client.root(), root);
+    assert_eq!(client.read(&file, 0, 100).unwrap().data, b"durable bytes");
+}
