@@ -57,8 +57,15 @@ pub const MAX_RECORD_SIZE: usize = MAX_IO_SIZE as usize + 64 * 1024;
 /// Told about every attribute change the server makes or sees, so it can be
 /// published (the shared metadata table).
 pub trait AttributeObserver {
-    /// `attributes` are current for inode `attributes.inode` in `export`.
-    fn updated(&mut self, export: ExportId, attributes: &nfs3::FileAttributes);
+    /// `attributes` are current for the file `handle` names in `export`;
+    /// `change` is the file's change counter (it moves on every change).
+    fn updated(
+        &mut self,
+        export: ExportId,
+        handle: &[u8],
+        change: u64,
+        attributes: &nfs3::FileAttributes,
+    );
     /// `inode` no longer exists in `export`.
     fn removed(&mut self, export: ExportId, inode: InodeId);
 }

@@ -271,8 +271,12 @@ impl Core {
         attributes: &Attributes,
     ) -> nfs3::FileAttributes {
         let converted = file_attributes(attributes, self.file_system_id);
-        if let Some(observer) = self.observer.as_mut() {
-            observer.updated(self.exports[export].id, &converted);
+        if self.observer.is_some() {
+            let handle = self.handle_for(export, attributes);
+            let id = self.exports[export].id;
+            if let Some(observer) = self.observer.as_mut() {
+                observer.updated(id, &handle.0, attributes.change, &converted);
+            }
         }
         converted
     }

@@ -360,3 +360,71 @@ fn data_and_handles_survive_a_restart() {
     assert_eq!(client.root(), root);
     assert_eq!(client.read(&file, 0, 100).unwrap().data, b"durable bytes");
 }
+
+/// What an observer heard: (inode, size, change) or a removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Heard {
+    Updated { inode: u64, size: u64, change: u64 },
+    Removed(u64),
+}
+
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<Heard>>>);
+
+impl nfs_server::AttributeObserver for Recorder {
+    fn updated(
+        &mut self,
+        _export: nfs_server::ExportId,
+        handle: &[u8],
+        change: u64,
+        attributes: &nfs3::FileAttributes,
+    ) {
+        assert_eq!(handle.len(), nfs_server::handle::HANDLE_SIZE);
+        self.0.lock().unwrap().push(Heard::Updated {
+            inode: attributes.file_id,
+            size: attributes.size,
+            change,
+        });
+    }
+
+    fn removed(&mut self, _export: nfs_server::ExportId, inode: InodeId) {
+        self.0.lock().unwrap().push(Heard::Removed(inode.0));
+    }
+}
+
+#[test]
+fn every_change_is_published_to_the_observer() {
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut client = Client::new(common::memfs(), &["/,no_root_squash"]);
+    client
+        .server
+        .set_observer(Box::new(Recorder(std::sync::Arc::clone(&heard))));
+    let root = client.root();
+    let file = client.create(&root, b"watched").unwrap();
+    let inode = client.getattr(&file).unwrap().file_id;
+    heard.lock().unwrap().clear();
+    client
+        .write(&file, 0, b"12345", StableHow::Unstable)
+        .unwrap();
+    let updates: Vec<_> = heard.lock().unwrap().drain(..).collect();
+    let last = updates
+        .iter()
+        .rev()
+        .find_map(|heard| match heard {
+            Heard::Updated {
+                inode: found,
+                size,
+                change,
+            } if *found == inode => Some((*size, *change)),
+            _ => None,
+        })
+        .expect("the write was published");
+    assert_eq!(last.0, 5);
+    client.write(&file, 5, b"6", StableHow::Unstable).unwrap();
+    let after = heard.lock().unwrap().drain(..).collect::<Vec<_>>();
+    assert!(after.iter().any(|heard| matches!(
+        heard,
+        Heard::Updated { inode: found, size: 6, change } if *found == inode && *change > last.1
+    )));
+    client.remove(&root, b"watched").unwrap();
+    assert!(heard.lock().unwrap().contains(&Heard::Removed(inode)));
+}
