@@ -95,6 +95,24 @@ impl<T: SharedMemory + ?Sized> SharedMemory for &T {
     }
 }
 
+impl<T: SharedMemory + ?Sized> SharedMemory for alloc::sync::Arc<T> {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, OutOfBounds> {
+        (**self).load_u32(offset, order)
+    }
+    fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), OutOfBounds> {
+        (**self).store_u32(offset, value, order)
+    }
+    fn read(&self, offset: usize, destination: &mut [u8]) -> Result<(), OutOfBounds> {
+        (**self).read(offset, destination)
+    }
+    fn write(&self, offset: usize, source: &[u8]) -> Result<(), OutOfBounds> {
+        (**self).write(offset, source)
+    }
+}
+
 /// Checks that `offset..offset + length` lies within `size` bytes.
 pub fn check_range(size: usize, offset: usize, length: usize) -> Result<(), OutOfBounds> {
     match offset.checked_add(length) {
@@ -185,6 +203,12 @@ pub trait Doorbell {
 }
 
 impl<T: Doorbell + ?Sized> Doorbell for &T {
+    fn notify(&self) {
+        (**self).notify();
+    }
+}
+
+impl<T: Doorbell + ?Sized> Doorbell for alloc::sync::Arc<T> {
     fn notify(&self) {
         (**self).notify();
     }

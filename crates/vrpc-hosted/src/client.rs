@@ -1,0 +1,331 @@
+//! The guest's side: connect to a hosted storage domain and make calls.
+//!
+//! [`Client::call`] may be used from many threads at once: each call takes
+//! a slot and data pages under a lock, then sleeps until its reply arrives;
+//! one receiver thread collects responses (in whatever order the server
+//! answers) and wakes their callers. When the server dies or breaks the
+//! protocol every pending and later call fails with
+//! [`CallError::Disconnected`]; nothing waits forever on a dead peer.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vrpc::{CallFailure, Frontend, Payload, RingParameters, SubmitError};
+
+use crate::doorbell::{EventDoorbell, Wake};
+use crate::handshake::{receive_welcome, send_hello, Status};
+use crate::region::MappedRegion;
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server refused.
+    #[error("server refused the connection: {0:?}")]
+    Refused(Status),
+    /// The ring parameters are out of bounds.
+    #[error("invalid ring parameters")]
+    Parameters,
+    /// The metadata table the server sent is unusable.
+    #[error("unusable metadata table: {0}")]
+    MetadataTable(metatab::TableError),
+    /// A system call failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    /// The connection is gone (server exited, closed, or broke the
+    /// protocol); reconnect.
+    #[error("connection to the storage domain lost")]
+    Disconnected,
+    /// The record or payload cannot be sent on this connection.
+    #[error("request cannot be sent: {0}")]
+    Submit(SubmitError),
+    /// A payload was given but the record does not end in an empty opaque.
+    #[error("record does not end in an empty opaque for the payload")]
+    NoPayloadField,
+    /// The reply was larger than the slot plus `read_capacity`.
+    #[error("reply larger than the read capacity offered")]
+    ReplyTooLarge,
+    /// The server dropped the call without replying.
+    #[error("server dropped the call")]
+    NoReply,
+}
+
+type HostedFrontend = Frontend<MappedRegion, MappedRegion, EventDoorbell>;
+
+#[derive(Debug)]
+struct State {
+    frontend: HostedFrontend,
+    finished: HashMap<u32, Result<Vec<u8>, CallError>>,
+    disconnected: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking caller cannot leave the state half-updated in a way
+        // that matters more than losing the connection would.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A connection to a hosted storage domain's export.
+#[derive(Debug)]
+pub struct Client {
+    shared: Arc<Shared>,
+    stream: UnixStream,
+    receiver: Option<JoinHandle<()>>,
+    metatab: Option<MappedRegion>,
+}
+
+/// Connects to the server listening at `path` and mounts `export`, with the
+/// default ring parameters.
+///
+/// # Errors
+/// [`ConnectError`].
+pub fn connect(path: impl AsRef<Path>, export: &str) -> Result<Client, ConnectError> {
+    Client::connect(path, export, RingParameters::default())
+}
+
+impl Client {
+    /// Connects with explicit ring parameters: allocates the ring and pool
+    /// memfds and both doorbells, sends them, and waits (at most 30 s) for
+    /// the welcome.
+    ///
+    /// # Errors
+    /// [`ConnectError`].
+    pub fn connect(
+        path: impl AsRef<Path>,
+        export: &str,
+        parameters: RingParameters,
+    ) -> Result<Self, ConnectError> {
+        let parameters = parameters
+            .validate()
+            .map_err(|_| ConnectError::Parameters)?;
+        let stream = UnixStream::connect(path)?;
+        let ring = MappedRegion::create("vrpc-ring", parameters.ring_bytes())?;
+        let pool = MappedRegion::create("vrpc-pool", parameters.pool_bytes().max(4096))?;
+        let requests = EventDoorbell::new()?;
+        let responses = EventDoorbell::new()?;
+        let files = [ring.file(), pool.file(), requests.file(), responses.file()];
+        // The header must be in place before the server maps the ring, so
+        // build the frontend (which writes it) before sending: keep the
+        // files' duplicates for the hello.
+        let owned: Vec<_> = files
+            .iter()
+            .map(|file| file.try_clone_to_owned())
+            .collect::<io::Result<_>>()?;
+        let frontend = Frontend::new(ring, pool, requests, parameters)
+            .map_err(|_| ConnectError::Parameters)?;
+        send_hello(
+            &stream,
+            parameters,
+            export,
+            [
+                owned[0].as_fd(),
+                owned[1].as_fd(),
+                owned[2].as_fd(),
+                owned[3].as_fd(),
+            ],
+        )?;
+        drop(owned);
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let (status, table) = receive_welcome(&stream)?;
+        stream.set_read_timeout(None)?;
+        if status != Status::Accepted {
+            return Err(ConnectError::Refused(status));
+        }
+        let metatab = match table {
+            None => None,
+            Some((file, bytes)) => {
+                let region = MappedRegion::map_received(file, bytes, false)?;
+                metatab::Reader::attach(&region).map_err(ConnectError::MetadataTable)?;
+                Some(region)
+            }
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                frontend,
+                finished: HashMap::new(),
+                disconnected: false,
+            }),
+            changed: Condvar::new(),
+        });
+        let receiver = {
+            let shared = Arc::clone(&shared);
+            let stream = stream.try_clone()?;
+            std::thread::Builder::new()
+                .name("vrpc-receiver".into())
+                .spawn(move || receive(&shared, &stream, &responses))?
+        };
+        Ok(Self {
+            shared,
+            stream,
+            receiver: Some(receiver),
+            metatab,
+        })
+    }
+
+    /// The export's metadata table, read-only, if the server shares one.
+    pub fn metadata_table(&self) -> Option<metatab::Reader<&MappedRegion>> {
+        self.metatab
+            .as_ref()
+            .and_then(|region| metatab::Reader::attach(region).ok())
+    }
+
+    /// Whether the connection is still usable.
+    pub fn is_connected(&self) -> bool {
+        !self.shared.lock().disconnected
+    }
+
+    /// Makes one call and waits for its reply.
+    ///
+    /// `record` is the ONC RPC call record (what TCP would carry, without
+    /// record marking); its xid is replaced by one unique on this connection
+    /// and restored in the reply. `write_payload`, when not empty, is bulk
+    /// data for the record's last field, a variable-length opaque that the
+    /// record must carry empty (encode `WRITE3args` with empty `data`): it
+    /// travels in data pages and the server sees the standard record.
+    /// `read_capacity` is how many bytes of data pages the server may fill
+    /// with the reply's bulk data (READ data, READDIR lists): at least the
+    /// call's `count` plus a little, or 0 for small replies. Returns the full
+    /// standard reply record.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub fn call(
+        &self,
+        record: &[u8],
+        write_payload: &[u8],
+        read_capacity: usize,
+    ) -> Result<Vec<u8>, CallError> {
+        if record.len() < 4 {
+            return Err(CallError::Submit(SubmitError::BadRecord));
+        }
+        let mut carried = record.to_vec();
+        let payload = if write_payload.is_empty() {
+            None
+        } else {
+            let offset = vrpc::splice::fill_trailing_opaque(&mut carried, write_payload.len())
+                .ok_or(CallError::NoPayloadField)?;
+            Some(Payload {
+                offset,
+                bytes: write_payload,
+            })
+        };
+        let mut state = self.shared.lock();
+        let xid = loop {
+            if state.disconnected {
+                return Err(CallError::Disconnected);
+            }
+            let xid = state.frontend.allocate_xid();
+            carried[..4].copy_from_slice(&xid.to_be_bytes());
+            match state.frontend.submit(&carried, payload, read_capacity) {
+                Ok(xid) => break xid,
+                Err(error) if error.is_transient() => state = self.shared.wait(state),
+                Err(error) => return Err(CallError::Submit(error)),
+            }
+        };
+        drop(carried);
+        loop {
+            if let Some(result) = state.finished.remove(&xid) {
+                let mut reply = result?;
+                if reply.len() >= 4 {
+                    reply[..4].copy_from_slice(&record[..4]);
+                }
+                return Ok(reply);
+            }
+            if state.disconnected {
+                return Err(CallError::Disconnected);
+            }
+            state = self.shared.wait(state);
+        }
+    }
+
+    /// Disconnects: pending and later calls fail with
+    /// [`CallError::Disconnected`]. Dropping the client does the same.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+        if let Some(receiver) = self.receiver.take() {
+            let _ = receiver.join();
+        }
+    }
+}
+
+/// The receiver thread: sleeps on the response doorbell and the socket,
+/// collects responses, wakes callers; on the peer's death or a protocol
+/// error marks the connection dead and wakes everyone.
+fn receive(shared: &Shared, stream: &UnixStream, responses: &EventDoorbell) {
+    loop {
+        let mut state = shared.lock();
+        let mut alive = true;
+        loop {
+            match state.frontend.poll_response() {
+                Ok(Some(completion)) => {
+                    let result = completion.reply.map_err(|failure| match failure {
+                        CallFailure::ReplyTooLarge => CallError::ReplyTooLarge,
+                        CallFailure::NoReply => CallError::NoReply,
+                    });
+                    state.finished.insert(completion.xid, result);
+                }
+                Ok(None) => match state.frontend.enable_notifications() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(_) => {
+                        alive = false;
+                        break;
+                    }
+                },
+                Err(_) => {
+                    alive = false;
+                    break;
+                }
+            }
+        }
+        if !alive {
+            state.disconnected = true;
+        }
+        drop(state);
+        shared.changed.notify_all();
+        if !alive {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        match responses.wait(stream.as_fd(), None) {
+            Ok(Wake::Rang | Wake::TimedOut) => {}
+            Ok(Wake::PeerGone) | Err(_) => {
+                shared.lock().disconnected = true;
+                shared.changed.notify_all();
+                return;
+            }
+        }
+    }
+}

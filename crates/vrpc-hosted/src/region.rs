@@ -1,0 +1,256 @@
+//! Shared memory as a memfd mapped `MAP_SHARED`: the hosted twin of granted
+//! pages.
+//!
+//! Design: this is the one module of the hosted transport with `unsafe`.
+//! [`MappedRegion`] owns the mapping for as long as it lives (Tock's
+//! `DmaSlice` habit: the buffer a peer may touch is owned by a wrapper) and
+//! implements [`vrpc::SharedMemory`] with atomic word accesses and volatile
+//! copies at bounds-checked offsets; no `&[u8]` or `&mut [u8]` to the
+//! mapping ever exists. A region received from a peer is mapped only when
+//! the peer sealed it against shrinking (`F_SEAL_SHRINK`): otherwise the
+//! peer could truncate the memfd and turn our next access into `SIGBUS`.
+
+use std::fs::File;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use vrpc::memory::{check_range, check_word};
+use vrpc::{OutOfBounds, SharedMemory};
+
+/// A memfd mapped into this process, shared with a peer.
+#[derive(Debug)]
+pub struct MappedRegion {
+    pointer: NonNull<u8>,
+    length: usize,
+    writable: bool,
+    file: OwnedFd,
+}
+
+// SAFETY: the mapping is plain memory owned by this value until `Drop`; all
+// accesses go through atomic operations or volatile copies at checked
+// offsets, which are sound from any thread (the peer writes it concurrently
+// anyway, so threads of this process add nothing new).
+unsafe impl Send for MappedRegion {}
+// SAFETY: as for `Send`: `&MappedRegion` only offers atomic and volatile
+// accesses.
+unsafe impl Sync for MappedRegion {}
+
+fn errno(error: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(error as i32)
+}
+
+impl MappedRegion {
+    /// Creates a zeroed memfd of `length` bytes (a multiple of the page
+    /// size), sealed against shrinking and growing, and maps it read-write.
+    ///
+    /// # Errors
+    /// The system call that failed.
+    pub fn create(name: &str, length: usize) -> io::Result<Self> {
+        let file = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+            .map_err(errno)?;
+        let file = File::from(file);
+        file.set_len(length as u64)?;
+        let file = OwnedFd::from(file);
+        fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .map_err(errno)?;
+        Self::map_checked(file, length, true)
+    }
+
+    /// Maps a region a peer sent. It must be a memfd sealed with
+    /// `F_SEAL_SHRINK` and at least `length` bytes long.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the file is not such a memfd; the system call
+    /// that failed otherwise.
+    pub fn map_received(file: OwnedFd, length: usize, writable: bool) -> io::Result<Self> {
+        let seals = fcntl(&file, FcntlArg::F_GET_SEALS).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shared region is not a sealable memfd",
+            )
+        })?;
+        if SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_SHRINK) {
+            Self::map_checked(file, length, writable)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shared region is not sealed against shrinking",
+            ))
+        }
+    }
+
+    fn map_checked(file: OwnedFd, length: usize, writable: bool) -> io::Result<Self> {
+        let size = File::from(file.try_clone()?).metadata()?.len();
+        if size < length as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shared region smaller than announced",
+            ));
+        }
+        let Some(nonzero) = NonZeroUsize::new(length) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty shared region",
+            ));
+        };
+        let protection = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), so
+        // it aliases nothing of ours; the file is at least `length` bytes
+        // and sealed against shrinking, so every page stays backed for the
+        // mapping's lifetime.
+        let pointer = unsafe { mmap(None, nonzero, protection, MapFlags::MAP_SHARED, &file, 0) }
+            .map_err(errno)?;
+        Ok(Self {
+            pointer: pointer.cast(),
+            length,
+            writable,
+            file,
+        })
+    }
+
+    /// Forbids every future writable mapping and `write(2)` of the memfd
+    /// (`F_SEAL_FUTURE_WRITE`), keeping this process's own mapping writable:
+    /// peers handed the file can only read it.
+    ///
+    /// # Errors
+    /// The `fcntl` failure (Linux before 5.1 lacks the seal).
+    pub fn seal_for_readers(&self) -> io::Result<()> {
+        fcntl(
+            &self.file,
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_FUTURE_WRITE | SealFlag::F_SEAL_SEAL),
+        )
+        .map_err(errno)?;
+        Ok(())
+    }
+
+    /// The memfd, to send to a peer.
+    pub fn file(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Whether this process may write the region.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The word at `offset`, which `check_word` accepted.
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: `offset + 4 <= length` and `offset % 4 == 0` (checked by
+        // the callers through `check_word`); the mapping is page-aligned, so
+        // the pointer is aligned for `AtomicU32` and inside the live mapping
+        // owned by `self`, which outlives the returned reference. An
+        // `AtomicU32` is an `UnsafeCell`: the shared reference promises no
+        // immutability, and every access through it is an atomic operation,
+        // which is what concurrent writes by the peer require.
+        unsafe { AtomicU32::from_ptr(self.pointer.as_ptr().add(offset).cast::<u32>()) }
+    }
+}
+
+impl Drop for MappedRegion {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created by `map_checked` with this length
+        // and nothing refers into it once `self` is gone (no references ever
+        // escape a method call).
+        let _ = unsafe { munmap(self.pointer.cast(), self.length) };
+    }
+}
+
+impl SharedMemory for MappedRegion {
+    fn size(&self) -> usize {
+        self.length
+    }
+
+    fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, OutOfBounds> {
+        check_word(self.length, offset)?;
+        Ok(u32::from_le(self.word(offset).load(order)))
+    }
+
+    fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), OutOfBounds> {
+        check_word(self.length, offset)?;
+        if !self.writable {
+            return Err(OutOfBounds { offset, length: 4 });
+        }
+        self.word(offset).store(value.to_le(), order);
+        Ok(())
+    }
+
+    fn read(&self, offset: usize, destination: &mut [u8]) -> Result<(), OutOfBounds> {
+        check_range(self.length, offset, destination.len())?;
+        // SAFETY: the range was checked to lie inside the live mapping.
+        let source = unsafe { self.pointer.as_ptr().add(offset) };
+        let mut index = 0;
+        let length = destination.len();
+        // Bytes up to an 8-byte boundary, then words, then the tail: every
+        // access is volatile, so the compiler neither elides nor tears nor
+        // re-reads them, and the peer's concurrent writes yield garbage
+        // values, never undefined control flow (the copy is validated later).
+        while index < length && !(source as usize + index).is_multiple_of(8) {
+            // SAFETY: `offset + index < offset + length <= self.length`.
+            destination[index] = unsafe { source.add(index).read_volatile() };
+            index += 1;
+        }
+        while index + 8 <= length {
+            // SAFETY: in bounds as above, and 8-aligned by the loop before.
+            let word = unsafe { source.add(index).cast::<u64>().read_volatile() };
+            destination[index..index + 8].copy_from_slice(&word.to_ne_bytes());
+            index += 8;
+        }
+        while index < length {
+            // SAFETY: in bounds as above.
+            destination[index] = unsafe { source.add(index).read_volatile() };
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, source: &[u8]) -> Result<(), OutOfBounds> {
+        check_range(self.length, offset, source.len())?;
+        if !self.writable {
+            return Err(OutOfBounds {
+                offset,
+                length: source.len(),
+            });
+        }
+        // SAFETY: the range was checked to lie inside the live, writable
+        // mapping.
+        let target = unsafe { self.pointer.as_ptr().add(offset) };
+        let mut index = 0;
+        let length = source.len();
+        while index < length && !(target as usize + index).is_multiple_of(8) {
+            // SAFETY: `offset + index < offset + length <= self.length`.
+            unsafe { target.add(index).write_volatile(source[index]) };
+            index += 1;
+        }
+        while index + 8 <= length {
+            let mut word = [0; 8];
+            word.copy_from_slice(&source[index..index + 8]);
+            // SAFETY: in bounds as above, and 8-aligned by the loop before.
+            unsafe {
+                target
+                    .add(index)
+                    .cast::<u64>()
+                    .write_volatile(u64::from_ne_bytes(word))
+            };
+            index += 8;
+        }
+        while index < length {
+            // SAFETY: in bounds as above.
+            unsafe { target.add(index).write_volatile(source[index]) };
+            index += 1;
+        }
+        Ok(())
+    }
+}

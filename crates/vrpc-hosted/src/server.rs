@@ -1,0 +1,299 @@
+//! The storage domain's side: accept guests, map their rings, serve calls.
+//!
+//! Each accepted connection is independent: a guest that breaks the
+//! protocol or dies costs only its own [`Connection`] (its methods return an
+//! error; drop it), never the listener or other connections. Run each
+//! connection on its own thread or poll loop.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use vrpc::{Backend, ProtocolError, Request, ResponseStatus, RingParameters};
+
+use crate::doorbell::{EventDoorbell, Wake};
+use crate::handshake::{receive_hello, send_welcome, Status};
+use crate::region::MappedRegion;
+
+/// Why a connection ended or could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The guest closed its socket (or died).
+    #[error("guest disconnected")]
+    Closed,
+    /// The guest broke the ring protocol.
+    #[error("guest broke the ring protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The handshake failed; the guest was told why when it could be.
+    #[error("handshake refused: {0:?}")]
+    Refused(Status),
+    /// A system call failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Listens for guest drivers on a unix socket.
+#[derive(Debug)]
+pub struct Listener {
+    listener: UnixListener,
+}
+
+impl Listener {
+    /// Binds `path`, replacing a stale socket file left by an earlier
+    /// server (never any other kind of file).
+    ///
+    /// # Errors
+    /// The bind failure.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        if let Ok(metadata) = std::fs::symlink_metadata(path) {
+            if metadata.file_type().is_socket() && UnixStream::connect(path).is_err() {
+                std::fs::remove_file(path)?;
+            }
+        }
+        Ok(Self {
+            listener: UnixListener::bind(path)?,
+        })
+    }
+
+    /// Waits for the next guest. The handshake is left to
+    /// [`Incoming::handshake`] so that a slow guest never blocks `accept`.
+    ///
+    /// # Errors
+    /// The accept failure.
+    pub fn accept(&self) -> io::Result<Incoming> {
+        let (stream, _) = self.listener.accept()?;
+        Ok(Incoming { stream })
+    }
+
+    /// The listening socket (to poll it, or for `local_addr`).
+    pub fn socket(&self) -> &UnixListener {
+        &self.listener
+    }
+}
+
+/// A guest connected, handshake not yet read.
+#[derive(Debug)]
+pub struct Incoming {
+    stream: UnixStream,
+}
+
+impl Incoming {
+    /// Reads the guest's hello, waiting at most `timeout` for it.
+    ///
+    /// # Errors
+    /// [`ConnectionError`] when the hello is missing or malformed; the guest
+    /// is told the reason where one applies.
+    pub fn handshake(self, timeout: Duration) -> Result<PendingConnection, ConnectionError> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let hello = receive_hello(&self.stream)?;
+        self.stream.set_read_timeout(None)?;
+        let refuse = |status: Status| {
+            let _ = send_welcome(&self.stream, status, None);
+            Err(ConnectionError::Refused(status))
+        };
+        if !hello.version_ok {
+            return refuse(Status::VersionMismatch);
+        }
+        let Ok(parameters) = hello.parameters.validate() else {
+            return refuse(Status::BadParameters);
+        };
+        let Ok([ring, pool, request_file, response_file]) = <[_; 4]>::try_from(hello.files) else {
+            return refuse(Status::BadRegions);
+        };
+        let mapped = (|| -> io::Result<_> {
+            Ok((
+                MappedRegion::map_received(ring, parameters.ring_bytes(), true)?,
+                MappedRegion::map_received(pool, parameters.pool_bytes().max(4096), true)?,
+                EventDoorbell::from_received(request_file)?,
+                EventDoorbell::from_received(response_file)?,
+            ))
+        })();
+        let Ok((ring, pool, requests, responses)) = mapped else {
+            return refuse(Status::BadRegions);
+        };
+        Ok(PendingConnection {
+            stream: self.stream,
+            export: hello.export,
+            parameters,
+            ring,
+            pool,
+            requests,
+            responses,
+        })
+    }
+}
+
+/// A guest whose hello was read and whose regions are mapped, waiting for
+/// the server to accept its export.
+#[derive(Debug)]
+pub struct PendingConnection {
+    stream: UnixStream,
+    export: String,
+    parameters: RingParameters,
+    ring: MappedRegion,
+    pool: MappedRegion,
+    requests: EventDoorbell,
+    responses: EventDoorbell,
+}
+
+impl PendingConnection {
+    /// The export path the guest asked for.
+    pub fn export(&self) -> &str {
+        &self.export
+    }
+
+    /// The ring parameters the guest chose.
+    pub fn parameters(&self) -> RingParameters {
+        self.parameters
+    }
+
+    /// Accepts: attaches the backend to the ring and sends the welcome with
+    /// the export's metadata table (a region made by
+    /// [`crate::create_metadata_table`]), if any. Request records are
+    /// limited to `max_record` bytes once rebuilt.
+    ///
+    /// # Errors
+    /// [`ConnectionError::Refused`] when the ring header disagrees with the
+    /// hello; the socket failure.
+    pub fn accept(
+        self,
+        metatab: Option<&MappedRegion>,
+        max_record: usize,
+    ) -> Result<Connection, ConnectionError> {
+        let backend = match Backend::new(
+            self.ring,
+            self.pool,
+            self.responses,
+            self.parameters,
+            max_record,
+        ) {
+            Ok(backend) => backend,
+            Err(_) => {
+                let _ = send_welcome(&self.stream, Status::BadRegions, None);
+                return Err(ConnectionError::Refused(Status::BadRegions));
+            }
+        };
+        send_welcome(
+            &self.stream,
+            Status::Accepted,
+            metatab.map(|table| (table.file(), vrpc::SharedMemory::size(table))),
+        )?;
+        Ok(Connection {
+            backend,
+            requests: self.requests,
+            stream: self.stream,
+            export: self.export,
+        })
+    }
+
+    /// Refuses the export (no such export, or not for this guest).
+    ///
+    /// # Errors
+    /// The socket failure.
+    pub fn refuse(self) -> io::Result<()> {
+        send_welcome(&self.stream, Status::ExportRefused, None)
+    }
+}
+
+type HostedBackend = Backend<MappedRegion, MappedRegion, EventDoorbell>;
+
+/// One guest's connection: the backend of its ring.
+#[derive(Debug)]
+pub struct Connection {
+    backend: HostedBackend,
+    requests: EventDoorbell,
+    stream: UnixStream,
+    export: String,
+}
+
+impl Connection {
+    /// The export this guest mounted.
+    pub fn export(&self) -> &str {
+        &self.export
+    }
+
+    /// The next request, waiting for one at most `timeout` (`None`: until
+    /// one comes or the guest goes). `Ok(None)` means the timeout passed.
+    ///
+    /// # Errors
+    /// [`ConnectionError::Closed`] when the guest went away;
+    /// [`ConnectionError::Protocol`] when it broke the protocol. Either way
+    /// drop the connection.
+    pub fn next_request(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Request>, ConnectionError> {
+        loop {
+            if let Some(request) = self.backend.next_request()? {
+                return Ok(Some(request));
+            }
+            if self.backend.enable_notifications()? {
+                continue;
+            }
+            match self.requests.wait(self.stream.as_fd(), timeout)? {
+                Wake::Rang => {}
+                Wake::PeerGone => return Err(ConnectionError::Closed),
+                Wake::TimedOut => return Ok(None),
+            }
+        }
+    }
+
+    /// A request if one is published now, without waiting.
+    ///
+    /// # Errors
+    /// As [`Connection::next_request`].
+    pub fn try_next_request(&mut self) -> Result<Option<Request>, ConnectionError> {
+        Ok(self.backend.next_request()?)
+    }
+
+    /// Answers `request` with `reply` (see [`vrpc::Backend::respond`]).
+    ///
+    /// # Errors
+    /// As [`Connection::next_request`].
+    pub fn respond(
+        &mut self,
+        request: Request,
+        reply: &[u8],
+    ) -> Result<ResponseStatus, ConnectionError> {
+        Ok(self.backend.respond(request, reply)?)
+    }
+
+    /// Answers `request` with no reply (the server dropped the call).
+    ///
+    /// # Errors
+    /// As [`Connection::next_request`].
+    pub fn respond_no_reply(&mut self, request: Request) -> Result<(), ConnectionError> {
+        Ok(self.backend.respond_no_reply(request)?)
+    }
+
+    /// Serves calls one at a time until the guest disconnects: `handler`
+    /// gets each full call record and returns the reply record, or `None`
+    /// to drop the call. Returns `Ok(())` when the guest closed cleanly.
+    ///
+    /// # Errors
+    /// [`ConnectionError::Protocol`] or [`ConnectionError::Io`]: the
+    /// connection is dead.
+    pub fn serve(
+        mut self,
+        mut handler: impl FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<(), ConnectionError> {
+        loop {
+            let request = match self.next_request(None) {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(ConnectionError::Closed) => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            match handler(request.record()) {
+                Some(reply) => {
+                    self.respond(request, &reply)?;
+                }
+                None => self.respond_no_reply(request)?,
+            }
+        }
+    }
+}
