@@ -1,0 +1,158 @@
+#!/bin/sh
+# /init of the test dom0 (busybox): start the Xen toolstack, run the
+# storage domain through its lifecycle, print every console log, power
+# off. Each step prints "SDT-OK <step> ..." or "SDT-FAIL <step> ..." on
+# the serial console; qemu-tests/run.sh judges by those lines.
+export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+# Xen's hotplug locking stats /dev/stdin: devtmpfs lacks these links.
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
+mount -t tmpfs tmpfs /run
+mkdir -p /run/xen /run/xenstored /var/lock /var/log/xen/console
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+ok() { echo "SDT-OK $* t=$(uptime_s)"; }
+fail() { echo "SDT-FAIL $* t=$(uptime_s)"; }
+
+for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback ata_piix sd_mod; do
+    modprobe "$module" || fail "modprobe $module"
+done
+mount -t xenfs xenfs /proc/xen || fail "mount xenfs"
+xenstored --pid-file=/run/xenstored.pid || fail "xenstored"
+xen-init-dom0 >/dev/null || fail "xen-init-dom0"
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console || fail "xenconsoled"
+xl info >/dev/null 2>&1 && ok toolstack || fail toolstack
+
+# The disk image made on the host is QEMU's IDE disk.
+DISK=/dev/sda
+for i in $(seq 1 50); do [ -b $DISK ] && break; sleep 0.2; done
+[ -b $DISK ] && ok "disk $DISK $(cat /sys/block/sda/size) sectors" || fail "no $DISK"
+
+CONFIG=/etc/xen/storage-domain.cfg
+log_of() { echo "/var/log/xen/console/guest-$1.log"; }
+
+# create NAME EXTRA [VAR=VALUE...]: xl create with the project's config.
+create() {
+    name=$1 extra=$2
+    shift 2
+    xl create "$CONFIG" "name=\"$name\"" "extra=\"$extra\"" \
+        "disk=['format=raw,vdev=xvda,access=rw,target=$DISK']" "$@" >/tmp/xl-$name.log 2>&1 || {
+        sed "s/^/SDT-INFO xl create $name: /" /tmp/xl-$name.log
+        return 1
+    }
+}
+
+# wait_for NAME PATTERN SECONDS: until the domain's console shows PATTERN.
+wait_for() {
+    i=0
+    while [ $i -lt $(($3 * 5)) ]; do
+        grep -q "$2" "$(log_of "$1")" 2>/dev/null && return 0
+        sleep 0.2
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# gone NAME SECONDS: until xl no longer lists the domain.
+gone() {
+    i=0
+    while [ $i -lt $(($2 * 5)) ]; do
+        xl list "$1" >/dev/null 2>&1 || return 0
+        sleep 0.2
+        i=$((i + 1))
+    done
+    return 1
+}
+
+elapsed() { awk "BEGIN{printf \"%.1f\", $2 - $1}"; }
+
+# 1. First boot on the fresh image: seed the known files, self-check,
+#    then a clean `xl shutdown`.
+start=$(uptime_s)
+if create sd-seed "export=/ export=/known:ro test=seed"; then
+    if wait_for sd-seed "^fs ok:" 180; then
+        ok "seed boot: create-to-self-check $(elapsed "$start" "$(uptime_s)") s"
+        xl list sd-seed
+        grep -q "^seed: wrote" "$(log_of sd-seed)" && ok "seed files" || fail "seed files"
+    else
+        fail "seed boot: no self-check line"
+    fi
+    timeout 60 xl shutdown -w sd-seed >/dev/null 2>&1
+    if gone sd-seed 30; then ok "seed shutdown: domain gone"; else fail "seed shutdown: domain still there"; xl destroy sd-seed; fi
+    grep -q "disk flush ok" "$(log_of sd-seed)" && ok "seed shutdown: flushed" || fail "seed shutdown: no flush line"
+else
+    fail "xl create sd-seed"
+fi
+
+# 2. Crash mid-write: commit in a loop, `xl destroy` after a few commits.
+if create sd-churn "test=churn"; then
+    if wait_for sd-churn "^churn: committed 5" 180; then
+        xl destroy sd-churn
+        last=$(grep -o 'churn: committed [0-9]*' "$(log_of sd-churn)" | tail -1 | awk '{print $3}')
+        ok "churn destroyed after commit $last"
+        echo "SDT-CHURN-LAST $last"
+    else
+        fail "churn: no commits"
+        xl destroy sd-churn
+    fi
+    gone sd-churn 30 || fail "churn: domain not reaped"
+else
+    fail "xl create sd-churn"
+fi
+
+# 3. Reboot after the crash: the volume opens at its last commit and the
+#    known files are intact; clean shutdown again.
+start=$(uptime_s)
+if create sd-verify "test=verify"; then
+    if wait_for sd-verify "^fs ok:" 180; then
+        ok "verify boot: create-to-self-check $(elapsed "$start" "$(uptime_s)") s"
+        grep -q "^verify: known files intact" "$(log_of sd-verify)" && ok "verify known files" || fail "verify known files"
+        recovered=$(grep -o 'churn.log holds commits 1\.\.[0-9]*' "$(log_of sd-verify)" | sed 's/.*\.\.//')
+        if [ -n "$recovered" ] && [ -n "$last" ] && [ "$recovered" -ge "$last" ]; then
+            ok "recovered churn commits 1..$recovered (last acknowledged $last)"
+        else
+            fail "recovered churn commits '$recovered' < last acknowledged '$last'"
+        fi
+    else
+        fail "verify boot: no self-check line"
+    fi
+    timeout 60 xl shutdown -w sd-verify >/dev/null 2>&1
+    gone sd-verify 30 && ok "verify shutdown: domain gone" || { fail "verify shutdown"; xl destroy sd-verify; }
+    grep -q "disk flush ok" "$(log_of sd-verify)" && ok "verify shutdown: flushed" || fail "verify shutdown: no flush line"
+else
+    fail "xl create sd-verify"
+fi
+
+# 4. A panic reaches the console and crashes the domain (kept by
+#    on_crash="preserve" so its state shows as crashed).
+if create sd-panic "test=panic"; then
+    state=
+    for i in $(seq 1 300); do
+        state=$(xl list sd-panic 2>/dev/null | awk 'NR == 2 {print $5}')
+        case "$state" in *c*) break ;; esac
+        sleep 0.2
+    done
+    case "$state" in *c*) ok "panic: domain crashed (state $state)" ;; *) fail "panic: state '$state'" ;; esac
+    wait_for sd-panic "panicked at" 10 && ok "panic: message on console" || fail "panic: no message"
+    xl destroy sd-panic
+else
+    fail "xl create sd-panic"
+fi
+
+for name in sd-seed sd-churn sd-verify sd-panic; do
+    echo "----- console of $name -----"
+    sed -e "s/^/[$name] /" -e 's/\r$//' "$(log_of "$name")" 2>/dev/null | grep -v '^\[sd-churn\] churn: committed' || true
+    grep 'churn: committed' "$(log_of "$name")" 2>/dev/null | tail -2 | sed "s/^/[$name] /"
+done
+echo "----- xl dmesg (tail) -----"
+xl dmesg | tail -n 15
+sync
+echo 3 > /proc/sys/vm/drop_caches
+ok "dom0 done"
+poweroff -f

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The storage domain's boot test: Xen 4.17 + a Debian dom0 under QEMU
+# (TCG), the PV kernel created with `xl create xen-cfg/storage-domain.cfg`
+# on a disk image made by `storage-domain-hosted mkfs`, then checked from
+# the host with `storage-domain-hosted fsck/ls/get`.
+#
+# Steps (dom0 side in qemu-tests/dom0-init.sh): seed known files + clean
+# `xl shutdown`; commit loop + `xl destroy`; reboot that must find the
+# last commit and the known files; a deliberate panic. Exits non-zero if
+# any step is missing; the serial log is kept and its path printed.
+#
+# Needs root-free QEMU only, but the packages of `scripts/bootstrap.sh
+# test`. Environment: QEMU_TESTS_WORK (work directory), QEMU_TIMEOUT
+# (seconds, default 600), CARGO_TARGET_DIR.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/qemu-tests/lib.sh"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET" in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
+WORK=${QEMU_TESTS_WORK:-$TARGET/qemu-tests}
+TIMEOUT=${QEMU_TIMEOUT:-600}
+XEN_VERSION=4.17
+XEN_BIN=/usr/lib/xen-$XEN_VERSION/bin
+SERIAL=$WORK/serial.log
+started=$(date +%s)
+
+say() { echo "[qemu-tests $(date +%T)] $*" >&2; }
+failures=0
+check() {  # check DESCRIPTION COMMAND...
+    if "${@:2}"; then echo "ok    $1"; else echo "FAIL  $1"; failures=$((failures + 1)); fi
+}
+
+for tool in qemu-system-x86_64 busybox cpio xz modprobe depmod; do
+    command -v "$tool" >/dev/null || { say "missing $tool: run scripts/bootstrap.sh test"; exit 2; }
+done
+[ -e /boot/xen-$XEN_VERSION-amd64.gz ] || { say "missing Xen $XEN_VERSION: run scripts/bootstrap.sh test"; exit 2; }
+
+rm -rf "$WORK"
+mkdir -p "$WORK/dom0"
+
+# 1. Build the PV kernel (bare metal) and the hosted image tools.
+say "building the PV kernel and the hosted tools"
+(cd "$ROOT/storage-domain/xen" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --target x86_64-unknown-none)
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --quiet -p storage-domain-hosted)
+KERNEL=$TARGET/x86_64-unknown-none/release/storage-domain-xen
+HOSTED=$TARGET/debug/storage-domain-hosted
+objcopy --strip-debug "$KERNEL" "$WORK/storage-domain-xen"
+say "kernel image: $(stat -c %s "$WORK/storage-domain-xen") bytes stripped ($(stat -c %s "$KERNEL") with debug info)"
+
+# 2. The disk: an empty file system.
+IMAGE=$WORK/disk.img
+"$HOSTED" mkfs "$IMAGE" --size 64M >/dev/null
+
+# 3. dom0: Debian's kernel, busybox, the toolstack, the storage domain.
+RELEASE=$(ls /boot/vmlinuz-*-amd64 | sed 's|^/boot/vmlinuz-||' | sort -V | tail -1)
+zcat /boot/xen-$XEN_VERSION-amd64.gz > "$WORK/xen.elf"
+if ! extract_vmlinux /boot/vmlinuz-"$RELEASE" "$WORK/vmlinux"; then
+    cp /boot/vmlinuz-"$RELEASE" "$WORK/vmlinux"
+fi
+R=$WORK/dom0
+initramfs_install_busybox "$R"
+mkdir -p "$R"/{proc,sys,dev,run,tmp,etc/xen,boot,var/lib/xen,var/lib/xenstored,var/log/xen/console,usr/lib/storage-domain}
+ln -s ../run "$R/var/run"
+initramfs_copy_program "$R" /bin/bash
+initramfs_copy_program "$R" /usr/bin/flock
+# glibc loads libgcc_s for thread cancellation; xl aborts without it.
+cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$R/lib/x86_64-linux-gnu/"
+for program in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
+    initramfs_copy_program "$R" "$XEN_BIN/$program"
+done
+# The hotplug scripts (bash) talk to xenstore through these.
+for program in xenstore-read xenstore-write xenstore-exists xenstore-rm xenstore-list xenstore-ls; do
+    initramfs_copy_program "$R" /usr/bin/$program
+done
+cp -a /etc/xen/scripts "$R/etc/xen/"
+[ -e /etc/xen/xl.conf ] && cp /etc/xen/xl.conf "$R/etc/xen/"
+initramfs_copy_modules "$R" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback ata_piix sd_mod
+echo "root:x:0:0:root:/root:/bin/sh" > "$R/etc/passwd"
+cp "$WORK/storage-domain-xen" "$R/usr/lib/storage-domain/storage-domain-xen"
+cp "$ROOT/xen-cfg/storage-domain.cfg" "$R/etc/xen/storage-domain.cfg"
+cp "$ROOT/qemu-tests/dom0-init.sh" "$R/init"
+initramfs_pack "$R" "$WORK/dom0.cpio.gz"
+
+# 4. Boot. Xen is a multiboot kernel; dom0's kernel and initramfs are its
+#    modules. -no-reboot turns dom0's poweroff (or a Xen panic) into exit.
+say "booting Xen under QEMU (timeout ${TIMEOUT}s); serial log: $SERIAL"
+XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=768M,max:768M loglvl=all guest_loglvl=all"
+DOM0_ARGS="console=hvc0 loglevel=4"
+boot_started=$(date +%s)
+set +e
+timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
+    -accel tcg,thread=multi -cpu qemu64 -smp 2 -m 1536 \
+    -display none -monitor none -serial stdio -no-reboot \
+    -drive file="$IMAGE",format=raw,if=ide,index=0,media=disk \
+    -kernel "$WORK/xen.elf" -append "$XEN_ARGS" \
+    -initrd "$WORK/vmlinux $DOM0_ARGS,$WORK/dom0.cpio.gz" </dev/null 2>&1 \
+    | tr -d '\r' > "$SERIAL"
+qemu_status=${PIPESTATUS[0]}
+set -e
+boot_seconds=$(( $(date +%s) - boot_started ))
+say "QEMU exited with status $qemu_status after ${boot_seconds}s"
+
+# 5. Verdict: the dom0 steps, then the image from the host.
+echo "=== storage domain on Xen under QEMU"
+grep -E '^SDT-(OK|FAIL)' "$SERIAL" || true
+check "qemu exited by itself (status $qemu_status)" test "$qemu_status" = 0
+check "Xen booted" grep -q "Xen version $XEN_VERSION" "$SERIAL"
+for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed files" \
+            "seed shutdown: domain gone" "seed shutdown: flushed" "churn destroyed after commit" \
+            "verify boot: create-to-self-check" "verify known files" "recovered churn commits" \
+            "verify shutdown: domain gone" "verify shutdown: flushed" "panic: domain crashed" \
+            "panic: message on console" "dom0 done"; do
+    check "dom0: $step" grep -q "^SDT-OK $step" "$SERIAL"
+done
+check "no failed dom0 step" bash -c "! grep -q '^SDT-FAIL' '$SERIAL'"
+check "banner printed" grep -q '^\[sd-seed\] storage-domain .* on Xen' "$SERIAL"
+check "self-check line" grep -qE '^\[sd-seed\] fs ok: [0-9]+ inodes, [0-9]+ free blocks' "$SERIAL"
+check "panic location printed" grep -q '^\[sd-panic\] storage-domain panicked at .*kernel.rs' "$SERIAL"
+
+check "fsck clean" "$HOSTED" fsck "$IMAGE"
+get() { "$HOSTED" get "$IMAGE" "$1" "$WORK/$2" >/dev/null 2>&1; }
+check "get /known/hello.txt" get /known/hello.txt hello.txt
+check "hello.txt content" bash -c "[ \"\$(cat '$WORK/hello.txt')\" = 'hello from the storage domain' ]"
+check "get /known/lines.txt" get /known/lines.txt lines.txt
+seq -f 'line %06g' 0 19999 > "$WORK/lines.expected"
+check "lines.txt content" cmp -s "$WORK/lines.txt" "$WORK/lines.expected"
+check "self-check probe removed" bash -c "! '$HOSTED' ls '$IMAGE' / | grep -q storage-domain-self-check"
+last=$(sed -n 's/^SDT-CHURN-LAST //p' "$SERIAL" | tail -1)
+check "get /churn.log" get /churn.log churn.log
+churn_ok() {
+    local count
+    count=$(wc -l < "$WORK/churn.log")
+    seq -f 'commit %g' 1 "$count" | cmp -s - "$WORK/churn.log" && [ -n "$last" ] && [ "$count" -ge "$last" ]
+}
+check "churn.log is commits 1..K with K >= $last" churn_ok
+
+echo "--- measurements"
+echo "kernel image: $(stat -c %s "$WORK/storage-domain-xen") bytes (stripped)"
+grep -o 'create-to-self-check [0-9.]* s' "$SERIAL" | sed 's/^/xl create to self-check: /' || true
+grep -m1 -o 'heap [0-9]* KiB used of [0-9]* KiB' "$SERIAL" | sed 's/^/sd-seed /' || true
+grep -m1 -E '^sd-seed +[0-9]+ +[0-9]+' "$SERIAL" | awk '{print "xl list memory: " $3 " MiB"}' || true
+echo "QEMU run: ${boot_seconds}s; whole qemu-tests run: $(( $(date +%s) - started ))s"
+echo "serial log: $SERIAL"
+if [ "$failures" -gt 0 ]; then
+    echo "qemu-tests: $failures check(s) failed; read $SERIAL"
+    exit 1
+fi
+echo "qemu-tests: all checks passed"

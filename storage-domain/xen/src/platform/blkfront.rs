@@ -1,0 +1,471 @@
+//! blkfront: the domain's virtual disk, as an `sdfs::BlockDevice`.
+//!
+//! One-page blkif ring (32 slots), 11 segments (pages) per request, and a
+//! pool of [`BUFFER_PAGES`] data pages granted to the backend once at
+//! connect time. A run of blocks becomes up to 11 requests in flight at
+//! once; the caller waits for all of them. Responses are untrusted: each
+//! is copied out of the ring once and its id checked against the batch.
+
+use super::grants::{self, GrantError};
+use super::hypercall::{self, HypercallError};
+use super::memory::Page;
+use super::xenbus::{self, XenbusError};
+use super::xenstore::{Transaction, Xenstore};
+use super::events;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+use sdfs::{BlockDevice, DeviceError, BLOCK_SIZE};
+use xen_abi::blkif::{
+    BlkifRequest, BlkifRequestSegment, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE,
+    OP_READ, OP_WRITE, OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE, RSP_EOPNOTSUPP,
+    RSP_OKAY, SECTOR_SIZE,
+};
+use xen_abi::ring::{needs_notify, offset, SRING_HEADER_SIZE};
+use xen_abi::xenbus::XenbusState;
+use xen_abi::{DomainId, EventChannelPort, GrantRef};
+
+/// Data pages shared with the backend: 11 full requests.
+pub const BUFFER_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 11;
+
+/// How long one batch of requests may take.
+const IO_TIMEOUT_MS: u64 = 60_000;
+
+/// `VDISK_READONLY` in the backend's `info` node (`blkif.h`).
+const VDISK_READONLY: u32 = 0x4;
+
+const SECTORS_PER_BLOCK: u64 = BLOCK_SIZE as u64 / SECTOR_SIZE;
+
+/// How the backend makes writes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushMethod {
+    /// `BLKIF_OP_FLUSH_DISKCACHE` (`feature-flush-cache`).
+    FlushDiskCache,
+    /// `BLKIF_OP_WRITE_BARRIER` (`feature-barrier`).
+    Barrier,
+    /// Neither: completed writes are taken as durable.
+    None,
+}
+
+/// Why connecting failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlkfrontError {
+    /// The handshake failed.
+    Xenbus(XenbusError),
+    /// Granting a page failed.
+    Grant(GrantError),
+    /// Allocating the event channel failed.
+    EventChannel(HypercallError),
+    /// The heap is exhausted.
+    OutOfMemory,
+    /// The backend published a value we cannot use.
+    BadDetails(String),
+}
+
+impl From<XenbusError> for BlkfrontError {
+    fn from(error: XenbusError) -> Self {
+        BlkfrontError::Xenbus(error)
+    }
+}
+
+impl From<super::xenstore::XenstoreError> for BlkfrontError {
+    fn from(error: super::xenstore::XenstoreError) -> Self {
+        BlkfrontError::Xenbus(XenbusError::Xenstore(error))
+    }
+}
+
+impl From<GrantError> for BlkfrontError {
+    fn from(error: GrantError) -> Self {
+        BlkfrontError::Grant(error)
+    }
+}
+
+impl core::fmt::Display for BlkfrontError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BlkfrontError::Xenbus(error) => write!(formatter, "blkfront handshake: {error}"),
+            BlkfrontError::Grant(error) => write!(formatter, "blkfront grant: {error:?}"),
+            BlkfrontError::EventChannel(error) => write!(formatter, "blkfront event channel: {error}"),
+            BlkfrontError::OutOfMemory => formatter.write_str("blkfront: out of memory"),
+            BlkfrontError::BadDetails(what) => write!(formatter, "blkfront: backend published {what}"),
+        }
+    }
+}
+
+/// A connected virtual disk.
+#[derive(Debug)]
+pub struct Blkfront {
+    frontend: String,
+    backend: String,
+    backend_id: DomainId,
+    handle: u16,
+    ring: Page,
+    ring_reference: GrantRef,
+    port: EventChannelPort,
+    request_producer: u32,
+    response_consumer: u32,
+    buffers: Vec<(Page, GrantRef)>,
+    sectors: u64,
+    sector_size: u64,
+    read_only: bool,
+    flush_method: FlushMethod,
+    broken: bool,
+    /// Most requests ever in flight at once.
+    pub most_in_flight: usize,
+    /// Requests completed.
+    pub requests: u64,
+}
+
+fn parse_number<T: core::str::FromStr>(value: &str, what: &str) -> Result<T, BlkfrontError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| BlkfrontError::BadDetails(format!("{what} = {value:?}")))
+}
+
+impl Blkfront {
+    /// Connect to the virtual disk `device/vbd/<device>`.
+    ///
+    /// # Errors
+    /// [`BlkfrontError`] naming the step.
+    pub fn connect(xenstore: &mut Xenstore, device: &str) -> Result<Blkfront, BlkfrontError> {
+        let frontend = format!("device/vbd/{device}");
+        let backend = xenstore.read_string(Transaction::NONE, &format!("{frontend}/backend"))?;
+        let backend_id = DomainId(parse_number(
+            &xenstore.read_string(Transaction::NONE, &format!("{frontend}/backend-id"))?,
+            "backend-id",
+        )?);
+        let handle: u16 = parse_number(device, "device id")?;
+        xenbus::wait_for_state(xenstore, &backend, 30_000, |state| {
+            matches!(state, XenbusState::InitWait | XenbusState::Connected)
+        })?;
+
+        let mut ring = Page::new().ok_or(BlkfrontError::OutOfMemory)?;
+        // An empty ring: both event indices at 1 (FRONT_RING_INIT / SHARED_RING_INIT).
+        ring.write(offset::REQ_EVENT, &1u32.to_le_bytes());
+        ring.write(offset::RSP_EVENT, &1u32.to_le_bytes());
+        let ring_reference = grants::grant(backend_id, ring.machine_frame(), false)?;
+        let port = hypercall::alloc_unbound(backend_id).map_err(BlkfrontError::EventChannel)?;
+        let mut buffers = Vec::with_capacity(BUFFER_PAGES);
+        for _ in 0..BUFFER_PAGES {
+            let page = Page::new().ok_or(BlkfrontError::OutOfMemory)?;
+            let reference = grants::grant(backend_id, page.machine_frame(), false)?;
+            buffers.push((page, reference));
+        }
+
+        loop {
+            let transaction = xenstore.transaction_start()?;
+            let ring_ref = format!("{}", ring_reference.0);
+            let channel = format!("{}", port.0);
+            xenstore.write(transaction, &format!("{frontend}/ring-ref"), ring_ref.as_bytes())?;
+            xenstore.write(transaction, &format!("{frontend}/event-channel"), channel.as_bytes())?;
+            xenstore.write(transaction, &format!("{frontend}/protocol"), PROTOCOL_X86_64.as_bytes())?;
+            xenbus::switch_state(xenstore, transaction, &frontend, XenbusState::Initialised)?;
+            if xenstore.transaction_end(transaction, true)? {
+                break;
+            }
+        }
+        xenbus::wait_for_state(xenstore, &backend, 30_000, |state| state == XenbusState::Connected)?;
+
+        let sectors: u64 = parse_number(
+            &xenstore.read_string(Transaction::NONE, &format!("{backend}/sectors"))?,
+            "sectors",
+        )?;
+        let sector_size: u64 = match xenstore.read_string(Transaction::NONE, &format!("{backend}/sector-size")) {
+            Ok(value) => parse_number(&value, "sector-size")?,
+            Err(_) => SECTOR_SIZE,
+        };
+        if sector_size == 0 || sector_size % SECTOR_SIZE != 0 || sector_size > BLOCK_SIZE as u64 {
+            return Err(BlkfrontError::BadDetails(format!("sector-size {sector_size}")));
+        }
+        let info: u32 = match xenstore.read_string(Transaction::NONE, &format!("{backend}/info")) {
+            Ok(value) => parse_number(&value, "info")?,
+            Err(_) => 0,
+        };
+        let feature = |xenstore: &mut Xenstore, name: &str| {
+            xenstore
+                .read_string(Transaction::NONE, &format!("{backend}/{name}"))
+                .is_ok_and(|value| value.trim() == "1")
+        };
+        let flush_method = if feature(xenstore, "feature-flush-cache") {
+            FlushMethod::FlushDiskCache
+        } else if feature(xenstore, "feature-barrier") {
+            FlushMethod::Barrier
+        } else {
+            FlushMethod::None
+        };
+        xenbus::switch_state(xenstore, Transaction::NONE, &frontend, XenbusState::Connected)?;
+        Ok(Blkfront {
+            frontend,
+            backend,
+            backend_id,
+            handle,
+            ring,
+            ring_reference,
+            port,
+            request_producer: 0,
+            response_consumer: 0,
+            buffers,
+            sectors,
+            sector_size,
+            read_only: info & VDISK_READONLY != 0,
+            flush_method,
+            broken: false,
+            most_in_flight: 0,
+            requests: 0,
+        })
+    }
+
+    /// Bytes of the disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.sectors.saturating_mul(self.sector_size)
+    }
+
+    /// The backend's xenstore path.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// Whether the backend offers the disk read-only.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// How writes are made durable.
+    pub fn flush_method(&self) -> FlushMethod {
+        self.flush_method
+    }
+
+    fn ring_index(&self, byte_offset: usize) -> &AtomicU32 {
+        // SAFETY: the four ring indices are aligned u32s at the start of
+        // the ring page, which this struct owns; the backend writes two.
+        unsafe { AtomicU32::from_ptr(self.ring.as_ptr().add(byte_offset).cast()) }
+    }
+
+    fn slot(&self, index: u32) -> *mut u8 {
+        let slot = index as usize % RING_SIZE;
+        // SAFETY: 64 + 31 * 112 + 112 = 3648 <= 4096: inside the ring page.
+        unsafe { self.ring.as_ptr().add(SRING_HEADER_SIZE + slot * RING_ENTRY_SIZE) }
+    }
+
+    fn push(&mut self, request: &BlkifRequest) {
+        let slot = self.slot(self.request_producer).cast::<BlkifRequest>();
+        // SAFETY: the slot is ours until req_prod passes it (we never have
+        // more than RING_SIZE outstanding); 16-byte aligned.
+        unsafe { slot.write_volatile(*request) };
+        self.request_producer = self.request_producer.wrapping_add(1);
+    }
+
+    /// Publish pushed requests, notify if the backend asked, and wait for
+    /// `count` responses with ids `0..count`. Returns the first non-okay
+    /// status, if any.
+    fn complete(&mut self, count: usize) -> Result<Option<i16>, DeviceError> {
+        let old = self.ring_index(offset::REQ_PROD).load(Ordering::Relaxed);
+        // Requests must be visible before the index that publishes them.
+        fence(Ordering::Release);
+        self.ring_index(offset::REQ_PROD).store(self.request_producer, Ordering::Release);
+        // The new req_prod must be visible before we read req_event
+        // (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY's mb()).
+        fence(Ordering::SeqCst);
+        let event = self.ring_index(offset::REQ_EVENT).load(Ordering::Acquire);
+        if needs_notify(old, self.request_producer, event) {
+            hypercall::notify(self.port);
+        }
+        self.most_in_flight = self.most_in_flight.max(count);
+
+        let mut done = vec![false; count];
+        let mut remaining = count;
+        let mut worst = None;
+        let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
+        while remaining > 0 {
+            events::clear_pending(self.port);
+            let producer = self.ring_index(offset::RSP_PROD).load(Ordering::Acquire);
+            if producer.wrapping_sub(self.response_consumer) as usize > RING_SIZE {
+                self.broken = true;
+                return Err(DeviceError::Io);
+            }
+            while self.response_consumer != producer {
+                let slot = self.slot(self.response_consumer).cast::<BlkifResponse>();
+                // SAFETY: a slot the backend has published (below rsp_prod);
+                // copied once, then validated.
+                let response = unsafe { slot.read_volatile() };
+                self.response_consumer = self.response_consumer.wrapping_add(1);
+                let id = usize::try_from(response.id).unwrap_or(usize::MAX);
+                if id >= count || done[id] {
+                    self.broken = true;
+                    return Err(DeviceError::Io);
+                }
+                done[id] = true;
+                remaining -= 1;
+                self.requests += 1;
+                if response.status != RSP_OKAY && worst.is_none() {
+                    worst = Some(response.status);
+                }
+            }
+            if remaining == 0 {
+                break;
+            }
+            // Ask for an event at the next response (RING_FINAL_CHECK_FOR_RESPONSES),
+            // then look once more before sleeping.
+            self.ring_index(offset::RSP_EVENT)
+                .store(self.response_consumer.wrapping_add(1), Ordering::Release);
+            fence(Ordering::SeqCst);
+            if self.ring_index(offset::RSP_PROD).load(Ordering::Acquire) != self.response_consumer {
+                continue;
+            }
+            if events::system_time_ns() > deadline {
+                // Requests may still complete into our buffers: stop using them.
+                self.broken = true;
+                return Err(DeviceError::Io);
+            }
+            events::wait(&[self.port], deadline);
+        }
+        Ok(worst)
+    }
+
+    /// Transfer `blocks` (at most [`BUFFER_PAGES`]) between the disk at
+    /// `first` and buffers `0..blocks`.
+    fn batch(&mut self, operation: u8, first: u64, blocks: usize) -> Result<(), DeviceError> {
+        let requests = blocks.div_ceil(MAX_SEGMENTS_PER_REQUEST);
+        for index in 0..requests {
+            let start = index * MAX_SEGMENTS_PER_REQUEST;
+            let count = MAX_SEGMENTS_PER_REQUEST.min(blocks - start);
+            let mut request = BlkifRequest {
+                operation,
+                nr_segments: count as u8,
+                handle: self.handle,
+                id: index as u64,
+                sector_number: (first + start as u64) * SECTORS_PER_BLOCK,
+                ..BlkifRequest::default()
+            };
+            for segment in 0..count {
+                request.seg[segment] = BlkifRequestSegment {
+                    gref: self.buffers[start + segment].1 .0,
+                    first_sect: 0,
+                    last_sect: (SECTORS_PER_BLOCK - 1) as u8,
+                    padding: 0,
+                };
+            }
+            self.push(&request);
+        }
+        match self.complete(requests)? {
+            None => Ok(()),
+            Some(_) => Err(DeviceError::Io),
+        }
+    }
+
+    fn check_range(&self, first: u64, bytes: usize) -> Result<usize, DeviceError> {
+        if self.broken {
+            return Err(DeviceError::Io);
+        }
+        let blocks = bytes.div_ceil(BLOCK_SIZE);
+        match first.checked_add(blocks as u64) {
+            Some(end) if end <= self.block_count() => Ok(blocks),
+            _ => Err(DeviceError::OutOfRange),
+        }
+    }
+
+    /// Close the device (frontend Closing, backend follows, frontend
+    /// Closed) and take the grants back. Best effort, bounded in time.
+    pub fn disconnect(self, xenstore: &mut Xenstore) -> Result<XenbusState, XenbusError> {
+        xenbus::switch_state(xenstore, Transaction::NONE, &self.frontend, XenbusState::Closing)?;
+        let state = xenbus::wait_for_state(xenstore, &self.backend, 5_000, |state| {
+            matches!(state, XenbusState::Closing | XenbusState::Closed)
+        })?;
+        xenbus::switch_state(xenstore, Transaction::NONE, &self.frontend, XenbusState::Closed)?;
+        for (_, reference) in &self.buffers {
+            let _ = grants::end(*reference);
+        }
+        let _ = grants::end(self.ring_reference);
+        hypercall::close(self.port);
+        let _ = self.backend_id;
+        // Pages whose grant could not be ended must never be reused.
+        core::mem::forget(self.buffers);
+        core::mem::forget(self.ring);
+        Ok(state)
+    }
+}
+
+impl BlockDevice for Blkfront {
+    fn block_count(&self) -> u64 {
+        self.size_bytes() / BLOCK_SIZE as u64
+    }
+
+    fn read_block(&mut self, block: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        self.read_blocks(block, buffer)
+    }
+
+    fn read_blocks(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), DeviceError> {
+        let blocks = self.check_range(first, buffer.len())?;
+        let mut done = 0;
+        while done < blocks {
+            let count = BUFFER_PAGES.min(blocks - done);
+            self.batch(OP_READ, first + done as u64, count)?;
+            for index in 0..count {
+                let start = (done + index) * BLOCK_SIZE;
+                let end = (start + BLOCK_SIZE).min(buffer.len());
+                self.buffers[index].0.read(0, &mut buffer[start..end]);
+            }
+            done += count;
+        }
+        Ok(())
+    }
+
+    fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        self.write_blocks(block, data)
+    }
+
+    fn write_blocks(&mut self, first: u64, data: &[u8]) -> Result<(), DeviceError> {
+        if self.read_only {
+            return Err(DeviceError::Io);
+        }
+        let blocks = self.check_range(first, data.len())?;
+        let mut done = 0;
+        while done < blocks {
+            let count = BUFFER_PAGES.min(blocks - done);
+            for index in 0..count {
+                let start = (done + index) * BLOCK_SIZE;
+                let end = (start + BLOCK_SIZE).min(data.len());
+                let page = &mut self.buffers[index].0;
+                page.write(0, &data[start..end]);
+                if end - start < BLOCK_SIZE {
+                    page.write(end - start, &[0u8; BLOCK_SIZE][..BLOCK_SIZE - (end - start)]);
+                }
+            }
+            self.batch(OP_WRITE, first + done as u64, count)?;
+            done += count;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        if self.broken {
+            return Err(DeviceError::Io);
+        }
+        let operation = match self.flush_method {
+            FlushMethod::FlushDiskCache => OP_FLUSH_DISKCACHE,
+            FlushMethod::Barrier => OP_WRITE_BARRIER,
+            // Every write has completed (batches wait): nothing more to ask.
+            FlushMethod::None => return Ok(()),
+        };
+        let request = BlkifRequest {
+            operation,
+            nr_segments: 0,
+            handle: self.handle,
+            id: 0,
+            sector_number: 0,
+            ..BlkifRequest::default()
+        };
+        self.push(&request);
+        match self.complete(1)? {
+            None => Ok(()),
+            Some(RSP_EOPNOTSUPP) => {
+                self.flush_method = FlushMethod::None;
+                Ok(())
+            }
+            Some(_) => Err(DeviceError::Io),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The storage domain's main: wire the platform to the file system.
+//!
+//! Boot: banner, xenstore, grant table, blkfront, `sdfs::Volume::open`,
+//! boot-test actions, the self-check, then wait on the `control/shutdown`
+//! watch. Shutdown commits the file system, flushes the disk, closes the
+//! device and ends the domain with `SCHEDOP_shutdown`.
+
+use super::blkfront::Blkfront;
+use super::events::{self, PvClock};
+use super::xenstore::{Transaction, Xenstore, XenstoreError};
+use super::{console, grants, hypercall, memory};
+use crate::command_line::{Config, TestAction};
+use crate::fs_tasks;
+use crate::println;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use vfs::FileSystem;
+use xen_abi::sched::ShutdownReason;
+use xen_abi::xen::StartInfo;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const SHUTDOWN_NODE: &str = "control/shutdown";
+const SHUTDOWN_TOKEN: &str = "shutdown";
+
+/// Boot, serve, shut down. Never returns.
+pub fn main(start_info: &StartInfo) -> ! {
+    let started = events::system_time_ns();
+    let (major, minor) = hypercall::xen_version();
+    let config = Config::parse(start_info.command_line());
+    let pages = memory::domain_pages();
+    println!(
+        "storage-domain {VERSION} on Xen {major}.{minor}: {} MiB ({pages} pages), image {} KiB, heap {} MiB",
+        pages * 4096 >> 20,
+        memory::image_bytes() >> 10,
+        memory::HEAP_BYTES >> 20
+    );
+    for warning in &config.warnings {
+        println!("config: {warning}");
+    }
+    match run(start_info, &config, started) {
+        Ok(reason) => {
+            console::drain(2000);
+            hypercall::shutdown(reason)
+        }
+        Err(error) => {
+            println!("storage-domain: fatal: {error}");
+            console::drain(2000);
+            hypercall::shutdown(ShutdownReason::Crash)
+        }
+    }
+}
+
+fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<ShutdownReason, String> {
+    let mut xenstore = Xenstore::new(start_info).map_err(|error| format!("{error}"))?;
+    grants::init().map_err(|error| format!("grant table: {error:?}"))?;
+    let domain = xenstore
+        .read_string(Transaction::NONE, "domid")
+        .unwrap_or_else(|_| String::from("?"));
+    let devices = xenstore
+        .directory(Transaction::NONE, "device/vbd")
+        .map_err(|error| format!("no disk (give the domain a disk= in its xl config): {error}"))?;
+    let device = devices
+        .first()
+        .ok_or_else(|| String::from("no disk (give the domain a disk= in its xl config)"))?;
+    let mut disk = Blkfront::connect(&mut xenstore, device).map_err(|error| format!("{error}"))?;
+    println!(
+        "disk: vbd {device} (backend {}): {} MiB{}, flush by {:?}",
+        disk.backend(),
+        disk.size_bytes() >> 20,
+        if disk.read_only() { ", read-only" } else { "" },
+        disk.flush_method()
+    );
+
+    let mut volume = sdfs::Volume::open(&mut disk, Box::new(PvClock), config.cache_bytes)
+        .map_err(|error| format!("opening the file system: {error:?}"))?;
+    println!(
+        "file system: {} blocks of 4096 bytes, at commit {}",
+        volume.block_count(),
+        volume.commit_sequence()
+    );
+    for export in &config.exports {
+        println!(
+            "export: {} ({})",
+            export.path,
+            if export.read_only { "read-only" } else { "read-write" }
+        );
+    }
+    println!(
+        "nfs: not serving yet: the NFS server needs netfront (TCP) or the VRPC backend, later work"
+    );
+
+    if config.wants(TestAction::Verify) {
+        match fs_tasks::verify_known_files(&mut volume) {
+            Ok(()) => println!("verify: known files intact"),
+            Err(error) => println!("verify: FAILED: {error}"),
+        }
+        match fs_tasks::verify_churn_log(&mut volume) {
+            Ok(count) => println!("verify: churn.log holds commits 1..{count}"),
+            Err(error) => println!("verify: churn.log FAILED: {error}"),
+        }
+    }
+    if config.wants(TestAction::Seed) {
+        match fs_tasks::seed_known_files(&mut volume) {
+            Ok(()) => println!("seed: wrote /known/hello.txt and /known/lines.txt"),
+            Err(error) => println!("seed: FAILED: {error}"),
+        }
+    }
+    match fs_tasks::self_check(&mut volume) {
+        Ok(check) => println!(
+            "fs ok: {} inodes, {} free blocks",
+            check.inodes_in_use, check.free_blocks
+        ),
+        Err(error) => println!("fs self-check FAILED: {error}"),
+    }
+    let (heap_used, heap_size) = memory::heap_usage();
+    println!(
+        "ready: domain {domain}, {} ms after entry, heap {} KiB used of {} KiB",
+        (events::system_time_ns() - started) / 1_000_000,
+        heap_used >> 10,
+        heap_size >> 10
+    );
+    if config.wants(TestAction::Panic) {
+        panic!("test=panic asked for a crash after the self-check");
+    }
+
+    xenstore
+        .watch(SHUTDOWN_NODE, SHUTDOWN_TOKEN)
+        .map_err(|error| format!("watching {SHUTDOWN_NODE}: {error}"))?;
+    let churn = config.wants(TestAction::Churn);
+    let mut churn_number = fs_tasks::verify_churn_log(&mut volume).unwrap_or(0);
+    let reason = loop {
+        // Churning polls for the watch without blocking; otherwise sleep.
+        let deadline = if churn { 1 } else { 0 };
+        if churn {
+            churn_number += 1;
+            match fs_tasks::churn_step(&mut volume, churn_number) {
+                Ok(()) => println!("churn: committed {churn_number}"),
+                Err(error) => {
+                    println!("churn: FAILED: {error}");
+                    break ShutdownReason::Crash;
+                }
+            }
+        }
+        match xenstore.next_watch_event(Some(SHUTDOWN_TOKEN), deadline) {
+            Ok(Some(_)) => {
+                if let Some(reason) = shutdown_request(&mut xenstore) {
+                    break reason;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => return Err(format!("xenstore: {error}")),
+        }
+    };
+
+    let committed = volume.commit();
+    let sequence = volume.commit_sequence();
+    drop(volume);
+    let flushed = sdfs::BlockDevice::flush(&mut disk);
+    println!(
+        "shutdown ({reason:?}): commit {sequence} {}, disk flush {}, {} requests, at most {} in flight",
+        if committed.is_ok() { "written" } else { "FAILED" },
+        if flushed.is_ok() { "ok" } else { "FAILED" },
+        disk.requests,
+        disk.most_in_flight
+    );
+    match disk.disconnect(&mut xenstore) {
+        Ok(state) => println!("disk: disconnected (backend {state:?})"),
+        Err(error) => println!("disk: disconnect incomplete: {error}"),
+    }
+    Ok(reason)
+}
+
+/// Read and acknowledge `control/shutdown`; `None` when there is nothing
+/// to act on (the watch's first firing, an empty node, or `suspend`,
+/// which this kernel cannot do).
+fn shutdown_request(xenstore: &mut Xenstore) -> Option<ShutdownReason> {
+    let request = match xenstore.read_string(Transaction::NONE, SHUTDOWN_NODE) {
+        Ok(request) => request,
+        Err(XenstoreError::Errno(_)) => return None,
+        Err(error) => {
+            println!("control/shutdown: {error}");
+            return None;
+        }
+    };
+    let reason = match request.as_str() {
+        "" => return None,
+        "poweroff" | "halt" => ShutdownReason::Poweroff,
+        "reboot" => ShutdownReason::Reboot,
+        other => {
+            println!("control/shutdown: `{other}` is not supported, ignored");
+            let _ = xenstore.write(Transaction::NONE, SHUTDOWN_NODE, b"");
+            return None;
+        }
+    };
+    // Acknowledge: the toolstack waits for the node to be cleared.
+    let _ = xenstore.write(Transaction::NONE, SHUTDOWN_NODE, b"");
+    println!("control/shutdown: {request} requested");
+    Some(reason)
+}
