@@ -80,20 +80,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_status_maps_to_a_distinct_posix_errno_where_posix_has_one() {
+    fn statuses_named_after_an_errno_map_to_that_errno() {
         for error in NfsError::ALL {
-            let errno = from_nfs(*error);
-            assert!(i32::from(errno) > 0 && i32::from(errno) < 134, "{error:?}");
+            let errno = i32::from(from_nfs(*error));
+            assert!(errno > 0 && errno < 134, "{error:?}: {errno}");
         }
-        // Statuses named after an errno map to that errno.
         let named = [
             (NfsError::Permission, libc::EPERM),
             (NfsError::NoEntry, libc::ENOENT),
+            (NfsError::Io, libc::EIO),
+            (NfsError::NoDeviceOrAddress, libc::ENXIO),
             (NfsError::Access, libc::EACCES),
             (NfsError::Exist, libc::EEXIST),
             (NfsError::CrossDevice, libc::EXDEV),
+            (NfsError::NoDevice, libc::ENODEV),
             (NfsError::NotDirectory, libc::ENOTDIR),
             (NfsError::IsDirectory, libc::EISDIR),
+            (NfsError::Invalid, libc::EINVAL),
             (NfsError::FileTooLarge, libc::EFBIG),
             (NfsError::NoSpace, libc::ENOSPC),
             (NfsError::ReadOnlyFileSystem, libc::EROFS),
@@ -102,12 +105,30 @@ mod tests {
             (NfsError::NotEmpty, libc::ENOTEMPTY),
             (NfsError::QuotaExceeded, libc::EDQUOT),
             (NfsError::Stale, libc::ESTALE),
+            (NfsError::Remote, libc::EREMOTE),
         ];
         for (error, code) in named {
             assert_eq!(i32::from(from_nfs(error)), code, "{error:?}");
-            // The wire value of these equals Linux's errno (RFC 1813 chose
-            // them so).
-            assert_eq!(error.to_u32() as i32, code, "{error:?}");
+            // RFC 1813 took these values from BSD's errno: below 35 they
+            // equal Linux's, above they do not (63 is ENAMETOOLONG on BSD,
+            // ENOSR on Linux), so a pass-through of the wire value would be
+            // wrong there.
+            if error.to_u32() < 35 {
+                assert_eq!(error.to_u32() as i32, code, "{error:?}");
+            } else {
+                assert_ne!(error.to_u32() as i32, code, "{error:?}");
+            }
         }
+    }
+
+    #[test]
+    fn an_authentication_error_is_eacces_and_other_rpc_failures_eio() {
+        let denied = ClientError::Reply(ReplyFailure::Unsuccessful {
+            xid: 1,
+            body: ReplyBody::Denied(RejectedReply::AuthError(xdr::AuthStatus::TooWeak)),
+        });
+        assert_eq!(i32::from(from_client(&denied)), libc::EACCES);
+        let garbage = ClientError::Reply(ReplyFailure::UnknownProcedure(99));
+        assert_eq!(i32::from(from_client(&garbage)), libc::EIO);
     }
 }

@@ -186,7 +186,8 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
     );
     let mut options = vec![
         MountOption::FSName(format!("nfs:{}", connection.source)),
-        MountOption::Subtype("guest-driver".into()),
+        // As a kernel option, so /proc/mounts shows `fuse.guest-driver`.
+        MountOption::CUSTOM("subtype=guest-driver".into()),
     ];
     if settings.kernel_permissions {
         options.push(MountOption::DefaultPermissions);
@@ -275,7 +276,9 @@ fn settings(
         )
         .ok()
         .and_then(|result| result.into_result().ok())
-        .map_or(255, |configuration| configuration.name_maximum);
+        .map_or(255, |configuration| configuration.name_maximum)
+        // Linux's NAME_MAX: programs size name buffers by statfs's answer.
+        .min(255);
     let clamp = |maximum: u32| maximum.clamp(4096, MEBIBYTE);
     let seconds = |value: f64| Duration::from_secs_f64(value.max(0.0));
     // The metadata table is not wired yet, so attributes always come from

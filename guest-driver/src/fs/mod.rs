@@ -200,8 +200,17 @@ impl NfsFilesystem {
     }
 
     fn do_getattr(&self, caller: &Caller, node: INodeNo) -> Result<fuser::FileAttr, Errno> {
-        let handle = self.handle_of(node)?;
-        let attributes = self.get_attributes(caller, &handle)?;
+        let (handle, hidden) = {
+            let nodes = lock(&self.nodes);
+            let entry = nodes.get(node.0).ok_or(Errno::ESTALE)?;
+            (entry.handle.clone(), entry.silly_name.is_some())
+        };
+        let mut attributes = self.get_attributes(caller, &handle)?;
+        if hidden {
+            // Unlinked while open: the hidden name is not a link a program
+            // made, so fstat shows the count without it, as for a local file.
+            attributes.link_count = attributes.link_count.saturating_sub(1);
+        }
         Ok(attributes::to_fuse(node.0, &attributes))
     }
 

@@ -170,8 +170,9 @@ impl NfsFilesystem {
         .map(|_| ())
     }
 
-    /// If `name` is a file open here, renames it to a hidden name and
-    /// returns true. Costs a LOOKUP only while some file is open.
+    /// If `name` is the last link of a file open here, renames it to a
+    /// hidden name and returns true. Costs a LOOKUP only while some file is
+    /// open.
     fn hide_if_open(
         &self,
         caller: &Caller,
@@ -198,6 +199,15 @@ impl NfsFilesystem {
         let Some(node) = open_node else {
             return Ok(false);
         };
+        // Another name keeps the file (a hard link, or the hidden name of
+        // an earlier unlink): this name can simply go.
+        let links = found
+            .object_attributes
+            .as_ref()
+            .map_or(1, |attributes| attributes.link_count);
+        if links > 1 {
+            return Ok(false);
+        }
         let counter = self
             .silly_counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -1,0 +1,238 @@
+//! Harness for the mount tests: the real hosted server binary, real
+//! guest-driver mounts, clean shutdown and an offline fsck at the end.
+//!
+//! Tests need root and /dev/fuse (CI has both); without them they print
+//! why and return. The server binary is the workspace's
+//! `storage-domain-hosted`, which `cargo test --workspace` builds next to
+//! this test (its package has integration tests of its own).
+
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Why the mount tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0");
+    if !root {
+        return Some("not root (mounting for every uid needs root)".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing".into());
+    }
+    if !server_binary().is_file() {
+        return Some(format!(
+            "{} is not built (cargo build -p storage-domain-hosted)",
+            server_binary().display()
+        ));
+    }
+    None
+}
+
+/// Returns early from a test, saying why, when mounts cannot run here.
+#[macro_export]
+macro_rules! require_mounts {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// `target/<profile>/` of this build.
+fn binary_directory() -> PathBuf {
+    let executable = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash>
+    executable
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf()
+}
+
+/// The hosted storage domain binary.
+pub fn server_binary() -> PathBuf {
+    binary_directory().join("storage-domain-hosted")
+}
+
+/// The guest-driver binary.
+pub fn driver_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_guest-driver"))
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} ignored SIGTERM for 20 s", child.id());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `storage-domain-hosted serve`.
+pub struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    /// The disk image.
+    pub image: PathBuf,
+}
+
+impl Server {
+    /// Serves a fresh image in `directory` on a free port.
+    pub fn start(directory: &Path) -> Server {
+        let image = directory.join("disk.img");
+        let mut child = Command::new(server_binary())
+            .args(["serve", "--disk"])
+            .arg(&image)
+            .args([
+                "--size",
+                "256M",
+                "--listen",
+                "127.0.0.1:0",
+                "--export",
+                "/,no_root_squash",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting storage-domain-hosted");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, receiver) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                if let Some(rest) = line
+                    .split(" on ")
+                    .nth(1)
+                    .filter(|_| line.contains("ready:"))
+                {
+                    let address = rest
+                        .split([',', ' '])
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = sender.send(address);
+                }
+            }
+        });
+        let address = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server never said it was ready");
+        Server {
+            child: Some(child),
+            address,
+            image,
+        }
+    }
+
+    /// Stops the server (SIGTERM) and checks the image offline.
+    pub fn stop_and_check(mut self) {
+        let mut child = self.child.take().expect("running");
+        let status = terminate(&mut child);
+        assert!(status.success(), "server exit: {status}");
+        let fsck = Command::new(server_binary())
+            .arg("fsck")
+            .arg(&self.image)
+            .output()
+            .expect("running fsck");
+        assert!(
+            fsck.status.success(),
+            "fsck failed: {}\n{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn is_mounted(directory: &Path) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = directory.to_string_lossy();
+    mountinfo
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_ref()))
+}
+
+/// A running `guest-driver mount`.
+pub struct Mount {
+    child: Option<Child>,
+    /// The mount point.
+    pub path: PathBuf,
+}
+
+impl Mount {
+    /// Mounts the server's `/` at a new directory `name` under `parent`.
+    pub fn start(server: &Server, parent: &Path, name: &str, extra: &[&str]) -> Mount {
+        let path = parent.join(name);
+        std::fs::create_dir_all(&path).expect("mount point");
+        let path = path.canonicalize().expect("canonical mount point");
+        let mut child = Command::new(driver_binary())
+            .args(["mount", "--tcp", &server.address])
+            .args(extra)
+            .arg(&path)
+            .spawn()
+            .expect("starting guest-driver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&path) {
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("guest-driver exited before mounting: {status}");
+            }
+            assert!(Instant::now() < deadline, "no mount after 20 s");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Mount {
+            child: Some(child),
+            path,
+        }
+    }
+
+    /// Unmounts with SIGTERM and checks the daemon exited cleanly.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        let status = terminate(&mut child);
+        assert!(status.success(), "guest-driver exit: {status}");
+        assert!(!is_mounted(&self.path), "still mounted after exit");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            if is_mounted(&self.path) {
+                let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! End-to-end: the real hosted server, real FUSE mounts, std::fs
+//! operations, clean unmount, and an offline fsck of the image.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+
+use common::{Mount, Server};
+
+/// Deterministic bytes that differ at every offset.
+fn pattern(length: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+fn errno(error: &std::io::Error) -> i32 {
+    error.raw_os_error().unwrap_or(0)
+}
+
+#[test]
+fn file_operations_through_a_mount_leave_a_clean_image() {
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start(scratch.path());
+    let mount = Mount::start(&server, scratch.path(), "mnt", &[]);
+    let root = mount.path.clone();
+
+    // Files: small, multi-megabyte (several 1 MiB WRITEs and READs), append.
+    fs::write(root.join("small"), b"hello, storage domain\n").unwrap();
+    assert_eq!(
+        fs::read(root.join("small")).unwrap(),
+        b"hello, storage domain\n"
+    );
+    let big = pattern(3 * 1024 * 1024 + 12_345, 7);
+    fs::write(root.join("big"), &big).unwrap();
+    assert_eq!(fs::read(root.join("big")).unwrap(), big);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(root.join("small"))
+        .unwrap();
+    file.write_all(b"more\n").unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    assert_eq!(
+        fs::read_to_string(root.join("small")).unwrap(),
+        "hello, storage domain\nmore\n"
+    );
+
+    // Random access and truncation.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(root.join("big"))
+        .unwrap();
+    file.seek(SeekFrom::Start(1_000_000)).unwrap();
+    file.write_all(b"XYZ").unwrap();
+    file.set_len(1_000_002).unwrap();
+    drop(file);
+    let data = fs::read(root.join("big")).unwrap();
+    assert_eq!(data.len(), 1_000_002);
+    assert_eq!(&data[..1_000_000], &big[..1_000_000]);
+    assert_eq!(&data[1_000_000..], b"XY");
+
+    // Directories, rename, hard and symbolic links, modes.
+    fs::create_dir_all(root.join("a/b/c")).unwrap();
+    fs::rename(root.join("small"), root.join("a/b/c/moved")).unwrap();
+    assert!(!root.join("small").exists());
+    fs::hard_link(root.join("a/b/c/moved"), root.join("a/link")).unwrap();
+    let original = fs::metadata(root.join("a/b/c/moved")).unwrap();
+    let linked = fs::metadata(root.join("a/link")).unwrap();
+    assert_eq!(original.ino(), linked.ino(), "hard links share an inode");
+    assert_eq!(linked.nlink(), 2);
+    std::os::unix::fs::symlink("b/c/moved", root.join("a/symbolic")).unwrap();
+    assert_eq!(
+        fs::read_link(root.join("a/symbolic")).unwrap(),
+        std::path::Path::new("b/c/moved")
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("a/symbolic")).unwrap(),
+        "hello, storage domain\nmore\n"
+    );
+    fs::set_permissions(root.join("a/link"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        fs::metadata(root.join("a/b/c/moved")).unwrap().mode() & 0o7777,
+        0o600
+    );
+
+    // A directory listed over many READDIRPLUS / FUSE buffers.
+    fs::create_dir(root.join("many")).unwrap();
+    for index in 0..600 {
+        File::create(root.join(format!("many/file-with-a-longish-name-{index:04}"))).unwrap();
+    }
+    let mut names: Vec<String> = fs::read_dir(root.join("many"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (0..600)
+        .map(|index| format!("file-with-a-longish-name-{index:04}"))
+        .collect();
+    assert_eq!(names, expected);
+
+    // Errors arrive as the right errno.
+    let error = fs::read(root.join("missing")).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotFound);
+    let error = fs::create_dir(root.join("a")).unwrap_err();
+    assert_eq!(errno(&error), libc::EEXIST);
+    let error = fs::remove_dir(root.join("a")).unwrap_err();
+    assert_eq!(errno(&error), libc::ENOTEMPTY);
+    let error = fs::read_dir(root.join("big")).unwrap_err();
+    assert_eq!(errno(&error), libc::ENOTDIR);
+    let error = File::create(root.join("x".repeat(256))).unwrap_err();
+    assert_eq!(errno(&error), libc::ENAMETOOLONG);
+
+    // An open file survives its unlink (silly rename) and goes at close.
+    let mut open = File::open(root.join("a/b/c/moved")).unwrap();
+    fs::remove_file(root.join("a/b/c/moved")).unwrap();
+    fs::remove_file(root.join("a/link")).unwrap();
+    assert_eq!(open.metadata().unwrap().nlink(), 0);
+    let mut text = String::new();
+    open.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "hello, storage domain\nmore\n");
+    drop(open);
+    let left: Vec<_> = fs::read_dir(root.join("a/b/c")).unwrap().collect();
+    assert!(left.is_empty(), "hidden file left behind: {left:?}");
+
+    // Removal of everything.
+    fs::remove_dir_all(root.join("many")).unwrap();
+    fs::remove_dir_all(root.join("a")).unwrap();
+    fs::remove_file(root.join("big")).unwrap();
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
+
+    // The counters are readable by the stats command.
+    let output = Command::new(common::driver_binary())
+        .arg("stats")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stats = String::from_utf8(output.stdout).unwrap();
+    let count = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {stats}"))
+    };
+    assert!(count("rpc.WRITE") >= 4, "{stats}");
+    assert!(count("rpc.COMMIT") >= 1, "{stats}");
+    assert!(count("rpc.READDIRPLUS") >= 2, "{stats}");
+
+    mount.stop();
+    server.stop_and_check();
+}
+
+/// Two mounts of one export: what one writes and closes, the other sees at
+/// once through stat and read, with no stale size or mtime.
+#[test]
+fn a_second_mount_sees_closed_writes_at_once() {
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start(scratch.path());
+    let first = Mount::start(&server, scratch.path(), "first", &[]);
+    let second = Mount::start(&server, scratch.path(), "second", &[]);
+    let in_first = first.path.join("shared");
+    let in_second = second.path.join("shared");
+
+    for round in 0..20u32 {
+        // Lengths and contents change every round, often within one
+        // second, so a stale size, mtime or page cache shows.
+        let content = pattern(1000 + (round as usize * 7919) % 50_000, round);
+        fs::write(&in_first, &content).unwrap();
+        let written = fs::metadata(&in_first).unwrap();
+        let seen = fs::metadata(&in_second).unwrap();
+        assert_eq!(seen.len(), content.len() as u64, "round {round}: size");
+        assert_eq!(
+            (seen.mtime(), seen.mtime_nsec()),
+            (written.mtime(), written.mtime_nsec()),
+            "round {round}: mtime"
+        );
+        assert_eq!(fs::read(&in_second).unwrap(), content, "round {round}");
+        // The other direction, with the first mount's pages cached.
+        let reply = pattern(500 + round as usize, round + 1000);
+        fs::write(&in_second, &reply).unwrap();
+        assert_eq!(fs::metadata(&in_first).unwrap().len(), reply.len() as u64);
+        assert_eq!(fs::read(&in_first).unwrap(), reply, "round {round} back");
+    }
+    // Names: a file made in one mount is found in the other.
+    fs::create_dir(first.path.join("made-here")).unwrap();
+    assert!(second.path.join("made-here").is_dir());
+
+    first.stop();
+    second.stop();
+    server.stop_and_check();
+}
