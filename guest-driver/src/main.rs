@@ -106,14 +106,32 @@ struct Connection {
     nfs: Arc<dyn Transport>,
     mount: Arc<dyn Transport>,
     source: String,
+    /// The shared metadata table, when the transport maps one.
+    table: Option<Box<dyn fs::table::AttributeTable>>,
 }
 
 fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
     if let Some(socket) = &arguments.hosted {
-        bail!(
-            "--hosted {}: the hosted VRPC transport (crate vrpc-hosted) is not available yet; use --tcp",
-            socket.display()
-        );
+        let transport = client::hosted::HostedTransport::connect(socket, &arguments.export)
+            .with_context(|| format!("connecting to {}", socket.display()))?;
+        let table: Option<Box<dyn fs::table::AttributeTable>> = match (
+            arguments.no_metadata_table,
+            transport.client().metadata_table(),
+        ) {
+            (false, Some(_)) => Some(Box::new(fs::table::HostedTable(transport.client()))),
+            (false, None) => {
+                log::warn!("the server shares no metadata table: every GETATTR is an RPC");
+                None
+            }
+            (true, _) => None,
+        };
+        let transport: Arc<dyn Transport> = Arc::new(transport);
+        return Ok(Connection {
+            nfs: Arc::clone(&transport),
+            mount: transport,
+            source: format!("hosted:{}:{}", socket.display(), arguments.export),
+            table,
+        });
     }
     let Some(address) = &arguments.tcp else {
         bail!("give --tcp HOST:PORT or --hosted SOCKET");
@@ -135,6 +153,7 @@ fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
         nfs,
         mount,
         source: format!("{host}:{}", arguments.export),
+        table: None,
     })
 }
 
@@ -183,6 +202,8 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
         root,
         settings.clone(),
         Arc::clone(&notifier),
+        connection.table.take(),
+        Arc::clone(&statistics),
     );
     let mut options = vec![
         MountOption::FSName(format!("nfs:{}", connection.source)),
@@ -281,9 +302,9 @@ fn settings(
         .min(255);
     let clamp = |maximum: u32| maximum.clamp(4096, MEBIBYTE);
     let seconds = |value: f64| Duration::from_secs_f64(value.max(0.0));
-    // The metadata table is not wired yet, so attributes always come from
-    // GETATTR and stay uncached unless asked otherwise.
-    let _ = arguments.no_metadata_table;
+    // Attributes are not cached by the kernel unless asked: each stat is a
+    // FUSE GETATTR, answered from the metadata table when there is one
+    // (no RPC) or by the server.
     Ok(fs::Settings {
         attribute_timeout: seconds(arguments.attr_timeout.unwrap_or(0.0)),
         entry_timeout: seconds(arguments.entry_timeout),

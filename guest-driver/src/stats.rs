@@ -52,16 +52,11 @@ impl Stats {
     }
 
     /// Counts a GETATTR answered from the metadata table.
-    // Not called until the metadata table reader is wired: crate metatab
-    // has no reader yet, so every GETATTR goes to the server.
-    #[allow(dead_code)]
     pub fn count_table_hit(&self) {
         self.table_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a GETATTR the metadata table could not answer.
-    // Not called until the metadata table reader is wired (see above).
-    #[allow(dead_code)]
     pub fn count_table_miss(&self) {
         self.table_misses.fetch_add(1, Ordering::Relaxed);
     }

@@ -8,6 +8,7 @@
 //! apart until [`crate::errno`] turns either into an errno at the FUSE
 //! boundary. Counters per procedure live in [`crate::stats`].
 
+pub mod hosted;
 pub mod mount;
 pub mod transport;
 
@@ -21,7 +22,7 @@ use nfs3::{Arguments, Nfs3, Results, RpcProgram};
 use xdr::{AuthSys, OpaqueAuth};
 
 use crate::stats::Stats;
-pub use transport::{TcpTransport, Transport, TransportError};
+pub use transport::{Call, TcpTransport, Transport, TransportError};
 
 /// Who makes a call: the identity sent as AUTH_SYS (RFC 5531 appendix A).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,10 +124,31 @@ pub fn call_program<P: RpcProgram>(
     credential: OpaqueAuth,
     arguments: &P::Arguments,
 ) -> CallResult<P::Results> {
+    call_program_with::<P>(transport, xid, credential, arguments, &[], 0)
+}
+
+/// One RPC to program `P` with bulk data: `write_payload` for the record's
+/// trailing empty opaque, room for `read_capacity` bytes in the reply.
+///
+/// # Errors
+/// [`ClientError`] when no results arrived.
+pub fn call_program_with<P: RpcProgram>(
+    transport: &dyn Transport,
+    xid: u32,
+    credential: OpaqueAuth,
+    arguments: &P::Arguments,
+    write_payload: &[u8],
+    read_capacity: usize,
+) -> CallResult<P::Results> {
     let procedure = P::procedure_number(arguments);
     let record = encode_call::<P>(xid, credential, arguments);
     let reply = transport
-        .call(xid, &record)
+        .call(Call {
+            xid,
+            record: &record,
+            write_payload,
+            read_capacity,
+        })
         .map_err(ClientError::Transport)?;
     let (reply_xid, results) = decode_reply::<P>(&reply, procedure).map_err(ClientError::Reply)?;
     if reply_xid != xid {
@@ -191,11 +213,29 @@ impl NfsClient {
     pub fn call(&self, caller: &Caller, arguments: Arguments) -> CallResult<Results> {
         self.stats.count_call(arguments.procedure());
         let credential = caller.credential(&self.machine_name);
-        call_program::<Nfs3>(
+        // Bulk replies get room in a ring transport's data pages: the
+        // requested count plus headers and attributes.
+        let read_capacity = match &arguments {
+            Arguments::Read(read) => read.count as usize + 512,
+            Arguments::ReadDirectoryPlus(listing) => listing.maximum_count as usize + 512,
+            Arguments::ReadDirectory(listing) => listing.count as usize + 512,
+            _ => 0,
+        };
+        // WRITE data travels beside the record (in data pages on a ring).
+        let (arguments, payload) = match arguments {
+            Arguments::Write(mut write) => {
+                let payload = std::mem::take(&mut write.data);
+                (Arguments::Write(write), payload)
+            }
+            other => (other, Vec::new()),
+        };
+        call_program_with::<Nfs3>(
             self.transport.as_ref(),
             self.xids.next(),
             credential,
             &arguments,
+            &payload,
+            read_capacity,
         )
     }
 }
@@ -271,8 +311,10 @@ mod tests {
     }
 
     impl Transport for Loopback {
-        fn call(&self, xid: u32, record: &[u8]) -> Result<Vec<u8>, TransportError> {
-            let (header, arguments) = nfs3::message::decode_call::<Nfs3>(record)
+        fn call(&self, call: Call<'_>) -> Result<Vec<u8>, TransportError> {
+            let xid = call.xid;
+            let record = transport::spliced_record(&call)?;
+            let (header, arguments) = nfs3::message::decode_call::<Nfs3>(&record)
                 .map_err(|_| TransportError::Disconnected("bad call".into()))?;
             assert_eq!(header.xid, xid);
             self.seen

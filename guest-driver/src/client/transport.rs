@@ -40,6 +40,10 @@ pub enum TransportError {
     Send(io::Error),
     /// The same xid is already waiting for a reply (the client reused one).
     DuplicateXid(u32),
+    /// A payload was given but the record has no empty trailing opaque.
+    NoPayloadField,
+    /// The transport refused the call (too large for its ring, ...).
+    Refused(String),
 }
 
 impl fmt::Display for TransportError {
@@ -50,22 +54,70 @@ impl fmt::Display for TransportError {
             TransportError::DuplicateXid(xid) => {
                 write!(formatter, "xid {xid:#x} already in flight")
             }
+            TransportError::NoPayloadField => {
+                formatter.write_str("the record has no empty opaque for the payload")
+            }
+            TransportError::Refused(reason) => write!(formatter, "call refused: {reason}"),
         }
     }
 }
 
 impl std::error::Error for TransportError {}
 
-/// Moves one RPC call record to the server and brings back the reply record
-/// with the same xid. Implementations are shared by every FUSE worker
-/// thread and must allow many calls in flight at once.
+/// One call as a transport carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The call's xid (the record's first word).
+    pub xid: u32,
+    /// The ONC RPC call record, without any record mark.
+    pub record: &'a [u8],
+    /// Bulk data for the record's last field, a variable-length opaque the
+    /// record carries empty (WRITE data); empty for other calls. A ring
+    /// transport sends it in data pages; a stream transport splices it in.
+    pub write_payload: &'a [u8],
+    /// Bytes of bulk data the reply may bring (READ data, READDIRPLUS
+    /// lists): what a ring transport offers in data pages; 0 for small
+    /// replies.
+    pub read_capacity: usize,
+}
+
+/// Moves one RPC call to the server and brings back the reply record with
+/// the same xid. Implementations are shared by every FUSE worker thread
+/// and must allow many calls in flight at once.
 pub trait Transport: Send + Sync {
-    /// Sends `record` (a complete RPC call whose xid is `xid`, without any
-    /// record mark) and blocks until the reply record for `xid` arrives.
+    /// Sends `call` and blocks until its reply record arrives.
     ///
     /// # Errors
     /// [`TransportError`] when no reply can come.
-    fn call(&self, xid: u32, record: &[u8]) -> Result<Vec<u8>, TransportError>;
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, TransportError>;
+}
+
+/// The standard record for `call`: the payload written into the record's
+/// trailing empty opaque (length word, bytes, padding), as a stream
+/// carries it.
+///
+/// # Errors
+/// [`TransportError::NoPayloadField`] when a payload is given but the
+/// record does not end in an empty opaque.
+pub fn spliced_record(call: &Call<'_>) -> Result<Vec<u8>, TransportError> {
+    let mut record = call.record.to_vec();
+    if call.write_payload.is_empty() {
+        return Ok(record);
+    }
+    let length =
+        u32::try_from(call.write_payload.len()).map_err(|_| TransportError::NoPayloadField)?;
+    let word = record
+        .len()
+        .checked_sub(4)
+        .filter(|start| record[*start..] == [0, 0, 0, 0])
+        .ok_or(TransportError::NoPayloadField)?;
+    record[word..].copy_from_slice(&length.to_be_bytes());
+    record.extend_from_slice(call.write_payload);
+    record.resize(
+        record.len() + xdr::padding_length(call.write_payload.len()),
+        0,
+    );
+    Ok(record)
 }
 
 type ReplySlot = SyncSender<Result<Vec<u8>, String>>;
@@ -120,10 +172,12 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
-    fn call(&self, xid: u32, record: &[u8]) -> Result<Vec<u8>, TransportError> {
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, TransportError> {
+        let xid = call.xid;
+        let record = spliced_record(&call)?;
         let receiver = self.register(xid)?;
         let mut framed = Vec::with_capacity(record.len() + 4);
-        xdr::record::encode_record(record, xdr::record::MAX_FRAGMENT_LENGTH, &mut framed);
+        xdr::record::encode_record(&record, xdr::record::MAX_FRAGMENT_LENGTH, &mut framed);
         let sent = lock(&self.writer).write_all(&framed);
         if let Err(error) = sent {
             lock(&self.pending).waiting.remove(&xid);
@@ -208,6 +262,43 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
+    fn plain(xid: u32, record: &[u8]) -> Call<'_> {
+        Call {
+            xid,
+            record,
+            write_payload: &[],
+            read_capacity: 0,
+        }
+    }
+
+    #[test]
+    fn a_payload_is_spliced_into_the_trailing_opaque() {
+        let record = [0, 0, 0, 5, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 0];
+        let call = Call {
+            xid: 5,
+            record: &record,
+            write_payload: b"hello",
+            read_capacity: 0,
+        };
+        let spliced = spliced_record(&call).unwrap();
+        assert_eq!(
+            spliced,
+            [
+                0, 0, 0, 5, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o', 0, 0,
+                0
+            ]
+        );
+        let no_field = Call {
+            record: &record[..8],
+            ..call
+        };
+        assert!(matches!(
+            spliced_record(&no_field),
+            Err(TransportError::NoPayloadField)
+        ));
+        assert_eq!(spliced_record(&plain(5, &record)).unwrap(), record);
+    }
+
     /// A server that answers calls in reverse order of arrival, echoing
     /// each record back with a marker byte, so out-of-order completion is
     /// exercised.
@@ -244,7 +335,7 @@ mod tests {
                 thread::spawn(move || {
                     let mut record = xid.to_be_bytes().to_vec();
                     record.extend_from_slice(&[xid as u8; 5]);
-                    let reply = transport.call(xid, &record).unwrap();
+                    let reply = transport.call(plain(xid, &record)).unwrap();
                     record.push(0xee);
                     assert_eq!(reply, record);
                 })
@@ -267,10 +358,10 @@ mod tests {
             // Close without answering.
         });
         let transport = TcpTransport::connect(address).unwrap();
-        let error = transport.call(7, &7u32.to_be_bytes()).unwrap_err();
+        let error = transport.call(plain(7, &7u32.to_be_bytes())).unwrap_err();
         assert!(matches!(error, TransportError::Disconnected(_)), "{error}");
         server.join().unwrap();
-        let error = transport.call(8, &8u32.to_be_bytes()).unwrap_err();
+        let error = transport.call(plain(8, &8u32.to_be_bytes())).unwrap_err();
         assert!(
             matches!(
                 error,
@@ -294,7 +385,7 @@ mod tests {
             thread::sleep(std::time::Duration::from_millis(500));
         });
         let transport = TcpTransport::connect(address).unwrap();
-        let error = transport.call(9, &9u32.to_be_bytes()).unwrap_err();
+        let error = transport.call(plain(9, &9u32.to_be_bytes())).unwrap_err();
         assert!(
             matches!(&error, TransportError::Disconnected(reason) if reason.contains("record")),
             "{error}"

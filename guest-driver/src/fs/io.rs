@@ -48,8 +48,12 @@ impl NfsFilesystem {
         node: INodeNo,
         flags: OpenFlags,
     ) -> Result<(u64, FopenFlags, bool), Errno> {
-        let handle = self.handle_of(node)?;
-        let attributes = self.get_attributes(caller, &handle)?;
+        let (handle, file_id) = {
+            let nodes = lock(&self.nodes);
+            let entry = nodes.get(node.0).ok_or(Errno::ESTALE)?;
+            (entry.handle.clone(), entry.file_id)
+        };
+        let attributes = self.current_attributes(caller, &handle, file_id)?;
         if !self.settings.kernel_permissions {
             self.check_open_access(caller, &handle, flags)?;
         }

@@ -20,6 +20,7 @@ mod directory;
 mod io;
 mod namespace;
 pub mod nodes;
+pub mod table;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -41,6 +42,7 @@ use nfs3::{DirectoryOperationArguments, FileAttributes, FileHandle, ProcedureRes
 
 use crate::client::{CallResult, Caller, NfsClient};
 use crate::errno;
+use crate::stats::Stats;
 pub use attributes::caller;
 use nodes::NodeTable;
 
@@ -87,6 +89,8 @@ pub struct NfsFilesystem {
     next_handle: AtomicU64,
     silly_counter: AtomicU64,
     notifier: Arc<OnceLock<Notifier>>,
+    table: Option<Box<dyn table::AttributeTable>>,
+    stats: Arc<Stats>,
 }
 
 /// A mutex guard even after a panic elsewhere: every critical section here
@@ -121,11 +125,14 @@ fn request_caller(request: &Request) -> Caller {
 impl NfsFilesystem {
     /// A file system over `client` rooted at `root`. `notifier` is filled
     /// in once the FUSE session exists.
+    /// `table`, when given, answers GETATTR before the server is asked.
     pub fn new(
         client: Arc<NfsClient>,
         root: FileHandle,
         settings: Settings,
         notifier: Arc<OnceLock<Notifier>>,
+        table: Option<Box<dyn table::AttributeTable>>,
+        stats: Arc<Stats>,
     ) -> NfsFilesystem {
         NfsFilesystem {
             client,
@@ -136,6 +143,8 @@ impl NfsFilesystem {
             next_handle: AtomicU64::new(1),
             silly_counter: AtomicU64::new(0),
             notifier,
+            table,
+            stats,
         }
     }
 
@@ -164,6 +173,38 @@ impl NfsFilesystem {
         .map(|ok| ok.attributes)
     }
 
+    /// A node's current attributes: from the metadata table when it holds
+    /// them, else GETATTR. The table's copy is the server's own, so no
+    /// permission is involved (GETATTR needs none either).
+    fn current_attributes(
+        &self,
+        caller: &Caller,
+        handle: &FileHandle,
+        file_id: Option<u64>,
+    ) -> Result<FileAttributes, Errno> {
+        if let (Some(table), Some(file_id)) = (&self.table, file_id) {
+            match table.lookup(file_id, handle) {
+                Some(attributes) => {
+                    self.stats.count_table_hit();
+                    return Ok(attributes);
+                }
+                None => self.stats.count_table_miss(),
+            }
+        }
+        let attributes = self.get_attributes(caller, handle)?;
+        self.remember_file_id(handle, attributes.file_id);
+        Ok(attributes)
+    }
+
+    fn remember_file_id(&self, handle: &FileHandle, file_id: u64) {
+        let mut nodes = lock(&self.nodes);
+        if let Some(id) = nodes.find(handle) {
+            if let Some(node) = nodes.get_mut(id) {
+                node.file_id = Some(file_id);
+            }
+        }
+    }
+
     /// An entry reply's attributes for `handle`: the node gains a kernel
     /// reference. `attributes` are fetched when the server sent none.
     fn entry(
@@ -176,7 +217,11 @@ impl NfsFilesystem {
             Some(attributes) => attributes,
             None => self.get_attributes(caller, handle)?,
         };
-        let node = lock(&self.nodes).reference(handle);
+        let mut nodes = lock(&self.nodes);
+        let node = nodes.reference(handle);
+        if let Some(entry) = nodes.get_mut(node) {
+            entry.file_id = Some(attributes.file_id);
+        }
         Ok(attributes::to_fuse(node, &attributes))
     }
 
@@ -200,12 +245,16 @@ impl NfsFilesystem {
     }
 
     fn do_getattr(&self, caller: &Caller, node: INodeNo) -> Result<fuser::FileAttr, Errno> {
-        let (handle, hidden) = {
+        let (handle, hidden, file_id) = {
             let nodes = lock(&self.nodes);
             let entry = nodes.get(node.0).ok_or(Errno::ESTALE)?;
-            (entry.handle.clone(), entry.silly_name.is_some())
+            (
+                entry.handle.clone(),
+                entry.silly_name.is_some(),
+                entry.file_id,
+            )
         };
-        let mut attributes = self.get_attributes(caller, &handle)?;
+        let mut attributes = self.current_attributes(caller, &handle, file_id)?;
         if hidden {
             // Unlinked while open: the hidden name is not a link a program
             // made, so fstat shows the count without it, as for a local file.

@@ -31,6 +31,8 @@ pub struct Node {
     /// Where the file was hidden when it was unlinked while open: removed
     /// on its last release.
     pub silly_name: Option<(FileHandle, Vec<u8>)>,
+    /// The server's file id, once seen: the metadata table's key.
+    pub file_id: Option<u64>,
 }
 
 /// Node ids and handles, both ways.
@@ -58,6 +60,7 @@ impl NodeTable {
                 open_count: 0,
                 data_version: None,
                 silly_name: None,
+                file_id: None,
             },
         );
         table
@@ -95,6 +98,7 @@ impl NodeTable {
                 open_count: 0,
                 data_version: None,
                 silly_name: None,
+                file_id: None,
             },
         );
         (id, true)

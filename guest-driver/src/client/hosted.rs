@@ -1,0 +1,114 @@
+//! The hosted VRPC transport: calls over shared-memory rings to a storage
+//! domain running as a Linux process (crate `vrpc-hosted`, spec in
+//! `docs/vrpc.md`).
+//!
+//! Design: `vrpc_hosted::Client` already multiplexes calls from many
+//! threads and matches replies; this adapter only maps its errors. WRITE
+//! data and READ/READDIRPLUS replies travel in the connection's data pages
+//! ([`Call::write_payload`], [`Call::read_capacity`]); the records stay
+//! standard ONC RPC. The connection also brings the export's metadata
+//! table, which [`HostedTransport::client`] exposes to the file system.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::transport::{Call, Transport, TransportError};
+
+/// NFS, MOUNT and the metadata table over one hosted VRPC connection.
+#[derive(Debug, Clone)]
+pub struct HostedTransport {
+    client: Arc<vrpc_hosted::Client>,
+}
+
+impl HostedTransport {
+    /// Connects to the storage domain's socket for `export`.
+    ///
+    /// # Errors
+    /// When the handshake fails or the server refuses the export.
+    pub fn connect(socket: &Path, export: &str) -> Result<Self, vrpc_hosted::ConnectError> {
+        Ok(HostedTransport {
+            client: Arc::new(vrpc_hosted::connect(socket, export)?),
+        })
+    }
+
+    /// The underlying connection (for its metadata table).
+    pub fn client(&self) -> Arc<vrpc_hosted::Client> {
+        Arc::clone(&self.client)
+    }
+}
+
+impl Transport for HostedTransport {
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, TransportError> {
+        self.client
+            .call(call.record, call.write_payload, call.read_capacity)
+            .map_err(|error| match error {
+                vrpc_hosted::CallError::Disconnected => {
+                    TransportError::Disconnected("the storage domain went away".into())
+                }
+                vrpc_hosted::CallError::NoPayloadField => TransportError::NoPayloadField,
+                vrpc_hosted::CallError::Submit(_)
+                | vrpc_hosted::CallError::ReplyTooLarge
+                | vrpc_hosted::CallError::NoReply => TransportError::Refused(error.to_string()),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A hosted server that echoes each call record back (payload spliced
+    /// in), so the record, the payload and the xid are checked end to end.
+    #[test]
+    fn calls_and_payloads_cross_the_rings() {
+        let directory = tempfile::tempdir().unwrap();
+        let socket = directory.path().join("vrpc.sock");
+        let listener = vrpc_hosted::Listener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let pending = listener
+                .accept()
+                .unwrap()
+                .handshake(Duration::from_secs(5))
+                .unwrap();
+            assert_eq!(pending.export(), "/export");
+            let connection = pending.accept(None, vrpc::DEFAULT_MAX_RECORD).unwrap();
+            let _ = connection.serve(|call| Some(call.to_vec()));
+        });
+        let transport = HostedTransport::connect(&socket, "/export").unwrap();
+        let threads: Vec<_> = (0..8u32)
+            .map(|index| {
+                let transport = transport.clone();
+                std::thread::spawn(move || {
+                    let xid = 0x1000 + index;
+                    let mut record = xid.to_be_bytes().to_vec();
+                    record.extend_from_slice(&[index as u8; 8]);
+                    record.extend_from_slice(&[0; 4]);
+                    let payload = vec![index as u8 ^ 0x5a; 3000 + index as usize];
+                    let reply = transport
+                        .call(Call {
+                            xid,
+                            record: &record,
+                            write_payload: &payload,
+                            read_capacity: 8192,
+                        })
+                        .unwrap();
+                    let expected = super::super::transport::spliced_record(&Call {
+                        xid,
+                        record: &record,
+                        write_payload: &payload,
+                        read_capacity: 0,
+                    })
+                    .unwrap();
+                    assert_eq!(reply, expected);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert!(transport.client().metadata_table().is_none());
+        transport.client().close();
+        server.join().unwrap();
+    }
+}

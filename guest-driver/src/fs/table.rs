@@ -1,0 +1,41 @@
+//! GETATTR from the storage domain's shared metadata table (crate
+//! `metatab`, layout in `docs/metatab.md`), before any RPC.
+//!
+//! Design: the table is keyed by file id and checked against a digest of
+//! the file handle; a hit is a consistent copy of the server's current
+//! attributes (seqlocked slot), so it answers like a GETATTR reply. A miss
+//! (slot empty or holding another file) or a slot being written twice in a
+//! row falls back to the RPC. Counted in [`crate::stats::Stats`].
+
+use std::sync::Arc;
+
+use nfs3::{FileAttributes, FileHandle};
+
+/// Where table lookups come from: the hosted connection today, mapped
+/// grant pages on Xen later.
+pub trait AttributeTable: Send + Sync + std::fmt::Debug {
+    /// The current attributes of the file `file_id` with `handle`, if the
+    /// table holds them.
+    fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<FileAttributes>;
+}
+
+/// The table a hosted VRPC connection maps.
+#[derive(Debug)]
+pub struct HostedTable(pub Arc<vrpc_hosted::Client>);
+
+impl AttributeTable for HostedTable {
+    fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<FileAttributes> {
+        let table = self.0.metadata_table()?;
+        let digest = metatab::handle_digest(&handle.0);
+        // A slot being rewritten is retried once: the writer holds it for
+        // a few stores only.
+        for _ in 0..2 {
+            match table.lookup(file_id, digest) {
+                Ok(metatab::Lookup::Hit(entry)) => return Some(entry.attributes),
+                Ok(metatab::Lookup::Busy) => continue,
+                Ok(metatab::Lookup::Miss) | Err(_) => return None,
+            }
+        }
+        None
+    }
+}
