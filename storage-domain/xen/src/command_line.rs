@@ -68,7 +68,9 @@ impl Config {
         };
         for word in text.split_ascii_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
-                config.warnings.push(format!("ignored `{word}` (not key=value)"));
+                config
+                    .warnings
+                    .push(format!("ignored `{word}` (not key=value)"));
                 continue;
             };
             match key {
@@ -78,7 +80,9 @@ impl Config {
                 },
                 "cache" => match parse_size(value) {
                     Some(bytes) => config.cache_bytes = bytes,
-                    None => config.warnings.push(format!("ignored cache size `{value}`")),
+                    None => config
+                        .warnings
+                        .push(format!("ignored cache size `{value}`")),
                 },
                 "test" => {
                     for action in value.split(',') {
@@ -87,11 +91,15 @@ impl Config {
                             "verify" => config.tests.push(TestAction::Verify),
                             "churn" => config.tests.push(TestAction::Churn),
                             "panic" => config.tests.push(TestAction::Panic),
-                            other => config.warnings.push(format!("ignored test action `{other}`")),
+                            other => config
+                                .warnings
+                                .push(format!("ignored test action `{other}`")),
                         }
                     }
                 }
-                other => config.warnings.push(format!("ignored unknown key `{other}`")),
+                other => config
+                    .warnings
+                    .push(format!("ignored unknown key `{other}`")),
             }
         }
         if config.exports.is_empty() {
@@ -165,7 +173,8 @@ mod tests {
 
     #[test]
     fn bad_words_become_warnings() {
-        let config = Config::parse(b"bogus export=relative export=/a:xx cache=12Q test=fly =x \xff");
+        let config =
+            Config::parse(b"bogus export=relative export=/a:xx cache=12Q test=fly =x \xff");
         assert_eq!(config.warnings.len(), 7, "{:?}", config.warnings);
         assert_eq!(config.exports[0].path, "/");
         assert_eq!(config.cache_bytes, DEFAULT_CACHE_BYTES);

@@ -12,7 +12,8 @@ use vfs::{FileSystem, FsError, InodeId, NewNode, Ownership, SetAttributes};
 /// Result of the boot self-check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SelfCheck {
-    /// Inodes in use after the check (the probe file is gone again).
+    /// Inodes reachable from the root after the check (the probe file is
+    /// gone again), at most [`INODE_COUNT_LIMIT`].
     pub inodes_in_use: u64,
     /// Free blocks after the check.
     pub free_blocks: u64,
@@ -85,9 +86,43 @@ pub fn self_check(fs: &mut dyn FileSystem) -> Result<SelfCheck, TaskError> {
     step("commit", fs.commit())?;
     let totals = step("statfs", fs.statfs())?;
     Ok(SelfCheck {
-        inodes_in_use: totals.total_inodes.saturating_sub(totals.free_inodes),
+        inodes_in_use: count_inodes(fs, INODE_COUNT_LIMIT)?,
         free_blocks: totals.free_blocks,
     })
+}
+
+/// The self-check stops counting inodes here, to keep boot quick on a
+/// big file system.
+pub const INODE_COUNT_LIMIT: u64 = 100_000;
+
+/// Distinct inodes reachable from the root (the root included), counted
+/// up to `limit`.
+///
+/// # Errors
+/// [`TaskError`] when a directory cannot be listed.
+pub fn count_inodes(fs: &mut dyn FileSystem, limit: u64) -> Result<u64, TaskError> {
+    let mut seen = alloc::collections::BTreeSet::new();
+    let mut directories = vec![fs.root()];
+    seen.insert(fs.root());
+    while let Some(directory) = directories.pop() {
+        let mut cookie = 0;
+        loop {
+            let page = step("readdir", fs.readdir(directory, cookie, 256))?;
+            for entry in &page.entries {
+                if seen.len() as u64 >= limit {
+                    return Ok(limit);
+                }
+                if seen.insert(entry.inode) && entry.file_type == vfs::FileType::Directory {
+                    directories.push(entry.inode);
+                }
+                cookie = entry.cookie;
+            }
+            if page.end || page.entries.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(seen.len() as u64)
 }
 
 /// Deterministic bytes: `seed` then a simple recurrence.
@@ -131,7 +166,9 @@ fn lookup_or_create(
 ) -> Result<InodeId, TaskError> {
     match fs.lookup(directory, name) {
         Ok(attributes) => Ok(attributes.inode),
-        Err(FsError::NotFound) => Ok(step("create", fs.create(directory, name, node, owner))?.inode),
+        Err(FsError::NotFound) => {
+            Ok(step("create", fs.create(directory, name, node, owner))?.inode)
+        }
         Err(error) => Err(TaskError::FileSystem("lookup", error)),
     }
 }
@@ -155,7 +192,13 @@ fn write_whole(fs: &mut dyn FileSystem, inode: InodeId, data: &[u8]) -> Result<(
 /// [`TaskError`] naming the failed step.
 pub fn seed_known_files(fs: &mut dyn FileSystem) -> Result<(), TaskError> {
     let root = fs.root();
-    let directory = lookup_or_create(fs, root, KNOWN_DIRECTORY, &NewNode::Directory, &DIRECTORY_OWNER)?;
+    let directory = lookup_or_create(
+        fs,
+        root,
+        KNOWN_DIRECTORY,
+        &NewNode::Directory,
+        &DIRECTORY_OWNER,
+    )?;
     let hello = lookup_or_create(fs, directory, HELLO_NAME, &NewNode::Regular, &FILE_OWNER)?;
     write_whole(fs, hello, HELLO_TEXT)?;
     let lines = lookup_or_create(fs, directory, LINES_NAME, &NewNode::Regular, &FILE_OWNER)?;
@@ -163,7 +206,11 @@ pub fn seed_known_files(fs: &mut dyn FileSystem) -> Result<(), TaskError> {
     step("commit", fs.commit())
 }
 
-fn read_whole(fs: &mut dyn FileSystem, directory: InodeId, name: &[u8]) -> Result<Vec<u8>, TaskError> {
+fn read_whole(
+    fs: &mut dyn FileSystem,
+    directory: InodeId,
+    name: &[u8],
+) -> Result<Vec<u8>, TaskError> {
     let attributes = step("lookup known file", fs.lookup(directory, name))?;
     let size = usize::try_from(attributes.size).unwrap_or(usize::MAX);
     if size > 16 << 20 {
@@ -207,7 +254,10 @@ pub fn churn_step(fs: &mut dyn FileSystem, number: u64) -> Result<(), TaskError>
     let root = fs.root();
     let log = lookup_or_create(fs, root, CHURN_LOG, &NewNode::Regular, &FILE_OWNER)?;
     let size = step("getattr churn log", fs.getattr(log))?.size;
-    step("append", fs.write(log, size, format!("commit {number}\n").as_bytes()))?;
+    step(
+        "append",
+        fs.write(log, size, format!("commit {number}\n").as_bytes()),
+    )?;
     let blob = lookup_or_create(fs, root, CHURN_BLOB, &NewNode::Regular, &FILE_OWNER)?;
     let piece = pattern(65536, number as u8);
     step("write blob", fs.write(blob, (number % 8) * 65536, &piece))?;
@@ -226,7 +276,10 @@ pub fn verify_churn_log(fs: &mut dyn FileSystem) -> Result<u64, TaskError> {
         Err(error) => return Err(error),
     };
     let mut count = 0u64;
-    for line in data.split(|&byte| byte == b'\n').filter(|line| !line.is_empty()) {
+    for line in data
+        .split(|&byte| byte == b'\n')
+        .filter(|line| !line.is_empty())
+    {
         count += 1;
         if line != format!("commit {count}").as_bytes() {
             return Err(TaskError::Mismatch(format!("churn.log line {count}")));
@@ -261,6 +314,21 @@ mod tests {
     }
 
     #[test]
+    fn inode_count_walks_the_tree_and_stops_at_the_limit() {
+        let mut fs = memfs();
+        assert_eq!(count_inodes(&mut fs, 100), Ok(1));
+        seed_known_files(&mut fs).unwrap();
+        let directory = fs.lookup(fs.root(), KNOWN_DIRECTORY).unwrap().inode;
+        let hello = fs.lookup(directory, HELLO_NAME).unwrap().inode;
+        let root = fs.root();
+        fs.link(hello, root, b"again").unwrap();
+        // root, /known, hello.txt (twice linked), lines.txt
+        assert_eq!(count_inodes(&mut fs, 100), Ok(4));
+        assert_eq!(self_check(&mut fs).unwrap().inodes_in_use, 4);
+        assert_eq!(count_inodes(&mut fs, 2), Ok(2));
+    }
+
+    #[test]
     fn seeded_files_verify_and_damage_is_found() {
         let mut fs = memfs();
         assert!(verify_known_files(&mut fs).is_err());
@@ -270,7 +338,10 @@ mod tests {
         let directory = fs.lookup(fs.root(), KNOWN_DIRECTORY).unwrap().inode;
         let lines = fs.lookup(directory, LINES_NAME).unwrap().inode;
         fs.write(lines, 100, b"X").unwrap();
-        assert!(matches!(verify_known_files(&mut fs), Err(TaskError::Mismatch(_))));
+        assert!(matches!(
+            verify_known_files(&mut fs),
+            Err(TaskError::Mismatch(_))
+        ));
         assert_eq!(lines_text().len(), 240_000);
         assert!(lines_text().ends_with(b"line 019999\n"));
     }

@@ -37,7 +37,10 @@ impl fmt::Display for WireError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WireError::PayloadTooLong(len) => {
-                write!(formatter, "xenstore message of {len} bytes exceeds {PAYLOAD_MAX}")
+                write!(
+                    formatter,
+                    "xenstore message of {len} bytes exceeds {PAYLOAD_MAX}"
+                )
             }
         }
     }
@@ -95,7 +98,9 @@ pub fn encode_request(
 ) -> Result<Vec<u8>, WireError> {
     let len: usize = parts.iter().map(|part| part.len()).sum();
     if len > PAYLOAD_MAX {
-        return Err(WireError::PayloadTooLong(u32::try_from(len).unwrap_or(u32::MAX)));
+        return Err(WireError::PayloadTooLong(
+            u32::try_from(len).unwrap_or(u32::MAX),
+        ));
     }
     let header = MessageHeader {
         message_type: message_type.number(),
@@ -142,7 +147,10 @@ pub fn parse_watch_event(payload: &[u8]) -> Option<(String, String)> {
 /// A value with trailing NULs removed (replies to `XS_READ` carry none,
 /// `XS_ERROR` and `XS_TRANSACTION_START` carry one).
 pub fn trim_nul(payload: &[u8]) -> &[u8] {
-    let end = payload.iter().rposition(|&byte| byte != 0).map_or(0, |index| index + 1);
+    let end = payload
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |index| index + 1);
     &payload[..end]
 }
 
@@ -199,7 +207,10 @@ mod tests {
             len: 5000,
         };
         reassembler.push(&header.encode());
-        assert_eq!(reassembler.next_message(), Err(WireError::PayloadTooLong(5000)));
+        assert_eq!(
+            reassembler.next_message(),
+            Err(WireError::PayloadTooLong(5000))
+        );
         assert!(encode_request(MessageType::Write, 1, 0, &[&[0u8; 4097]]).is_err());
     }
 
@@ -226,7 +237,10 @@ mod tests {
 
     #[test]
     fn payload_helpers() {
-        assert_eq!(split_directory(b"51712\0\x35\x31\x37\x32\x38\0"), ["51712", "51728"]);
+        assert_eq!(
+            split_directory(b"51712\0\x35\x31\x37\x32\x38\0"),
+            ["51712", "51728"]
+        );
         assert!(split_directory(b"").is_empty());
         assert_eq!(parse_transaction_id(b"17\0"), Some(17));
         assert_eq!(parse_transaction_id(b"x"), None);
@@ -235,7 +249,10 @@ mod tests {
         assert_eq!(parse_watch_event(b"\0tok\0"), None);
         assert_eq!(parse_watch_event(b"path"), None);
         let request = encode_request(MessageType::Read, 3, 9, &[b"a/b", b"\0"]).unwrap();
-        assert_eq!(&request[..16], &[2, 0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(
+            &request[..16],
+            &[2, 0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0]
+        );
         assert_eq!(&request[16..], b"a/b\0");
         assert_eq!(nul_terminated("x"), b"x\0");
     }

@@ -6,12 +6,12 @@
 //! once; the caller waits for all of them. Responses are untrusted: each
 //! is copied out of the ring once and its id checked against the batch.
 
+use super::events;
 use super::grants::{self, GrantError};
 use super::hypercall::{self, HypercallError};
 use super::memory::Page;
 use super::xenbus::{self, XenbusError};
 use super::xenstore::{Transaction, Xenstore};
-use super::events;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -20,8 +20,8 @@ use core::sync::atomic::{fence, AtomicU32, Ordering};
 use sdfs::{BlockDevice, DeviceError, BLOCK_SIZE};
 use xen_abi::blkif::{
     BlkifRequest, BlkifRequestSegment, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE,
-    OP_READ, OP_WRITE, OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE, RSP_EOPNOTSUPP,
-    RSP_OKAY, SECTOR_SIZE,
+    OP_READ, OP_WRITE, OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE,
+    RSP_EOPNOTSUPP, RSP_OKAY, SECTOR_SIZE,
 };
 use xen_abi::ring::{needs_notify, offset, SRING_HEADER_SIZE};
 use xen_abi::xenbus::XenbusState;
@@ -87,9 +87,13 @@ impl core::fmt::Display for BlkfrontError {
         match self {
             BlkfrontError::Xenbus(error) => write!(formatter, "blkfront handshake: {error}"),
             BlkfrontError::Grant(error) => write!(formatter, "blkfront grant: {error:?}"),
-            BlkfrontError::EventChannel(error) => write!(formatter, "blkfront event channel: {error}"),
+            BlkfrontError::EventChannel(error) => {
+                write!(formatter, "blkfront event channel: {error}")
+            }
             BlkfrontError::OutOfMemory => formatter.write_str("blkfront: out of memory"),
-            BlkfrontError::BadDetails(what) => write!(formatter, "blkfront: backend published {what}"),
+            BlkfrontError::BadDetails(what) => {
+                write!(formatter, "blkfront: backend published {what}")
+            }
         }
     }
 }
@@ -159,26 +163,46 @@ impl Blkfront {
             let transaction = xenstore.transaction_start()?;
             let ring_ref = format!("{}", ring_reference.0);
             let channel = format!("{}", port.0);
-            xenstore.write(transaction, &format!("{frontend}/ring-ref"), ring_ref.as_bytes())?;
-            xenstore.write(transaction, &format!("{frontend}/event-channel"), channel.as_bytes())?;
-            xenstore.write(transaction, &format!("{frontend}/protocol"), PROTOCOL_X86_64.as_bytes())?;
+            xenstore.write(
+                transaction,
+                &format!("{frontend}/ring-ref"),
+                ring_ref.as_bytes(),
+            )?;
+            xenstore.write(
+                transaction,
+                &format!("{frontend}/event-channel"),
+                channel.as_bytes(),
+            )?;
+            xenstore.write(
+                transaction,
+                &format!("{frontend}/protocol"),
+                PROTOCOL_X86_64.as_bytes(),
+            )?;
             xenbus::switch_state(xenstore, transaction, &frontend, XenbusState::Initialised)?;
             if xenstore.transaction_end(transaction, true)? {
                 break;
             }
         }
-        xenbus::wait_for_state(xenstore, &backend, 30_000, |state| state == XenbusState::Connected)?;
+        xenbus::wait_for_state(xenstore, &backend, 30_000, |state| {
+            state == XenbusState::Connected
+        })?;
 
         let sectors: u64 = parse_number(
             &xenstore.read_string(Transaction::NONE, &format!("{backend}/sectors"))?,
             "sectors",
         )?;
-        let sector_size: u64 = match xenstore.read_string(Transaction::NONE, &format!("{backend}/sector-size")) {
-            Ok(value) => parse_number(&value, "sector-size")?,
-            Err(_) => SECTOR_SIZE,
-        };
-        if sector_size == 0 || sector_size % SECTOR_SIZE != 0 || sector_size > BLOCK_SIZE as u64 {
-            return Err(BlkfrontError::BadDetails(format!("sector-size {sector_size}")));
+        let sector_size: u64 =
+            match xenstore.read_string(Transaction::NONE, &format!("{backend}/sector-size")) {
+                Ok(value) => parse_number(&value, "sector-size")?,
+                Err(_) => SECTOR_SIZE,
+            };
+        if sector_size == 0
+            || !sector_size.is_multiple_of(SECTOR_SIZE)
+            || sector_size > BLOCK_SIZE as u64
+        {
+            return Err(BlkfrontError::BadDetails(format!(
+                "sector-size {sector_size}"
+            )));
         }
         let info: u32 = match xenstore.read_string(Transaction::NONE, &format!("{backend}/info")) {
             Ok(value) => parse_number(&value, "info")?,
@@ -196,7 +220,12 @@ impl Blkfront {
         } else {
             FlushMethod::None
         };
-        xenbus::switch_state(xenstore, Transaction::NONE, &frontend, XenbusState::Connected)?;
+        xenbus::switch_state(
+            xenstore,
+            Transaction::NONE,
+            &frontend,
+            XenbusState::Connected,
+        )?;
         Ok(Blkfront {
             frontend,
             backend,
@@ -247,7 +276,11 @@ impl Blkfront {
     fn slot(&self, index: u32) -> *mut u8 {
         let slot = index as usize % RING_SIZE;
         // SAFETY: 64 + 31 * 112 + 112 = 3648 <= 4096: inside the ring page.
-        unsafe { self.ring.as_ptr().add(SRING_HEADER_SIZE + slot * RING_ENTRY_SIZE) }
+        unsafe {
+            self.ring
+                .as_ptr()
+                .add(SRING_HEADER_SIZE + slot * RING_ENTRY_SIZE)
+        }
     }
 
     fn push(&mut self, request: &BlkifRequest) {
@@ -265,7 +298,8 @@ impl Blkfront {
         let old = self.ring_index(offset::REQ_PROD).load(Ordering::Relaxed);
         // Requests must be visible before the index that publishes them.
         fence(Ordering::Release);
-        self.ring_index(offset::REQ_PROD).store(self.request_producer, Ordering::Release);
+        self.ring_index(offset::REQ_PROD)
+            .store(self.request_producer, Ordering::Release);
         // The new req_prod must be visible before we read req_event
         // (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY's mb()).
         fence(Ordering::SeqCst);
@@ -370,11 +404,21 @@ impl Blkfront {
     /// Close the device (frontend Closing, backend follows, frontend
     /// Closed) and take the grants back. Best effort, bounded in time.
     pub fn disconnect(self, xenstore: &mut Xenstore) -> Result<XenbusState, XenbusError> {
-        xenbus::switch_state(xenstore, Transaction::NONE, &self.frontend, XenbusState::Closing)?;
+        xenbus::switch_state(
+            xenstore,
+            Transaction::NONE,
+            &self.frontend,
+            XenbusState::Closing,
+        )?;
         let state = xenbus::wait_for_state(xenstore, &self.backend, 5_000, |state| {
             matches!(state, XenbusState::Closing | XenbusState::Closed)
         })?;
-        xenbus::switch_state(xenstore, Transaction::NONE, &self.frontend, XenbusState::Closed)?;
+        xenbus::switch_state(
+            xenstore,
+            Transaction::NONE,
+            &self.frontend,
+            XenbusState::Closed,
+        )?;
         for (_, reference) in &self.buffers {
             let _ = grants::end(*reference);
         }
@@ -431,7 +475,10 @@ impl BlockDevice for Blkfront {
                 let page = &mut self.buffers[index].0;
                 page.write(0, &data[start..end]);
                 if end - start < BLOCK_SIZE {
-                    page.write(end - start, &[0u8; BLOCK_SIZE][..BLOCK_SIZE - (end - start)]);
+                    page.write(
+                        end - start,
+                        &[0u8; BLOCK_SIZE][..BLOCK_SIZE - (end - start)],
+                    );
                 }
             }
             self.batch(OP_WRITE, first + done as u64, count)?;

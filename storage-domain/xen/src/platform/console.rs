@@ -64,12 +64,17 @@ impl Console {
             let count = (OUT_RING_SIZE - used).min(remaining.len());
             for &byte in &remaining[..count] {
                 // SAFETY: output_index keeps the write inside `out`.
-                unsafe { self.ring.add(offset::OUTPUT + output_index(producer)).write_volatile(byte) };
+                unsafe {
+                    self.ring
+                        .add(offset::OUTPUT + output_index(producer))
+                        .write_volatile(byte)
+                };
                 producer = producer.wrapping_add(1);
             }
             // The bytes must be visible before the new producer index.
             fence(Ordering::Release);
-            self.index(offset::OUT_PROD).store(producer, Ordering::Release);
+            self.index(offset::OUT_PROD)
+                .store(producer, Ordering::Release);
             hypercall::notify(self.port);
             remaining = &remaining[count..];
         }

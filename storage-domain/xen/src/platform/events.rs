@@ -10,7 +10,7 @@ use super::hypercall;
 use super::memory::{self, StaticPages};
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use vfs::Timestamp;
-use xen_abi::xen::{shared_info_offset as offset, scale_tsc_delta, StartInfo};
+use xen_abi::xen::{scale_tsc_delta, shared_info_offset as offset, StartInfo};
 use xen_abi::EventChannelPort;
 
 static SHARED_INFO: StaticPages<4096> = StaticPages::new();

@@ -30,6 +30,8 @@ pub enum GrantError {
     Exhausted,
     /// The grantee still has the page mapped; the entry stays granted.
     InUse,
+    /// The frame number does not fit a v1 entry.
+    FrameTooHigh,
 }
 
 /// Set up and map the table.
@@ -70,10 +72,16 @@ fn entry_frame(reference: GrantRef) -> &'static AtomicU32 {
 /// Grant `domain` access to `frame`.
 ///
 /// # Errors
-/// [`GrantError::Exhausted`].
-pub fn grant(domain: DomainId, frame: MachineFrame, read_only: bool) -> Result<GrantRef, GrantError> {
+/// [`GrantError::Exhausted`], [`GrantError::FrameTooHigh`].
+pub fn grant(
+    domain: DomainId,
+    frame: MachineFrame,
+    read_only: bool,
+) -> Result<GrantRef, GrantError> {
+    // NOTE: v1 entries hold 32-bit frame numbers (16 TiB of host memory).
+    let frame_number = u32::try_from(frame.0).map_err(|_| GrantError::FrameTooHigh)?;
     let reference = GrantRef(FREE.lock().pop().ok_or(GrantError::Exhausted)?);
-    entry_frame(reference).store(frame.0 as u32, Ordering::Relaxed);
+    entry_frame(reference).store(frame_number, Ordering::Relaxed);
     entry_domain(reference).store(domain.0, Ordering::Relaxed);
     // Frame and domain must be visible before the entry becomes valid.
     fence(Ordering::Release);

@@ -217,6 +217,13 @@ pub fn xen_version() -> (u32, u32) {
 /// [`HypercallError`] when Xen refuses the entry.
 pub unsafe fn update_va_mapping(virtual_address: u64, entry: u64) -> Result<(), HypercallError> {
     // SAFETY: the caller's promise covers the change of mapping.
-    check(unsafe { call3(hypercall::UPDATE_VA_MAPPING, virtual_address, entry, UVMF_INVLPG) })
-        .map(|_| ())
+    check(unsafe {
+        call3(
+            hypercall::UPDATE_VA_MAPPING,
+            virtual_address,
+            entry,
+            UVMF_INVLPG,
+        )
+    })
+    .map(|_| ())
 }

@@ -31,7 +31,7 @@ pub fn main(start_info: &StartInfo) -> ! {
     let pages = memory::domain_pages();
     println!(
         "storage-domain {VERSION} on Xen {major}.{minor}: {} MiB ({pages} pages), image {} KiB, heap {} MiB",
-        pages * 4096 >> 20,
+        (pages * 4096) >> 20,
         memory::image_bytes() >> 10,
         memory::HEAP_BYTES >> 20
     );
@@ -83,7 +83,11 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         println!(
             "export: {} ({})",
             export.path,
-            if export.read_only { "read-only" } else { "read-write" }
+            if export.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
         );
     }
     println!(
@@ -167,6 +171,11 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     match disk.disconnect(&mut xenstore) {
         Ok(state) => println!("disk: disconnected (backend {state:?})"),
         Err(error) => println!("disk: disconnect incomplete: {error}"),
+    }
+    // A shutdown that could not make the disk durable is reported as a
+    // crash, so the toolstack (and on_crash) sees it.
+    if committed.is_err() || flushed.is_err() {
+        return Ok(ShutdownReason::Crash);
     }
     Ok(reason)
 }

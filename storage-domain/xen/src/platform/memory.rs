@@ -95,7 +95,9 @@ pub fn machine_frame_of(virtual_address: u64) -> Option<MachineFrame> {
     let p2m = P2M.load(Ordering::Relaxed) as *const u64;
     // SAFETY: Xen maps the p2m list (start_info.mfn_list) for the domain's
     // life with nr_pages entries; pfn was bounds-checked.
-    Some(MachineFrame(unsafe { p2m.add(pfn as usize).read_volatile() }))
+    Some(MachineFrame(unsafe {
+        p2m.add(pfn as usize).read_volatile()
+    }))
 }
 
 /// The virtual address of one of the domain's own machine frames (the
@@ -168,7 +170,9 @@ impl Page {
         assert!(offset + data.len() <= PAGE_SIZE);
         // SAFETY: in bounds (asserted); the peer may read concurrently, but
         // bytes are plain data and we never form a reference to them.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.address.add(offset), data.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), self.address.add(offset), data.len())
+        };
     }
 
     /// Copy bytes out of the page at `offset` into `buffer`.
@@ -177,7 +181,11 @@ impl Page {
         // SAFETY: in bounds (asserted); a copy, so a peer's concurrent
         // writes can only make the copy stale, never unsound.
         unsafe {
-            core::ptr::copy_nonoverlapping(self.address.add(offset), buffer.as_mut_ptr(), buffer.len())
+            core::ptr::copy_nonoverlapping(
+                self.address.add(offset),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+            )
         };
     }
 }

@@ -14,8 +14,14 @@ pub mod xenstore;
 
 use xen_abi::xen::StartInfo;
 
-core::arch::global_asm!(include_str!("../../../../boot/entry.s"), options(att_syntax));
-core::arch::global_asm!(include_str!("../../../../boot/notes.s"), options(att_syntax));
+core::arch::global_asm!(
+    include_str!("../../../../boot/entry.s"),
+    options(att_syntax)
+);
+core::arch::global_asm!(
+    include_str!("../../../../boot/notes.s"),
+    options(att_syntax)
+);
 
 /// The Rust entry point, called by `boot/entry.s` on the kernel stack.
 ///

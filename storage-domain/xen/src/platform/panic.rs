@@ -15,7 +15,10 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
             location.column(),
             info.message()
         )),
-        None => console::print_in_panic(format_args!("storage-domain panicked: {}\n", info.message())),
+        None => console::print_in_panic(format_args!(
+            "storage-domain panicked: {}\n",
+            info.message()
+        )),
     }
     hypercall::shutdown(ShutdownReason::Crash)
 }

@@ -123,7 +123,8 @@ impl Xenstore {
             }
             // Bytes before the index that publishes them.
             fence(Ordering::Release);
-            self.index(offset::REQ_PROD).store(producer, Ordering::Release);
+            self.index(offset::REQ_PROD)
+                .store(producer, Ordering::Release);
             hypercall::notify(self.port);
             remaining = &remaining[count..];
         }
@@ -136,7 +137,9 @@ impl Xenstore {
         let mut consumer = self.index(offset::RSP_CONS).load(Ordering::Relaxed);
         let available = producer.wrapping_sub(consumer) as usize;
         if available > RING_SIZE {
-            return Err(XenstoreError::Protocol("response ring indices out of range"));
+            return Err(XenstoreError::Protocol(
+                "response ring indices out of range",
+            ));
         }
         if available == 0 {
             return Ok(false);
@@ -150,7 +153,8 @@ impl Xenstore {
         }
         // Finish reading before handing the space back.
         fence(Ordering::AcqRel);
-        self.index(offset::RSP_CONS).store(consumer, Ordering::Release);
+        self.index(offset::RSP_CONS)
+            .store(consumer, Ordering::Release);
         hypercall::notify(self.port);
         self.reassembler.push(&bytes);
         Ok(true)
@@ -159,7 +163,11 @@ impl Xenstore {
     /// Take every complete message; queue watch events, return the rest.
     fn next_message(&mut self) -> Result<Option<Message>, XenstoreError> {
         loop {
-            match self.reassembler.next_message().map_err(XenstoreError::Wire)? {
+            match self
+                .reassembler
+                .next_message()
+                .map_err(XenstoreError::Wire)?
+            {
                 Some(message) if message.message_type() == MessageType::WatchEvent => {
                     if let Some((path, token)) = parse_watch_event(&message.payload) {
                         self.events.push_back(WatchEvent { path, token });
@@ -216,7 +224,11 @@ impl Xenstore {
     ///
     /// # Errors
     /// As [`Xenstore::read`].
-    pub fn read_string(&mut self, transaction: Transaction, path: &str) -> Result<String, XenstoreError> {
+    pub fn read_string(
+        &mut self,
+        transaction: Transaction,
+        path: &str,
+    ) -> Result<String, XenstoreError> {
         let value = self.read(transaction, path)?;
         Ok(String::from_utf8_lossy(trim_nul(&value)).into_owned())
     }
@@ -225,17 +237,34 @@ impl Xenstore {
     ///
     /// # Errors
     /// [`XenstoreError`].
-    pub fn write(&mut self, transaction: Transaction, path: &str, value: &[u8]) -> Result<(), XenstoreError> {
-        self.request(MessageType::Write, transaction, &[&nul_terminated(path), value])
-            .map(|_| ())
+    pub fn write(
+        &mut self,
+        transaction: Transaction,
+        path: &str,
+        value: &[u8],
+    ) -> Result<(), XenstoreError> {
+        self.request(
+            MessageType::Write,
+            transaction,
+            &[&nul_terminated(path), value],
+        )
+        .map(|_| ())
     }
 
     /// `XS_DIRECTORY`: child names.
     ///
     /// # Errors
     /// [`XenstoreError`].
-    pub fn directory(&mut self, transaction: Transaction, path: &str) -> Result<Vec<String>, XenstoreError> {
-        let payload = self.request(MessageType::Directory, transaction, &[&nul_terminated(path)])?;
+    pub fn directory(
+        &mut self,
+        transaction: Transaction,
+        path: &str,
+    ) -> Result<Vec<String>, XenstoreError> {
+        let payload = self.request(
+            MessageType::Directory,
+            transaction,
+            &[&nul_terminated(path)],
+        )?;
         Ok(split_directory(&payload))
     }
 
@@ -282,7 +311,11 @@ impl Xenstore {
     ///
     /// # Errors
     /// [`XenstoreError`] other than `EAGAIN`.
-    pub fn transaction_end(&mut self, transaction: Transaction, commit: bool) -> Result<bool, XenstoreError> {
+    pub fn transaction_end(
+        &mut self,
+        transaction: Transaction,
+        commit: bool,
+    ) -> Result<bool, XenstoreError> {
         let argument: &[u8] = if commit { b"T\0" } else { b"F\0" };
         match self.request(MessageType::TransactionEnd, transaction, &[argument]) {
             Ok(_) => Ok(true),
