@@ -8,6 +8,7 @@
 mod fstools;
 mod image;
 mod serve;
+mod vrpc_serve;
 
 use clap::{Parser, Subcommand};
 

@@ -65,6 +65,14 @@ pub struct ServeArgs {
     /// Worker threads running calls.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// Also serve guest-driver over VRPC (shared-memory rings) on this
+    /// unix socket, with a metadata table per export.
+    #[arg(long, value_name = "PATH")]
+    pub vrpc_socket: Option<PathBuf>,
+    /// Slots in each export's metadata table (a power of two; 128 bytes
+    /// each).
+    #[arg(long, default_value_t = 65_536)]
+    pub metatab_slots: u32,
 }
 
 /// Everything a worker needs for one call.
@@ -209,10 +217,27 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         exports,
         address.port(),
     )?;
+    let mut server = server;
     let names = server.export_names().join(" ");
+    let tables = match &args.vrpc_socket {
+        Some(_) => Some(crate::vrpc_serve::create_tables(
+            &mut server,
+            args.metatab_slots,
+        )?),
+        None => None,
+    };
     let server = Arc::new(Mutex::new(server));
     let stopping = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stopping, address)?;
+    let vrpc = match (&args.vrpc_socket, tables) {
+        (Some(socket), Some(tables)) => Some(crate::vrpc_serve::start(
+            socket,
+            Arc::clone(&server),
+            tables,
+            Arc::clone(&stopping),
+        )?),
+        _ => None,
+    };
 
     let (calls, queue) = mpsc::channel::<Call>();
     let queue = Arc::new(Mutex::new(queue));
@@ -235,8 +260,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .spawn(move || committer(&server, &stopping, interval))?
     };
 
+    let vrpc_note = match &args.vrpc_socket {
+        Some(socket) => format!(", VRPC on {}", socket.display()),
+        None => String::new(),
+    };
     log::info!(
-        "ready: NFSv3, MOUNT v3 and PORTMAP v2 on {address}, disk {}, exports: {names}",
+        "ready: NFSv3, MOUNT v3 and PORTMAP v2 on {address}{vrpc_note}, disk {}, exports: {names}",
         args.disk.display()
     );
     let mut readers = Vec::new();
@@ -271,6 +300,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = handle.join();
     }
     let _ = committer.join();
+    if let Some(vrpc) = vrpc {
+        let _ = vrpc.join();
+    }
     let mut server = lock(&server);
     server
         .sync()

@@ -1,0 +1,222 @@
+//! `serve --vrpc-socket`: guest-driver connections over shared-memory rings,
+//! and the per-export metadata tables they map read-only.
+//!
+//! Each guest connection gets a thread. It takes every request the guest
+//! has published, runs each on the server at once, answers those that need
+//! no commit straight away, and answers the rest after one
+//! [`nfs_server::Server::finish`] that covers them all: the requests a guest
+//! has in flight share a commit (and with other guests' and TCP clients',
+//! through the server's durable sequence).
+//!
+//! The metadata tables: one memfd per export, created at start with a fresh
+//! boot id, sealed so guests can map it only read-only; the server's
+//! attribute observer writes every attribute it hands out or changes into
+//! the table of the export the file handle belongs to.
+
+use crate::serve::{lock, HostedServer};
+use anyhow::Context;
+use nfs_server::{AttributeObserver, ClientAddress, ExportId};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+use vrpc_hosted::{Connection, ConnectionError, Listener, MappedRegion, PendingConnection};
+
+type TableWriter = metatab::Writer<Arc<MappedRegion>>;
+
+/// The metadata tables of every export, shared by the observer (which
+/// writes them) and the listener (which hands them to guests).
+pub struct Tables {
+    by_name: HashMap<String, Arc<MappedRegion>>,
+}
+
+/// Writes attributes into the tables.
+struct TableObserver {
+    writers: HashMap<ExportId, TableWriter>,
+}
+
+impl AttributeObserver for TableObserver {
+    fn updated(
+        &mut self,
+        export: ExportId,
+        handle: &[u8],
+        change: u64,
+        attributes: &nfs3::FileAttributes,
+    ) {
+        if let Some(writer) = self.writers.get_mut(&export) {
+            let entry = metatab::Entry {
+                file_id: attributes.file_id,
+                handle_digest: metatab::handle_digest(handle),
+                attributes: attributes.clone(),
+                change,
+            };
+            if let Err(error) = writer.publish(&entry) {
+                log::warn!(
+                    "metadata table: cannot publish inode {}: {error}",
+                    entry.file_id
+                );
+            }
+        }
+    }
+
+    fn removed(&mut self, export: ExportId, inode: vfs::InodeId) {
+        if let Some(writer) = self.writers.get_mut(&export) {
+            if let Err(error) = writer.invalidate(inode.0) {
+                log::warn!(
+                    "metadata table: cannot invalidate inode {}: {error}",
+                    inode.0
+                );
+            }
+        }
+    }
+}
+
+/// Create a table per export and install the observer that fills them.
+///
+/// # Errors
+/// When a memfd cannot be made, or `slots` is not a power of two.
+pub fn create_tables(server: &mut HostedServer, slots: u32) -> anyhow::Result<Tables> {
+    let boot_id = u64::from_be_bytes(crate::image::random_bytes()?);
+    let mut by_name = HashMap::new();
+    let mut writers = HashMap::new();
+    for (config, id) in server.exports() {
+        let (region, writer) = vrpc_hosted::create_metadata_table(slots, boot_id)
+            .with_context(|| format!("metadata table for export {}", config.name))?;
+        by_name.insert(config.name.clone(), region);
+        writers.insert(id, writer);
+    }
+    server.set_observer(Box::new(TableObserver { writers }));
+    Ok(Tables { by_name })
+}
+
+/// Accept guest-driver connections on `socket` until `stopping`.
+///
+/// # Errors
+/// When the socket cannot be bound.
+pub fn start(
+    socket: &Path,
+    server: Arc<Mutex<HostedServer>>,
+    tables: Tables,
+    stopping: Arc<AtomicBool>,
+) -> anyhow::Result<thread::JoinHandle<()>> {
+    let listener =
+        Listener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    listener.socket().set_nonblocking(true)?;
+    let tables = Arc::new(tables);
+    let socket = socket.to_path_buf();
+    Ok(thread::Builder::new()
+        .name("vrpc-listener".into())
+        .spawn(move || {
+            let mut connections: Vec<thread::JoinHandle<()>> = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok(incoming) => {
+                        let server = Arc::clone(&server);
+                        let tables = Arc::clone(&tables);
+                        let stopping = Arc::clone(&stopping);
+                        let spawned = thread::Builder::new().name("vrpc-connection".into()).spawn(
+                            move || match incoming.handshake(Duration::from_secs(10)) {
+                                Ok(pending) => admit(pending, &server, &tables, &stopping),
+                                Err(error) => log::warn!("vrpc: handshake failed: {error}"),
+                            },
+                        );
+                        match spawned {
+                            Ok(handle) => connections.push(handle),
+                            Err(error) => log::warn!("vrpc: cannot start a thread: {error}"),
+                        }
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(error) => {
+                        log::warn!("vrpc: accept failed: {error}");
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                connections.retain(|handle| !handle.is_finished());
+            }
+            for handle in connections {
+                let _ = handle.join();
+            }
+            let _ = std::fs::remove_file(&socket);
+        })?)
+}
+
+/// Accept or refuse a guest's export, then serve it.
+fn admit(
+    pending: PendingConnection,
+    server: &Mutex<HostedServer>,
+    tables: &Tables,
+    stopping: &AtomicBool,
+) {
+    let name = String::from_utf8_lossy(&nfs_server::config::normalize_path(
+        pending.export().as_bytes(),
+    ))
+    .into_owned();
+    let admitted = lock(server)
+        .exports()
+        .any(|(config, _)| config.name == name && config.admits(&ClientAddress::Local));
+    let table = tables.by_name.get(&name);
+    if !admitted || table.is_none() {
+        log::warn!("vrpc: a guest asked for export {name:?}, which it may not use");
+        let _ = pending.refuse();
+        return;
+    }
+    match pending.accept(table.map(|table| &**table), nfs_server::MAX_RECORD_SIZE) {
+        Ok(connection) => {
+            log::info!("vrpc: guest attached to export {name}");
+            match serve(connection, server, stopping) {
+                Ok(()) => log::info!("vrpc: guest detached from export {name}"),
+                Err(error) => log::warn!("vrpc: dropped a guest of export {name}: {error}"),
+            }
+        }
+        Err(error) => log::warn!("vrpc: cannot attach a guest: {error}"),
+    }
+}
+
+/// Serve one guest until it goes, breaks the protocol, or the server stops.
+fn serve(
+    mut connection: Connection,
+    server: &Mutex<HostedServer>,
+    stopping: &AtomicBool,
+) -> Result<(), ConnectionError> {
+    let mut waiting = Vec::new();
+    loop {
+        if stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let first = match connection.next_request(Some(Duration::from_millis(500))) {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(ConnectionError::Closed) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let mut next = Some(first);
+        while let Some(request) = next {
+            let reply = lock(server).handle(request.record(), ClientAddress::Local);
+            match reply {
+                None => connection.respond_no_reply(request)?,
+                Some(reply) if reply.needs_commit() => waiting.push((request, reply)),
+                Some(reply) => {
+                    connection.respond(request, &reply.into_bytes_unchecked_durability())?;
+                }
+            }
+            next = connection.try_next_request()?;
+        }
+        if !waiting.is_empty() {
+            // One commit for everything this guest had in flight.
+            let replies: Vec<_> = {
+                let mut server = lock(server);
+                waiting
+                    .drain(..)
+                    .map(|(request, reply)| (request, server.finish(reply)))
+                    .collect()
+            };
+            for (request, bytes) in replies {
+                connection.respond(request, &bytes)?;
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `serve --vrpc-socket`: NFS calls over the hosted shared-memory rings, the
+//! metadata table filled by the server, bulk data through the data pages,
+//! refused exports, and a clean shutdown with a clean image.
+
+use nfs3::procedures::create::{CreateArguments, CreateHow};
+use nfs3::procedures::data::{ReadArguments, WriteArguments};
+use nfs3::procedures::inspect::GetAttributesArguments;
+use nfs3::{Arguments, DirectoryOperationArguments, FileHandle, Nfs3, Results, StableHow};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use xdr::{AuthSys, OpaqueAuth};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_storage-domain-hosted");
+
+struct Server {
+    child: Child,
+    image: PathBuf,
+    socket: PathBuf,
+    _directory: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(exports: &[&str]) -> Server {
+        let directory = tempfile::tempdir().unwrap();
+        let image = directory.path().join("disk.img");
+        let socket = directory.path().join("vrpc.sock");
+        let mut command = Command::new(BINARY);
+        command
+            .arg("serve")
+            .arg("--disk")
+            .arg(&image)
+            .args([
+                "--size",
+                "64M",
+                "--listen",
+                "127.0.0.1:0",
+                "--metatab-slots",
+                "1024",
+            ])
+            .arg("--vrpc-socket")
+            .arg(&socket)
+            .stderr(Stdio::piped());
+        for export in exports {
+            command.args(["--export", export]);
+        }
+        let mut child = command.spawn().expect("start the server");
+        let stderr = child.stderr.take().unwrap();
+        let (ready, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("server: {line}");
+                if line.contains("ready:") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        wait.recv_timeout(Duration::from_secs(60))
+            .expect("the server's ready line");
+        Server {
+            child,
+            image,
+            socket,
+            _directory: directory,
+        }
+    }
+
+    /// SIGTERM, a clean exit, then fsck.
+    fn stop_and_check(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "server exited with {status}");
+        assert!(!self.socket.exists(), "the socket is removed on exit");
+        let fsck = Command::new(BINARY)
+            .arg("fsck")
+            .arg(&self.image)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "fsck: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+    }
+}
+
+fn credential() -> OpaqueAuth {
+    OpaqueAuth::sys(&AuthSys {
+        stamp: 0,
+        machine_name: b"vrpc-test".to_vec(),
+        uid: 0,
+        gid: 0,
+        gids: vec![],
+    })
+}
+
+fn call(
+    client: &vrpc_hosted::Client,
+    arguments: Arguments,
+    payload: &[u8],
+    read: usize,
+) -> Results {
+    let procedure = arguments.procedure().to_u32();
+    let record = nfs3::message::encode_call::<Nfs3>(7, credential(), &arguments);
+    let reply = client.call(&record, payload, read).expect("a reply");
+    nfs3::message::decode_reply::<Nfs3>(&reply, procedure)
+        .expect("a successful RPC")
+        .1
+}
+
+fn mount(client: &vrpc_hosted::Client, export: &str) -> FileHandle {
+    use nfs3::mount::{Arguments as M, Mount3, MountResult, Results as R};
+    let arguments = M::Mount(nfs3::mount::DirectoryPath {
+        path: export.as_bytes().to_vec(),
+    });
+    let record = nfs3::message::encode_call::<Mount3>(1, credential(), &arguments);
+    let reply = client.call(&record, &[], 0).expect("a MOUNT reply");
+    match nfs3::message::decode_reply::<Mount3>(&reply, 1).unwrap().1 {
+        R::Mount(MountResult::Ok(ok)) => ok.handle,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn connect(socket: &Path, export: &str) -> vrpc_hosted::Client {
+    vrpc_hosted::connect(socket, export).expect("connect")
+}
+
+#[test]
+fn calls_data_pages_and_the_metadata_table() {
+    let server = Server::start(&["/,no_root_squash"]);
+    let client = connect(&server.socket, "/");
+    let root = mount(&client, "/");
+    let created = match call(
+        &client,
+        Arguments::Create(CreateArguments {
+            location: DirectoryOperationArguments {
+                directory: root.clone(),
+                name: b"over-rings".to_vec(),
+            },
+            how: CreateHow::Unchecked(Default::default()),
+        }),
+        &[],
+        0,
+    ) {
+        Results::Create(result) => result.into_result().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let file = created.object.unwrap();
+    // A 300 KiB WRITE whose data travels in the data pages.
+    let data: Vec<u8> = (0..300 * 1024).map(|index| (index % 251) as u8).collect();
+    match call(
+        &client,
+        Arguments::Write(WriteArguments {
+            file: file.clone(),
+            offset: 0,
+            count: data.len() as u32,
+            stable: StableHow::FileSync,
+            data: Vec::new(),
+        }),
+        &data,
+        0,
+    ) {
+        Results::Write(result) => {
+            assert_eq!(result.into_result().unwrap().count as usize, data.len())
+        }
+        other => panic!("{other:?}"),
+    }
+    match call(
+        &client,
+        Arguments::Read(ReadArguments {
+            file: file.clone(),
+            offset: 0,
+            count: data.len() as u32,
+        }),
+        &[],
+        data.len() + 4096,
+    ) {
+        Results::Read(result) => assert_eq!(result.into_result().unwrap().data, data),
+        other => panic!("{other:?}"),
+    }
+    // GETATTR published the file's attributes: the table answers with
+    // the same size and the handle's digest.
+    let attributes = match call(
+        &client,
+        Arguments::GetAttributes(GetAttributesArguments {
+            object: file.clone(),
+        }),
+        &[],
+        0,
+    ) {
+        Results::GetAttributes(result) => result.into_result().unwrap().attributes,
+        other => panic!("{other:?}"),
+    };
+    let table = client.metadata_table().expect("the server shares a table");
+    match table
+        .lookup(attributes.file_id, metatab::handle_digest(&file.0))
+        .unwrap()
+    {
+        metatab::Lookup::Hit(entry) => {
+            assert_eq!(entry.attributes, attributes);
+            assert_eq!(entry.attributes.size, data.len() as u64);
+        }
+        other => panic!("expected a table hit, got {other:?}"),
+    }
+    // Another handle digest for the same file id is a miss.
+    assert!(matches!(
+        table.lookup(attributes.file_id, 12345).unwrap(),
+        metatab::Lookup::Miss
+    ));
+    drop(client);
+    server.stop_and_check();
+}
+
+#[test]
+fn exports_a_guest_may_not_use_are_refused() {
+    let server = Server::start(&["/,no_root_squash", "/lan,path=/lan,allow=10.0.0.0/8"]);
+    assert!(vrpc_hosted::connect(&server.socket, "/lan").is_err());
+    assert!(vrpc_hosted::connect(&server.socket, "/nothing").is_err());
+    // The refused guests cost nothing to the others.
+    let client = connect(&server.socket, "/");
+    let root = mount(&client, "/");
+    assert!(!root.0.is_empty());
+    drop(client);
+    server.stop_and_check();
+}
