@@ -75,7 +75,7 @@ elapsed() { awk "BEGIN{printf \"%.1f\", $2 - $1}"; }
 # 1. First boot on the fresh image: seed the known files, self-check,
 #    then a clean `xl shutdown`.
 start=$(uptime_s)
-if create sd-seed "export=/ export=/known:ro test=seed"; then
+if create sd-seed "export=/ export=/known,ro test=seed"; then
     if wait_for sd-seed "^fs ok:" 180; then
         ok "seed boot: create-to-self-check $(elapsed "$start" "$(uptime_s)") s"
         xl list sd-seed

@@ -116,6 +116,8 @@ done
 check "no failed dom0 step" bash -c "! grep -q '^SDT-FAIL' '$SERIAL'"
 check "banner printed" grep -q '^\[sd-seed\] storage-domain .* on Xen' "$SERIAL"
 check "self-check line" grep -qE '^\[sd-seed\] fs ok: [0-9]+ inodes, [0-9]+ free blocks' "$SERIAL"
+check "nfs server constructed over the volume" grep -q '^\[sd-seed\] nfs: server constructed' "$SERIAL"
+check "read-only export listed" grep -q '^\[sd-seed\] export: /known -> /known (read-only' "$SERIAL"
 check "panic location printed" grep -q '^\[sd-panic\] storage-domain panicked at .*kernel.rs' "$SERIAL"
 
 check "fsck clean" "$HOSTED" fsck "$IMAGE"

@@ -3,8 +3,9 @@
 //! Whitespace-separated `key=value` words (`xl` puts `extra=` into
 //! `start_info.cmd_line`, at most 1024 bytes):
 //!
-//! - `export=PATH[:ro|:rw]`, repeatable: a directory the NFS server
-//!   exports (default: `/` read-write).
+//! - `export=LINE`, repeatable: an export in the NFS server's export-line
+//!   syntax (`nfs_server::ExportConfig::parse`: `/data,path=/srv,ro,
+//!   allow=domain:3`, no spaces); default: `/`, read-write, root squashed.
 //! - `cache=SIZE[K|M]`: bytes of file-system metadata cache (default 4M).
 //! - `test=ACTION[,ACTION...]`: boot-test actions for `qemu-tests/`
 //!   (`seed`, `verify`, `churn`, `panic`; see `docs/xen.md`).
@@ -14,17 +15,9 @@
 #![forbid(unsafe_code)]
 
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
-
-/// One exported directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Export {
-    /// Absolute path inside the file system.
-    pub path: String,
-    /// Whether clients may only read.
-    pub read_only: bool,
-}
+use nfs_server::ExportConfig;
 
 /// A boot-test action (`test=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +36,8 @@ pub enum TestAction {
 /// The parsed configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Exported directories, in command-line order.
-    pub exports: Vec<Export>,
+    /// Exports, in command-line order.
+    pub exports: Vec<ExportConfig>,
     /// Metadata cache size handed to the file system.
     pub cache_bytes: usize,
     /// Boot-test actions, in command-line order.
@@ -74,9 +67,11 @@ impl Config {
                 continue;
             };
             match key {
-                "export" => match parse_export(value) {
-                    Some(export) => config.exports.push(export),
-                    None => config.warnings.push(format!("ignored export `{value}`")),
+                "export" => match ExportConfig::parse(value) {
+                    Ok(export) => config.exports.push(export),
+                    Err(error) => config
+                        .warnings
+                        .push(format!("ignored export `{value}`: {error}")),
                 },
                 "cache" => match parse_size(value) {
                     Some(bytes) => config.cache_bytes = bytes,
@@ -103,10 +98,7 @@ impl Config {
             }
         }
         if config.exports.is_empty() {
-            config.exports.push(Export {
-                path: "/".to_string(),
-                read_only: false,
-            });
+            config.exports.push(ExportConfig::whole_file_system());
         }
         config
     }
@@ -115,22 +107,6 @@ impl Config {
     pub fn wants(&self, action: TestAction) -> bool {
         self.tests.contains(&action)
     }
-}
-
-fn parse_export(value: &str) -> Option<Export> {
-    let (path, read_only) = match value.rsplit_once(':') {
-        Some((path, "ro")) => (path, true),
-        Some((path, "rw")) => (path, false),
-        Some(_) => return None,
-        None => (value, false),
-    };
-    let valid = path.starts_with('/')
-        && path.len() <= 1024
-        && !path.split('/').any(|part| part == "." || part == "..");
-    valid.then(|| Export {
-        path: path.to_string(),
-        read_only,
-    })
 }
 
 fn parse_size(value: &str) -> Option<usize> {
@@ -149,23 +125,20 @@ mod tests {
     #[test]
     fn defaults_export_root_read_write() {
         let config = Config::parse(b"");
-        assert_eq!(
-            config.exports,
-            [Export {
-                path: "/".into(),
-                read_only: false
-            }]
-        );
+        assert_eq!(config.exports, [ExportConfig::whole_file_system()]);
         assert_eq!(config.cache_bytes, DEFAULT_CACHE_BYTES);
         assert!(config.tests.is_empty() && config.warnings.is_empty());
     }
 
     #[test]
     fn parses_every_key() {
-        let config = Config::parse(b"export=/ export=/public:ro  cache=8M test=seed,churn");
+        let config = Config::parse(
+            b"export=/ export=/public,path=/srv/public,ro,allow=domain:3  cache=8M test=seed,churn",
+        );
         assert_eq!(config.exports.len(), 2);
         assert!(config.exports[1].read_only);
-        assert_eq!(config.exports[1].path, "/public");
+        assert_eq!(config.exports[1].name, "/public");
+        assert_eq!(config.exports[1].path, "/srv/public");
         assert_eq!(config.cache_bytes, 8 << 20);
         assert_eq!(config.tests, [TestAction::Seed, TestAction::Churn]);
         assert!(config.wants(TestAction::Churn) && !config.wants(TestAction::Panic));
@@ -174,11 +147,12 @@ mod tests {
     #[test]
     fn bad_words_become_warnings() {
         let config =
-            Config::parse(b"bogus export=relative export=/a:xx cache=12Q test=fly =x \xff");
+            Config::parse(b"bogus export=relative export=/a,xx cache=12Q test=fly =x \xff");
         assert_eq!(config.warnings.len(), 7, "{:?}", config.warnings);
         assert_eq!(config.exports[0].path, "/");
         assert_eq!(config.cache_bytes, DEFAULT_CACHE_BYTES);
         assert!(Config::parse(b"cache=99999999999999999999M").warnings.len() == 1);
         assert!(Config::parse(b"export=/a/../b").warnings.len() == 1);
+        assert!(Config::parse(b"export=/a,allow=nowhere").warnings.len() == 1);
     }
 }

@@ -79,21 +79,6 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         volume.block_count(),
         volume.commit_sequence()
     );
-    for export in &config.exports {
-        println!(
-            "export: {} ({})",
-            export.path,
-            if export.read_only {
-                "read-only"
-            } else {
-                "read-write"
-            }
-        );
-    }
-    println!(
-        "nfs: not serving yet: the NFS server needs netfront (TCP) or the VRPC backend, later work"
-    );
-
     if config.wants(TestAction::Verify) {
         match fs_tasks::verify_known_files(&mut volume) {
             Ok(()) => println!("verify: known files intact"),
@@ -117,6 +102,25 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         ),
         Err(error) => println!("fs self-check FAILED: {error}"),
     }
+    let mut server = start_server(volume, config)?;
+    for export in &config.exports {
+        println!(
+            "export: {} -> {} ({}, {:?} squash, {} client filter(s))",
+            export.name,
+            export.path,
+            if export.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            export.squash,
+            export.clients.len()
+        );
+    }
+    println!(
+        "nfs: server constructed; not reachable yet: serving needs netfront (TCP) or the VRPC backend, later work"
+    );
+
     let (heap_used, heap_size) = memory::heap_usage();
     println!(
         "ready: domain {domain}, {} ms after entry, heap {} KiB used of {} KiB",
@@ -132,13 +136,13 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         .watch(SHUTDOWN_NODE, SHUTDOWN_TOKEN)
         .map_err(|error| format!("watching {SHUTDOWN_NODE}: {error}"))?;
     let churn = config.wants(TestAction::Churn);
-    let mut churn_number = fs_tasks::verify_churn_log(&mut volume).unwrap_or(0);
+    let mut churn_number = fs_tasks::verify_churn_log(server.filesystem()).unwrap_or(0);
     let reason = loop {
         // Churning polls for the watch without blocking; otherwise sleep.
         let deadline = if churn { 1 } else { 0 };
         if churn {
             churn_number += 1;
-            match fs_tasks::churn_step(&mut volume, churn_number) {
+            match fs_tasks::churn_step(server.filesystem(), churn_number) {
                 Ok(()) => println!("churn: committed {churn_number}"),
                 Err(error) => {
                     println!("churn: FAILED: {error}");
@@ -157,6 +161,7 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         }
     };
 
+    let mut volume = server.into_filesystem();
     let committed = volume.commit();
     let sequence = volume.commit_sequence();
     drop(volume);
@@ -178,6 +183,36 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         return Ok(ShutdownReason::Crash);
     }
     Ok(reason)
+}
+
+/// The NFS server over the volume, with the configured exports (their
+/// directories created when missing).
+fn start_server<'disk>(
+    mut volume: sdfs::Volume<&'disk mut Blkfront>,
+    config: &Config,
+) -> Result<nfs_server::Server<sdfs::Volume<&'disk mut Blkfront>>, String> {
+    for export in &config.exports {
+        nfs_server::ensure_directory(&mut volume, &export.path)
+            .map_err(|error| format!("export {}: {error:?}", export.name))?;
+    }
+    volume
+        .commit()
+        .map_err(|error| format!("committing export directories: {error:?}"))?;
+    let uuid = volume.uuid();
+    let mut file_system_id = [0u8; 8];
+    file_system_id.copy_from_slice(&uuid[..8]);
+    let server_config = nfs_server::ServerConfig {
+        exports: config.exports.clone(),
+        handle_secret: volume.handle_secret(),
+        // Must differ between server starts (RFC 1813 3.3.7): the clock
+        // at boot, which never repeats on one host.
+        write_verifier: events::system_time_ns()
+            .wrapping_add(events::wall_clock().seconds as u64)
+            .to_be_bytes(),
+        file_system_id: u64::from_be_bytes(file_system_id),
+        port: 0,
+    };
+    nfs_server::Server::new(volume, server_config).map_err(|error| format!("nfs server: {error}"))
 }
 
 /// Read and acknowledge `control/shutdown`; `None` when there is nothing
