@@ -45,3 +45,15 @@ fi
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx x86_64-unknown-none; then
     rustup target add x86_64-unknown-none >&2
 fi
+if [ "$profile" = test ]; then
+    # The POSIX suite that guest-driver/tests/pjdfstest.rs runs on a mount.
+    if ! command -v pjdfstest >/dev/null; then
+        echo "bootstrap: installing pjdfstest" >&2
+        cargo install pjdfstest --version 0.2.2 --locked >&2
+    fi
+    # Its second dummy user (Debian has nobody, not tests).
+    if ! id tests >/dev/null 2>&1; then
+        as_root groupadd -f tests
+        as_root useradd -M -g tests -s /usr/sbin/nologin -d / tests
+    fi
+fi

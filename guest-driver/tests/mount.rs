@@ -6,7 +6,6 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::Command;
 
 use common::{Mount, Server};
 
@@ -141,40 +140,21 @@ fn file_operations_through_a_mount_leave_a_clean_image() {
     assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
 
     // The counters are readable by the stats command.
-    let output = Command::new(common::driver_binary())
-        .arg("stats")
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let stats = String::from_utf8(output.stdout).unwrap();
-    let count = |name: &str| -> u64 {
-        stats
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from {stats}"))
-    };
-    assert!(count("rpc.WRITE") >= 4, "{stats}");
-    assert!(count("rpc.COMMIT") >= 1, "{stats}");
-    assert!(count("rpc.READDIRPLUS") >= 2, "{stats}");
+    let stats = mount.stats();
+    assert!(stats["rpc.WRITE"] >= 4, "{stats:?}");
+    assert!(stats["rpc.COMMIT"] >= 1, "{stats:?}");
+    assert!(stats["rpc.READDIRPLUS"] >= 2, "{stats:?}");
+    assert_eq!(stats["metatab.hits"], 0, "TCP maps no table");
 
     mount.stop();
     server.stop_and_check();
 }
 
-/// Two mounts of one export: what one writes and closes, the other sees at
-/// once through stat and read, with no stale size or mtime.
-#[test]
-fn a_second_mount_sees_closed_writes_at_once() {
-    require_mounts!();
-    let scratch = tempfile::tempdir().unwrap();
-    let server = Server::start(scratch.path());
-    let first = Mount::start(&server, scratch.path(), "first", &[]);
-    let second = Mount::start(&server, scratch.path(), "second", &[]);
+/// Writes through one mount, checks through the other, both ways: sizes,
+/// mtimes and contents must be current at once.
+fn check_coherence(first: &Mount, second: &Mount) {
     let in_first = first.path.join("shared");
     let in_second = second.path.join("shared");
-
     for round in 0..20u32 {
         // Lengths and contents change every round, often within one
         // second, so a stale size, mtime or page cache shows.
@@ -195,10 +175,70 @@ fn a_second_mount_sees_closed_writes_at_once() {
         assert_eq!(fs::metadata(&in_first).unwrap().len(), reply.len() as u64);
         assert_eq!(fs::read(&in_first).unwrap(), reply, "round {round} back");
     }
-    // Names: a file made in one mount is found in the other.
+    // Names: a directory made in one mount is found in the other.
     fs::create_dir(first.path.join("made-here")).unwrap();
     assert!(second.path.join("made-here").is_dir());
+}
 
+/// Two TCP mounts of one export (no metadata table): what one writes and
+/// closes, the other sees at once through stat and read.
+#[test]
+fn a_second_mount_sees_closed_writes_at_once() {
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start(scratch.path());
+    let first = Mount::start(&server, scratch.path(), "first", &[]);
+    let second = Mount::start(&server, scratch.path(), "second", &[]);
+    check_coherence(&first, &second);
+    first.stop();
+    second.stop();
+    server.stop_and_check();
+}
+
+/// The same over hosted VRPC, attributes from the shared metadata table:
+/// the table must be coherent across guests, and actually used.
+#[test]
+fn hosted_mounts_answer_stat_from_the_shared_table_coherently() {
+    require_mounts!();
+    if !common::server_has_vrpc() {
+        eprintln!("skipped: the server binary has no --vrpc-socket");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start_with(scratch.path(), true);
+    let first = Mount::start_hosted(&server, scratch.path(), "first", &[]);
+    let second = Mount::start_hosted(&server, scratch.path(), "second", &[]);
+    check_coherence(&first, &second);
+    // A TCP mount beside them sees the same.
+    let third = Mount::start(&server, scratch.path(), "third", &[]);
+    let seen = fs::read(third.path.join("shared")).unwrap();
+    assert_eq!(seen, fs::read(first.path.join("shared")).unwrap());
+
+    let before = second.stats();
+    for _ in 0..50 {
+        fs::metadata(second.path.join("shared")).unwrap();
+    }
+    let after = second.stats();
+    assert!(
+        after["metatab.hits"] >= before["metatab.hits"] + 50,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after["rpc.GETATTR"], before["rpc.GETATTR"],
+        "stat of a file in the table made GETATTR calls"
+    );
+
+    // With the table turned off, the same stats cost GETATTRs.
+    let plain = Mount::start_hosted(&server, scratch.path(), "plain", &["--no-metadata-table"]);
+    for _ in 0..10 {
+        fs::metadata(plain.path.join("shared")).unwrap();
+    }
+    let stats = plain.stats();
+    assert_eq!(stats["metatab.hits"], 0);
+    assert!(stats["rpc.GETATTR"] >= 10, "{stats:?}");
+
+    plain.stop();
+    third.stop();
     first.stop();
     second.stop();
     server.stop_and_check();

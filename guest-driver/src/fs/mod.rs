@@ -724,6 +724,41 @@ impl Filesystem for NfsFilesystem {
         }
     }
 
+    // NFSv3 has no extended attributes. ENOSYS (not EOPNOTSUPP) makes the
+    // kernel stop asking: it then answers EOPNOTSUPP itself, and the
+    // security.capability check on every write costs nothing.
+    fn getxattr(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _request: &Request, _node: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setxattr(
+        &self,
+        _request: &Request,
+        _node: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _request: &Request, _node: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn create(
         &self,
         request: &Request,

@@ -87,11 +87,22 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// Whether the server binary can serve hosted VRPC (`--vrpc-socket`).
+pub fn server_has_vrpc() -> bool {
+    Command::new(server_binary())
+        .args(["serve", "--help"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).contains("--vrpc-socket"))
+        .unwrap_or(false)
+}
+
 /// A running `storage-domain-hosted serve`.
 pub struct Server {
     child: Option<Child>,
     /// `127.0.0.1:PORT`.
     pub address: String,
+    /// The hosted VRPC socket, when served.
+    pub socket: Option<PathBuf>,
     /// The disk image.
     pub image: PathBuf,
 }
@@ -99,18 +110,27 @@ pub struct Server {
 impl Server {
     /// Serves a fresh image in `directory` on a free port.
     pub fn start(directory: &Path) -> Server {
+        Server::start_with(directory, false)
+    }
+
+    /// Serves a fresh image on a free port and, if `vrpc`, on a hosted
+    /// VRPC socket in `directory` too.
+    pub fn start_with(directory: &Path, vrpc: bool) -> Server {
         let image = directory.join("disk.img");
-        let mut child = Command::new(server_binary())
-            .args(["serve", "--disk"])
-            .arg(&image)
-            .args([
-                "--size",
-                "256M",
-                "--listen",
-                "127.0.0.1:0",
-                "--export",
-                "/,no_root_squash",
-            ])
+        let socket = vrpc.then(|| directory.join("vrpc.sock"));
+        let mut command = Command::new(server_binary());
+        command.args(["serve", "--disk"]).arg(&image).args([
+            "--size",
+            "256M",
+            "--listen",
+            "127.0.0.1:0",
+            "--export",
+            "/,no_root_squash",
+        ]);
+        if let Some(socket) = &socket {
+            command.arg("--vrpc-socket").arg(socket);
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -141,6 +161,7 @@ impl Server {
         Server {
             child: Some(child),
             address,
+            socket,
             image,
         }
     }
@@ -189,13 +210,29 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// Mounts the server's `/` at a new directory `name` under `parent`.
+    /// Mounts the server's `/` over TCP at a new directory `name` under
+    /// `parent`.
     pub fn start(server: &Server, parent: &Path, name: &str, extra: &[&str]) -> Mount {
+        Mount::start_with(&["--tcp", &server.address], parent, name, extra)
+    }
+
+    /// Mounts the server's `/` over hosted VRPC.
+    pub fn start_hosted(server: &Server, parent: &Path, name: &str, extra: &[&str]) -> Mount {
+        let socket = server
+            .socket
+            .as_ref()
+            .expect("server without --vrpc-socket");
+        let socket = socket.to_str().expect("UTF-8 socket path");
+        Mount::start_with(&["--hosted", socket], parent, name, extra)
+    }
+
+    fn start_with(transport: &[&str], parent: &Path, name: &str, extra: &[&str]) -> Mount {
         let path = parent.join(name);
         std::fs::create_dir_all(&path).expect("mount point");
         let path = path.canonicalize().expect("canonical mount point");
         let mut child = Command::new(driver_binary())
-            .args(["mount", "--tcp", &server.address])
+            .arg("mount")
+            .args(transport)
             .args(extra)
             .arg(&path)
             .spawn()
@@ -212,6 +249,23 @@ impl Mount {
             child: Some(child),
             path,
         }
+    }
+
+    /// The daemon's counters (`guest-driver stats`), by name.
+    pub fn stats(&self) -> std::collections::HashMap<String, u64> {
+        let output = Command::new(driver_binary())
+            .arg("stats")
+            .arg(&self.path)
+            .output()
+            .expect("running guest-driver stats");
+        assert!(output.status.success(), "guest-driver stats failed");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
     }
 
     /// Unmounts with SIGTERM and checks the daemon exited cleanly.
