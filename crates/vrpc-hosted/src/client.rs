@@ -1,10 +1,13 @@
 //! The guest's side: connect to a hosted storage domain and make calls.
 //!
 //! [`Client::call`] may be used from many threads at once: each call takes
-//! a slot and data pages under a lock, then sleeps until its reply arrives;
-//! one receiver thread collects responses (in whatever order the server
-//! answers) and wakes their callers. When the server dies or breaks the
-//! protocol every pending and later call fails with
+//! a slot and data pages under a lock, then waits for its reply. One waiting
+//! caller at a time (the "receiver") sleeps on the response doorbell and the
+//! socket, collects every response that arrived (in whatever order the
+//! server answers) and wakes the callers they belong to; the others sleep on
+//! a condition variable. A lone caller thus wakes straight from the
+//! doorbell, with no hand-off through a helper thread. When the server dies
+//! or breaks the protocol every pending and later call fails with
 //! [`CallError::Disconnected`]; nothing waits forever on a dead peer.
 
 use std::collections::HashMap;
@@ -13,7 +16,6 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use vrpc::{CallFailure, Frontend, Payload, RingParameters, SubmitError};
@@ -67,12 +69,45 @@ struct State {
     frontend: HostedFrontend,
     finished: HashMap<u32, Result<Vec<u8>, CallError>>,
     disconnected: bool,
+    /// A caller is sleeping on the doorbell on everyone's behalf.
+    receiving: bool,
+}
+
+impl State {
+    /// Collects every published response into `finished` and re-arms the
+    /// doorbell (the final check); marks the connection dead on a protocol
+    /// error. Returns whether anything changed.
+    fn collect(&mut self) -> bool {
+        let mut changed = false;
+        loop {
+            match self.frontend.poll_response() {
+                Ok(Some(completion)) => {
+                    let result = completion.reply.map_err(|failure| match failure {
+                        CallFailure::ReplyTooLarge => CallError::ReplyTooLarge,
+                        CallFailure::NoReply => CallError::NoReply,
+                    });
+                    self.finished.insert(completion.xid, result);
+                    changed = true;
+                }
+                Ok(None) => match self.frontend.enable_notifications() {
+                    Ok(true) => continue,
+                    Ok(false) => return changed,
+                    Err(_) => break,
+                },
+                Err(_) => break,
+            }
+        }
+        self.disconnected = true;
+        true
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    responses: EventDoorbell,
+    stream: UnixStream,
 }
 
 impl Shared {
@@ -95,8 +130,6 @@ impl Shared {
 #[derive(Debug)]
 pub struct Client {
     shared: Arc<Shared>,
-    stream: UnixStream,
-    receiver: Option<JoinHandle<()>>,
     metatab: Option<MappedRegion>,
 }
 
@@ -170,22 +203,13 @@ impl Client {
                 frontend,
                 finished: HashMap::new(),
                 disconnected: false,
+                receiving: false,
             }),
             changed: Condvar::new(),
-        });
-        let receiver = {
-            let shared = Arc::clone(&shared);
-            let stream = stream.try_clone()?;
-            std::thread::Builder::new()
-                .name("vrpc-receiver".into())
-                .spawn(move || receive(&shared, &stream, &responses))?
-        };
-        Ok(Self {
-            shared,
+            responses,
             stream,
-            receiver: Some(receiver),
-            metatab,
-        })
+        });
+        Ok(Self { shared, metatab })
     }
 
     /// The export's metadata table, read-only, if the server shares one.
@@ -195,7 +219,9 @@ impl Client {
             .and_then(|region| metatab::Reader::attach(region).ok())
     }
 
-    /// Whether the connection is still usable.
+    /// Whether the connection is still usable, as far as the last call saw
+    /// (a server that died while no call was waiting is noticed by the next
+    /// call).
     pub fn is_connected(&self) -> bool {
         !self.shared.lock().disconnected
     }
@@ -260,72 +286,44 @@ impl Client {
             if state.disconnected {
                 return Err(CallError::Disconnected);
             }
-            state = self.shared.wait(state);
+            if state.receiving {
+                state = self.shared.wait(state);
+                continue;
+            }
+            // Become the receiver: collect, and sleep on the doorbell only
+            // when the final check says nothing is pending.
+            if state.collect() {
+                // Replies came in (maybe others'), or the connection died.
+                self.shared.changed.notify_all();
+                continue;
+            }
+            state.receiving = true;
+            drop(state);
+            let wake = self.shared.responses.wait(self.shared.stream.as_fd(), None);
+            state = self.shared.lock();
+            state.receiving = false;
+            match wake {
+                Ok(Wake::Rang | Wake::TimedOut) => {
+                    state.collect();
+                }
+                Ok(Wake::PeerGone) | Err(_) => state.disconnected = true,
+            }
+            // Wake the others: their replies may be in, or one of them must
+            // take over receiving.
+            self.shared.changed.notify_all();
         }
     }
 
     /// Disconnects: pending and later calls fail with
     /// [`CallError::Disconnected`]. Dropping the client does the same.
     pub fn close(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        // The receiver's poll sees the socket hang up and wakes everyone.
+        let _ = self.shared.stream.shutdown(std::net::Shutdown::Both);
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
-        if let Some(receiver) = self.receiver.take() {
-            let _ = receiver.join();
-        }
-    }
-}
-
-/// The receiver thread: sleeps on the response doorbell and the socket,
-/// collects responses, wakes callers; on the peer's death or a protocol
-/// error marks the connection dead and wakes everyone.
-fn receive(shared: &Shared, stream: &UnixStream, responses: &EventDoorbell) {
-    loop {
-        let mut state = shared.lock();
-        let mut alive = true;
-        loop {
-            match state.frontend.poll_response() {
-                Ok(Some(completion)) => {
-                    let result = completion.reply.map_err(|failure| match failure {
-                        CallFailure::ReplyTooLarge => CallError::ReplyTooLarge,
-                        CallFailure::NoReply => CallError::NoReply,
-                    });
-                    state.finished.insert(completion.xid, result);
-                }
-                Ok(None) => match state.frontend.enable_notifications() {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(_) => {
-                        alive = false;
-                        break;
-                    }
-                },
-                Err(_) => {
-                    alive = false;
-                    break;
-                }
-            }
-        }
-        if !alive {
-            state.disconnected = true;
-        }
-        drop(state);
-        shared.changed.notify_all();
-        if !alive {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-            return;
-        }
-        match responses.wait(stream.as_fd(), None) {
-            Ok(Wake::Rang | Wake::TimedOut) => {}
-            Ok(Wake::PeerGone) | Err(_) => {
-                shared.lock().disconnected = true;
-                shared.changed.notify_all();
-                return;
-            }
-        }
     }
 }
