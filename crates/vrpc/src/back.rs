@@ -10,6 +10,7 @@
 //! this code panic or touch memory outside the two regions (the fuzz target
 //! `vrpc_backend` checks exactly that).
 
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, Ordering};
@@ -32,10 +33,15 @@ pub const DEFAULT_MAX_RECORD: usize = (1 << 20) + 4096;
 /// A validated request, copied out of shared memory.
 ///
 /// Answer it exactly once with [`Backend::respond`] or
-/// [`Backend::respond_no_reply`]; both take it by value.
+/// [`Backend::respond_no_reply`]; both take it by value. A request dropped
+/// unanswered is answered NO_REPLY by the backend's next call, so the
+/// frontend's caller is never left waiting.
 #[derive(Debug)]
 pub struct Request {
     xid: u32,
+    /// Shared with the backend's list of unanswered requests: when only the
+    /// backend holds it, the request was dropped.
+    ticket: Arc<()>,
     record: Vec<u8>,
     /// `(pool byte offset, length)` of each reply range, validated.
     reply_ranges: Vec<(usize, usize)>,
@@ -74,6 +80,8 @@ pub struct Backend<R, P, D> {
     request_producer_seen: u32,
     /// `rsp_prod_pvt`: responses written.
     response_producer: u32,
+    /// Consumed, unanswered requests: xid and ticket.
+    unanswered: Vec<(u32, Arc<()>)>,
     slot: Vec<u8>,
 }
 
@@ -119,6 +127,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
             request_consumer: producer,
             request_producer_seen: producer,
             response_producer: producer,
+            unanswered: Vec::with_capacity(parameters.slot_count as usize),
             slot: vec![0; parameters.slot_size as usize],
         })
     }
@@ -157,6 +166,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
     /// [`ProtocolError`] when the frontend broke the protocol: drop the
     /// connection.
     pub fn next_request(&mut self) -> Result<Option<Request>, ProtocolError> {
+        self.answer_dropped()?;
         let producer = self.request_producer()?;
         if producer == self.request_consumer {
             return Ok(None);
@@ -166,7 +176,22 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         // From here on only the private copy is read.
         let request = self.parse_slot()?;
         self.request_consumer = self.request_consumer.wrapping_add(1);
+        self.unanswered
+            .push((request.xid, Arc::clone(&request.ticket)));
         Ok(Some(request))
+    }
+
+    /// Answers NO_REPLY for every request dropped unanswered.
+    fn answer_dropped(&mut self) -> Result<(), ProtocolError> {
+        while let Some(index) = self
+            .unanswered
+            .iter()
+            .position(|(_, ticket)| Arc::strong_count(ticket) == 1)
+        {
+            let (xid, _) = self.unanswered.swap_remove(index);
+            self.push_response(xid, ResponseStatus::NoReply, &[], 0, 0)?;
+        }
+        Ok(())
     }
 
     fn parse_slot(&self) -> Result<Request, ProtocolError> {
@@ -226,6 +251,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         record.extend_from_slice(&inline[splice_offset..]);
         Ok(Request {
             xid,
+            ticket: Arc::new(()),
             record,
             reply_ranges: ranges[payload_count..descriptor_count].to_vec(),
             reply_capacity,
@@ -239,6 +265,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
     /// # Errors
     /// [`ProtocolError`] as for [`Backend::next_request`].
     pub fn enable_notifications(&mut self) -> Result<bool, ProtocolError> {
+        self.answer_dropped()?;
         if self.request_producer()? != self.request_consumer {
             return Ok(true);
         }
@@ -263,12 +290,15 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
     /// answered with [`ResponseStatus::ReplyTooLarge`], which is returned.
     ///
     /// # Errors
-    /// [`ProtocolError::Memory`] when a region refused an access.
+    /// [`ProtocolError::Memory`] when a region refused an access;
+    /// [`ProtocolError::UnknownXid`] for a request another backend handed
+    /// out.
     pub fn respond(
         &mut self,
         request: Request,
         reply: &[u8],
     ) -> Result<ResponseStatus, ProtocolError> {
+        self.take_unanswered(&request)?;
         let capacity = self.parameters.response_capacity();
         let preferred = call_procedure(&request.record)
             .and_then(|procedure| nfs_reply_payload(procedure, reply))
@@ -314,9 +344,23 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
     /// Answers `request` with no reply record (the server dropped the call).
     ///
     /// # Errors
-    /// [`ProtocolError::Memory`] when a region refused an access.
+    /// As [`Backend::respond`].
     pub fn respond_no_reply(&mut self, request: Request) -> Result<(), ProtocolError> {
+        self.take_unanswered(&request)?;
         self.push_response(request.xid, ResponseStatus::NoReply, &[], 0, 0)
+    }
+
+    /// Removes `request` from the unanswered list; a request this backend
+    /// did not hand out is refused (answering it would produce more
+    /// responses than requests).
+    fn take_unanswered(&mut self, request: &Request) -> Result<(), ProtocolError> {
+        let index = self
+            .unanswered
+            .iter()
+            .position(|(_, ticket)| Arc::ptr_eq(ticket, &request.ticket))
+            .ok_or(ProtocolError::UnknownXid { xid: request.xid })?;
+        self.unanswered.swap_remove(index);
+        Ok(())
     }
 
     fn push_response(

@@ -35,7 +35,8 @@ pub enum ProtocolError {
     RecordTooLarge,
     /// A request slot with non-zero flags.
     UnknownFlags,
-    /// A response for an xid not in flight.
+    /// A response for an xid not in flight (frontend), or an answer to a
+    /// request this backend did not hand out (backend).
     UnknownXid {
         /// The xid of the response.
         xid: u32,

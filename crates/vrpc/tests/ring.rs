@@ -469,3 +469,45 @@ fn threads_never_miss_a_notification() {
     });
     assert_eq!(refused.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn dropped_requests_are_answered_no_reply() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, 0);
+    front
+        .submit(&call_record(1, 7, 1, b""), None, 4096)
+        .unwrap();
+    front.submit(&call_record(2, 7, 1, b""), None, 0).unwrap();
+    let first = back.next_request().unwrap().unwrap();
+    let second = back.next_request().unwrap().unwrap();
+    assert_eq!(back.outstanding(), 2);
+    drop(first);
+    // The next call of the backend answers it.
+    assert!(!back.enable_notifications().unwrap());
+    assert_eq!(back.outstanding(), 1);
+    let completion = front.poll_response().unwrap().unwrap();
+    assert_eq!(
+        (completion.xid, completion.reply),
+        (1, Err(CallFailure::NoReply))
+    );
+    back.respond(second, b"two").unwrap();
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply.unwrap(),
+        b"two"
+    );
+    assert_eq!(front.free_pages(), 8);
+    // A request of another backend is refused, not answered.
+    let (other_ring, other_pool) = regions(SMALL);
+    let (mut other_front, mut other_back) =
+        pair(&other_ring, &other_pool, &to_back, &to_front, SMALL, 0);
+    other_front
+        .submit(&call_record(3, 7, 1, b""), None, 0)
+        .unwrap();
+    let foreign = other_back.next_request().unwrap().unwrap();
+    assert_eq!(
+        back.respond(foreign, b"x"),
+        Err(vrpc::ProtocolError::UnknownXid { xid: 3 })
+    );
+    assert_eq!(back.outstanding(), 0);
+}
