@@ -16,7 +16,8 @@
 //! - [`layout`]: offsets, parameters, descriptors;
 //! - [`front`]: the guest end ([`Frontend`]); [`back`]: the server end
 //!   ([`Backend`]), which treats every byte of shared memory as hostile;
-//! - [`splice`]: which bytes of a record travel in pages.
+//! - [`splice`]: which bytes of a record travel in pages;
+//! - [`xenstore`]: the Xen handshake's key names and value parsers.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod layout;
 pub mod memory;
 pub mod pool;
 pub mod splice;
+pub mod xenstore;
 
 pub use back::{Backend, Request, DEFAULT_MAX_RECORD};
 pub use error::{ProtocolError, SubmitError};
