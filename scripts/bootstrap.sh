@@ -3,6 +3,7 @@
 #
 #   scripts/bootstrap.sh quickstart   # FUSE and NFS client tools, Rust
 #   scripts/bootstrap.sh test         # + QEMU, Xen and a dom0 kernel for the VM tests
+#   scripts/bootstrap.sh bench        # + what cargo xtask bench runs and compares against
 #
 # Uses apt-get as root (or through sudo). Installs Rust with rustup when no
 # cargo is on PATH, and adds the x86_64-unknown-none target the Xen kernel
@@ -14,6 +15,10 @@ packages=(fuse3 libfuse3-dev pkg-config libnfs-utils e2fsprogs util-linux curl c
 if [ "$profile" = test ]; then
     packages+=(qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils
                linux-image-amd64 busybox-static cpio file kmod bash gzip xz-utils libxen-dev)
+fi
+if [ "$profile" = bench ]; then
+    packages+=(fio postmark bindfs nfs-ganesha nfs-ganesha-vfs iproute2 make
+               libapr1-dev libaprutil1-dev libpcre2-dev)
 fi
 
 as_root() {

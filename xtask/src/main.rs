@@ -5,6 +5,7 @@
 //! and then call into here.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod fuzz;
 mod process;
 mod quickstart;
@@ -31,6 +32,8 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Boot Xen, a dom0 and the storage domain under QEMU and check it.
     QemuTest,
+    /// Side-by-side benchmarks: local ext4, VRPC, TCP, nfs-ganesha, bindfs (root).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::QemuTest => test::qemu_test(),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
