@@ -449,6 +449,7 @@ impl<'e> Session<'e> {
         let Data::Directory(export) = &self.data else {
             bail!("ganesha exports a directory");
         };
+        let export = export.clone();
         // A network namespace of its own: ganesha registers with (and on
         // exit unregisters from) rpcbind, which must not disturb any other
         // NFS server on this machine; guest-driver joins the namespace.
@@ -464,7 +465,7 @@ impl<'e> Session<'e> {
             run(Command::new("ip").args(["-n", &namespace, "link", "set", "lo", "up"]))?;
         }
         let config = self.environment.work.join("ganesha.conf");
-        std::fs::write(&config, ganesha_config(export))?;
+        std::fs::write(&config, ganesha_config(&export))?;
         let enter = format!("--net=/run/netns/{namespace}");
         let mut server = Command::new("nsenter");
         server
@@ -495,7 +496,7 @@ impl<'e> Session<'e> {
             .arg(&self.environment.binaries.guest_driver)
             .args(["mount", "--tcp", "127.0.0.1:2049", "--mount-port", "20048"])
             .arg("--export")
-            .arg(export)
+            .arg(&export)
             .arg(&self.dir);
         self.mount_with("guest-driver", &mut mount)
     }
