@@ -68,15 +68,18 @@ type HostedFrontend = Frontend<MappedRegion, MappedRegion, EventDoorbell>;
 struct State {
     frontend: HostedFrontend,
     finished: HashMap<u32, Result<Vec<u8>, CallError>>,
+    /// The condition variable of each call waiting for its reply (all
+    /// share the one mutex): a reply wakes exactly its caller.
+    waiters: HashMap<u32, Arc<Condvar>>,
     disconnected: bool,
     /// A caller is sleeping on the doorbell on everyone's behalf.
     receiving: bool,
 }
 
 impl State {
-    /// Collects every published response into `finished` and re-arms the
-    /// doorbell (the final check); marks the connection dead on a protocol
-    /// error. Returns whether anything changed.
+    /// Collects every published response into `finished`, waking each
+    /// one's caller, and re-arms the doorbell (the final check); a protocol
+    /// error disconnects. Returns whether anything changed.
     fn collect(&mut self) -> bool {
         let mut changed = false;
         loop {
@@ -86,6 +89,9 @@ impl State {
                         CallFailure::ReplyTooLarge => CallError::ReplyTooLarge,
                         CallFailure::NoReply => CallError::NoReply,
                     });
+                    if let Some(waiter) = self.waiters.get(&completion.xid) {
+                        waiter.notify_one();
+                    }
                     self.finished.insert(completion.xid, result);
                     changed = true;
                 }
@@ -97,15 +103,24 @@ impl State {
                 Err(_) => break,
             }
         }
-        self.disconnected = true;
+        self.disconnect();
         true
+    }
+
+    /// Marks the connection dead and wakes every caller.
+    fn disconnect(&mut self) {
+        self.disconnected = true;
+        for waiter in self.waiters.values() {
+            waiter.notify_one();
+        }
     }
 }
 
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Callers waiting for a free slot or free pages.
+    space: Condvar,
     responses: EventDoorbell,
     stream: UnixStream,
 }
@@ -119,8 +134,8 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.changed
+    fn wait<'a>(condition: &Condvar, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        condition
             .wait(guard)
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -202,10 +217,11 @@ impl Client {
             state: Mutex::new(State {
                 frontend,
                 finished: HashMap::new(),
+                waiters: HashMap::new(),
                 disconnected: false,
                 receiving: false,
             }),
-            changed: Condvar::new(),
+            space: Condvar::new(),
             responses,
             stream,
         });
@@ -270,31 +286,30 @@ impl Client {
             carried[..4].copy_from_slice(&xid.to_be_bytes());
             match state.frontend.submit(&carried, payload, read_capacity) {
                 Ok(xid) => break xid,
-                Err(error) if error.is_transient() => state = self.shared.wait(state),
+                Err(error) if error.is_transient() => {
+                    state = Shared::wait(&self.shared.space, state);
+                }
                 Err(error) => return Err(CallError::Submit(error)),
             }
         };
         drop(carried);
-        loop {
+        let waiter = Arc::new(Condvar::new());
+        state.waiters.insert(xid, Arc::clone(&waiter));
+        let result = loop {
             if let Some(result) = state.finished.remove(&xid) {
-                let mut reply = result?;
-                if reply.len() >= 4 {
-                    reply[..4].copy_from_slice(&record[..4]);
-                }
-                return Ok(reply);
+                break result;
             }
             if state.disconnected {
-                return Err(CallError::Disconnected);
+                break Err(CallError::Disconnected);
             }
             if state.receiving {
-                state = self.shared.wait(state);
+                state = Shared::wait(&waiter, state);
                 continue;
             }
             // Become the receiver: collect, and sleep on the doorbell only
             // when the final check says nothing is pending.
             if state.collect() {
-                // Replies came in (maybe others'), or the connection died.
-                self.shared.changed.notify_all();
+                self.shared.space.notify_all();
                 continue;
             }
             state.receiving = true;
@@ -304,14 +319,29 @@ impl Client {
             state.receiving = false;
             match wake {
                 Ok(Wake::Rang | Wake::TimedOut) => {
-                    state.collect();
+                    if state.collect() {
+                        self.shared.space.notify_all();
+                    }
                 }
-                Ok(Wake::PeerGone) | Err(_) => state.disconnected = true,
+                Ok(Wake::PeerGone) | Err(_) => {
+                    state.disconnect();
+                    self.shared.space.notify_all();
+                }
             }
-            // Wake the others: their replies may be in, or one of them must
-            // take over receiving.
-            self.shared.changed.notify_all();
+        };
+        state.waiters.remove(&xid);
+        // Hand the receiving over to a caller still waiting, if any.
+        if !state.receiving {
+            if let Some(next) = state.waiters.values().next() {
+                next.notify_one();
+            }
         }
+        drop(state);
+        let mut reply = result?;
+        if reply.len() >= 4 {
+            reply[..4].copy_from_slice(&record[..4]);
+        }
+        Ok(reply)
     }
 
     /// Disconnects: pending and later calls fail with
