@@ -11,7 +11,7 @@
 //!
 //! The first field is the export's name (the path a client passes to
 //! MOUNT); `path=` is the directory inside the file system (default: the
-//! name). Options: `rw` (default) or `ro`; `root_squash` (default),
+//! name). Options: `rw` (default) or `ro`; `sync` (default) or `async`; `root_squash` (default),
 //! `no_root_squash`, `all_squash`; `anonuid=`, `anongid=` (default 65534);
 //! `allow=` a client address, network (`ADDR/PREFIX`), `*` (any client, the
 //! default when no `allow=` is given), `local` (hosted unix-socket peers) or
@@ -159,6 +159,12 @@ pub struct ExportConfig {
     pub path: String,
     /// Refuse every change.
     pub read_only: bool,
+    /// Reply to changes before they are committed (`async`): a crash of
+    /// the storage domain may lose the changes of the last commit interval
+    /// (never consistency: the file system commits atomically). WRITE
+    /// replies then say UNSTABLE, so clients that want durability still
+    /// send COMMIT, which is always honoured.
+    pub asynchronous: bool,
     /// Identity mapping.
     pub squash: Squash,
     /// uid given to squashed and AUTH_NONE callers.
@@ -179,6 +185,7 @@ impl ExportConfig {
             name: "/".to_string(),
             path: "/".to_string(),
             read_only: false,
+            asynchronous: false,
             squash: Squash::Root,
             anonymous_uid: ANONYMOUS_ID,
             anonymous_gid: ANONYMOUS_ID,
@@ -209,6 +216,8 @@ impl ExportConfig {
             match (key, value) {
                 ("rw", None) => export.read_only = false,
                 ("ro", None) => export.read_only = true,
+                ("sync", None) => export.asynchronous = false,
+                ("async", None) => export.asynchronous = true,
                 ("root_squash", None) => export.squash = Squash::Root,
                 ("no_root_squash", None) => export.squash = Squash::None,
                 ("all_squash", None) => export.squash = Squash::All,
@@ -337,8 +346,8 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidValue(option) => write!(formatter, "invalid value in {option:?}"),
             ConfigError::UnknownOption(option) => write!(
                 formatter,
-                "unknown export option {option:?} (known: path=, rw, ro, root_squash, \
-                 no_root_squash, all_squash, anonuid=, anongid=, allow=)"
+                "unknown export option {option:?} (known: path=, rw, ro, sync, async, \
+                 root_squash, no_root_squash, all_squash, anonuid=, anongid=, allow=)"
             ),
             ConfigError::DuplicateExport(name) => write!(formatter, "export {name:?} is given twice"),
             ConfigError::NoExports => formatter.write_str("no exports configured"),

@@ -139,6 +139,9 @@ pub(crate) struct Core {
     cache: duplicate_cache::DuplicateCache,
     observer: Option<Box<dyn AttributeObserver + Send>>,
     statistics: Statistics,
+    /// The export of the call being run (set when its first handle
+    /// resolves): decides whether its reply waits for a commit.
+    call_export: Option<usize>,
 }
 
 /// The NFS server over one file system.
@@ -210,6 +213,7 @@ impl<F: FileSystem> Server<F> {
                 cache: duplicate_cache::DuplicateCache::default(),
                 observer: None,
                 statistics: Statistics::default(),
+                call_export: None,
             },
         })
     }

@@ -175,6 +175,8 @@ impl Core {
             Arguments::Commit(_) => true,
             other => is_non_idempotent(other.procedure()),
         };
+        let explicit = matches!(arguments, Arguments::Commit(_));
+        self.call_export = None;
         let results = match arguments {
             Arguments::Null(()) => Results::Null(()),
             Arguments::GetAttributes(arguments) => {
@@ -223,7 +225,11 @@ impl Core {
             }
             Arguments::Commit(arguments) => Results::Commit(self.commit(fs, caller, arguments)),
         };
-        (results, changes)
+        // An `async` export answers changes at once; COMMIT always waits.
+        let asynchronous = self
+            .call_export
+            .is_some_and(|export| self.exports[export].config.asynchronous);
+        (results, changes && (explicit || !asynchronous))
     }
 
     /// Check a handle: made by this server (else BADHANDLE), for an export
@@ -246,6 +252,9 @@ impl Core {
             return Err(NfsError::Access);
         }
         let identity = Identity::for_export(&caller.credential, config);
+        if self.call_export.is_none() {
+            self.call_export = Some(export);
+        }
         let attributes = fs
             .getattr_checked(contents.inode, contents.generation)
             .map_err(|error| status(&error))?;
@@ -689,6 +698,7 @@ impl Core {
                 // Every commit makes data and metadata durable together, so
                 // DATA_SYNC is answered as FILE_SYNC.
                 committed: match arguments.stable {
+                    _ if self.exports[resolved.export].config.asynchronous => StableHow::Unstable,
                     StableHow::Unstable => StableHow::Unstable,
                     StableHow::DataSync | StableHow::FileSync => StableHow::FileSync,
                 },

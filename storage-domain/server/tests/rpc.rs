@@ -428,3 +428,41 @@ fn every_change_is_published_to_the_observer() {
     client.remove(&root, b"watched").unwrap();
     assert!(heard.lock().unwrap().contains(&Heard::Removed(inode)));
 }
+
+#[test]
+fn async_exports_reply_before_committing_but_honour_commit() {
+    let mut client = Client::new(common::volume(1024), &["/,no_root_squash,async"]);
+    let root = client.root();
+    let create = client.nfs_record(&Arguments::MakeDirectory(
+        nfs3::procedures::create::MakeDirectoryArguments {
+            location: common::location(&root, b"quick"),
+            attributes: Default::default(),
+        },
+    ));
+    let reply = client.server.handle(&create, client.client).unwrap();
+    assert!(!reply.needs_commit(), "async: no commit before the reply");
+    client.server.finish(reply);
+    let file = client.create(&root, b"file").unwrap();
+    let written = client
+        .write(&file, 0, b"data", StableHow::FileSync)
+        .unwrap();
+    assert_eq!(
+        written.committed,
+        StableHow::Unstable,
+        "an async export never claims a durable write"
+    );
+    let durable = client.server.filesystem().durable_sequence();
+    assert!(durable < client.server.filesystem().applied_sequence());
+    let commit = client.nfs_record(&Arguments::Commit(
+        nfs3::procedures::data::CommitArguments {
+            file,
+            offset: 0,
+            count: 0,
+        },
+    ));
+    let reply = client.server.handle(&commit, client.client).unwrap();
+    assert!(reply.needs_commit(), "COMMIT is always honoured");
+    client.server.finish(reply);
+    let filesystem = client.server.filesystem();
+    assert_eq!(filesystem.durable_sequence(), filesystem.applied_sequence());
+}
