@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+mod blkif_batch;
 mod command_line;
 mod fs_tasks;
 mod xenstore_wire;

@@ -12,16 +12,15 @@ use super::hypercall::{self, HypercallError};
 use super::memory::Page;
 use super::xenbus::{self, XenbusError};
 use super::xenstore::{Transaction, Xenstore};
+use crate::blkif_batch::{build_requests, Outstanding};
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use sdfs::{BlockDevice, DeviceError, BLOCK_SIZE};
 use xen_abi::blkif::{
-    BlkifRequest, BlkifRequestSegment, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE,
-    OP_READ, OP_WRITE, OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE,
-    RSP_EOPNOTSUPP, RSP_OKAY, SECTOR_SIZE,
+    BlkifRequest, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE, OP_READ, OP_WRITE,
+    OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE, RSP_EOPNOTSUPP, SECTOR_SIZE,
 };
 use xen_abi::ring::{needs_notify, offset, SRING_HEADER_SIZE};
 use xen_abi::xenbus::XenbusState;
@@ -35,8 +34,6 @@ const IO_TIMEOUT_MS: u64 = 60_000;
 
 /// `VDISK_READONLY` in the backend's `info` node (`blkif.h`).
 const VDISK_READONLY: u32 = 0x4;
-
-const SECTORS_PER_BLOCK: u64 = BLOCK_SIZE as u64 / SECTOR_SIZE;
 
 /// How the backend makes writes durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,11 +306,9 @@ impl Blkfront {
         }
         self.most_in_flight = self.most_in_flight.max(count);
 
-        let mut done = vec![false; count];
-        let mut remaining = count;
-        let mut worst = None;
+        let mut outstanding = Outstanding::new(count);
         let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
-        while remaining > 0 {
+        while outstanding.remaining() > 0 {
             events::clear_pending(self.port);
             let producer = self.ring_index(offset::RSP_PROD).load(Ordering::Acquire);
             if producer.wrapping_sub(self.response_consumer) as usize > RING_SIZE {
@@ -326,19 +321,13 @@ impl Blkfront {
                 // copied once, then validated.
                 let response = unsafe { slot.read_volatile() };
                 self.response_consumer = self.response_consumer.wrapping_add(1);
-                let id = usize::try_from(response.id).unwrap_or(usize::MAX);
-                if id >= count || done[id] {
+                if outstanding.complete(&response).is_err() {
                     self.broken = true;
                     return Err(DeviceError::Io);
                 }
-                done[id] = true;
-                remaining -= 1;
                 self.requests += 1;
-                if response.status != RSP_OKAY && worst.is_none() {
-                    worst = Some(response.status);
-                }
             }
-            if remaining == 0 {
+            if outstanding.remaining() == 0 {
                 break;
             }
             // Ask for an event at the next response (RING_FINAL_CHECK_FOR_RESPONSES),
@@ -356,35 +345,21 @@ impl Blkfront {
             }
             events::wait(&[self.port], deadline);
         }
-        Ok(worst)
+        Ok(outstanding.first_failure())
     }
 
     /// Transfer `blocks` (at most [`BUFFER_PAGES`]) between the disk at
     /// `first` and buffers `0..blocks`.
     fn batch(&mut self, operation: u8, first: u64, blocks: usize) -> Result<(), DeviceError> {
-        let requests = blocks.div_ceil(MAX_SEGMENTS_PER_REQUEST);
-        for index in 0..requests {
-            let start = index * MAX_SEGMENTS_PER_REQUEST;
-            let count = MAX_SEGMENTS_PER_REQUEST.min(blocks - start);
-            let mut request = BlkifRequest {
-                operation,
-                nr_segments: count as u8,
-                handle: self.handle,
-                id: index as u64,
-                sector_number: (first + start as u64) * SECTORS_PER_BLOCK,
-                ..BlkifRequest::default()
-            };
-            for segment in 0..count {
-                request.seg[segment] = BlkifRequestSegment {
-                    gref: self.buffers[start + segment].1 .0,
-                    first_sect: 0,
-                    last_sect: (SECTORS_PER_BLOCK - 1) as u8,
-                    padding: 0,
-                };
-            }
-            self.push(&request);
+        let grants: Vec<u32> = self.buffers[..blocks]
+            .iter()
+            .map(|(_, reference)| reference.0)
+            .collect();
+        let requests = build_requests(operation, self.handle, first, &grants);
+        for request in &requests {
+            self.push(request);
         }
-        match self.complete(requests)? {
+        match self.complete(requests.len())? {
             None => Ok(()),
             Some(_) => Err(DeviceError::Io),
         }
