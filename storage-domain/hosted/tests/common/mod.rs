@@ -53,6 +53,7 @@ pub struct ServerProcess {
     /// The image served.
     pub image: PathBuf,
     stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -87,7 +88,7 @@ impl ServerProcess {
             .expect("start storage-domain-hosted serve");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready, port) = mpsc::channel();
-        {
+        let stderr_reader = {
             let pipe = child.stderr.take().expect("piped stderr");
             let stderr = Arc::clone(&stderr);
             std::thread::spawn(move || {
@@ -99,22 +100,24 @@ impl ServerProcess {
                             let _ = ready.send(port);
                         }
                     }
-                    stderr.lock().unwrap().push_str(&line);
-                    stderr.lock().unwrap().push('\n');
+                    let mut text = stderr.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
                 }
-            });
-        }
+            })
+        };
         match port.recv_timeout(READY_TIMEOUT) {
             Ok(port) => Ok(ServerProcess {
                 child: Some(child),
                 port,
                 image: image.to_path_buf(),
                 stderr,
+                stderr_reader: Some(stderr_reader),
             }),
             Err(_) => {
                 let status = child.wait_timeout_or_kill();
-                // Let the reader thread drain what the process wrote.
-                std::thread::sleep(Duration::from_millis(100));
+                // The reader ends when the process's stderr closes.
+                let _ = stderr_reader.join();
                 let text = stderr.lock().unwrap().clone();
                 Err(format!("{status}\n{text}"))
             }
@@ -149,7 +152,9 @@ impl ServerProcess {
         assert!(signalled.success(), "kill -TERM failed");
         let status = wait_with_timeout(&mut child, Duration::from_secs(30))
             .unwrap_or_else(|| panic!("serve did not stop on SIGTERM:\n{}", self.log()));
-        std::thread::sleep(Duration::from_millis(50));
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
         let log = self.log();
         assert!(status.success(), "serve exited with {status}:\n{log}");
         assert!(log.contains("stopped cleanly"), "{log}");
@@ -397,6 +402,24 @@ impl RawConnection {
         let mut record = vec![0u8; (mark & 0x7fff_ffff) as usize];
         self.stream.read_exact(&mut record)?;
         Ok(record)
+    }
+
+    /// The server must have closed this connection (end of stream or a
+    /// reset, not a read timeout).
+    pub fn assert_closed(&mut self) {
+        match self.try_receive() {
+            Ok(reply) => panic!("a reply on a connection that should be closed: {reply:02x?}"),
+            Err(error) => assert!(
+                matches!(
+                    error.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                ),
+                "the connection is still open: {error}"
+            ),
+        }
     }
 
     /// Send `record` and read the reply.
