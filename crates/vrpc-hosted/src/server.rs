@@ -66,6 +66,9 @@ impl Listener {
     /// The accept failure.
     pub fn accept(&self) -> io::Result<Incoming> {
         let (stream, _) = self.listener.accept()?;
+        // The handshake relies on blocking reads with a timeout, whatever
+        // mode the listening socket is in.
+        stream.set_nonblocking(false)?;
         Ok(Incoming { stream })
     }
 
