@@ -177,6 +177,57 @@ fn bad_names_dot_dot_forged_and_stale_handles() {
                 .expect("RMDIR");
             assert_eq!(status(&removed), removal, "RMDIR {shown:?}");
         }
+        // LINK and MKNOD create; RENAME treats both names as removals.
+        let target = create(&mut client, &root, b"link-target")
+            .await
+            .unwrap()
+            .obj
+            .unwrap();
+        for (text, expected) in [
+            (&b"a/b"[..], nfsstat3::NFS3ERR_INVAL),
+            (b"nul\0name", nfsstat3::NFS3ERR_INVAL),
+            (&long[..], nfsstat3::NFS3ERR_NAMETOOLONG),
+            (b"..", nfsstat3::NFS3ERR_EXIST),
+        ] {
+            let shown = String::from_utf8_lossy(text);
+            let linked = client
+                .link(&LINK3args {
+                    file: target.clone(),
+                    link: at(&root, text),
+                })
+                .await
+                .expect("LINK");
+            assert_eq!(status(&linked), expected, "LINK {shown:?}");
+            let made = client
+                .mknod(&MKNOD3args {
+                    where_: at(&root, text),
+                    what: mknoddata3::NF3FIFO(sattr3::default()),
+                })
+                .await
+                .expect("MKNOD");
+            assert_eq!(status(&made), expected, "MKNOD {shown:?}");
+            let removal = if expected == nfsstat3::NFS3ERR_EXIST {
+                nfsstat3::NFS3ERR_INVAL
+            } else {
+                expected
+            };
+            let renamed = client
+                .rename(&RENAME3args {
+                    from: at(&root, b"link-target"),
+                    to: at(&root, text),
+                })
+                .await
+                .expect("RENAME");
+            assert_eq!(status(&renamed), removal, "RENAME to {shown:?}");
+            let renamed = client
+                .rename(&RENAME3args {
+                    from: at(&root, text),
+                    to: at(&root, b"elsewhere"),
+                })
+                .await
+                .expect("RENAME");
+            assert_eq!(status(&renamed), removal, "RENAME from {shown:?}");
+        }
         for (text, expected) in [
             (&b"a/b"[..], nfsstat3::NFS3ERR_INVAL),
             (b"nul\0name", nfsstat3::NFS3ERR_INVAL),
@@ -891,5 +942,78 @@ fn a_restart_keeps_data_and_handles_and_changes_the_write_verifier() {
             .unwrap();
         assert_eq!(committed.verf, after.verf);
     });
+    server.stop_and_fsck();
+}
+
+#[test]
+fn pipelined_calls_on_one_connection_are_all_answered() {
+    let directory = scratch();
+    let server = ServerProcess::start(
+        &directory.path().join("disk.img"),
+        "8M",
+        &["--export", "/,no_root_squash"],
+    );
+    let file = block_on(async {
+        let root = mount_root(&server, "/").await;
+        let mut client = nfs(&server, 0, 0).await;
+        let file = create(&mut client, &root, b"shared")
+            .await
+            .unwrap()
+            .obj
+            .unwrap();
+        let data: Vec<u8> = (0..64u8).collect();
+        write(&mut client, &file, 0, &data, stable_how::FILE_SYNC)
+            .await
+            .unwrap();
+        file
+    });
+    let credential = unix_credential(0, 0);
+    // 32 NULLs and 32 READs of one byte each, sent in one burst; the
+    // replies may come back in any order (a worker pool runs them).
+    let mut burst = Vec::new();
+    for xid in 1000..1064u32 {
+        let record = if xid % 2 == 0 {
+            null_call(xid)
+        } else {
+            call_record(
+                xid,
+                NFS_PROGRAM,
+                3,
+                6,
+                &credential,
+                &READ3args {
+                    file: file.clone(),
+                    offset: u64::from(xid - 1000),
+                    count: 1,
+                },
+            )
+        };
+        burst.extend_from_slice(&(0x8000_0000u32 | record.len() as u32).to_be_bytes());
+        burst.extend_from_slice(&record);
+    }
+    let mut connection = RawConnection::open(&server);
+    connection.send_raw(&burst);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..64 {
+        let reply = connection.receive();
+        let xid = word(&reply, 0);
+        assert!((1000..1064).contains(&xid), "unknown xid {xid}");
+        assert!(seen.insert(xid), "xid {xid} answered twice");
+        // xid, REPLY, accepted, AUTH_NONE verifier, SUCCESS.
+        assert_eq!(reply_words(&reply)[1..6], [1, 0, 0, 0, 0], "xid {xid}");
+        if xid % 2 == 1 {
+            // nfsstat3, post_op_attr (present: 1 + 84 bytes), count, eof,
+            // data length, data byte.
+            assert_eq!(word(&reply, 6), 0, "READ {xid}");
+            let after_attributes = 6 + 1 + 1 + 21;
+            assert_eq!(word(&reply, after_attributes), 1, "READ count");
+            assert_eq!(word(&reply, after_attributes + 2), 1, "data length");
+            assert_eq!(
+                u32::from(reply[(after_attributes + 3) * 4]),
+                xid - 1000,
+                "READ {xid} data"
+            );
+        }
+    }
     server.stop_and_fsck();
 }

@@ -802,3 +802,119 @@ fn squash_rules_decide_owners() {
     });
     server.stop_and_fsck();
 }
+
+#[test]
+fn largest_io_and_concurrent_clients() {
+    let directory = scratch();
+    let server = ServerProcess::start(
+        &directory.path().join("disk.img"),
+        "64M",
+        &["--export", "/,no_root_squash"],
+    );
+    let root = block_on(mount_root(&server, "/"));
+    // Four clients, each on its own connection and thread, write their own
+    // file in 64 KiB UNSTABLE writes, COMMIT, and read it back.
+    let writers: Vec<(u8, Vec<u8>, nfs_fh3)> = (0..4u8)
+        .map(|index| {
+            let pattern = (0..2 * 1024 * 1024u32)
+                .map(|offset| (offset.wrapping_mul(31) as u8) ^ index)
+                .collect();
+            (index, pattern, root.clone())
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (index, pattern, root) in &writers {
+            let server = &server;
+            scope.spawn(move || {
+                block_on(async {
+                    let mut client = nfs(server, 0, 0).await;
+                    let name = format!("writer-{index}");
+                    let file = create(&mut client, root, name.as_bytes()).await;
+                    let mut verifier = None;
+                    for (number, chunk) in pattern.chunks(64 * 1024).enumerate() {
+                        let offset = (number * 64 * 1024) as u64;
+                        let written =
+                            write(&mut client, &file, offset, chunk, stable_how::UNSTABLE).await;
+                        assert_eq!(written.count as usize, chunk.len());
+                        assert_eq!(*verifier.get_or_insert(written.verf), written.verf);
+                    }
+                    let committed = client
+                        .commit(&COMMIT3args {
+                            file: file.clone(),
+                            offset: 0,
+                            count: 0,
+                        })
+                        .await
+                        .expect("COMMIT")
+                        .unwrap();
+                    assert_eq!(Some(committed.verf), verifier);
+                    let mut back = Vec::new();
+                    while back.len() < pattern.len() {
+                        let got = read(&mut client, &file, back.len() as u64, 256 * 1024).await;
+                        assert!(!got.data.is_empty(), "short file");
+                        back.extend_from_slice(&got.data);
+                    }
+                    assert!(back == *pattern, "writer {index} reads back other bytes");
+                });
+            });
+        }
+    });
+    block_on(async {
+        let mut client = nfs(&server, 0, 0).await;
+        // The largest WRITE (wtmax, 1 MiB) in one call, and a READ asking
+        // for more than rtmax gets rtmax.
+        let file = create(&mut client, &root, b"largest").await;
+        let data: Vec<u8> = (0..(1u32 << 20) + 4096).map(|byte| byte as u8).collect();
+        let written = write(
+            &mut client,
+            &file,
+            0,
+            &data[..1 << 20],
+            stable_how::FILE_SYNC,
+        )
+        .await;
+        assert_eq!(written.count, 1 << 20);
+        write(
+            &mut client,
+            &file,
+            1 << 20,
+            &data[1 << 20..],
+            stable_how::FILE_SYNC,
+        )
+        .await;
+        let got = read(&mut client, &file, 0, 4 << 20).await;
+        assert_eq!(got.count, 1 << 20, "READ is capped at rtmax");
+        assert!(!got.eof);
+        assert!(got.data[..] == data[..1 << 20]);
+        // A WRITE whose count promises more data than it carries.
+        let lying = client
+            .write(&WRITE3args {
+                file: file.clone(),
+                offset: 0,
+                count: 10,
+                stable: stable_how::FILE_SYNC,
+                data: Opaque::borrowed(b"short"),
+            })
+            .await
+            .expect("WRITE");
+        assert_eq!(status(&lying), nfsstat3::NFS3ERR_INVAL);
+        // One that carries more than its count writes only count bytes.
+        let generous = client
+            .write(&WRITE3args {
+                file: file.clone(),
+                offset: 0,
+                count: 2,
+                stable: stable_how::FILE_SYNC,
+                data: Opaque::borrowed(b"XYZW"),
+            })
+            .await
+            .expect("WRITE")
+            .unwrap();
+        assert_eq!(generous.count, 2);
+        assert_eq!(
+            &read(&mut client, &file, 0, 4).await.data[..],
+            &[b'X', b'Y', 2, 3]
+        );
+    });
+    server.stop_and_fsck();
+}
