@@ -166,12 +166,14 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let sequence = volume.commit_sequence();
     drop(volume);
     let flushed = sdfs::BlockDevice::flush(&mut disk);
+    let (heap_used, _) = memory::heap_usage();
     println!(
-        "shutdown ({reason:?}): commit {sequence} {}, disk flush {}, {} requests, at most {} in flight",
+        "shutdown ({reason:?}): commit {sequence} {}, disk flush {}, {} requests, at most {} in flight, heap {} KiB used",
         if committed.is_ok() { "written" } else { "FAILED" },
         if flushed.is_ok() { "ok" } else { "FAILED" },
         disk.requests,
-        disk.most_in_flight
+        disk.most_in_flight,
+        heap_used >> 10
     );
     match disk.disconnect(&mut xenstore) {
         Ok(state) => println!("disk: disconnected (backend {state:?})"),
