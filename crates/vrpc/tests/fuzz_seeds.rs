@@ -1,12 +1,13 @@
-//! Writes the seed corpus of the `vrpc_backend` fuzz target: ring and pool
-//! images left by a real frontend (format in
-//! `fuzz/fuzz_targets/vrpc_backend.rs`). Run on purpose only:
+//! Writes the seed corpora of the `vrpc_backend` and `vrpc_frontend` fuzz
+//! targets: ring and pool images left by a real frontend (and, for the
+//! frontend target, a real backend's responses); formats in
+//! `fuzz/fuzz_targets/`. Run on purpose only:
 //! `cargo test -p vrpc --test fuzz_seeds -- --ignored`.
 
 mod common;
 
 use common::{call_record, regions};
-use vrpc::{CountingDoorbell, Frontend, Payload, RingParameters, SharedMemory};
+use vrpc::{Backend, CountingDoorbell, Frontend, Payload, RingParameters, SharedMemory};
 
 /// Parameter bytes for slot count 4, slot size 256, `pool_pages` pages.
 fn parameter_bytes(pool_pages: u8) -> [u8; 3] {
@@ -90,4 +91,61 @@ fn write_vrpc_backend_seeds() {
             .submit(&call_record(6, 100_003, 8, &body), None, 0)
             .unwrap();
     });
+}
+
+/// A frontend seed: `requests` calls offering `reply_pages` pages each,
+/// answered by a real backend with `reply(call)`.
+fn frontend_seed(name: &str, requests: u8, reply_pages: u8, reply: impl Fn(&[u8]) -> Vec<u8>) {
+    let parameters = RingParameters {
+        slot_count: 4,
+        slot_size: 256,
+        pool_pages: 4,
+    };
+    let (ring, pool) = regions(parameters);
+    let doorbell = CountingDoorbell::new();
+    let mut front = Frontend::new(&ring[..], &pool[..], &doorbell, parameters).unwrap();
+    for _ in 0..requests {
+        let xid = front.allocate_xid();
+        let mut record = xid.to_be_bytes().to_vec();
+        record.extend_from_slice(&[0; 36]);
+        front
+            .submit(&record, None, usize::from(reply_pages) * 4096)
+            .unwrap();
+    }
+    let mut back = Backend::new(&ring[..], &pool[..], &doorbell, parameters, 1 << 20).unwrap();
+    while let Some(request) = back.next_request().unwrap() {
+        let answer = reply(request.record());
+        back.respond(request, &answer).unwrap();
+    }
+    let mut bytes = vec![1, 0, 4, requests, reply_pages];
+    let mut producer = [0u8; 4];
+    SharedMemory::read(&ring[..], vrpc::layout::RESPONSE_PRODUCER, &mut producer).unwrap();
+    bytes.extend_from_slice(&producer);
+    let mut slots = vec![0u8; 4 * 256];
+    SharedMemory::read(&ring[..], 64, &mut slots).unwrap();
+    bytes.extend_from_slice(&slots);
+    let mut pool_image = vec![0u8; SharedMemory::size(&pool[..])];
+    SharedMemory::read(&pool[..], 0, &mut pool_image).unwrap();
+    let used = pool_image
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .map_or(0, |last| last + 1);
+    bytes.extend_from_slice(&pool_image[..used]);
+    let directory =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/vrpc_frontend");
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(directory.join(name), bytes).unwrap();
+}
+
+#[test]
+#[ignore = "writes the fuzz seed corpus"]
+fn write_vrpc_frontend_seeds() {
+    frontend_seed("two-short-replies", 2, 0, |call| call[..8].to_vec());
+    frontend_seed("reply-tail-in-pages", 1, 1, |call| {
+        let mut reply = call.to_vec();
+        reply.resize(1500, 0x77);
+        reply
+    });
+    frontend_seed("reply-too-large", 1, 0, |_| vec![1; 5000]);
+    frontend_seed("four-in-flight", 4, 1, |call| call.to_vec());
 }
