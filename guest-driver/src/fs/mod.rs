@@ -16,6 +16,7 @@
 //! fsync, so a close makes the data visible and durable before it returns.
 
 mod attributes;
+mod callers;
 mod directory;
 mod io;
 mod namespace;
@@ -43,7 +44,6 @@ use nfs3::{DirectoryOperationArguments, FileAttributes, FileHandle, ProcedureRes
 use crate::client::{CallResult, Caller, NfsClient};
 use crate::errno;
 use crate::stats::Stats;
-pub use attributes::caller;
 use nodes::NodeTable;
 
 /// Tunables fixed at mount time.
@@ -91,6 +91,7 @@ pub struct NfsFilesystem {
     notifier: Arc<OnceLock<Notifier>>,
     table: Option<Box<dyn table::AttributeTable>>,
     stats: Arc<Stats>,
+    callers: callers::CallerCache,
 }
 
 /// A mutex guard even after a panic elsewhere: every critical section here
@@ -118,10 +119,6 @@ fn name_bytes(name: &OsStr) -> Vec<u8> {
     name.as_bytes().to_vec()
 }
 
-fn request_caller(request: &Request) -> Caller {
-    caller(request.uid(), request.gid(), request.pid())
-}
-
 impl NfsFilesystem {
     /// A file system over `client` rooted at `root`. `notifier` is filled
     /// in once the FUSE session exists.
@@ -145,7 +142,13 @@ impl NfsFilesystem {
             notifier,
             table,
             stats,
+            callers: callers::CallerCache::new(callers::GROUP_LIFETIME),
         }
+    }
+
+    fn request_caller(&self, request: &Request) -> Caller {
+        self.callers
+            .caller(request.uid(), request.gid(), request.pid())
     }
 
     fn handle_of(&self, node: INodeNo) -> Result<FileHandle, Errno> {
@@ -182,6 +185,17 @@ impl NfsFilesystem {
         handle: &FileHandle,
         file_id: Option<u64>,
     ) -> Result<FileAttributes, Errno> {
+        self.current_attributes_for(|| caller.clone(), handle, file_id)
+    }
+
+    /// [`Self::current_attributes`] with the caller made only when the
+    /// server is asked: a table hit costs no `/proc` read.
+    fn current_attributes_for(
+        &self,
+        caller: impl FnOnce() -> Caller,
+        handle: &FileHandle,
+        file_id: Option<u64>,
+    ) -> Result<FileAttributes, Errno> {
         if let (Some(table), Some(file_id)) = (&self.table, file_id) {
             match table.lookup(file_id, handle) {
                 Some(attributes) => {
@@ -191,7 +205,7 @@ impl NfsFilesystem {
                 None => self.stats.count_table_miss(),
             }
         }
-        let attributes = self.get_attributes(caller, handle)?;
+        let attributes = self.get_attributes(&caller(), handle)?;
         self.remember_file_id(handle, attributes.file_id);
         Ok(attributes)
     }
@@ -244,7 +258,7 @@ impl NfsFilesystem {
         self.entry(caller, &found.object, found.object_attributes)
     }
 
-    fn do_getattr(&self, caller: &Caller, node: INodeNo) -> Result<fuser::FileAttr, Errno> {
+    fn do_getattr(&self, request: &Request, node: INodeNo) -> Result<fuser::FileAttr, Errno> {
         let (handle, hidden, file_id) = {
             let nodes = lock(&self.nodes);
             let entry = nodes.get(node.0).ok_or(Errno::ESTALE)?;
@@ -254,7 +268,8 @@ impl NfsFilesystem {
                 entry.file_id,
             )
         };
-        let mut attributes = self.current_attributes(caller, &handle, file_id)?;
+        let mut attributes =
+            self.current_attributes_for(|| self.request_caller(request), &handle, file_id)?;
         if hidden {
             // Unlinked while open: the hidden name is not a link a program
             // made, so fstat shows the count without it, as for a local file.
@@ -402,7 +417,7 @@ impl Filesystem for NfsFilesystem {
     }
 
     fn lookup(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.do_lookup(&request_caller(request), parent, name) {
+        match self.do_lookup(&self.request_caller(request), parent, name) {
             Ok(attributes) => reply.entry_with_ttls(
                 &self.settings.attribute_timeout,
                 &self.settings.entry_timeout,
@@ -424,7 +439,7 @@ impl Filesystem for NfsFilesystem {
         _file: Option<FuseHandle>,
         reply: ReplyAttr,
     ) {
-        match self.do_getattr(&request_caller(request), node) {
+        match self.do_getattr(request, node) {
             Ok(attributes) => reply.attr(&self.settings.attribute_timeout, &attributes),
             Err(error) => reply.error(error),
         }
@@ -449,7 +464,7 @@ impl Filesystem for NfsFilesystem {
         reply: ReplyAttr,
     ) {
         match self.do_setattr(
-            &request_caller(request),
+            &self.request_caller(request),
             node,
             mode,
             uid,
@@ -464,7 +479,7 @@ impl Filesystem for NfsFilesystem {
     }
 
     fn readlink(&self, request: &Request, node: INodeNo, reply: ReplyData) {
-        match self.do_readlink(&request_caller(request), node) {
+        match self.do_readlink(&self.request_caller(request), node) {
             Ok(target) => reply.data(&target),
             Err(error) => reply.error(error),
         }
@@ -480,7 +495,7 @@ impl Filesystem for NfsFilesystem {
         device: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.do_mknod(&request_caller(request), parent, name, mode, device);
+        let result = self.do_mknod(&self.request_caller(request), parent, name, mode, device);
         self.reply_entry(result, reply);
     }
 
@@ -493,19 +508,19 @@ impl Filesystem for NfsFilesystem {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.do_mkdir(&request_caller(request), parent, name, mode);
+        let result = self.do_mkdir(&self.request_caller(request), parent, name, mode);
         self.reply_entry(result, reply);
     }
 
     fn unlink(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_unlink(&request_caller(request), parent, name) {
+        match self.do_unlink(&self.request_caller(request), parent, name) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }
     }
 
     fn rmdir(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_rmdir(&request_caller(request), parent, name) {
+        match self.do_rmdir(&self.request_caller(request), parent, name) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }
@@ -519,7 +534,7 @@ impl Filesystem for NfsFilesystem {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        let result = self.do_symlink(&request_caller(request), parent, name, target);
+        let result = self.do_symlink(&self.request_caller(request), parent, name, target);
         self.reply_entry(result, reply);
     }
 
@@ -538,7 +553,13 @@ impl Filesystem for NfsFilesystem {
             reply.error(Errno::EINVAL);
             return;
         }
-        match self.do_rename(&request_caller(request), parent, name, new_parent, new_name) {
+        match self.do_rename(
+            &self.request_caller(request),
+            parent,
+            name,
+            new_parent,
+            new_name,
+        ) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }
@@ -552,12 +573,12 @@ impl Filesystem for NfsFilesystem {
         new_name: &OsStr,
         reply: ReplyEntry,
     ) {
-        let result = self.do_link(&request_caller(request), node, new_parent, new_name);
+        let result = self.do_link(&self.request_caller(request), node, new_parent, new_name);
         self.reply_entry(result, reply);
     }
 
     fn open(&self, request: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_open(&request_caller(request), node, flags) {
+        match self.do_open(&self.request_caller(request), node, flags) {
             Ok((file, open_flags, changed)) => {
                 reply.opened(FuseHandle(file), open_flags);
                 if changed {
@@ -648,7 +669,7 @@ impl Filesystem for NfsFilesystem {
     }
 
     fn opendir(&self, request: &Request, node: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_opendir(&request_caller(request), node) {
+        match self.do_opendir(&self.request_caller(request), node) {
             Ok(file) => reply.opened(FuseHandle(file), fuser::FopenFlags::empty()),
             Err(error) => reply.error(error),
         }
@@ -662,7 +683,7 @@ impl Filesystem for NfsFilesystem {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.do_readdirplus(&request_caller(request), node, file.0, offset, reply);
+        self.do_readdirplus(&self.request_caller(request), node, file.0, offset, reply);
     }
 
     fn readdir(
@@ -673,7 +694,7 @@ impl Filesystem for NfsFilesystem {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.do_readdir(&request_caller(request), file.0, offset, reply);
+        self.do_readdir(&self.request_caller(request), file.0, offset, reply);
     }
 
     fn releasedir(
@@ -702,7 +723,7 @@ impl Filesystem for NfsFilesystem {
     }
 
     fn statfs(&self, request: &Request, _node: INodeNo, reply: ReplyStatfs) {
-        match self.do_statfs(&request_caller(request)) {
+        match self.do_statfs(&self.request_caller(request)) {
             Ok([blocks, free, available, files, free_files]) => reply.statfs(
                 blocks,
                 free,
@@ -718,7 +739,7 @@ impl Filesystem for NfsFilesystem {
     }
 
     fn access(&self, request: &Request, node: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.do_access(&request_caller(request), node, mask) {
+        match self.do_access(&self.request_caller(request), node, mask) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }
@@ -769,7 +790,7 @@ impl Filesystem for NfsFilesystem {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(&request_caller(request), parent, name, mode, flags) {
+        match self.do_create(&self.request_caller(request), parent, name, mode, flags) {
             Ok((attributes, file)) => reply.created(
                 &self.settings.entry_timeout,
                 &attributes,
