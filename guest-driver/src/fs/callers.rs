@@ -24,11 +24,17 @@ pub const GROUP_LIFETIME: Duration = Duration::from_secs(1);
 /// Entries kept before old ones are dropped.
 const CAPACITY: usize = 4096;
 
+/// A process and the identity it called with: `(pid, uid, gid)`.
+type CallerKey = (u32, u32, u32);
+
+/// When a caller's groups were read, and what they were.
+type SeenGroups = (Instant, Vec<u32>);
+
 /// Recently seen callers.
 #[derive(Debug)]
 pub struct CallerCache {
     lifetime: Duration,
-    entries: Mutex<HashMap<(u32, u32, u32), (Instant, Vec<u32>)>>,
+    entries: Mutex<HashMap<CallerKey, SeenGroups>>,
 }
 
 impl CallerCache {
