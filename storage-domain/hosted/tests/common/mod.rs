@@ -145,11 +145,12 @@ impl ServerProcess {
     /// SIGTERM, wait for a clean exit (status 0), and return the log.
     pub fn stop(mut self) -> String {
         let mut child = self.child.take().expect("server already stopped");
-        let signalled = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(signalled.success(), "kill -TERM failed");
+        let pid = i32::try_from(child.id()).expect("a pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("send SIGTERM");
         let status = wait_with_timeout(&mut child, Duration::from_secs(30))
             .unwrap_or_else(|| panic!("serve did not stop on SIGTERM:\n{}", self.log()));
         if let Some(reader) = self.stderr_reader.take() {
