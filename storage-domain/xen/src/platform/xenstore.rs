@@ -18,6 +18,9 @@ use xen_abi::xen::StartInfo;
 use xen_abi::xs_wire::{offset, MessageType, RING_SIZE};
 use xen_abi::{EventChannelPort, MachineFrame};
 
+/// Distinct watch events kept until someone asks for them.
+const MAX_QUEUED_EVENTS: usize = 64;
+
 /// How long a request may wait for its reply.
 const REPLY_TIMEOUT_MS: u64 = 30_000;
 
@@ -170,7 +173,13 @@ impl Xenstore {
             {
                 Some(message) if message.message_type() == MessageType::WatchEvent => {
                     if let Some((path, token)) = parse_watch_event(&message.payload) {
-                        self.events.push_back(WatchEvent { path, token });
+                        let event = WatchEvent { path, token };
+                        // A watcher re-reads the node on any event, so a
+                        // repeat of a queued event adds nothing; the bound
+                        // keeps a flooding daemon from exhausting the heap.
+                        if !self.events.contains(&event) && self.events.len() < MAX_QUEUED_EVENTS {
+                            self.events.push_back(event);
+                        }
                     }
                 }
                 other => return Ok(other),
