@@ -243,3 +243,59 @@ fn hosted_mounts_answer_stat_from_the_shared_table_coherently() {
     second.stop();
     server.stop_and_check();
 }
+
+/// Long attribute caching with the metadata table: the kernel answers
+/// `stat` itself, and the table watcher makes a change by another mount
+/// visible within a bounded time (a few milliseconds; 2 s allowed here for
+/// a loaded machine).
+#[test]
+fn hosted_mounts_with_long_attribute_caching_converge_quickly() {
+    require_mounts!();
+    if !common::server_has_vrpc() {
+        eprintln!("skipped: the server binary has no --vrpc-socket");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start_with(scratch.path(), true);
+    let options = ["--attr-timeout", "60"];
+    let first = Mount::start_hosted(&server, scratch.path(), "first", &options);
+    let second = Mount::start_hosted(&server, scratch.path(), "second", &options);
+    let in_first = first.path.join("file");
+    let in_second = second.path.join("file");
+    fs::write(&in_first, b"one").unwrap();
+    assert_eq!(fs::read(&in_second).unwrap(), b"one");
+
+    // Cached: many stats, (almost) no requests reach the driver.
+    let before = second.stats();
+    for _ in 0..200 {
+        fs::metadata(&in_second).unwrap();
+    }
+    let after = second.stats();
+    let asked = after["metatab.hits"] + after["rpc.GETATTR"]
+        - before["metatab.hits"]
+        - before["rpc.GETATTR"];
+    assert!(asked < 20, "{asked} of 200 stats reached the driver");
+
+    for round in 0..10usize {
+        let content = pattern(100 + round * 37, round as u32);
+        fs::write(&in_first, &content).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let seen = fs::metadata(&in_second).unwrap().len();
+            if seen == content.len() as u64 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: still size {seen} after 2 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Close-to-open: the data is current as soon as the size is.
+        assert_eq!(fs::read(&in_second).unwrap(), content, "round {round}");
+    }
+
+    first.stop();
+    second.stop();
+    server.stop_and_check();
+}

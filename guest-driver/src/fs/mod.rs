@@ -22,6 +22,7 @@ mod io;
 mod namespace;
 pub mod nodes;
 pub mod table;
+mod watch;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -83,15 +84,17 @@ struct OpenFile {
 pub struct NfsFilesystem {
     client: Arc<NfsClient>,
     settings: Settings,
-    nodes: Mutex<NodeTable>,
+    nodes: Arc<Mutex<NodeTable>>,
     files: Mutex<HashMap<u64, OpenFile>>,
     directories: Mutex<HashMap<u64, directory::DirectoryStream>>,
     next_handle: AtomicU64,
     silly_counter: AtomicU64,
     notifier: Arc<OnceLock<Notifier>>,
-    table: Option<Box<dyn table::AttributeTable>>,
+    table: Option<Arc<dyn table::AttributeTable>>,
     stats: Arc<Stats>,
     callers: callers::CallerCache,
+    /// Ends the table watcher, if one runs.
+    watcher: Option<watch::WatcherHandle>,
 }
 
 /// A mutex guard even after a panic elsewhere: every critical section here
@@ -128,13 +131,24 @@ impl NfsFilesystem {
         root: FileHandle,
         settings: Settings,
         notifier: Arc<OnceLock<Notifier>>,
-        table: Option<Box<dyn table::AttributeTable>>,
+        table: Option<Arc<dyn table::AttributeTable>>,
         stats: Arc<Stats>,
     ) -> NfsFilesystem {
+        let nodes = Arc::new(Mutex::new(NodeTable::new(root)));
+        // Cached attributes need a watcher to stay coherent: it tells the
+        // kernel when the table shows a file changed.
+        let watcher = match &table {
+            Some(table) if !settings.attribute_timeout.is_zero() => Some(watch::spawn(
+                Arc::clone(&nodes),
+                Arc::clone(table),
+                Arc::clone(&notifier),
+            )),
+            _ => None,
+        };
         NfsFilesystem {
             client,
             settings,
-            nodes: Mutex::new(NodeTable::new(root)),
+            nodes,
             files: Mutex::new(HashMap::new()),
             directories: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -143,6 +157,7 @@ impl NfsFilesystem {
             table,
             stats,
             callers: callers::CallerCache::new(callers::GROUP_LIFETIME),
+            watcher,
         }
     }
 
@@ -198,9 +213,15 @@ impl NfsFilesystem {
     ) -> Result<FileAttributes, Errno> {
         if let (Some(table), Some(file_id)) = (&self.table, file_id) {
             match table.lookup(file_id, handle) {
-                Some(attributes) => {
+                Some(entry) => {
                     self.stats.count_table_hit();
-                    return Ok(attributes);
+                    let mut nodes = lock(&self.nodes);
+                    if let Some(id) = nodes.find(handle) {
+                        if let Some(node) = nodes.get_mut(id) {
+                            node.table_change = Some(entry.change);
+                        }
+                    }
+                    return Ok(entry.attributes);
                 }
                 None => self.stats.count_table_miss(),
             }
@@ -399,6 +420,12 @@ impl NfsFilesystem {
 }
 
 impl Filesystem for NfsFilesystem {
+    fn destroy(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.stop();
+        }
+    }
+
     fn init(&mut self, _request: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(self.settings.write_size);
         let _ = config.set_max_readahead(self.settings.read_size);

@@ -33,6 +33,22 @@ pub struct Node {
     pub silly_name: Option<(FileHandle, Vec<u8>)>,
     /// The server's file id, once seen: the metadata table's key.
     pub file_id: Option<u64>,
+    /// The metadata table's change counter that the kernel's cached
+    /// attributes of this node match, when known (see `fs/watch.rs`).
+    pub table_change: Option<u64>,
+}
+
+/// A node the kernel caches, as the table watcher checks it.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The node id.
+    pub id: u64,
+    /// The table key.
+    pub file_id: u64,
+    /// The handle the slot must match.
+    pub handle: FileHandle,
+    /// [`Node::table_change`].
+    pub table_change: Option<u64>,
 }
 
 /// Node ids and handles, both ways.
@@ -61,6 +77,7 @@ impl NodeTable {
                 data_version: None,
                 silly_name: None,
                 file_id: None,
+                table_change: None,
             },
         );
         table
@@ -99,6 +116,7 @@ impl NodeTable {
                 data_version: None,
                 silly_name: None,
                 file_id: None,
+                table_change: None,
             },
         );
         (id, true)
@@ -144,6 +162,22 @@ impl NodeTable {
                 self.by_handle.remove(&node.handle);
             }
         }
+    }
+
+    /// Every node the kernel holds whose file id is known.
+    pub fn watched(&self) -> Vec<Watched> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.lookups > 0)
+            .filter_map(|(id, node)| {
+                Some(Watched {
+                    id: *id,
+                    file_id: node.file_id?,
+                    handle: node.handle.clone(),
+                    table_change: node.table_change,
+                })
+            })
+            .collect()
     }
 
     /// How many nodes are held.

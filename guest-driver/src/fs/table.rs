@@ -11,12 +11,21 @@ use std::sync::Arc;
 
 use nfs3::{FileAttributes, FileHandle};
 
+/// A consistent copy of one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableEntry {
+    /// The file's current attributes.
+    pub attributes: FileAttributes,
+    /// The slot's change counter: it moves whenever the attributes do.
+    pub change: u64,
+}
+
 /// Where table lookups come from: the hosted connection today, mapped
 /// grant pages on Xen later.
 pub trait AttributeTable: Send + Sync + std::fmt::Debug {
     /// The current attributes of the file `file_id` with `handle`, if the
     /// table holds them.
-    fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<FileAttributes>;
+    fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<TableEntry>;
 }
 
 /// The table a hosted VRPC connection maps.
@@ -24,14 +33,19 @@ pub trait AttributeTable: Send + Sync + std::fmt::Debug {
 pub struct HostedTable(pub Arc<vrpc_hosted::Client>);
 
 impl AttributeTable for HostedTable {
-    fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<FileAttributes> {
+    fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<TableEntry> {
         let table = self.0.metadata_table()?;
         let digest = metatab::handle_digest(&handle.0);
         // A slot being rewritten is retried once: the writer holds it for
         // a few stores only.
         for _ in 0..2 {
             match table.lookup(file_id, digest) {
-                Ok(metatab::Lookup::Hit(entry)) => return Some(entry.attributes),
+                Ok(metatab::Lookup::Hit(entry)) => {
+                    return Some(TableEntry {
+                        attributes: entry.attributes,
+                        change: entry.change,
+                    })
+                }
                 Ok(metatab::Lookup::Busy) => continue,
                 Ok(metatab::Lookup::Miss) | Err(_) => return None,
             }
