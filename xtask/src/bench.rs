@@ -181,10 +181,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     }
                 };
                 let outcome = workload::run(*group, &mut session, &environment, &inputs);
-                if let Some(text) = session.counters() {
+                for (phase, text) in session.phase_counters() {
                     counters.push(json!({
                         "system": kind.key(),
-                        "group": group.key(),
+                        "phase": phase,
                         "round": round + 1,
                         "stats": text,
                     }));

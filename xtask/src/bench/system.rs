@@ -261,6 +261,7 @@ pub struct Session<'e> {
     processes: Vec<ManagedProcess>,
     mount: Option<Guard>,
     namespace: Option<(String, Guard)>,
+    phase_counters: Vec<(String, String)>,
 }
 
 impl<'e> Session<'e> {
@@ -302,6 +303,7 @@ impl<'e> Session<'e> {
             processes: Vec::new(),
             mount: None,
             namespace: None,
+            phase_counters: Vec::new(),
         };
         session.bring_up()?;
         Ok(session)
@@ -318,18 +320,32 @@ impl<'e> Session<'e> {
     }
 
     /// Restart every process of the system (keeping the data), write back
-    /// and drop the page, dentry and inode caches.
+    /// and drop the page, dentry and inode caches. The guest-driver
+    /// counters of the phase that ends here are kept under `phase`.
     ///
     /// # Errors
     /// When the system does not come back.
-    pub fn make_cold(&mut self) -> anyhow::Result<()> {
+    pub fn make_cold(&mut self, phase: &str) -> anyhow::Result<()> {
+        self.end_phase(phase);
         self.take_down();
         drop_caches()?;
         self.bring_up()
     }
 
+    /// Keep the guest-driver counters since the last restart under `phase`.
+    pub fn end_phase(&mut self, phase: &str) {
+        if let Some(text) = self.counters() {
+            self.phase_counters.push((phase.to_owned(), text));
+        }
+    }
+
+    /// The counters kept by [`Session::end_phase`], oldest first.
+    pub fn phase_counters(&self) -> &[(String, String)] {
+        &self.phase_counters
+    }
+
     /// `guest-driver stats DIR`, for systems mounted through guest-driver.
-    pub fn counters(&self) -> Option<String> {
+    fn counters(&self) -> Option<String> {
         if !self.kind.uses_guest_driver() {
             return None;
         }

@@ -155,10 +155,10 @@ impl Scale {
             apache_make: true,
             stat_files: 10_000,
             stat_warm_passes: 3,
-            postmark_files: 2_000,
-            postmark_transactions: 10_000,
+            postmark_files: 500,
+            postmark_transactions: 2_000,
             large_file_bytes: 1 << 30,
-            fio_seconds: 10,
+            fio_seconds: 8,
         }
     }
 
@@ -168,8 +168,8 @@ impl Scale {
             apache_make: false,
             stat_files: 2_000,
             stat_warm_passes: 3,
-            postmark_files: 500,
-            postmark_transactions: 2_000,
+            postmark_files: 200,
+            postmark_transactions: 500,
             large_file_bytes: 128 << 20,
             fio_seconds: 3,
         }
@@ -280,7 +280,7 @@ fn apache(
         }),
     };
 
-    session.make_cold()?;
+    session.make_cold("apache-build")?;
     let started = Instant::now();
     let output = Command::new("sh")
         .args(["-c", "find . -print0 | xargs -0 stat --format=%i | wc -l"])
@@ -295,6 +295,7 @@ fn apache(
         .trim()
         .parse()
         .unwrap_or(0);
+    session.end_phase("tree-walk");
     Ok(vec![
         build,
         Sample {
@@ -318,15 +319,37 @@ fn storm_paths(root: &Path, count: usize) -> Vec<PathBuf> {
 fn stat_storm(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sample>> {
     let root = session.dir().join("storm");
     let paths = storm_paths(&root, scale.stat_files);
-    for path in &paths {
-        if let Some(parent) = path.parent() {
-            if !parent.exists() {
-                std::fs::create_dir_all(parent)?;
-            }
-        }
-        File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    // Setup is not timed: create in parallel so that servers that commit
+    // each creation share commits and setup stays short.
+    let directories: Vec<PathBuf> = paths
+        .chunks(100)
+        .filter_map(|chunk| chunk.first()?.parent().map(Path::to_owned))
+        .collect();
+    for directory in &directories {
+        std::fs::create_dir_all(directory)?;
     }
-    session.make_cold()?;
+    let creators = 4;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..creators)
+            .map(|worker| {
+                let paths = &paths;
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for path in paths.iter().skip(worker).step_by(creators) {
+                        File::create(path)
+                            .with_context(|| format!("creating {}", path.display()))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a creating thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    session.make_cold("stat-setup")?;
     let stat_all = |paths: &[PathBuf]| -> anyhow::Result<f64> {
         let started = Instant::now();
         for path in paths {
@@ -339,6 +362,7 @@ fn stat_storm(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
     for _ in 0..scale.stat_warm_passes {
         warm += stat_all(&paths)?;
     }
+    session.end_phase("stat-cold-and-warm");
     let count = paths.len() as f64;
     let passes = scale.stat_warm_passes as f64;
     Ok(vec![
@@ -381,6 +405,7 @@ fn postmark(
         .output()
         .context("cannot run postmark")?;
     let seconds = started.elapsed().as_secs_f64();
+    session.end_phase("postmark");
     if !output.status.success() {
         bail!(
             "postmark failed ({}): {}",
@@ -422,7 +447,7 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
     drop(file);
     let write = started.elapsed().as_secs_f64();
 
-    session.make_cold()?;
+    session.make_cold("seq-write")?;
     let started = Instant::now();
     let mut file = File::open(&path)?;
     let mut buffer = vec![0; CHUNK];
@@ -440,7 +465,7 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
         bail!("read {read_bytes} bytes back of {bytes}");
     }
 
-    session.make_cold()?;
+    session.make_cold("seq-read")?;
     let output = Command::new("fio")
         .args([
             "--name=randread",
@@ -467,6 +492,7 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
+    session.end_phase("rand-read");
     let text = String::from_utf8_lossy(&output.stdout);
     let report: Value = serde_json::from_str(text.get(text.find('{').unwrap_or(0)..).unwrap_or(""))
         .context("fio's JSON report")?;
