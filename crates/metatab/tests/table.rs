@@ -230,12 +230,19 @@ fn concurrent_readers_never_see_a_torn_slot() {
                 }
             });
         }
-        for generation in 0..300_000u32 {
+        // At least 300,000 updates, and on until the readers (who may be
+        // scheduled late on a busy machine) have accepted some copies.
+        let start = std::time::Instant::now();
+        let mut generation = 0u32;
+        while generation < 300_000
+            || (hits.load(Ordering::Relaxed) < 1000 && start.elapsed().as_secs() < 60)
+        {
             let file = u64::from(generation) % FILES;
             writer.publish(&entry(file, generation)).unwrap();
             if generation % 1000 == 999 {
                 writer.invalidate(file).unwrap();
             }
+            generation = generation.wrapping_add(1);
         }
         done.store(true, Ordering::Relaxed);
     });

@@ -574,10 +574,17 @@ fn metadata_table_stress_across_two_mappings_never_tears() {
                 }
             }
         });
-        for generation in 0..200_000u32 {
+        // At least 200,000 updates, and on until the reader (maybe scheduled
+        // late on a busy machine) has accepted some copies.
+        let start = std::time::Instant::now();
+        let mut generation = 0u32;
+        while generation < 200_000
+            || (hits.load(Ordering::Relaxed) < 1000 && start.elapsed().as_secs() < 60)
+        {
             writer
                 .publish(&entry(u64::from(generation % 6), generation))
                 .unwrap();
+            generation = generation.wrapping_add(1);
         }
         done.store(true, Ordering::Relaxed);
     });
