@@ -1017,3 +1017,444 @@ fn pipelined_calls_on_one_connection_are_all_answered() {
     }
     server.stop_and_fsck();
 }
+
+/// Procedures on the wrong kind of object, and an ordinary user in a
+/// root-owned directory: the statuses a local kernel would give.
+#[test]
+fn wrong_object_types_and_permissions() {
+    let directory = scratch();
+    let server = ServerProcess::start(
+        &directory.path().join("disk.img"),
+        "16M",
+        &["--export", "/,no_root_squash"],
+    );
+    block_on(async {
+        let root = mount_root(&server, "/").await;
+        let mut client = nfs(&server, 0, 0).await;
+        fn check<T, E>(result: &Nfs3Result<T, E>, expected: nfsstat3, what: &str) {
+            assert_eq!(status(result), expected, "{what}");
+        }
+        let make_directory = |name: &'static [u8], parent: nfs_fh3| MKDIR3args {
+            where_: at(&parent, name),
+            attributes: sattr3::default(),
+        };
+        let outer = client
+            .mkdir(&make_directory(b"a", root.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .obj
+            .unwrap();
+        let inner = client
+            .mkdir(&make_directory(b"b", outer.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .obj
+            .unwrap();
+        let _innermost = client
+            .mkdir(&make_directory(b"x", inner.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .obj
+            .unwrap();
+        let file = client
+            .create(&CREATE3args {
+                where_: at(&root, b"f"),
+                how: createhow3::UNCHECKED(sattr3::default()),
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .obj
+            .unwrap();
+        let result = client
+            .rename(&RENAME3args {
+                from: at(&root, b"a"),
+                to: at(&inner, b"inside"),
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_INVAL,
+            "rename dir into own subdir",
+        );
+        let result = client
+            .rename(&RENAME3args {
+                from: at(&root, b"f"),
+                to: at(&outer, b"b"),
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_ISDIR,
+            "rename file over non-empty dir",
+        );
+        let _empty = client
+            .mkdir(&make_directory(b"e", root.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .obj
+            .unwrap();
+        let result = client
+            .rename(&RENAME3args {
+                from: at(&root, b"f"),
+                to: at(&root, b"e"),
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_ISDIR,
+            "rename file over empty dir",
+        );
+        let result = client
+            .rename(&RENAME3args {
+                from: at(&root, b"e"),
+                to: at(&root, b"f"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_NOTDIR, "rename dir over file");
+        let result = client
+            .rename(&RENAME3args {
+                from: at(&root, b"e"),
+                to: at(&outer, b"b"),
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_NOTEMPTY,
+            "rename dir over non-empty dir",
+        );
+        let result = client
+            .rename(&RENAME3args {
+                from: at(&root, b"f"),
+                to: at(&root, b"f"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3_OK, "rename onto itself");
+        let result = client
+            .rename(&RENAME3args {
+                from: at(&root, b"missing"),
+                to: at(&root, b"z"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_NOENT, "rename missing");
+        let result = client
+            .rmdir(&RMDIR3args {
+                object: at(&root, b"f"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_NOTDIR, "rmdir file");
+        let result = client
+            .remove(&REMOVE3args {
+                object: at(&root, b"e"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_ISDIR, "remove dir");
+        let result = client
+            .link(&LINK3args {
+                file: outer.clone(),
+                link: at(&root, b"dirlink"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_ISDIR, "link dir");
+        let result = client
+            .link(&LINK3args {
+                file: file.clone(),
+                link: at(&root, b"e"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_EXIST, "link onto existing");
+        let result = client
+            .lookup(&LOOKUP3args {
+                what: at(&file, b"x"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_NOTDIR, "lookup in file");
+        let result = client
+            .create(&CREATE3args {
+                where_: at(&file, b"x"),
+                how: createhow3::UNCHECKED(sattr3::default()),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_NOTDIR, "create in file");
+        let result = client
+            .read(&READ3args {
+                file: outer.clone(),
+                offset: 0,
+                count: 10,
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_ISDIR, "read dir");
+        let result = client
+            .write(&WRITE3args {
+                file: outer.clone(),
+                offset: 0,
+                count: 1,
+                stable: stable_how::FILE_SYNC,
+                data: Opaque::borrowed(b"x"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_ISDIR, "write dir");
+        let result = client
+            .readdir(&READDIR3args {
+                dir: file.clone(),
+                cookie: 0,
+                cookieverf: cookieverf3::default(),
+                count: 4096,
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_NOTDIR, "readdir file");
+        let result = client
+            .setattr(&SETATTR3args {
+                object: outer.clone(),
+                new_attributes: sattr3 {
+                    size: Nfs3Option::Some(0),
+                    ..sattr3::default()
+                },
+                guard: Nfs3Option::None,
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_ISDIR, "truncate dir");
+        let result = client
+            .commit(&COMMIT3args {
+                file: outer.clone(),
+                offset: 0,
+                count: 0,
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_ISDIR, "commit dir");
+        let result = client
+            .readdir(&READDIR3args {
+                dir: root.clone(),
+                cookie: 99999,
+                cookieverf: cookieverf3::default(),
+                count: 4096,
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_BAD_COOKIE,
+            "readdir bogus cookie zero verifier",
+        );
+        let mut user = nfs(&server, 1000, 1000).await;
+        let result = user
+            .create(&CREATE3args {
+                where_: at(&root, b"userfile"),
+                how: createhow3::UNCHECKED(sattr3::default()),
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_ACCES,
+            "user create in root-owned 0755",
+        );
+        let result = user
+            .setattr(&SETATTR3args {
+                object: file.clone(),
+                new_attributes: sattr3 {
+                    mode: Nfs3Option::Some(0o777),
+                    ..sattr3::default()
+                },
+                guard: Nfs3Option::None,
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_PERM, "user chmod root file");
+        let result = user
+            .setattr(&SETATTR3args {
+                object: file.clone(),
+                new_attributes: sattr3 {
+                    uid: Nfs3Option::Some(1000),
+                    ..sattr3::default()
+                },
+                guard: Nfs3Option::None,
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_PERM, "user chown root file");
+        let result = user
+            .write(&WRITE3args {
+                file: file.clone(),
+                offset: 0,
+                count: 1,
+                stable: stable_how::FILE_SYNC,
+                data: Opaque::borrowed(b"x"),
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_ACCES,
+            "user write root 0644 file",
+        );
+        let result = user
+            .remove(&REMOVE3args {
+                object: at(&root, b"f"),
+            })
+            .await
+            .unwrap();
+        check(&result, nfsstat3::NFS3ERR_ACCES, "user remove in root dir");
+        let result = user
+            .mknod(&MKNOD3args {
+                where_: at(&root, b"c"),
+                what: mknoddata3::NF3CHR(devicedata3 {
+                    dev_attributes: sattr3::default(),
+                    spec: specdata3 {
+                        specdata1: 1,
+                        specdata2: 1,
+                    },
+                }),
+            })
+            .await
+            .unwrap();
+        check(
+            &result,
+            nfsstat3::NFS3ERR_ACCES,
+            "user mknod chr in root dir",
+        );
+    });
+    server.stop_and_fsck();
+}
+
+#[test]
+fn a_killed_server_leaves_a_consistent_image() {
+    let directory = scratch();
+    let image = directory.path().join("disk.img");
+    let arguments = ["--export", "/,no_root_squash"];
+    let server = ServerProcess::start(&image, "32M", &arguments);
+    let (durable, verifier, root, busy) = block_on(async {
+        let root = mount_root(&server, "/").await;
+        let mut client = nfs(&server, 0, 0).await;
+        let durable = create(&mut client, &root, b"durable")
+            .await
+            .unwrap()
+            .obj
+            .unwrap();
+        let synced = write(
+            &mut client,
+            &durable,
+            0,
+            b"acknowledged as durable",
+            stable_how::FILE_SYNC,
+        )
+        .await
+        .unwrap();
+        let busy = create(&mut client, &root, b"busy")
+            .await
+            .unwrap()
+            .obj
+            .unwrap();
+        (durable, synced.verf, root, busy)
+    });
+    // A burst of pipelined calls (4 MiB of writes, FILE_SYNC and
+    // UNSTABLE, and creates), and SIGKILL while the server works on them.
+    let credential = unix_credential(0, 0);
+    let chunk = vec![0x3cu8; 64 * 1024];
+    let mut burst = Vec::new();
+    for index in 0..64u32 {
+        let record = if index % 4 == 3 {
+            call_record(
+                index,
+                NFS_PROGRAM,
+                3,
+                8,
+                &credential,
+                &CREATE3args {
+                    where_: at(&root, format!("entry-{index}").as_bytes()),
+                    how: createhow3::GUARDED(sattr3::default()),
+                },
+            )
+        } else {
+            call_record(
+                index,
+                NFS_PROGRAM,
+                3,
+                7,
+                &credential,
+                &WRITE3args {
+                    file: busy.clone(),
+                    offset: u64::from(index) * chunk.len() as u64,
+                    count: chunk.len() as u32,
+                    stable: if index % 2 == 0 {
+                        stable_how::FILE_SYNC
+                    } else {
+                        stable_how::UNSTABLE
+                    },
+                    data: Opaque::borrowed(&chunk),
+                },
+            )
+        };
+        burst.extend_from_slice(&(0x8000_0000u32 | record.len() as u32).to_be_bytes());
+        burst.extend_from_slice(&record);
+    }
+    let mut connection = RawConnection::open(&server);
+    connection.send_raw(&burst);
+    // Take a few replies, so the server is surely at work, and remember
+    // what it acknowledged as durable.
+    let mut acknowledged = Vec::new();
+    for _ in 0..8 {
+        let reply = connection.receive();
+        assert_eq!(word(&reply, 6), 0, "{:?}", reply_words(&reply));
+        acknowledged.push(word(&reply, 0));
+    }
+    server.kill();
+    common::fsck(&image);
+
+    let server = ServerProcess::start(&image, "32M", &arguments);
+    block_on(async {
+        let mut client = nfs(&server, 0, 0).await;
+        assert_eq!(
+            read(&mut client, &durable, 100).await,
+            b"acknowledged as durable"
+        );
+        // Every acknowledged FILE_SYNC write and create is there.
+        for xid in acknowledged {
+            if xid % 4 == 3 {
+                let found = lookup(&mut client, &root, format!("entry-{xid}").as_bytes()).await;
+                assert_eq!(status(&found), nfsstat3::NFS3_OK, "entry-{xid}");
+            } else if xid % 2 == 0 {
+                let got = client
+                    .read(&READ3args {
+                        file: busy.clone(),
+                        offset: u64::from(xid) * 64 * 1024,
+                        count: 64 * 1024,
+                    })
+                    .await
+                    .expect("READ")
+                    .unwrap();
+                assert!(
+                    got.data.len() == 64 * 1024 && got.data.iter().all(|&byte| byte == 0x3c),
+                    "FILE_SYNC write {xid} lost"
+                );
+            }
+        }
+        let after = write(&mut client, &durable, 0, b"A", stable_how::UNSTABLE)
+            .await
+            .unwrap();
+        assert_ne!(after.verf, verifier, "a client must learn of the crash");
+    });
+    server.stop_and_fsck();
+}

@@ -162,6 +162,14 @@ impl ServerProcess {
         log
     }
 
+    /// SIGKILL: the process dies wherever it is (a crash or power cut, as
+    /// far as the image can tell).
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("server already stopped");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap serve");
+    }
+
     /// Stop the server, then check the image is clean.
     pub fn stop_and_fsck(self) -> String {
         let image = self.image.clone();
