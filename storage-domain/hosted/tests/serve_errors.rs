@@ -1458,3 +1458,54 @@ fn a_killed_server_leaves_a_consistent_image() {
     });
     server.stop_and_fsck();
 }
+
+#[test]
+fn an_async_export_answers_unstable_and_commit_makes_data_durable() {
+    let directory = scratch();
+    let image = directory.path().join("disk.img");
+    let arguments = ["--export", "/,no_root_squash,async"];
+    let server = ServerProcess::start(&image, "16M", &arguments);
+    let file = block_on(async {
+        let root = mount_root(&server, "/").await;
+        let mut client = nfs(&server, 0, 0).await;
+        let file = create(&mut client, &root, b"async")
+            .await
+            .unwrap()
+            .obj
+            .unwrap();
+        let written = write(
+            &mut client,
+            &file,
+            0,
+            b"asked FILE_SYNC",
+            stable_how::FILE_SYNC,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            written.committed,
+            stable_how::UNSTABLE,
+            "an async export must not claim FILE_SYNC"
+        );
+        let committed = client
+            .commit(&COMMIT3args {
+                file: file.clone(),
+                offset: 0,
+                count: 0,
+            })
+            .await
+            .expect("COMMIT")
+            .unwrap();
+        assert_eq!(committed.verf, written.verf);
+        file
+    });
+    // COMMIT answered: the data must survive a crash right after it.
+    server.kill();
+    common::fsck(&image);
+    let server = ServerProcess::start(&image, "16M", &arguments);
+    block_on(async {
+        let mut client = nfs(&server, 0, 0).await;
+        assert_eq!(read(&mut client, &file, 100).await, b"asked FILE_SYNC");
+    });
+    server.stop_and_fsck();
+}
