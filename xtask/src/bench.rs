@@ -61,6 +61,11 @@ pub struct BenchArgs {
     /// A note recorded with the results (e.g. what else ran meanwhile).
     #[arg(long)]
     pub note: Option<String>,
+    /// An extra argument for every `guest-driver mount` (b to e), e.g.
+    /// `--guest-driver-arg=--attr-timeout=1` (repeatable; recorded in the
+    /// results' command).
+    #[arg(long, allow_hyphen_values = true)]
+    pub guest_driver_arg: Vec<String>,
     /// Do not run scripts/bootstrap.sh bench to install missing tools.
     #[arg(long)]
     pub no_install: bool,
@@ -137,7 +142,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         ("6G", "6G")
     };
-    let environment = Environment::new(&work, binaries, ext4_size, image_size)?;
+    let mut environment = Environment::new(&work, binaries, ext4_size, image_size)?;
+    environment
+        .guest_driver_args
+        .clone_from(&args.guest_driver_arg);
+    let environment = environment;
 
     for state in &systems {
         if let Some(reason) = &state.skipped {

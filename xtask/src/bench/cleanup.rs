@@ -8,6 +8,7 @@
 //! handler takes the registry's lock and never gives it back, so the main
 //! thread cannot create anything new meanwhile.
 
+use anyhow::Context as _;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -21,8 +22,10 @@ use std::time::{Duration, Instant};
 /// Something to undo.
 #[derive(Debug)]
 pub enum Resource {
-    /// A child process: SIGTERM, then SIGKILL after a grace period.
-    Process { pid: u32, name: String },
+    /// A child process: SIGTERM, then SIGKILL after a grace period. A
+    /// workload's process leads a process group of its own, and the
+    /// signals go to the whole group (make's compilers, xargs' stats).
+    Process { pid: u32, name: String, group: bool },
     /// A mount point: lazily unmounted if still mounted.
     Mount(PathBuf),
     /// A loop device: detached.
@@ -106,7 +109,7 @@ pub fn install_signal_handler() -> anyhow::Result<()> {
 
 fn undo(resource: &Resource) {
     match resource {
-        Resource::Process { pid, name } => stop_process(*pid, name),
+        Resource::Process { pid, name, group } => stop_process(*pid, name, *group),
         Resource::Mount(path) => {
             if is_mounted(path) {
                 eprintln!("bench: unmounting {}", path.display());
@@ -138,12 +141,14 @@ fn quiet(command: &mut Command) {
 }
 
 /// SIGTERM, wait up to ten seconds, then SIGKILL; reaps the process.
-fn stop_process(pid: u32, name: &str) {
+fn stop_process(pid: u32, name: &str, group: bool) {
     let Ok(raw) = i32::try_from(pid) else {
         return;
     };
     let pid = Pid::from_raw(raw);
-    if kill(pid, Signal::SIGTERM) == Err(Errno::ESRCH) {
+    // A negative pid signals the process group the process leads.
+    let target = if group { Pid::from_raw(-raw) } else { pid };
+    if kill(target, Signal::SIGTERM) == Err(Errno::ESRCH) {
         let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
         return;
     }
@@ -152,16 +157,39 @@ fn stop_process(pid: u32, name: &str) {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
             // Exited and reaped, or not our child any more.
-            Ok(_) | Err(_) => return,
+            Ok(_) | Err(_) => {
+                if group {
+                    let _ = kill(target, Signal::SIGKILL);
+                }
+                return;
+            }
         }
         if Instant::now() > deadline {
             eprintln!("bench: {name} ({pid}) ignored SIGTERM; killing it");
-            let _ = kill(pid, Signal::SIGKILL);
+            let _ = kill(target, Signal::SIGKILL);
             let _ = waitpid(pid, None);
             return;
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Run a workload's command in a process group of its own, registered so
+/// that Ctrl-C (which the terminal no longer delivers to it) stops the
+/// whole group; wait for it and return its output.
+///
+/// # Errors
+/// When it cannot start or cannot be waited for.
+pub fn run_workload(name: &str, command: &mut Command) -> anyhow::Result<std::process::Output> {
+    use std::os::unix::process::CommandExt as _;
+    command.process_group(0);
+    let mut process = ManagedProcess::spawn_inner(name, command, true)?;
+    let child = process.child.take().context("process already waited for")?;
+    let output = child.wait_with_output();
+    if let Some(guard) = process.guard.take() {
+        guard.disarm();
+    }
+    Ok(output?)
 }
 
 /// Whether `path` is a mount point now (per /proc/self/mountinfo).
@@ -187,7 +215,7 @@ fn unescape_mountinfo(field: &str) -> String {
 /// A child process that is stopped when its guard drops.
 #[derive(Debug)]
 pub struct ManagedProcess {
-    child: Child,
+    child: Option<Child>,
     guard: Option<Guard>,
     name: String,
 }
@@ -198,6 +226,14 @@ impl ManagedProcess {
     /// # Errors
     /// When it cannot start.
     pub fn spawn(name: &str, command: &mut Command) -> anyhow::Result<ManagedProcess> {
+        ManagedProcess::spawn_inner(name, command, false)
+    }
+
+    fn spawn_inner(
+        name: &str,
+        command: &mut Command,
+        group: bool,
+    ) -> anyhow::Result<ManagedProcess> {
         // Hold the registry across the spawn so the signal handler cannot
         // run between the process starting and its registration.
         let mut registry = registry();
@@ -214,12 +250,13 @@ impl ManagedProcess {
             Resource::Process {
                 pid: child.id(),
                 name: name.to_owned(),
+                group,
             },
         ));
         drop(registry);
         let guard = Guard { id };
         Ok(ManagedProcess {
-            child,
+            child: Some(child),
             guard: Some(guard),
             name: name.to_owned(),
         })
@@ -227,7 +264,7 @@ impl ManagedProcess {
 
     /// The exit status if the process has exited (reaping it).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        match self.child.try_wait() {
+        match self.child.as_mut()?.try_wait() {
             Ok(Some(status)) => {
                 if let Some(guard) = self.guard.take() {
                     guard.disarm();

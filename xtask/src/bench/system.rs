@@ -121,6 +121,8 @@ pub struct Environment {
     pub binaries: Binaries,
     /// Size of the hosted server's image.
     pub image_size: String,
+    /// Extra arguments for every `guest-driver mount`.
+    pub guest_driver_args: Vec<String>,
     _ext4_mount: Guard,
     _loop_device: Guard,
     log_counter: std::cell::Cell<u32>,
@@ -176,6 +178,7 @@ impl Environment {
             ext4,
             binaries,
             image_size: image_size.to_owned(),
+            guest_driver_args: Vec::new(),
             // Fields drop in declaration order: unmount before detaching.
             _ext4_mount: ext4_mount,
             _loop_device: loop_device,
@@ -457,7 +460,9 @@ impl<'e> Session<'e> {
                 mount.args(["--tcp", &format!("127.0.0.1:{port}")]);
             }
         }
-        mount.arg(&self.dir);
+        mount
+            .args(&self.environment.guest_driver_args)
+            .arg(&self.dir);
         self.mount_with("guest-driver", &mut mount)
     }
 
@@ -513,6 +518,7 @@ impl<'e> Session<'e> {
             .args(["mount", "--tcp", "127.0.0.1:2049", "--mount-port", "20048"])
             .arg("--export")
             .arg(&export)
+            .args(&self.environment.guest_driver_args)
             .arg(&self.dir);
         self.mount_with("guest-driver", &mut mount)
     }

@@ -7,6 +7,7 @@
 //! stats) is never timed; "cold" means [`Session::make_cold`]: every
 //! process of the system restarted and the kernel's caches dropped.
 
+use super::cleanup;
 use super::system::{Environment, Session};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -282,11 +283,15 @@ fn apache(
 
     session.make_cold("apache-build")?;
     let started = Instant::now();
-    let output = Command::new("sh")
-        .args(["-c", "find . -print0 | xargs -0 stat --format=%i | wc -l"])
-        .current_dir(session.dir())
-        .stderr(Stdio::inherit())
-        .output()?;
+    let output = cleanup::run_workload(
+        "find | xargs stat",
+        Command::new("sh")
+            .args(["-c", "find . -print0 | xargs -0 stat --format=%i | wc -l"])
+            .current_dir(session.dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )?;
     let walked = started.elapsed().as_secs_f64();
     if !output.status.success() {
         bail!("find | xargs stat failed ({})", output.status);
@@ -399,11 +404,14 @@ fn postmark(
         ),
     )?;
     let started = Instant::now();
-    let output = Command::new("postmark")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run postmark")?;
+    let output = cleanup::run_workload(
+        "postmark",
+        Command::new("postmark")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     session.end_phase("postmark");
     if !output.status.success() {
@@ -466,25 +474,26 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
     }
 
     session.make_cold("seq-read")?;
-    let output = Command::new("fio")
-        .args([
-            "--name=randread",
-            "--rw=randread",
-            "--bs=4k",
-            "--iodepth=1",
-            "--ioengine=psync",
-            "--time_based",
-            "--invalidate=1",
-            "--randrepeat=1",
-            "--norandommap",
-            "--output-format=json",
-        ])
-        .arg(format!("--filename={}", path.display()))
-        .arg(format!("--size={bytes}"))
-        .arg(format!("--runtime={}", scale.fio_seconds))
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run fio")?;
+    let mut fio = Command::new("fio");
+    fio.args([
+        "--name=randread",
+        "--rw=randread",
+        "--bs=4k",
+        "--iodepth=1",
+        "--ioengine=psync",
+        "--time_based",
+        "--invalidate=1",
+        "--randrepeat=1",
+        "--norandommap",
+        "--output-format=json",
+    ])
+    .arg(format!("--filename={}", path.display()))
+    .arg(format!("--size={bytes}"))
+    .arg(format!("--runtime={}", scale.fio_seconds))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let output = cleanup::run_workload("fio", &mut fio)?;
     if !output.status.success() {
         bail!(
             "fio failed ({}): {}",
@@ -525,15 +534,17 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
 /// Run a command with its output appended to `log`; fail quoting the log.
 fn logged(command: &mut Command, log: &Path) -> anyhow::Result<()> {
     let file = File::options().create(true).append(true).open(log)?;
-    let status = command
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS")
-        .env_remove("CARGO_MAKEFLAGS")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .status()
-        .with_context(|| format!("cannot start {}", crate::process::describe(command)))?;
+    let status = cleanup::run_workload(
+        &crate::process::describe(command),
+        command
+            .env_remove("MAKEFLAGS")
+            .env_remove("MFLAGS")
+            .env_remove("CARGO_MAKEFLAGS")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file),
+    )?
+    .status;
     if !status.success() {
         bail!(
             "{} failed ({status}); see {}",
