@@ -352,11 +352,19 @@ impl<'e> Session<'e> {
         if !self.kind.uses_guest_driver() {
             return None;
         }
-        let output = Command::new(&self.environment.binaries.guest_driver)
-            .arg("stats")
-            .arg(&self.dir)
-            .output()
-            .ok()?;
+        // The stats socket is an abstract unix socket: it lives in the
+        // network namespace of the guest-driver that serves the mount.
+        let mut command = match &self.namespace {
+            Some((namespace, _)) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/run/netns/{namespace}"))
+                    .arg(&self.environment.binaries.guest_driver);
+                command
+            }
+            None => Command::new(&self.environment.binaries.guest_driver),
+        };
+        let output = command.arg("stats").arg(&self.dir).output().ok()?;
         output
             .status
             .success()
