@@ -250,6 +250,31 @@ fn bad_names_dot_dot_forged_and_stale_handles() {
             nfsstat3::NFS3_OK
         );
 
+        // Symlink targets: empty or with NUL is INVAL, past 4095 bytes
+        // NAMETOOLONG, 4095 fine.
+        for (index, (target, expected)) in [
+            (Vec::new(), nfsstat3::NFS3ERR_INVAL),
+            (b"a\0b".to_vec(), nfsstat3::NFS3ERR_INVAL),
+            (vec![b't'; 4096], nfsstat3::NFS3ERR_NAMETOOLONG),
+            (vec![b't'; 4095], nfsstat3::NFS3_OK),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let length = target.len();
+            let linked = client
+                .symlink(&SYMLINK3args {
+                    where_: at(&root, format!("symlink-{index}").as_bytes()),
+                    symlink: symlinkdata3 {
+                        symlink_attributes: sattr3::default(),
+                        symlink_data: nfspath3::from(target),
+                    },
+                })
+                .await
+                .expect("SYMLINK");
+            assert_eq!(status(&linked), expected, "a {length}-byte target");
+        }
+
         // '..' at an export's root is the root itself.
         let up = lookup(&mut client, &root, b"..").await.unwrap();
         assert_eq!(up.object, root);
