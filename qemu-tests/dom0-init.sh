@@ -145,7 +145,23 @@ else
     fail "xl create sd-panic"
 fi
 
-for name in sd-seed sd-churn sd-verify sd-panic; do
+# 5. A CPU fault (a read of the unmapped stack guard page) is reported on
+#    the console by the kernel's trap handler, then the domain crashes.
+if create sd-fault "test=fault"; then
+    state=
+    for i in $(seq 1 300); do
+        state=$(xl list sd-fault 2>/dev/null | awk 'NR == 2 {print $5}')
+        case "$state" in *c*) break ;; esac
+        sleep 0.2
+    done
+    case "$state" in *c*) ok "fault: domain crashed (state $state)" ;; *) fail "fault: state '$state'" ;; esac
+    wait_for sd-fault "fault: page fault" 10 && ok "fault: report on console" || fail "fault: no report"
+    xl destroy sd-fault
+else
+    fail "xl create sd-fault"
+fi
+
+for name in sd-seed sd-churn sd-verify sd-panic sd-fault; do
     echo "----- console of $name -----"
     sed -e "s/^/[$name] /" -e 's/\r$//' "$(log_of "$name")" 2>/dev/null | grep -v '^\[sd-churn\] churn: committed' || true
     grep 'churn: committed' "$(log_of "$name")" 2>/dev/null | tail -2 | sed "s/^/[$name] /"

@@ -6,7 +6,7 @@
 #
 # Steps (dom0 side in qemu-tests/dom0-init.sh): seed known files + clean
 # `xl shutdown`; commit loop + `xl destroy`; reboot that must find the
-# last commit and the known files; a deliberate panic. Exits non-zero if
+# last commit and the known files; a deliberate panic; a page fault. Exits non-zero if
 # any step is missing; the serial log is kept and its path printed.
 #
 # Needs root-free QEMU only, but the packages of `scripts/bootstrap.sh
@@ -110,7 +110,7 @@ for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed 
             "seed shutdown: domain gone" "seed shutdown: flushed" "churn destroyed after commit" \
             "verify boot: create-to-self-check" "verify known files" "recovered churn commits" \
             "verify shutdown: domain gone" "verify shutdown: flushed" "panic: domain crashed" \
-            "panic: message on console" "dom0 done"; do
+            "panic: message on console" "fault: domain crashed" "fault: report on console" "dom0 done"; do
     check "dom0: $step" grep -q "^SDT-OK $step" "$SERIAL"
 done
 check "no failed dom0 step" bash -c "! grep -q '^SDT-FAIL' '$SERIAL'"
@@ -120,6 +120,7 @@ check "nfs server constructed over the volume" grep -q '^\[sd-seed\] nfs: server
 check "read-only export listed" grep -q '^\[sd-seed\] export: /known -> /known (read-only' "$SERIAL"
 check "panic location printed" grep -q '^\[sd-panic\] storage-domain panicked at .*kernel.rs' "$SERIAL"
 
+check "page fault reported with its address" grep -qE '^\[sd-fault\] storage-domain fault: page fault \(vector 14\) at rip 0xffffffff8[0-9a-f]+, .*address 0xffffffff8' "$SERIAL"
 check "fsck clean" "$HOSTED" fsck "$IMAGE"
 get() { "$HOSTED" get "$IMAGE" "$1" "$WORK/$2" >/dev/null 2>&1; }
 check "get /known/hello.txt" get /known/hello.txt hello.txt

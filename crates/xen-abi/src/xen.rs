@@ -7,6 +7,8 @@ use core::mem::size_of;
 
 /// Hypercall numbers (`__HYPERVISOR_*`). Each is `hypercall_page + 32 * n`.
 pub mod hypercall {
+    /// `__HYPERVISOR_set_trap_table`.
+    pub const SET_TRAP_TABLE: u32 = 0;
     /// `__HYPERVISOR_mmu_update`.
     pub const MMU_UPDATE: u32 = 1;
     /// `__HYPERVISOR_memory_op`.
@@ -51,6 +53,35 @@ pub mod page_table_entry {
     /// `_PAGE_DIRTY`.
     pub const DIRTY: u64 = 1 << 6;
 }
+
+/// `FLAT_KERNEL_CS` (x86_64): the code selector of a PV kernel.
+pub const FLAT_KERNEL_CS: u16 = 0xe033;
+
+/// `struct trap_info` (`arch-x86/xen.h`): one entry of the virtual IDT
+/// given to `set_trap_table`; an entry with `address == 0` ends the array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapInfo {
+    /// 0: exception vector.
+    pub vector: u8,
+    /// 1: bits 0-1: privilege level that may raise it with `int`; bit 2:
+    /// mask events on entry.
+    pub flags: u8,
+    /// 2: code selector ([`FLAT_KERNEL_CS`]).
+    pub cs: u16,
+    /// 4: padding.
+    pub padding: u32,
+    /// 8: handler address.
+    pub address: u64,
+}
+const _: () = assert!(size_of::<TrapInfo>() == 16);
+
+/// `TI_SET_IF` bit of [`TrapInfo::flags`]: mask events while handling.
+pub const TRAP_MASK_EVENTS: u8 = 4;
+
+/// Byte offset of `vcpu_info[0].arch.cr2` in the shared info page: the
+/// faulting address of the last page fault.
+pub const VCPU0_CR2_OFFSET: usize = 16;
 
 /// `MAX_GUEST_CMDLINE`.
 pub const MAX_GUEST_CMDLINE: usize = 1024;

@@ -8,7 +8,7 @@
 //!   allow=domain:3`, no spaces); default: `/`, read-write, root squashed.
 //! - `cache=SIZE[K|M]`: bytes of file-system metadata cache (default 4M).
 //! - `test=ACTION[,ACTION...]`: boot-test actions for `qemu-tests/`
-//!   (`seed`, `verify`, `churn`, `panic`; see `docs/xen.md`).
+//!   (`seed`, `verify`, `churn`, `panic`, `fault`; see `docs/xen.md`).
 //!
 //! The bytes come from the toolstack's configuration: nothing here panics
 //! on them; unknown or malformed words become warnings the banner prints.
@@ -31,6 +31,8 @@ pub enum TestAction {
     Churn,
     /// Panic after the self-check (the crash-reporting test).
     Panic,
+    /// Touch an unmapped page after the self-check (the fault-report test).
+    Fault,
 }
 
 /// The parsed configuration.
@@ -86,6 +88,7 @@ impl Config {
                             "verify" => config.tests.push(TestAction::Verify),
                             "churn" => config.tests.push(TestAction::Churn),
                             "panic" => config.tests.push(TestAction::Panic),
+                            "fault" => config.tests.push(TestAction::Fault),
                             other => config
                                 .warnings
                                 .push(format!("ignored test action `{other}`")),
@@ -133,14 +136,17 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let config = Config::parse(
-            b"export=/ export=/public,path=/srv/public,ro,allow=domain:3  cache=8M test=seed,churn",
+            b"export=/ export=/public,path=/srv/public,ro,allow=domain:3  cache=8M test=seed,churn,fault",
         );
         assert_eq!(config.exports.len(), 2);
         assert!(config.exports[1].read_only);
         assert_eq!(config.exports[1].name, "/public");
         assert_eq!(config.exports[1].path, "/srv/public");
         assert_eq!(config.cache_bytes, 8 << 20);
-        assert_eq!(config.tests, [TestAction::Seed, TestAction::Churn]);
+        assert_eq!(
+            config.tests,
+            [TestAction::Seed, TestAction::Churn, TestAction::Fault]
+        );
         assert!(config.wants(TestAction::Churn) && !config.wants(TestAction::Panic));
     }
 

@@ -47,6 +47,11 @@ pub fn clear_pending(port: EventChannelPort) {
     }
 }
 
+/// The faulting address of the last page fault (`vcpu_info[0].arch.cr2`).
+pub fn page_fault_address() -> u64 {
+    read_u64(xen_abi::xen::VCPU0_CR2_OFFSET)
+}
+
 /// Block until a port is pending or `deadline_ns` (system time) passes.
 pub fn wait(ports: &[EventChannelPort], deadline_ns: u64) {
     hypercall::poll(ports, deadline_ns);

@@ -14,7 +14,7 @@ use xen_abi::grant_table::{GnttabSetupTable, GNTTABOP_SETUP_TABLE};
 use xen_abi::sched::{
     SchedPoll, SchedShutdown, ShutdownReason, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
 };
-use xen_abi::xen::{hypercall, UVMF_INVLPG, XENVER_VERSION};
+use xen_abi::xen::{hypercall, TrapInfo, UVMF_INVLPG, XENVER_VERSION};
 use xen_abi::{DomainId, EventChannelPort};
 
 extern "C" {
@@ -226,4 +226,17 @@ pub unsafe fn update_va_mapping(virtual_address: u64, entry: u64) -> Result<(), 
         )
     })
     .map(|_| ())
+}
+
+/// `set_trap_table`: install the virtual IDT. `table` must end with an
+/// entry whose address is 0.
+///
+/// # Errors
+/// [`HypercallError`] when Xen refuses an entry.
+pub fn set_trap_table(table: &[TrapInfo]) -> Result<(), HypercallError> {
+    assert!(table.last().is_some_and(|entry| entry.address == 0));
+    // SAFETY: the array (terminated, asserted) lives across the call and is
+    // only read; Xen copies it. The handlers it names are the stubs in
+    // boot/entry.s, which never return into interrupted code.
+    check(unsafe { call3(hypercall::SET_TRAP_TABLE, table.as_ptr() as u64, 0, 0) }).map(|_| ())
 }

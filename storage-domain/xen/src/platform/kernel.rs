@@ -131,6 +131,9 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     if config.wants(TestAction::Panic) {
         panic!("test=panic asked for a crash after the self-check");
     }
+    if config.wants(TestAction::Fault) {
+        memory::fault_on_purpose();
+    }
 
     xenstore
         .watch(SHUTDOWN_NODE, SHUTDOWN_TOKEN)

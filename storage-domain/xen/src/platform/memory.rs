@@ -69,6 +69,16 @@ pub fn init(start_info: &StartInfo) {
     let _ = unsafe { hypercall::update_va_mapping(guard, 0) };
 }
 
+/// Read the unmapped stack guard page: a page fault (the `test=fault`
+/// boot-test action, which checks the fault report).
+pub fn fault_on_purpose() -> ! {
+    let guard = core::ptr::addr_of!(boot_stack_guard);
+    // SAFETY: not sound to complete, and it does not: the page is unmapped,
+    // the read faults, and the fault handler crashes the domain.
+    let value = unsafe { guard.read_volatile() };
+    panic!("the stack guard page is mapped (read {value})");
+}
+
 /// Pages the domain owns (`start_info.nr_pages`).
 pub fn domain_pages() -> usize {
     PAGES.load(Ordering::Relaxed)

@@ -9,6 +9,7 @@ pub mod hypercall;
 pub mod kernel;
 pub mod memory;
 pub mod panic;
+pub mod traps;
 pub mod xenbus;
 pub mod xenstore;
 
@@ -36,5 +37,6 @@ pub unsafe extern "C" fn xen_start(start_info: *const StartInfo) -> ! {
     memory::init(&start_info);
     events::init(&start_info);
     console::init(&start_info);
+    traps::init();
     kernel::main(&start_info)
 }
