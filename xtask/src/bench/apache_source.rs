@@ -80,82 +80,126 @@ fn deb_src_entries() -> anyhow::Result<String> {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        if file
+        let deb822 = file
             .extension()
-            .is_some_and(|extension| extension == "sources")
-        {
-            for stanza in text.split("\n\n") {
-                let field = |name: &str| {
-                    stanza.lines().find_map(|line| {
-                        let (key, value) = line.split_once(':')?;
-                        key.trim()
-                            .eq_ignore_ascii_case(name)
-                            .then(|| value.trim().to_owned())
-                    })
-                };
-                let (Some(types), Some(uris), Some(suites)) =
-                    (field("Types"), field("URIs"), field("Suites"))
-                else {
-                    continue;
-                };
-                if !types.split_whitespace().any(|kind| kind == "deb")
-                    || !suites.split_whitespace().any(|suite| suite == codename)
-                {
-                    continue;
-                }
-                out.push_str(&format!(
-                    "Types: deb-src\nURIs: {uris}\nSuites: {codename}\nComponents: {}\n",
-                    field("Components").unwrap_or_else(|| "main".into())
-                ));
-                if let Some(signed_by) = field("Signed-By") {
-                    out.push_str(&format!("Signed-By: {signed_by}\n"));
-                }
-                out.push('\n');
-            }
-        } else {
-            for line in text.lines() {
-                let line = line.split('#').next().unwrap_or_default();
-                let mut words = line.split_whitespace();
-                if words.next() != Some("deb") {
-                    continue;
-                }
-                let mut options = String::new();
-                let mut uri = words.next();
-                if uri.is_some_and(|word| word.starts_with('[')) {
-                    let mut option_words = vec![uri.unwrap_or_default().to_owned()];
-                    while !option_words.last().is_some_and(|word| word.ends_with(']')) {
-                        match words.next() {
-                            Some(word) => option_words.push(word.to_owned()),
-                            None => break,
-                        }
-                    }
-                    options = option_words.join(" ");
-                    uri = words.next();
-                }
-                let (Some(uri), Some(suite)) = (uri, words.next()) else {
-                    continue;
-                };
-                if suite != codename {
-                    continue;
-                }
-                let components: Vec<&str> = words.collect();
-                let signed_by = options
-                    .trim_matches(['[', ']'])
-                    .split_whitespace()
-                    .find_map(|option| option.strip_prefix("signed-by="));
-                out.push_str(&format!(
-                    "Types: deb-src\nURIs: {uri}\nSuites: {codename}\nComponents: {}\n",
-                    components.join(" ")
-                ));
-                if let Some(signed_by) = signed_by {
-                    out.push_str(&format!("Signed-By: {signed_by}\n"));
-                }
-                out.push('\n');
-            }
-        }
+            .is_some_and(|extension| extension == "sources");
+        out.push_str(&deb_src_from(&codename, deb822, &text));
     }
     if out.is_empty() {
         bail!("no apt entry for {codename} to derive a deb-src entry from");
     }
     Ok(out)
+}
+
+/// The `deb-src` entries (deb822) for `codename` made from the `deb`
+/// entries of one apt sources file: deb822 when `deb822`, else one-line.
+fn deb_src_from(codename: &str, deb822: bool, text: &str) -> String {
+    let mut out = String::new();
+    if deb822 {
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza.lines().find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    key.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| value.trim().to_owned())
+                })
+            };
+            let (Some(types), Some(uris), Some(suites)) =
+                (field("Types"), field("URIs"), field("Suites"))
+            else {
+                continue;
+            };
+            if !types.split_whitespace().any(|kind| kind == "deb")
+                || !suites.split_whitespace().any(|suite| suite == codename)
+            {
+                continue;
+            }
+            out.push_str(&format!(
+                "Types: deb-src\nURIs: {uris}\nSuites: {codename}\nComponents: {}\n",
+                field("Components").unwrap_or_else(|| "main".into())
+            ));
+            // A key file; an inline key (a multi-line field) is left out
+            // and apt falls back to its trusted keyrings.
+            if let Some(signed_by) = field("Signed-By").filter(|value| value.starts_with('/')) {
+                out.push_str(&format!("Signed-By: {signed_by}\n"));
+            }
+            out.push('\n');
+        }
+    } else {
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or_default();
+            let mut words = line.split_whitespace();
+            if words.next() != Some("deb") {
+                continue;
+            }
+            let mut options = String::new();
+            let mut uri = words.next();
+            if uri.is_some_and(|word| word.starts_with('[')) {
+                let mut option_words = vec![uri.unwrap_or_default().to_owned()];
+                while !option_words.last().is_some_and(|word| word.ends_with(']')) {
+                    match words.next() {
+                        Some(word) => option_words.push(word.to_owned()),
+                        None => break,
+                    }
+                }
+                options = option_words.join(" ");
+                uri = words.next();
+            }
+            let (Some(uri), Some(suite)) = (uri, words.next()) else {
+                continue;
+            };
+            if suite != codename {
+                continue;
+            }
+            let components: Vec<&str> = words.collect();
+            let signed_by = options
+                .trim_matches(['[', ']'])
+                .split_whitespace()
+                .find_map(|option| option.strip_prefix("signed-by="));
+            out.push_str(&format!(
+                "Types: deb-src\nURIs: {uri}\nSuites: {codename}\nComponents: {}\n",
+                components.join(" ")
+            ));
+            if let Some(signed_by) = signed_by {
+                out.push_str(&format!("Signed-By: {signed_by}\n"));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deb_src_from;
+
+    #[test]
+    fn deb822_entries_of_the_release_become_deb_src() {
+        let text = "Types: deb\n# a comment: with a colon\nURIs: http://mirror.invalid/debian\n\
+                    Suites: bookworm bookworm-updates\nComponents: main contrib\n\
+                    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+                    Types: deb\nURIs: http://mirror.invalid/debian-security\n\
+                    Suites: bookworm-security\nComponents: main\n";
+        assert_eq!(
+            deb_src_from("bookworm", true, text),
+            "Types: deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm\n\
+             Components: main contrib\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        );
+    }
+
+    #[test]
+    fn one_line_entries_keep_their_keyring_and_skip_other_suites() {
+        let text = "deb [arch=amd64 signed-by=/k.gpg] http://mirror.invalid/debian bookworm main\n\
+                    deb-src http://mirror.invalid/debian bookworm main\n\
+                    # deb http://mirror.invalid/debian bookworm contrib\n\
+                    deb http://other.invalid/apt cloud-sdk-bookworm main\n";
+        assert_eq!(
+            deb_src_from("bookworm", false, text),
+            "Types: deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm\n\
+             Components: main\nSigned-By: /k.gpg\n\n"
+        );
+        assert_eq!(deb_src_from("trixie", false, text), "");
+    }
 }

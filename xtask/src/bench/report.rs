@@ -437,3 +437,43 @@ fn chart(results: &Value, medians: &Medians) -> String {
     svg.push_str("</svg>\n");
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{format_value, median, medians, ratio};
+    use serde_json::json;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn ratios_are_costs_relative_to_local() {
+        let results = json!({ "measurements": [
+            { "metric": "apache-build", "system": "local", "value": 10.0 },
+            { "metric": "apache-build", "system": "vrpc", "value": 12.0 },
+            { "metric": "stat-warm", "system": "local", "value": 1000.0 },
+            { "metric": "stat-warm", "system": "vrpc", "value": 500.0 },
+            { "metric": "stat-warm", "system": "vrpc", "value": 400.0 },
+            { "metric": "stat-warm", "system": "vrpc", "value": 900.0 },
+        ]});
+        let medians = medians(&results);
+        // A time: the system's over local's.
+        assert_eq!(ratio(&medians, "apache-build", "vrpc"), Some(1.2));
+        // A rate: local's over the system's median (500).
+        assert_eq!(ratio(&medians, "stat-warm", "vrpc"), Some(2.0));
+        assert_eq!(ratio(&medians, "postmark", "vrpc"), None);
+    }
+
+    #[test]
+    fn values_are_grouped_and_rounded_by_size() {
+        assert_eq!(format_value(1234567.4), "1,234,567");
+        assert_eq!(format_value(999.6), "1000");
+        assert_eq!(format_value(123.4), "123");
+        assert_eq!(format_value(12.34), "12.3");
+        assert_eq!(format_value(1.234), "1.23");
+    }
+}
