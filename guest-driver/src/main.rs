@@ -126,6 +126,7 @@ fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
             }
             (true, _) => None,
         };
+        transport.spawn_liveness_probe(Duration::from_millis(100));
         let transport: Arc<dyn Transport> = Arc::new(transport);
         return Ok(Connection {
             nfs: Arc::clone(&transport),

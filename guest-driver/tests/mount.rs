@@ -299,3 +299,40 @@ fn hosted_mounts_with_long_attribute_caching_converge_quickly() {
     second.stop();
     server.stop_and_check();
 }
+
+/// A server that dies leaves the mount answering EIO, never hanging, and
+/// the daemon still unmounts cleanly.
+#[test]
+fn a_dead_server_gives_eio_and_a_clean_unmount() {
+    require_mounts!();
+    for hosted in [false, true] {
+        if hosted && !common::server_has_vrpc() {
+            eprintln!("skipped hosted: the server binary has no --vrpc-socket");
+            continue;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let server = Server::start_with(scratch.path(), hosted);
+        let mount = if hosted {
+            Mount::start_hosted(&server, scratch.path(), "mnt", &[])
+        } else {
+            Mount::start(&server, scratch.path(), "mnt", &[])
+        };
+        let file = mount.path.join("file");
+        fs::write(&file, b"data").unwrap();
+        drop(server); // SIGKILL
+                      // Past the kernel's clock tick (attributes fetched in the same tick
+                      // may be reused even with a zero timeout) and the hosted liveness
+                      // probe's interval (100 ms).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(fs::metadata(&file).map(|_| ()));
+        });
+        let result = receiver
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("stat hung on a dead server");
+        let error = result.expect_err("stat succeeded on a dead server");
+        assert_eq!(errno(&error), libc::EIO, "hosted {hosted}: {error}");
+        mount.stop();
+    }
+}

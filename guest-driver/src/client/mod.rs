@@ -45,11 +45,16 @@ impl Caller {
         }
     }
 
-    fn credential(&self, machine_name: &[u8]) -> OpaqueAuth {
+    /// AUTH_SYS for this caller. `stamp` is the client's arbitrary id
+    /// (RFC 5531 appendix A); each mount picks its own, so that two mounts
+    /// sending the same call with the same xid (ring transports number
+    /// their xids per connection) never look like a retransmission to the
+    /// server's duplicate request cache.
+    fn credential(&self, machine_name: &[u8], stamp: u32) -> OpaqueAuth {
         let mut groups = self.groups.clone();
         groups.truncate(xdr::auth::MAX_AUTH_SYS_GROUPS as usize);
         OpaqueAuth::sys(&AuthSys {
-            stamp: 0,
+            stamp,
             machine_name: machine_name.to_vec(),
             uid: self.uid,
             gid: self.gid,
@@ -164,6 +169,7 @@ pub struct NfsClient {
     transport: Arc<dyn Transport>,
     xids: XidSource,
     machine_name: Vec<u8>,
+    stamp: u32,
     stats: Arc<Stats>,
 }
 
@@ -198,9 +204,11 @@ macro_rules! procedures {
 impl NfsClient {
     /// A client over `transport`, counting calls in `stats`.
     pub fn new(transport: Arc<dyn Transport>, stats: Arc<Stats>) -> NfsClient {
+        let xids = XidSource::new();
         NfsClient {
             transport,
-            xids: XidSource::new(),
+            stamp: xids.next() ^ std::process::id().rotate_left(16),
+            xids,
             machine_name: machine_name(),
             stats,
         }
@@ -212,7 +220,7 @@ impl NfsClient {
     /// [`ClientError`].
     pub fn call(&self, caller: &Caller, arguments: Arguments) -> CallResult<Results> {
         self.stats.count_call(arguments.procedure());
-        let credential = caller.credential(&self.machine_name);
+        let credential = caller.credential(&self.machine_name, self.stamp);
         // Bulk replies get room in a ring transport's data pages: the
         // requested count plus headers and attributes.
         let read_capacity = match &arguments {
@@ -390,6 +398,37 @@ mod tests {
         };
         assert_eq!((sys.uid, sys.gid), (1000, 100));
         assert_eq!(sys.gids, (0..16).collect::<Vec<u32>>(), "at most 16 groups");
+    }
+
+    #[test]
+    fn two_clients_send_different_stamps() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let clients: Vec<NfsClient> = (0..2)
+            .map(|_| {
+                let transport = Loopback {
+                    seen: Arc::clone(&seen),
+                    answer: |_| Results::Null(()),
+                };
+                NfsClient::new(Arc::new(transport), Arc::new(Stats::default()))
+            })
+            .collect();
+        for client in &clients {
+            let _ = client.call(&Caller::root(), Arguments::Null(()));
+        }
+        let stamps: Vec<u32> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|credential| match credential {
+                xdr::Credential::Sys(sys) => sys.stamp,
+                other => panic!("not AUTH_SYS: {other:?}"),
+            })
+            .collect();
+        assert_eq!(stamps.len(), 2);
+        assert_ne!(
+            stamps[0], stamps[1],
+            "identical calls must not look like retransmissions"
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl fmt::Display for MountFailure {
 impl std::error::Error for MountFailure {}
 
 fn credential(caller: &Caller) -> OpaqueAuth {
-    caller.credential(b"guest-driver")
+    caller.credential(b"guest-driver", XidSource::new().next())
 }
 
 /// MNT: the root handle of `export`.

@@ -849,6 +849,10 @@ impl NfsFilesystem {
         if self.settings.attribute_timeout.is_zero() {
             return;
         }
+        self.notify_attributes_stale(node);
+    }
+
+    fn notify_attributes_stale(&self, node: INodeNo) {
         if let Some(notifier) = self.notifier.get() {
             if let Err(error) = notifier.inval_inode(node, -1, 0) {
                 log::debug!("attribute invalidation of {node} failed: {error}");

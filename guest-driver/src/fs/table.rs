@@ -34,6 +34,10 @@ pub struct HostedTable(pub Arc<vrpc_hosted::Client>);
 
 impl AttributeTable for HostedTable {
     fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<TableEntry> {
+        // A dead server's table stays mapped but is frozen: not an answer.
+        if !self.0.is_connected() {
+            return None;
+        }
         let table = self.0.metadata_table()?;
         let digest = metatab::handle_digest(&handle.0);
         // A slot being rewritten is retried once: the writer holds it for
