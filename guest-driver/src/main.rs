@@ -91,9 +91,19 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Mount(arguments) => mount(arguments),
         Command::Stats { dir } => {
-            let dir = dir
-                .canonicalize()
-                .with_context(|| format!("{}", dir.display()))?;
+            // A mount whose server died cannot be resolved through itself:
+            // resolve the parent and append the last component.
+            let dir = match dir.canonicalize() {
+                Ok(dir) => dir,
+                Err(_) => {
+                    let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
+                    let parent = parent
+                        .unwrap_or(std::path::Path::new("."))
+                        .canonicalize()
+                        .with_context(|| format!("{}", dir.display()))?;
+                    parent.join(dir.file_name().unwrap_or_default())
+                }
+            };
             let text = stats::fetch(&dir)
                 .with_context(|| format!("no guest-driver serves {}", dir.display()))?;
             print!("{text}");

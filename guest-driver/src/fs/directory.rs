@@ -266,8 +266,14 @@ impl NfsFilesystem {
         let mut entries = entries.into_iter();
         let mut last_cookie = offset;
         for entry in entries.by_ref() {
+            // The node id where the kernel knows the file (what stat shows),
+            // else the server's file id.
+            let known = entry
+                .handle
+                .as_ref()
+                .and_then(|handle| lock(&self.nodes).find(handle));
             let full = reply.add(
-                INodeNo(entry.attributes.file_id.max(1)),
+                INodeNo(known.unwrap_or(entry.attributes.file_id).max(1)),
                 entry.cookie,
                 attributes::to_fuse_type(entry.attributes.file_type),
                 OsStr::from_bytes(&entry.name),
