@@ -18,7 +18,7 @@ if [ "$profile" = test ]; then
 fi
 if [ "$profile" = bench ]; then
     packages+=(fio postmark bindfs nfs-ganesha nfs-ganesha-vfs iproute2 make
-               libapr1-dev libaprutil1-dev libpcre2-dev)
+               libapr1-dev libaprutil1-dev libpcre2-dev bison flex)
 fi
 
 as_root() {
