@@ -338,3 +338,33 @@ fn a_dead_server_gives_eio_and_a_clean_unmount() {
         mount.stop();
     }
 }
+
+/// A TCP mount outlives a server restart: calls fail with EIO while the
+/// server is down and work again, on a new connection, once it is back.
+#[test]
+fn a_tcp_mount_reconnects_after_a_server_restart() {
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start(scratch.path());
+    let mount = Mount::start(&server, scratch.path(), "mnt", &[]);
+    let file = mount.path.join("file");
+    fs::write(&file, b"before").unwrap();
+    let server = server.restart(scratch.path());
+    // The first call after the restart may still meet the old connection.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let content = loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        match fs::read(&file) {
+            Ok(content) => break content,
+            Err(error) => {
+                assert_eq!(errno(&error), libc::EIO, "{error}");
+                assert!(std::time::Instant::now() < deadline, "no reconnection");
+            }
+        }
+    };
+    assert_eq!(content, b"before");
+    fs::write(mount.path.join("after"), b"after").unwrap();
+    assert_eq!(fs::read(mount.path.join("after")).unwrap(), b"after");
+    mount.stop();
+    server.stop_and_check();
+}

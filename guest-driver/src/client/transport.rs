@@ -11,14 +11,13 @@
 //! The TCP transport has one writer lock (a record is written whole, so
 //! records never interleave) and one reader thread that reassembles reply
 //! records and hands each to the thread waiting for its xid. A broken
-//! connection fails every waiting call and every later one with
-//! [`TransportError::Disconnected`]: there is no reconnection (the mount
-//! then answers EIO; remount to recover).
+//! connection fails every waiting call with
+//! [`TransportError::Disconnected`]; the next call connects again.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -130,19 +129,26 @@ struct Pending {
     broken: Option<String>,
 }
 
-/// ONC RPC over one TCP connection with record marking.
+/// ONC RPC over TCP with record marking, reconnecting when the connection
+/// broke: calls in flight at the break fail (they are never sent twice, so
+/// a non-idempotent call cannot run twice); later calls go over a new
+/// connection, so a restarted server is reached again (its new write
+/// verifier then fails the close of files with lost unstable writes).
 #[derive(Debug)]
 pub struct TcpTransport {
+    address: SocketAddr,
+    connection: Mutex<Arc<Connection>>,
+}
+
+/// One TCP connection and its reply reader.
+#[derive(Debug)]
+struct Connection {
     writer: Mutex<TcpStream>,
     pending: Arc<Mutex<Pending>>,
 }
 
-impl TcpTransport {
-    /// Connects to `address` and starts the reply reader thread.
-    ///
-    /// # Errors
-    /// When the connection cannot be made.
-    pub fn connect(address: impl ToSocketAddrs) -> io::Result<TcpTransport> {
+impl Connection {
+    fn open(address: SocketAddr) -> io::Result<Arc<Connection>> {
         let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
         let reader = stream.try_clone()?;
@@ -151,10 +157,14 @@ impl TcpTransport {
         thread::Builder::new()
             .name("rpc-tcp-reader".into())
             .spawn(move || read_replies(reader, &shared))?;
-        Ok(TcpTransport {
+        Ok(Arc::new(Connection {
             writer: Mutex::new(stream),
             pending,
-        })
+        }))
+    }
+
+    fn is_broken(&self) -> bool {
+        lock(&self.pending).broken.is_some()
     }
 
     fn register(&self, xid: u32) -> Result<Receiver<Result<Vec<u8>, String>>, TransportError> {
@@ -169,16 +179,10 @@ impl TcpTransport {
         pending.waiting.insert(xid, sender);
         Ok(receiver)
     }
-}
 
-impl Transport for TcpTransport {
-    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, TransportError> {
-        let xid = call.xid;
-        let record = spliced_record(&call)?;
+    fn call(&self, xid: u32, framed: &[u8]) -> Result<Vec<u8>, TransportError> {
         let receiver = self.register(xid)?;
-        let mut framed = Vec::with_capacity(record.len() + 4);
-        xdr::record::encode_record(&record, xdr::record::MAX_FRAGMENT_LENGTH, &mut framed);
-        let sent = lock(&self.writer).write_all(&framed);
+        let sent = lock(&self.writer).write_all(framed);
         if let Err(error) = sent {
             lock(&self.pending).waiting.remove(&xid);
             return Err(TransportError::Send(error));
@@ -193,10 +197,51 @@ impl Transport for TcpTransport {
     }
 }
 
-impl Drop for TcpTransport {
+impl Drop for Connection {
     fn drop(&mut self) {
         // Ends the reader thread: its read returns 0 or an error.
         let _ = lock(&self.writer).shutdown(Shutdown::Both);
+    }
+}
+
+impl TcpTransport {
+    /// Connects to `address` and starts the reply reader thread.
+    ///
+    /// # Errors
+    /// When the address does not resolve or the connection cannot be made.
+    pub fn connect(address: impl ToSocketAddrs) -> io::Result<TcpTransport> {
+        let address = address
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+        Ok(TcpTransport {
+            address,
+            connection: Mutex::new(Connection::open(address)?),
+        })
+    }
+
+    /// The current connection, replaced by a new one if it broke.
+    fn connection(&self) -> Arc<Connection> {
+        let mut current = lock(&self.connection);
+        if current.is_broken() {
+            match Connection::open(self.address) {
+                Ok(fresh) => {
+                    log::info!("reconnected to {}", self.address);
+                    *current = fresh;
+                }
+                Err(error) => log::debug!("reconnecting to {}: {error}", self.address),
+            }
+        }
+        Arc::clone(&current)
+    }
+}
+
+impl Transport for TcpTransport {
+    fn call(&self, call: Call<'_>) -> Result<Vec<u8>, TransportError> {
+        let record = spliced_record(&call)?;
+        let mut framed = Vec::with_capacity(record.len() + 4);
+        xdr::record::encode_record(&record, xdr::record::MAX_FRAGMENT_LENGTH, &mut framed);
+        self.connection().call(call.xid, &framed)
     }
 }
 
@@ -369,6 +414,38 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_new_connection_serves_calls_after_a_break() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            // First connection: read one call and hang up unanswered.
+            let (mut first, _) = listener.accept().unwrap();
+            let mut buffer = [0u8; 64];
+            let _ = first.read(&mut buffer).unwrap();
+            drop(first);
+            // Second connection: echo one record.
+            let (mut second, _) = listener.accept().unwrap();
+            let mut reassembler = RecordReassembler::new(1 << 20);
+            loop {
+                let read = second.read(&mut buffer).unwrap();
+                let pushed = reassembler.push(&buffer[..read]).unwrap();
+                if let Some(record) = pushed.record {
+                    let mut framed = Vec::new();
+                    xdr::record::encode_record(&record, 1 << 20, &mut framed);
+                    second.write_all(&framed).unwrap();
+                    return;
+                }
+            }
+        });
+        let transport = TcpTransport::connect(address).unwrap();
+        let error = transport.call(plain(1, &1u32.to_be_bytes())).unwrap_err();
+        assert!(matches!(error, TransportError::Disconnected(_)), "{error}");
+        let reply = transport.call(plain(2, &2u32.to_be_bytes())).unwrap();
+        assert_eq!(reply, 2u32.to_be_bytes());
+        server.join().unwrap();
     }
 
     #[test]

@@ -116,6 +116,19 @@ impl Server {
     /// Serves a fresh image on a free port and, if `vrpc`, on a hosted
     /// VRPC socket in `directory` too.
     pub fn start_with(directory: &Path, vrpc: bool) -> Server {
+        Server::launch(directory, vrpc, "127.0.0.1:0")
+    }
+
+    /// Stops the server cleanly (SIGTERM) and serves the same image on the
+    /// same address again.
+    pub fn restart(mut self, directory: &Path) -> Server {
+        let mut child = self.child.take().expect("running");
+        let status = terminate(&mut child);
+        assert!(status.success(), "server exit: {status}");
+        Server::launch(directory, self.socket.is_some(), &self.address)
+    }
+
+    fn launch(directory: &Path, vrpc: bool, listen: &str) -> Server {
         let image = directory.join("disk.img");
         let socket = vrpc.then(|| directory.join("vrpc.sock"));
         let mut command = Command::new(server_binary());
@@ -123,7 +136,7 @@ impl Server {
             "--size",
             "256M",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--export",
             "/,no_root_squash",
         ]);
