@@ -6,7 +6,10 @@
 #
 # Steps (dom0 side in qemu-tests/dom0-init.sh): seed known files + clean
 # `xl shutdown`; commit loop + `xl destroy`; reboot that must find the
-# last commit and the known files; a deliberate panic; a page fault. Exits non-zero if
+# last commit and the known files; NFS over TCP from dom0 across the
+# xenbr0 bridge with libnfs's nfs-cp/nfs-cat/nfs-ls (a file copied in,
+# read back, listed; shutdown; the file then checked on the image from the
+# host); a deliberate panic; a page fault. Exits non-zero if
 # any step is missing; the serial log is kept and its path printed.
 #
 # Needs root-free QEMU only, but the packages of `scripts/bootstrap.sh
@@ -31,7 +34,7 @@ check() {  # check DESCRIPTION COMMAND...
     if "${@:2}"; then echo "ok    $1"; else echo "FAIL  $1"; failures=$((failures + 1)); fi
 }
 
-for tool in qemu-system-x86_64 busybox cpio xz modprobe depmod; do
+for tool in qemu-system-x86_64 busybox cpio xz modprobe depmod nfs-cp nfs-cat nfs-ls; do
     command -v "$tool" >/dev/null || { say "missing $tool: run scripts/bootstrap.sh test"; exit 2; }
 done
 [ -e /boot/xen-$XEN_VERSION-amd64.gz ] || { say "missing Xen $XEN_VERSION: run scripts/bootstrap.sh test"; exit 2; }
@@ -69,13 +72,17 @@ cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$R/lib/x86_64-linux-gnu/"
 for program in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
     initramfs_copy_program "$R" "$XEN_BIN/$program"
 done
+# The NFS client of the network step (libnfs, user space: no kernel NFS).
+for program in nfs-cp nfs-cat nfs-ls; do
+    initramfs_copy_program "$R" "$(command -v $program)"
+done
 # The hotplug scripts (bash) talk to xenstore through these.
 for program in xenstore-read xenstore-write xenstore-exists xenstore-rm xenstore-list xenstore-ls; do
     initramfs_copy_program "$R" /usr/bin/$program
 done
 cp -a /etc/xen/scripts "$R/etc/xen/"
 [ -e /etc/xen/xl.conf ] && cp /etc/xen/xl.conf "$R/etc/xen/"
-initramfs_copy_modules "$R" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback ata_piix sd_mod
+initramfs_copy_modules "$R" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge ata_piix sd_mod
 echo "root:x:0:0:root:/root:/bin/sh" > "$R/etc/passwd"
 cp "$WORK/storage-domain-xen" "$R/usr/lib/storage-domain/storage-domain-xen"
 cp "$ROOT/xen-cfg/storage-domain.cfg" "$R/etc/xen/storage-domain.cfg"
@@ -109,7 +116,10 @@ check "Xen booted" grep -q "Xen version $XEN_VERSION" "$SERIAL"
 for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed files" \
             "seed shutdown: domain gone" "seed shutdown: flushed" "churn destroyed after commit" \
             "verify boot: create-to-self-check" "verify known files" "recovered churn commits" \
-            "verify shutdown: domain gone" "verify shutdown: flushed" "panic: domain crashed" \
+            "verify shutdown: domain gone" "verify shutdown: flushed" \
+            "bridge xenbr0" "nfs boot: serving" "nfs: ping" "nfs: nfs-cp in" "nfs: nfs-cat back" \
+            "nfs: nfs-ls lists the file" "nfs: read-only export read" "nfs: write to read-only export refused" \
+            "nfs shutdown: domain gone" "nfs shutdown: flushed" "panic: domain crashed" \
             "panic: message on console" "fault: domain crashed" "fault: report on console" "dom0 done"; do
     check "dom0: $step" grep -q "^SDT-OK $step" "$SERIAL"
 done
@@ -118,6 +128,8 @@ check "banner printed" grep -q '^\[sd-seed\] storage-domain .* on Xen' "$SERIAL"
 check "self-check line" grep -qE '^\[sd-seed\] fs ok: [0-9]+ inodes, [0-9]+ free blocks' "$SERIAL"
 check "nfs server constructed over the volume" grep -q '^\[sd-seed\] nfs: server constructed' "$SERIAL"
 check "read-only export listed" grep -q '^\[sd-seed\] export: /known -> /known (read-only' "$SERIAL"
+check "network line printed" grep -qE '^\[sd-nfs\] network: vif 0 .*10\.0\.0\.2/24' "$SERIAL"
+check "network counters at shutdown" grep -qE '^\[sd-nfs\] network: [1-9][0-9]* connections, [1-9][0-9]* records' "$SERIAL"
 check "panic location printed" grep -q '^\[sd-panic\] storage-domain panicked at .*kernel.rs' "$SERIAL"
 
 check "page fault reported with its address" grep -qE '^\[sd-fault\] storage-domain fault: page fault \(vector 14\) at rip 0xffffffff8[0-9a-f]+, .*address 0xffffffff8' "$SERIAL"
@@ -128,6 +140,10 @@ check "hello.txt content" bash -c "[ \"\$(cat '$WORK/hello.txt')\" = 'hello from
 check "get /known/lines.txt" get /known/lines.txt lines.txt
 seq -f 'line %06g' 0 19999 > "$WORK/lines.expected"
 check "lines.txt content" cmp -s "$WORK/lines.txt" "$WORK/lines.expected"
+check "get /nfs/payload.txt (written over NFS)" get /nfs/payload.txt payload.txt
+seq -f 'payload line %07g' 0 49999 > "$WORK/payload.expected"
+check "payload.txt content (1050000 bytes)" cmp -s "$WORK/payload.txt" "$WORK/payload.expected"
+check "nothing written in the read-only export" bash -c "! '$HOSTED' ls '$IMAGE' /known | grep -q refused"
 check "self-check probe removed" bash -c "! '$HOSTED' ls '$IMAGE' / | grep -q storage-domain-self-check"
 last=$(sed -n 's/^SDT-CHURN-LAST //p' "$SERIAL" | tail -1)
 check "get /churn.log" get /churn.log churn.log
@@ -141,6 +157,9 @@ check "churn.log is commits 1..K with K >= $last" churn_ok
 echo "--- measurements"
 echo "kernel image: $(stat -c %s "$WORK/storage-domain-xen") bytes (stripped)"
 grep -o 'create-to-self-check [0-9.]* s' "$SERIAL" | sed 's/^/xl create to self-check: /' || true
+sed -n 's/^SDT-OK nfs: nfs-cp in \([0-9]* bytes in [0-9.]* s\).*/nfs-cp into the domain: \1/p' "$SERIAL" || true
+sed -n 's/^SDT-OK nfs: nfs-cat back \([0-9]* bytes in [0-9.]* s\).*/nfs-cat from the domain: \1/p' "$SERIAL" || true
+grep -m1 -o '^\[sd-nfs\] shutdown.*heap [0-9]* KiB used' "$SERIAL" | sed 's/.*heap/sd-nfs heap at shutdown:/' || true
 grep -m1 -o 'heap [0-9]* KiB used of [0-9]* KiB' "$SERIAL" | sed 's/^/sd-seed /' || true
 grep -m1 -E '^sd-seed +[0-9]+ +[0-9]+' "$SERIAL" | awk '{print "xl list memory: " $3 " MiB"}' || true
 echo "QEMU run: ${boot_seconds}s; whole qemu-tests run: $(( $(date +%s) - started ))s"

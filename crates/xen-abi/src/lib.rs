@@ -16,6 +16,7 @@ pub mod console;
 pub mod elfnote;
 pub mod event_channel;
 pub mod grant_table;
+pub mod netif;
 pub mod ring;
 pub mod sched;
 pub mod xen;

@@ -7,6 +7,11 @@
 //!   syntax (`nfs_server::ExportConfig::parse`: `/data,path=/srv,ro,
 //!   allow=domain:3`, no spaces); default: `/`, read-write, root squashed.
 //! - `cache=SIZE[K|M]`: bytes of file-system metadata cache (default 4M).
+//! - `ip=A.B.C.D/PREFIX`: the network interface's static IPv4 address
+//!   (no `ip=`: the interface stays down and nothing is served over TCP).
+//! - `gw=A.B.C.D`: the default IPv4 gateway (none by default: only the
+//!   local subnet is reachable).
+//! - `port=N`: the TCP port of NFS, MOUNT and PORTMAP (default 2049).
 //! - `test=ACTION[,ACTION...]`: boot-test actions for `qemu-tests/`
 //!   (`seed`, `verify`, `churn`, `panic`, `fault`; see `docs/xen.md`).
 //!
@@ -17,6 +22,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::net::Ipv4Addr;
 use nfs_server::ExportConfig;
 
 /// A boot-test action (`test=`).
@@ -42,6 +48,12 @@ pub struct Config {
     pub exports: Vec<ExportConfig>,
     /// Metadata cache size handed to the file system.
     pub cache_bytes: usize,
+    /// The static IPv4 address and prefix length (`ip=`).
+    pub address: Option<(Ipv4Addr, u8)>,
+    /// The default gateway (`gw=`).
+    pub gateway: Option<Ipv4Addr>,
+    /// The TCP port served (`port=`).
+    pub port: u16,
     /// Boot-test actions, in command-line order.
     pub tests: Vec<TestAction>,
     /// Words that were not understood, for the banner.
@@ -51,6 +63,9 @@ pub struct Config {
 /// Default metadata cache: 4 MiB of a 32 MiB domain.
 pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 
+/// Default TCP port: NFS's registered port.
+pub const DEFAULT_PORT: u16 = 2049;
+
 impl Config {
     /// Parse a command line.
     pub fn parse(command_line: &[u8]) -> Config {
@@ -58,6 +73,9 @@ impl Config {
         let mut config = Config {
             exports: Vec::new(),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            address: None,
+            gateway: None,
+            port: DEFAULT_PORT,
             tests: Vec::new(),
             warnings: Vec::new(),
         };
@@ -80,6 +98,20 @@ impl Config {
                     None => config
                         .warnings
                         .push(format!("ignored cache size `{value}`")),
+                },
+                "ip" => match parse_cidr(value) {
+                    Some(address) => config.address = Some(address),
+                    None => config
+                        .warnings
+                        .push(format!("ignored address `{value}` (want A.B.C.D/PREFIX)")),
+                },
+                "gw" => match value.parse::<Ipv4Addr>() {
+                    Ok(gateway) => config.gateway = Some(gateway),
+                    Err(_) => config.warnings.push(format!("ignored gateway `{value}`")),
+                },
+                "port" => match value.parse::<u16>() {
+                    Ok(port) if port != 0 => config.port = port,
+                    _ => config.warnings.push(format!("ignored port `{value}`")),
                 },
                 "test" => {
                     for action in value.split(',') {
@@ -112,6 +144,16 @@ impl Config {
     }
 }
 
+/// `A.B.C.D/PREFIX` with a prefix of 1 to 32 (a bare address means /24).
+fn parse_cidr(value: &str) -> Option<(Ipv4Addr, u8)> {
+    let (address, prefix) = match value.split_once('/') {
+        Some((address, prefix)) => (address, prefix.parse::<u8>().ok()?),
+        None => (value, 24),
+    };
+    let address = address.parse::<Ipv4Addr>().ok()?;
+    ((1..=32).contains(&prefix) && !address.is_unspecified()).then_some((address, prefix))
+}
+
 fn parse_size(value: &str) -> Option<usize> {
     let (digits, multiplier) = match value.as_bytes().last()? {
         b'K' | b'k' => (&value[..value.len() - 1], 1usize << 10),
@@ -131,6 +173,26 @@ mod tests {
         assert_eq!(config.exports, [ExportConfig::whole_file_system()]);
         assert_eq!(config.cache_bytes, DEFAULT_CACHE_BYTES);
         assert!(config.tests.is_empty() && config.warnings.is_empty());
+        assert_eq!(
+            (config.address, config.gateway, config.port),
+            (None, None, 2049)
+        );
+    }
+
+    #[test]
+    fn parses_network_keys() {
+        let config = Config::parse(b"ip=10.0.0.2/16 gw=10.0.0.1 port=12049");
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.address, Some((Ipv4Addr::new(10, 0, 0, 2), 16)));
+        assert_eq!(config.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(config.port, 12049);
+        assert_eq!(
+            Config::parse(b"ip=192.168.1.9").address,
+            Some((Ipv4Addr::new(192, 168, 1, 9), 24))
+        );
+        let bad = Config::parse(b"ip=10.0.0.2/33 ip=10.0.0/24 ip=0.0.0.0/8 gw=x port=0 port=70000");
+        assert_eq!(bad.warnings.len(), 6, "{:?}", bad.warnings);
+        assert_eq!((bad.address, bad.gateway, bad.port), (None, None, 2049));
     }
 
     #[test]

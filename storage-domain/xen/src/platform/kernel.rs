@@ -1,23 +1,29 @@
 //! The storage domain's main: wire the platform to the file system.
 //!
 //! Boot: banner, xenstore, grant table, blkfront, `sdfs::Volume::open`,
-//! boot-test actions, the self-check, then wait on the `control/shutdown`
+//! boot-test actions, the self-check, netfront and the TCP server (when
+//! the domain has a vif and an `ip=`), then the poll loop: serve NFS over
+//! TCP and watch `control/shutdown`, sleeping in `SCHEDOP_poll` on the
+//! netfront and xenstore event channels until a frame, a TCP timer or the
 //! watch. Shutdown commits the file system, flushes the disk, closes the
-//! device and ends the domain with `SCHEDOP_shutdown`.
+//! devices and ends the domain with `SCHEDOP_shutdown`.
 
 use super::blkfront::Blkfront;
 use super::events::{self, PvClock};
+use super::netfront::Netfront;
 use super::xenstore::{Transaction, Xenstore, XenstoreError};
 use super::{console, grants, hypercall, memory};
 use crate::command_line::{Config, TestAction};
 use crate::fs_tasks;
 use crate::println;
+use crate::tcp_server::{TcpServer, CONNECTIONS};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use vfs::FileSystem;
 use xen_abi::sched::ShutdownReason;
 use xen_abi::xen::StartInfo;
+use xen_abi::EventChannelPort;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SHUTDOWN_NODE: &str = "control/shutdown";
@@ -102,7 +108,8 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         ),
         Err(error) => println!("fs self-check FAILED: {error}"),
     }
-    let mut server = start_server(volume, config)?;
+    let network = start_network(&mut xenstore, config)?;
+    let mut server = start_server(volume, config, network.is_some())?;
     for export in &config.exports {
         println!(
             "export: {} -> {} ({}, {:?} squash, {} client filter(s))",
@@ -117,9 +124,34 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
             export.clients.len()
         );
     }
-    println!(
-        "nfs: server constructed; not reachable yet: serving needs netfront (TCP) or the VRPC backend, later work"
-    );
+    let mut network = match network {
+        Some(mut netfront) => {
+            let (address, prefix) = config
+                .address
+                .unwrap_or((core::net::Ipv4Addr::UNSPECIFIED, 0));
+            let mac = netfront.mac();
+            let seed =
+                events::system_time_ns() ^ (events::wall_clock().seconds as u64).rotate_left(32);
+            let tcp = TcpServer::new(
+                &mut netfront,
+                seed,
+                mac,
+                (address, prefix),
+                config.gateway,
+                config.port,
+                now(),
+            );
+            println!(
+                "nfs: serving NFSv3, MOUNT and PORTMAP on {address}:{} over TCP ({CONNECTIONS} connections at once)",
+                config.port
+            );
+            Some((netfront, tcp))
+        }
+        None => {
+            println!("nfs: server constructed; not reachable: no network (needs a vif and ip=)");
+            None
+        }
+    };
 
     let (heap_used, heap_size) = memory::heap_usage();
     println!(
@@ -140,9 +172,10 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         .map_err(|error| format!("watching {SHUTDOWN_NODE}: {error}"))?;
     let churn = config.wants(TestAction::Churn);
     let mut churn_number = fs_tasks::verify_churn_log(server.filesystem()).unwrap_or(0);
+    let store_port = xenstore.port();
     let reason = loop {
-        // Churning polls for the watch without blocking; otherwise sleep.
-        let deadline = if churn { 1 } else { 0 };
+        // Work to do now means the wait below only looks (deadline 1).
+        let mut busy = churn;
         if churn {
             churn_number += 1;
             match fs_tasks::churn_step(server.filesystem(), churn_number) {
@@ -153,16 +186,62 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
                 }
             }
         }
-        match xenstore.next_watch_event(Some(SHUTDOWN_TOKEN), deadline) {
+        // 0: no timer, sleep until an event.
+        let mut deadline = 0;
+        let mut ports: [EventChannelPort; 2] = [store_port, store_port];
+        let mut port_count = 1;
+        if let Some((netfront, tcp)) = &mut network {
+            netfront.service();
+            busy |= tcp.poll(now, netfront, &mut server);
+            busy |= netfront.has_responses();
+            if let Some(delay) = tcp.poll_delay(now()) {
+                deadline = events::system_time_ns()
+                    .saturating_add(delay.total_micros().saturating_mul(1000))
+                    .max(1);
+            }
+            ports[1] = netfront.port();
+            port_count = 2;
+        }
+        // The watch is checked without blocking; the sleep is below, on
+        // both channels (a pending bit set since the checks makes it
+        // return at once).
+        match xenstore.next_watch_event(Some(SHUTDOWN_TOKEN), 1) {
             Ok(Some(_)) => {
                 if let Some(reason) = shutdown_request(&mut xenstore) {
                     break reason;
                 }
+                continue;
             }
             Ok(None) => {}
             Err(error) => return Err(format!("xenstore: {error}")),
         }
+        if !busy {
+            events::wait(&ports[..port_count], deadline);
+        }
     };
+
+    if let Some((netfront, tcp)) = network {
+        let statistics = netfront.statistics;
+        println!(
+            "network: {} connections, {} records, {} replies, {} oversized; frames {} in, {} out, {} dropped{}",
+            tcp.statistics.connections,
+            tcp.statistics.records,
+            tcp.statistics.replies,
+            tcp.statistics.oversized,
+            statistics.received,
+            statistics.sent,
+            statistics.dropped,
+            match netfront.broken() {
+                Some(why) => format!("; interface stopped: {why}"),
+                None => String::new(),
+            }
+        );
+        drop(tcp);
+        match netfront.disconnect(&mut xenstore) {
+            Ok(state) => println!("network: disconnected (backend {state:?})"),
+            Err(error) => println!("network: disconnect incomplete: {error}"),
+        }
+    }
 
     let mut volume = server.into_filesystem();
     let committed = volume.commit();
@@ -195,6 +274,7 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
 fn start_server<'disk>(
     mut volume: sdfs::Volume<&'disk mut Blkfront>,
     config: &Config,
+    on_tcp: bool,
 ) -> Result<nfs_server::Server<sdfs::Volume<&'disk mut Blkfront>>, String> {
     for export in &config.exports {
         nfs_server::ensure_directory(&mut volume, &export.path)
@@ -215,9 +295,43 @@ fn start_server<'disk>(
             .wrapping_add(events::wall_clock().seconds as u64)
             .to_be_bytes(),
         file_system_id: u64::from_be_bytes(file_system_id),
-        port: 0,
+        port: if on_tcp { config.port } else { 0 },
     };
     nfs_server::Server::new(volume, server_config).map_err(|error| format!("nfs server: {error}"))
+}
+
+/// The stack's clock: system time in microseconds.
+fn now() -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros((events::system_time_ns() / 1000) as i64)
+}
+
+/// netfront on the first `device/vif`, when the command line gives an
+/// address; `None` (with a console line saying why) otherwise.
+fn start_network(xenstore: &mut Xenstore, config: &Config) -> Result<Option<Netfront>, String> {
+    let vifs = xenstore
+        .directory(Transaction::NONE, "device/vif")
+        .unwrap_or_default();
+    let Some(vif) = vifs.first() else {
+        if config.address.is_some() {
+            println!("network: ip= given but the domain has no vif; not serving over TCP");
+        }
+        return Ok(None);
+    };
+    let Some((address, prefix)) = config.address else {
+        println!("network: vif {vif} present but no ip= on the command line; left unused");
+        return Ok(None);
+    };
+    let netfront = Netfront::connect(xenstore, vif).map_err(|error| format!("{error}"))?;
+    let [a, b, c, d, e, f] = netfront.mac();
+    println!(
+        "network: vif {vif} (backend {}), mac {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}, {address}/{prefix}{}",
+        netfront.backend(),
+        match config.gateway {
+            Some(gateway) => format!(", gateway {gateway}"),
+            None => String::new(),
+        }
+    );
+    Ok(Some(netfront))
 }
 
 /// Read and acknowledge `control/shutdown`; `None` when there is nothing

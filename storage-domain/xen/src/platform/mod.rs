@@ -8,6 +8,7 @@ pub mod grants;
 pub mod hypercall;
 pub mod kernel;
 pub mod memory;
+pub mod netfront;
 pub mod panic;
 pub mod traps;
 pub mod xenbus;

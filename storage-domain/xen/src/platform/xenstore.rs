@@ -93,6 +93,12 @@ impl Xenstore {
         })
     }
 
+    /// The event channel xenstored signals, for a caller that waits on
+    /// several channels at once.
+    pub fn port(&self) -> EventChannelPort {
+        self.port
+    }
+
     fn index(&self, byte_offset: usize) -> &AtomicU32 {
         // SAFETY: the four ring indices are aligned u32s in the xenstore
         // page, which stays mapped; the daemon updates two of them.
