@@ -20,7 +20,7 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 ok() { echo "SDT-OK $* t=$(uptime_s)"; }
 fail() { echo "SDT-FAIL $* t=$(uptime_s)"; }
 
-for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge ata_piix sd_mod; do
+for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge nfsv3 ata_piix sd_mod; do
     modprobe "$module" || fail "modprobe $module"
 done
 mount -t xenfs xenfs /proc/xen || fail "mount xenfs"
@@ -176,6 +176,27 @@ if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squ
             fail "nfs: write to read-only export refused (it was accepted)"
         else
             ok "nfs: write to read-only export refused"
+        fi
+        # The Linux kernel client, with the options docs/xen.md gives.
+        mkdir -p /mnt/nfs
+        if timeout 60 mount.nfs 10.0.0.2:/nfs /mnt/nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock >/tmp/mount.log 2>&1; then
+            ok "nfs: kernel mount"
+            t0=$(uptime_s)
+            if timeout 60 cmp /tmp/payload.txt /mnt/nfs/payload.txt >/tmp/kernel-read.log 2>&1; then
+                ok "nfs: kernel read $size bytes in $(elapsed "$t0" "$(uptime_s)") s"
+            else
+                fail "nfs: kernel read"; sed 's/^/SDT-INFO kernel read: /' /tmp/kernel-read.log
+            fi
+            t0=$(uptime_s)
+            if timeout 60 cp /tmp/payload.txt /mnt/nfs/kernel.txt && timeout 60 sync; then
+                ok "nfs: kernel write $size bytes in $(elapsed "$t0" "$(uptime_s)") s"
+            else
+                fail "nfs: kernel write"
+            fi
+            ls -l /mnt/nfs | sed 's/^/SDT-INFO kernel ls: /'
+            timeout 60 umount /mnt/nfs && ok "nfs: kernel umount" || fail "nfs: kernel umount"
+        else
+            fail "nfs: kernel mount"; sed 's/^/SDT-INFO mount.nfs: /' /tmp/mount.log
         fi
     else
         fail "nfs boot: not serving"

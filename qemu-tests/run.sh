@@ -8,9 +8,10 @@
 # `xl shutdown`; commit loop + `xl destroy`; reboot that must find the
 # last commit and the known files; NFS over TCP from dom0 across the
 # xenbr0 bridge with libnfs's nfs-cp/nfs-cat/nfs-ls (a file copied in,
-# read back, listed; shutdown; the file then checked on the image from the
-# host); a deliberate panic; a page fault. Exits non-zero if
-# any step is missing; the serial log is kept and its path printed.
+# read back, listed) and the Linux kernel client (mount.nfs, read, write,
+# umount), the files then checked on the image from the host); a
+# deliberate panic; a page fault. Exits non-zero if any step is missing;
+# the serial log is kept and its path printed.
 #
 # Needs root-free QEMU only, but the packages of `scripts/bootstrap.sh
 # test`. Environment: QEMU_TESTS_WORK (work directory), QEMU_TIMEOUT
@@ -34,7 +35,7 @@ check() {  # check DESCRIPTION COMMAND...
     if "${@:2}"; then echo "ok    $1"; else echo "FAIL  $1"; failures=$((failures + 1)); fi
 }
 
-for tool in qemu-system-x86_64 busybox cpio xz modprobe depmod nfs-cp nfs-cat nfs-ls; do
+for tool in qemu-system-x86_64 busybox cpio xz modprobe depmod nfs-cp nfs-cat nfs-ls mount.nfs; do
     command -v "$tool" >/dev/null || { say "missing $tool: run scripts/bootstrap.sh test"; exit 2; }
 done
 [ -e /boot/xen-$XEN_VERSION-amd64.gz ] || { say "missing Xen $XEN_VERSION: run scripts/bootstrap.sh test"; exit 2; }
@@ -72,17 +73,19 @@ cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$R/lib/x86_64-linux-gnu/"
 for program in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
     initramfs_copy_program "$R" "$XEN_BIN/$program"
 done
-# The NFS client of the network step (libnfs, user space: no kernel NFS).
-for program in nfs-cp nfs-cat nfs-ls; do
+# The NFS clients of the network step: libnfs's tools (user space) and
+# the kernel's client through mount.nfs (libtirpc reads /etc/netconfig).
+for program in nfs-cp nfs-cat nfs-ls mount.nfs; do
     initramfs_copy_program "$R" "$(command -v $program)"
 done
+cp /etc/netconfig /etc/services /etc/protocols "$R/etc/"
 # The hotplug scripts (bash) talk to xenstore through these.
 for program in xenstore-read xenstore-write xenstore-exists xenstore-rm xenstore-list xenstore-ls; do
     initramfs_copy_program "$R" /usr/bin/$program
 done
 cp -a /etc/xen/scripts "$R/etc/xen/"
 [ -e /etc/xen/xl.conf ] && cp /etc/xen/xl.conf "$R/etc/xen/"
-initramfs_copy_modules "$R" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge ata_piix sd_mod
+initramfs_copy_modules "$R" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge nfsv3 ata_piix sd_mod
 echo "root:x:0:0:root:/root:/bin/sh" > "$R/etc/passwd"
 cp "$WORK/storage-domain-xen" "$R/usr/lib/storage-domain/storage-domain-xen"
 cp "$ROOT/xen-cfg/storage-domain.cfg" "$R/etc/xen/storage-domain.cfg"
@@ -119,6 +122,7 @@ for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed 
             "verify shutdown: domain gone" "verify shutdown: flushed" \
             "bridge xenbr0" "nfs boot: serving" "nfs: ping" "nfs: nfs-cp in" "nfs: nfs-cat back" \
             "nfs: nfs-ls lists the file" "nfs: read-only export read" "nfs: write to read-only export refused" \
+            "nfs: kernel mount" "nfs: kernel read" "nfs: kernel write" "nfs: kernel umount" \
             "nfs shutdown: domain gone" "nfs shutdown: flushed" "panic: domain crashed" \
             "panic: message on console" "fault: domain crashed" "fault: report on console" "dom0 done"; do
     check "dom0: $step" grep -q "^SDT-OK $step" "$SERIAL"
@@ -143,6 +147,8 @@ check "lines.txt content" cmp -s "$WORK/lines.txt" "$WORK/lines.expected"
 check "get /nfs/payload.txt (written over NFS)" get /nfs/payload.txt payload.txt
 seq -f 'payload line %07g' 0 49999 > "$WORK/payload.expected"
 check "payload.txt content (1050000 bytes)" cmp -s "$WORK/payload.txt" "$WORK/payload.expected"
+check "get /nfs/kernel.txt (written by the kernel client)" get /nfs/kernel.txt kernel.txt
+check "kernel.txt content" cmp -s "$WORK/kernel.txt" "$WORK/payload.expected"
 check "nothing written in the read-only export" bash -c "! '$HOSTED' ls '$IMAGE' /known | grep -q refused"
 check "self-check probe removed" bash -c "! '$HOSTED' ls '$IMAGE' / | grep -q storage-domain-self-check"
 last=$(sed -n 's/^SDT-CHURN-LAST //p' "$SERIAL" | tail -1)
@@ -159,6 +165,7 @@ echo "kernel image: $(stat -c %s "$WORK/storage-domain-xen") bytes (stripped)"
 grep -o 'create-to-self-check [0-9.]* s' "$SERIAL" | sed 's/^/xl create to self-check: /' || true
 sed -n 's/^SDT-OK nfs: nfs-cp in \([0-9]* bytes in [0-9.]* s\).*/nfs-cp into the domain: \1/p' "$SERIAL" || true
 sed -n 's/^SDT-OK nfs: nfs-cat back \([0-9]* bytes in [0-9.]* s\).*/nfs-cat from the domain: \1/p' "$SERIAL" || true
+sed -n 's/^SDT-OK nfs: kernel \(read\|write\) \([0-9]* bytes in [0-9.]* s\).*/kernel NFS client \1: \2/p' "$SERIAL" || true
 grep -m1 -o '^\[sd-nfs\] shutdown.*heap [0-9]* KiB used' "$SERIAL" | sed 's/.*heap/sd-nfs heap at shutdown:/' || true
 grep -m1 -o 'heap [0-9]* KiB used of [0-9]* KiB' "$SERIAL" | sed 's/^/sd-seed /' || true
 grep -m1 -E '^sd-seed +[0-9]+ +[0-9]+' "$SERIAL" | awk '{print "xl list memory: " $3 " MiB"}' || true

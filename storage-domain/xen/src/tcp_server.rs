@@ -12,6 +12,14 @@
 //! buffer drains. While a reply is pending, the connection reads no
 //! further records (back-pressure on the client through TCP's window).
 //!
+//! Memory: records being reassembled are bounded together by
+//! [`RECORD_BUDGET`]. The connection with the most bytes of an unfinished
+//! record always reads (so some record always completes); the others read
+//! only while the total stays within the budget, and otherwise wait in
+//! TCP's window. Without this, four clients writing 1 MiB records at once
+//! could take most of the kernel's 16 MiB heap (a growing `Vec` briefly
+//! holds its old and new buffers).
+//!
 //! Nothing here blocks or touches Xen: the device is any smoltcp
 //! `phy::Device` (netfront in the kernel, an in-memory wire in the tests),
 //! and the caller decides when to poll and how long to sleep
@@ -38,6 +46,10 @@ pub const CONNECTIONS: usize = 4;
 pub const RECEIVE_BUFFER: usize = 64 * 1024;
 /// Bytes of each socket's send buffer.
 pub const SEND_BUFFER: usize = 64 * 1024;
+/// Bytes of unfinished records held by all connections together, beyond
+/// which only the connection furthest along reads (so at most twice this
+/// is ever buffered).
+pub const RECORD_BUDGET: usize = MAX_RECORD_SIZE;
 /// Rounds of poll-and-serve per [`TcpServer::poll`] call before the
 /// caller gets control back (to look at xenstore).
 const ROUNDS: usize = 64;
@@ -53,12 +65,16 @@ pub struct TcpStatistics {
     pub replies: u64,
     /// Connections aborted for an oversized record.
     pub oversized: u64,
+    /// Most bytes of unfinished records held at once.
+    pub most_buffered: usize,
 }
 
 #[derive(Debug)]
 struct Connection {
     handle: SocketHandle,
     reassembler: RecordReassembler,
+    /// Bytes consumed into the unfinished record (marks included).
+    buffered: usize,
     /// The reply being sent (with its record mark) and how much of it went.
     output: Vec<u8>,
     sent: usize,
@@ -68,6 +84,7 @@ struct Connection {
 impl Connection {
     fn reset(&mut self) {
         self.reassembler = RecordReassembler::new(MAX_RECORD_SIZE);
+        self.buffered = 0;
         self.output = Vec::new();
         self.sent = 0;
         self.peer = None;
@@ -133,6 +150,7 @@ impl TcpServer {
             connections.push(Connection {
                 handle: sockets.add(socket),
                 reassembler: RecordReassembler::new(MAX_RECORD_SIZE),
+                buffered: 0,
                 output: Vec::new(),
                 sent: 0,
                 peer: None,
@@ -181,6 +199,19 @@ impl TcpServer {
     /// Serve one connection: re-listen when closed, send pending reply
     /// bytes, and handle at most the records that can be answered now.
     fn serve<F: FileSystem>(&mut self, index: usize, server: &mut Server<F>) -> bool {
+        let buffered_total: usize = self
+            .connections
+            .iter()
+            .map(|connection| connection.buffered)
+            .sum();
+        // The first connection with the most buffered bytes may always read.
+        let leader = self
+            .connections
+            .iter()
+            .enumerate()
+            .max_by_key(|&(position, connection)| (connection.buffered, usize::MAX - position))
+            .map_or(index, |(position, _)| position);
+        let others = buffered_total - self.connections[index].buffered;
         let connection = &mut self.connections[index];
         let socket = self.sockets.get_mut::<tcp::Socket>(connection.handle);
         if !socket.is_open() {
@@ -221,11 +252,34 @@ impl TcpServer {
             if !socket.can_recv() {
                 break;
             }
+            let allowed = if index == leader {
+                usize::MAX
+            } else {
+                RECORD_BUDGET.saturating_sub(others + connection.buffered)
+            };
+            if allowed == 0 {
+                break;
+            }
             let reassembler = &mut connection.reassembler;
-            let pushed = socket.recv(|bytes| match reassembler.push(bytes) {
-                Ok(Pushed { consumed, record }) => (consumed, Ok(record)),
-                Err(error) => (bytes.len(), Err(error)),
+            let buffered = &mut connection.buffered;
+            let pushed = socket.recv(|bytes| {
+                let bytes = &bytes[..bytes.len().min(allowed)];
+                match reassembler.push(bytes) {
+                    Ok(Pushed { consumed, record }) => {
+                        *buffered = if record.is_some() {
+                            0
+                        } else {
+                            *buffered + consumed
+                        };
+                        (consumed, Ok(record))
+                    }
+                    Err(error) => (bytes.len(), Err(error)),
+                }
             });
+            self.statistics.most_buffered = self
+                .statistics
+                .most_buffered
+                .max(others + connection.buffered);
             let record = match pushed {
                 Ok(Ok(Some(record))) => record,
                 Ok(Ok(None)) => {
@@ -518,6 +572,49 @@ mod tests {
         assert_eq!(bench.tcp.statistics.connections, 2);
         assert_eq!(bench.tcp.statistics.records, 3);
         assert_eq!(bench.tcp.statistics.replies, 3);
+    }
+
+    #[test]
+    fn concurrent_large_records_stay_within_the_budget() {
+        let mut bench = Bench::new(3);
+        bench.run(20);
+        let record_bytes = 1_000_000;
+        let streams: Vec<Vec<u8>> = (0..3)
+            .map(|xid| {
+                let mut record = null_call(xid);
+                record.resize(record_bytes, 0);
+                marked(&record)
+            })
+            .collect();
+        let mut offsets = [0usize; 3];
+        let mut received = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..3000 {
+            for index in 0..3 {
+                if offsets[index] < streams[index].len() {
+                    offsets[index] += bench
+                        .client
+                        .socket(index)
+                        .send_slice(&streams[index][offsets[index]..])
+                        .unwrap();
+                }
+            }
+            bench.run(1);
+            for (index, bytes) in received.iter_mut().enumerate() {
+                bytes.extend(bench.received(index));
+            }
+        }
+        for (index, bytes) in received.iter().enumerate() {
+            let got = replies(bytes);
+            assert_eq!(got.len(), 1, "connection {index}");
+            assert_eq!(got[0].0, index as u32);
+        }
+        // Unbounded, the three records would have been buffered together.
+        let most = bench.tcp.statistics.most_buffered;
+        assert!(most > record_bytes, "{most}");
+        assert!(
+            most <= 2 * RECORD_BUDGET && most < 3 * record_bytes,
+            "{most}"
+        );
     }
 
     #[test]

@@ -223,11 +223,12 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     if let Some((netfront, tcp)) = network {
         let statistics = netfront.statistics;
         println!(
-            "network: {} connections, {} records, {} replies, {} oversized; frames {} in, {} out, {} dropped{}",
+            "network: {} connections, {} records, {} replies, {} oversized, at most {} KiB of records buffered; frames {} in, {} out, {} dropped{}",
             tcp.statistics.connections,
             tcp.statistics.records,
             tcp.statistics.replies,
             tcp.statistics.oversized,
+            tcp.statistics.most_buffered >> 10,
             statistics.received,
             statistics.sent,
             statistics.dropped,
