@@ -19,6 +19,7 @@ extern crate alloc;
 mod blkif_batch;
 mod command_line;
 mod fs_tasks;
+mod netif_rx;
 mod tcp_server;
 mod xenstore_wire;
 

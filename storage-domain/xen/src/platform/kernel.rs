@@ -223,7 +223,7 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     if let Some((netfront, tcp)) = network {
         let statistics = netfront.statistics;
         println!(
-            "network: {} connections, {} records, {} replies, {} oversized, at most {} KiB of records buffered; frames {} in, {} out, {} dropped{}",
+            "network: {} connections, {} records, {} replies, {} oversized, at most {} KiB of records buffered; frames {} in, {} out, {} dropped, {} malformed{}",
             tcp.statistics.connections,
             tcp.statistics.records,
             tcp.statistics.replies,
@@ -232,6 +232,7 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
             statistics.received,
             statistics.sent,
             statistics.dropped,
+            statistics.dropped_malformed,
             match netfront.broken() {
                 Some(why) => format!("; interface stopped: {why}"),
                 None => String::new(),

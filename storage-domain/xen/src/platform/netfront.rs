@@ -7,9 +7,10 @@
 //! posted in advance, [`TX_BUFFERS`] transmit pages granted read-only.
 //!
 //! The backend is untrusted: ring indices are checked against what was
-//! posted, ids against what is outstanding, offsets and lengths against
-//! the page; anything else marks the device broken (it then neither
-//! sends nor receives) instead of panicking.
+//! posted, TX ids against what is outstanding; each RX response is judged
+//! by `crate::netif_rx` (ids, offsets and lengths against the page). A
+//! protocol violation marks the device broken (it then neither sends nor
+//! receives) instead of panicking.
 
 use super::events;
 use super::grants::{self, GrantError};
@@ -17,6 +18,7 @@ use super::hypercall::{self, HypercallError};
 use super::memory::Page;
 use super::xenbus::{self, XenbusError};
 use super::xenstore::{Transaction, Xenstore};
+use crate::netif_rx::{RxAssembler, RxStep};
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
@@ -26,12 +28,12 @@ use core::sync::atomic::{fence, AtomicU32, Ordering};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use xen_abi::netif::{
-    NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, NETRXF_EXTRA_INFO,
-    NETRXF_MORE_DATA, RSP_OKAY, RX_ENTRY_SIZE, RX_RING_SIZE, TX_ENTRY_SIZE, TX_RING_SIZE,
+    NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, RSP_OKAY, RX_ENTRY_SIZE,
+    RX_RING_SIZE, TX_ENTRY_SIZE, TX_RING_SIZE,
 };
 use xen_abi::ring::{needs_notify, offset, SRING_HEADER_SIZE};
 use xen_abi::xenbus::XenbusState;
-use xen_abi::{DomainId, EventChannelPort, GrantRef, PAGE_SIZE};
+use xen_abi::{DomainId, EventChannelPort, GrantRef};
 
 /// Receive pages posted to the backend (fewer than the ring's 256 slots).
 pub const RX_BUFFERS: usize = 128;
@@ -41,8 +43,6 @@ pub const TX_BUFFERS: usize = 64;
 pub const FRAME_BYTES: usize = 1514;
 /// Received frames queued for the stack before new ones are dropped.
 const RECEIVE_QUEUE: usize = 256;
-/// Largest multi-slot frame accepted (the backend should send none).
-const MAX_FRAME_BYTES: usize = 65535;
 
 /// Why connecting failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,8 +98,12 @@ pub struct NetStatistics {
     pub received: u64,
     /// Frames sent.
     pub sent: u64,
-    /// Frames dropped (backend errors, queue full, malformed).
+    /// Frames dropped: received with the queue full, or not sent for
+    /// lack of a TX buffer or refused by the backend.
     pub dropped: u64,
+    /// Received frames dropped as malformed (error status, bad offset or
+    /// length, too long, runt).
+    pub dropped_malformed: u64,
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff`.
@@ -139,12 +143,7 @@ pub struct Netfront {
     /// Which receive buffer the request at each ring slot carries.
     rx_slot_buffer: Vec<u16>,
     received: VecDeque<Vec<u8>>,
-    /// A frame spread over several responses (`NETRXF_more_data`).
-    partial: Vec<u8>,
-    /// The frame being collected is dropped when complete.
-    partial_bad: bool,
-    /// Extra-info slots still to skip after the current response.
-    skip_extra: bool,
+    assembler: RxAssembler,
     scratch: Vec<u8>,
     broken: Option<&'static str>,
     /// Counters.
@@ -218,9 +217,7 @@ impl Netfront {
             rx_buffers,
             rx_slot_buffer: vec![0; RX_RING_SIZE],
             received: VecDeque::new(),
-            partial: Vec::new(),
-            partial_bad: false,
-            skip_extra: false,
+            assembler: RxAssembler::new(),
             scratch: vec![0; FRAME_BYTES],
             broken: None,
             statistics: NetStatistics::default(),
@@ -385,57 +382,27 @@ impl Netfront {
             let buffer = self.rx_slot_buffer[index as usize % RX_RING_SIZE];
             let slot = self.rx_slot(index).cast::<NetifRxResponse>();
             // SAFETY: a slot the backend published (below rsp_prod), 4-byte
-            // aligned; copied once, then validated.
+            // aligned; copied once, then judged by the RxAssembler.
             let response = unsafe { slot.read_volatile() };
             self.rx_consumer = index.wrapping_add(1);
-            if self.skip_extra {
-                // An extra-info slot (its first two bytes: type, flags),
-                // which used up the request posted at this slot.
-                let flags = (response.id >> 8) as u8;
-                self.skip_extra = flags & xen_abi::netif::EXTRA_FLAG_MORE != 0;
-                self.post_rx(buffer);
-                continue;
-            }
-            if response.id != buffer {
-                return self.fail("rx response id does not match the request");
-            }
-            self.skip_extra = response.flags & NETRXF_EXTRA_INFO != 0;
-            let more = response.flags & NETRXF_MORE_DATA != 0;
-            let start = usize::from(response.offset);
-            let length = match usize::try_from(response.status) {
-                Ok(length) if response.status > RSP_OKAY && start + length <= PAGE_SIZE => {
-                    Some(length)
-                }
-                _ => None,
-            };
-            match length {
-                Some(length)
-                    if !self.partial_bad && self.partial.len() + length <= MAX_FRAME_BYTES =>
-                {
-                    let old = self.partial.len();
-                    self.partial.resize(old + length, 0);
-                    self.rx_buffers[usize::from(buffer)]
-                        .0
-                        .read(start, &mut self.partial[old..]);
-                }
-                // An error status, a length outside the page, or a frame
-                // too long: the whole frame is dropped.
-                _ => self.partial_bad = true,
-            }
+            let page = &self.rx_buffers[usize::from(buffer)].0;
+            let step = self
+                .assembler
+                .take(buffer, response, |start, out| page.read(start, out));
+            // The slot's request is used up whatever it held: post the
+            // buffer again (the backend is done writing it).
             self.post_rx(buffer);
-            if !more {
-                let frame = core::mem::take(&mut self.partial);
-                if self.partial_bad || frame.len() < 14 {
-                    self.statistics.dropped += 1;
-                } else if self.received.len() < RECEIVE_QUEUE {
+            match step {
+                RxStep::Nothing => {}
+                RxStep::Frame(frame) if self.received.len() < RECEIVE_QUEUE => {
                     self.received.push_back(frame);
                     self.statistics.received += 1;
-                } else {
-                    self.statistics.dropped += 1;
                 }
-                self.partial_bad = false;
+                RxStep::Frame(_) => self.statistics.dropped += 1,
+                RxStep::Broken(why) => return self.fail(why),
             }
         }
+        self.statistics.dropped_malformed = self.assembler.dropped;
     }
 
     fn collect_tx(&mut self) {
