@@ -157,7 +157,7 @@ fn admit(
     .into_owned();
     let admitted = lock(server)
         .exports()
-        .any(|(config, _)| config.name == name && config.admits(&ClientAddress::Local));
+        .any(|(config, _)| config.name == name && config.admits(&ClientAddress::Local(0)));
     let table = tables.by_name.get(&name);
     if !admitted || table.is_none() {
         log::warn!("vrpc: a guest asked for export {name:?}, which it may not use");
@@ -182,6 +182,10 @@ fn serve(
     server: &Mutex<HostedServer>,
     stopping: &AtomicBool,
 ) -> Result<(), ConnectionError> {
+    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    // Its own identity for the duplicate request cache (xids are numbered
+    // per connection).
+    let client = ClientAddress::Local(CONNECTIONS.fetch_add(1, Ordering::Relaxed));
     let mut waiting = Vec::new();
     loop {
         if stopping.load(Ordering::SeqCst) {
@@ -195,7 +199,7 @@ fn serve(
         };
         let mut next = Some(first);
         while let Some(request) = next {
-            let reply = lock(server).handle(request.record(), ClientAddress::Local);
+            let reply = lock(server).handle(request.record(), client);
             match reply {
                 None => connection.respond_no_reply(request)?,
                 Some(reply) if reply.needs_commit() => waiting.push((request, reply)),

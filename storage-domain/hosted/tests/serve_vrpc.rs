@@ -68,6 +68,10 @@ impl Server {
 
     /// SIGTERM, a clean exit, then fsck.
     fn stop_and_check(mut self) {
+        self.stop_and_check_inner();
+    }
+
+    fn stop_and_check_inner(&mut self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
@@ -97,6 +101,16 @@ impl Server {
             "fsck: {}",
             String::from_utf8_lossy(&fsck.stdout)
         );
+    }
+}
+
+impl Drop for Server {
+    /// A test that failed midway must not leave its server running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -237,5 +251,95 @@ fn exports_a_guest_may_not_use_are_refused() {
     let root = mount(&client, "/");
     assert!(!root.0.is_empty());
     drop(client);
+    server.stop_and_check();
+}
+
+/// Two guest connections number their xids independently: identical call
+/// bytes from the second are a new call, never a replay of the first's.
+#[test]
+fn connections_have_their_own_duplicate_request_cache_entries() {
+    use nfs3::procedures::inspect::SetAttributesArguments;
+    let server = Server::start(&["/,no_root_squash"]);
+    let first = connect(&server.socket, "/");
+    let root = mount(&first, "/");
+    let file = match call(
+        &first,
+        Arguments::Create(CreateArguments {
+            location: DirectoryOperationArguments {
+                directory: root.clone(),
+                name: b"shared".to_vec(),
+            },
+            how: CreateHow::Unchecked(Default::default()),
+        }),
+        &[],
+        0,
+    ) {
+        Results::Create(result) => result.into_result().unwrap().object.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let write = |client: &vrpc_hosted::Client, data: &[u8]| {
+        let results = call(
+            client,
+            Arguments::Write(WriteArguments {
+                file: file.clone(),
+                offset: 0,
+                count: data.len() as u32,
+                stable: StableHow::FileSync,
+                data: data.to_vec(),
+            }),
+            &[],
+            0,
+        );
+        assert!(matches!(results, Results::Write(ref result) if result.status().is_ok()));
+    };
+    let truncate = |client: &vrpc_hosted::Client| match call(
+        client,
+        Arguments::SetAttributes(SetAttributesArguments {
+            object: file.clone(),
+            new_attributes: nfs3::SettableAttributes {
+                size: Some(0),
+                ..Default::default()
+            },
+            guard: None,
+        }),
+        &[],
+        0,
+    ) {
+        Results::SetAttributes(result) => {
+            result.into_result().unwrap().object_wcc.after.unwrap().size
+        }
+        other => panic!("{other:?}"),
+    };
+    // Calls 1-4 on the first connection: MNT, CREATE, WRITE, SETATTR.
+    write(&first, b"first data");
+    assert_eq!(truncate(&first), 0);
+    // Calls 1-4 on the second: MNT, GETATTR, WRITE (other bytes), then the
+    // very same SETATTR bytes with the same xid as the first's call 4.
+    let second = connect(&server.socket, "/");
+    let _ = mount(&second, "/");
+    let _ = call(
+        &second,
+        Arguments::GetAttributes(GetAttributesArguments {
+            object: file.clone(),
+        }),
+        &[],
+        0,
+    );
+    write(&second, b"other data");
+    truncate(&second);
+    // A replayed reply would say size 0 too: ask the file itself.
+    let size = match call(
+        &second,
+        Arguments::GetAttributes(GetAttributesArguments {
+            object: file.clone(),
+        }),
+        &[],
+        0,
+    ) {
+        Results::GetAttributes(result) => result.into_result().unwrap().attributes.size,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(size, 0, "the second truncate ran, it was not replayed");
+    drop((first, second));
     server.stop_and_check();
 }

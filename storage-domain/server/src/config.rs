@@ -27,8 +27,11 @@ use core::net::IpAddr;
 pub enum ClientAddress {
     /// A TCP peer.
     Ip(IpAddr),
-    /// A peer on the hosted unix socket (VRPC between local processes).
-    Local,
+    /// A peer on the hosted unix socket (VRPC between local processes),
+    /// numbered per connection: each guest-driver connection numbers its
+    /// calls' xids on its own, so the duplicate request cache must tell
+    /// connections apart.
+    Local(u64),
     /// A Xen guest domain attached over VRPC.
     Domain(u32),
 }
@@ -37,7 +40,7 @@ impl fmt::Display for ClientAddress {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientAddress::Ip(address) => write!(formatter, "{address}"),
-            ClientAddress::Local => formatter.write_str("local"),
+            ClientAddress::Local(connection) => write!(formatter, "local:{connection}"),
             ClientAddress::Domain(domain) => write!(formatter, "domain:{domain}"),
         }
     }
@@ -67,7 +70,7 @@ impl ClientFilter {
     pub fn admits(&self, client: &ClientAddress) -> bool {
         match (self, client) {
             (ClientFilter::Any, _) => true,
-            (ClientFilter::Local, ClientAddress::Local) => true,
+            (ClientFilter::Local, ClientAddress::Local(_)) => true,
             (ClientFilter::Domain(wanted), ClientAddress::Domain(domain)) => wanted == domain,
             (ClientFilter::Network { address, prefix }, ClientAddress::Ip(client)) => {
                 in_network(*address, *prefix, *client)

@@ -31,7 +31,7 @@ pub struct CallKey {
 enum ClientKey {
     V4(u32),
     V6(u128),
-    Local,
+    Local(u64),
     Domain(u32),
 }
 
@@ -43,7 +43,7 @@ impl CallKey {
             ClientAddress::Ip(core::net::IpAddr::V6(address)) => {
                 ClientKey::V6(u128::from(*address))
             }
-            ClientAddress::Local => ClientKey::Local,
+            ClientAddress::Local(connection) => ClientKey::Local(*connection),
             ClientAddress::Domain(domain) => ClientKey::Domain(*domain),
         };
         let xid = xdr::rpc::peek_xid(record).unwrap_or(0);
@@ -121,6 +121,11 @@ mod tests {
         other_xid[3] = 8;
         assert_eq!(CallKey::new(&one, &call), CallKey::new(&one, &call));
         assert_ne!(CallKey::new(&one, &call), CallKey::new(&two, &call));
+        // Two hosted connections number their xids independently.
+        assert_ne!(
+            CallKey::new(&ClientAddress::Local(1), &call),
+            CallKey::new(&ClientAddress::Local(2), &call)
+        );
         assert_ne!(CallKey::new(&one, &call), CallKey::new(&one, &other_body));
         assert_ne!(CallKey::new(&one, &call), CallKey::new(&one, &other_xid));
     }
@@ -128,7 +133,7 @@ mod tests {
     #[test]
     fn bounded_oldest_first() {
         let mut cache = DuplicateCache::default();
-        let client = ClientAddress::Local;
+        let client = ClientAddress::Local(1);
         let key = |index: u32| CallKey::new(&client, &index.to_be_bytes());
         for index in 0..(CAPACITY as u32 + 10) {
             cache.insert(

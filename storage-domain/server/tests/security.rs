@@ -209,7 +209,7 @@ fn clients_outside_the_allowed_list_are_refused() {
     assert_eq!(client.mount("/"), Err(nfs3::mount::MountError::Access));
     client.client = ClientAddress::Ip("::ffff:10.9.9.9".parse().unwrap());
     assert!(client.getattr(&lan).is_ok(), "IPv4-mapped IPv6 matches");
-    client.client = ClientAddress::Local;
+    client.client = ClientAddress::Local(1);
     assert_eq!(client.getattr(&lan), Err(NfsError::Access));
 }
 
