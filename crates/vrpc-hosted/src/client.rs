@@ -235,11 +235,26 @@ impl Client {
             .and_then(|region| metatab::Reader::attach(region).ok())
     }
 
-    /// Whether the connection is still usable, as far as the last call saw
-    /// (a server that died while no call was waiting is noticed by the next
-    /// call).
+    /// Whether the connection is still usable: no call saw it fail, and
+    /// the server has not hung up its end of the socket (checked without
+    /// waiting; the server sends nothing on the socket after the welcome,
+    /// so any readiness means it is gone).
     pub fn is_connected(&self) -> bool {
-        !self.shared.lock().disconnected
+        let mut state = self.shared.lock();
+        if state.disconnected {
+            return false;
+        }
+        let mut descriptors = [nix::poll::PollFd::new(
+            self.shared.stream.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut descriptors, nix::poll::PollTimeout::ZERO) {
+            Ok(0) | Err(_) => true,
+            Ok(_) => {
+                state.disconnected = true;
+                false
+            }
+        }
     }
 
     /// Makes one call and waits for its reply.

@@ -710,3 +710,26 @@ fn killed_server_process_fails_pending_calls() {
         Err(CallError::Disconnected)
     );
 }
+
+/// A server that dies while no call is waiting is noticed without a call.
+#[test]
+fn killed_server_is_noticed_without_a_call() {
+    let path = socket_path("killed-idle-server");
+    let mut child = spawn_child("server", &path);
+    let mut attempts = 0;
+    let client = loop {
+        match connect(&path, "/export") {
+            Ok(client) => break client,
+            Err(_) if attempts < 300 => {
+                attempts += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("child server never listened: {error}"),
+        }
+    };
+    assert!(client.is_connected());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kernel closes the dead process's socket at once.
+    assert!(!client.is_connected());
+}

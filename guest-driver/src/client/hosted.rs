@@ -36,29 +36,20 @@ impl HostedTransport {
         Arc::clone(&self.client)
     }
 
-    /// Sends an NFS NULL every `interval` until the connection is found
-    /// dead. The connection notices a dead server only when a call is made;
-    /// without calls, `stat`s answered from the (still mapped, now frozen)
-    /// metadata table would go on succeeding. With the probe they fail with
-    /// EIO within one interval.
+    /// Checks every `interval` whether the server hung up (no RPC: the
+    /// connection's socket tells). Without calls, `stat`s answered from
+    /// the (still mapped, now frozen) metadata table would go on
+    /// succeeding after the server died; once the check sees it gone, the
+    /// table is no longer used and calls fail with EIO.
     pub fn spawn_liveness_probe(&self, interval: std::time::Duration) {
         let transport = self.clone();
         let spawned = std::thread::Builder::new()
             .name("vrpc-liveness".into())
             .spawn(move || {
-                let xids = super::XidSource::new();
                 while transport.client.is_connected() {
                     std::thread::sleep(interval);
-                    let probe = super::call_program::<nfs3::Nfs3>(
-                        &transport,
-                        xids.next(),
-                        xdr::OpaqueAuth::none(),
-                        &nfs3::Arguments::Null(()),
-                    );
-                    if let Err(error) = probe {
-                        log::warn!("the storage domain stopped answering: {error}");
-                    }
                 }
+                log::warn!("the storage domain closed the connection");
             });
         if let Err(error) = spawned {
             log::warn!("no liveness probe ({error}): a dead server is noticed by the next call");
