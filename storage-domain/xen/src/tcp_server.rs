@@ -50,6 +50,11 @@ pub const SEND_BUFFER: usize = 64 * 1024;
 /// which only the connection furthest along reads (so at most twice this
 /// is ever buffered).
 pub const RECORD_BUDGET: usize = MAX_RECORD_SIZE;
+/// Idle connections are probed this often (TCP keep-alive)...
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// ...and aborted when the peer leaves data or probes unanswered this
+/// long, so a vanished client does not hold one of the sockets forever.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Rounds of poll-and-serve per [`TcpServer::poll`] call before the
 /// caller gets control back (to look at xenstore).
 const ROUNDS: usize = 64;
@@ -144,6 +149,9 @@ impl TcpServer {
                 tcp::SocketBuffer::new(vec![0; SEND_BUFFER]),
             );
             socket.set_nagle_enabled(false);
+            // Kept across resets and re-listens.
+            socket.set_keep_alive(Some(KEEP_ALIVE));
+            socket.set_timeout(Some(PEER_TIMEOUT));
             // The port is non-zero (the command line refuses 0), so
             // listening on a fresh socket cannot fail.
             let _ = socket.listen(port);
@@ -615,6 +623,24 @@ mod tests {
             most <= 2 * RECORD_BUDGET && most < 3 * record_bytes,
             "{most}"
         );
+    }
+
+    #[test]
+    fn vanished_client_is_timed_out_and_its_socket_listens_again() {
+        let mut bench = Bench::new(1);
+        bench.run(20);
+        assert!(bench.tcp.connections[0].peer.is_some());
+        // The client stops answering; only the server runs, 500 ms a step.
+        for _ in 0..((PEER_TIMEOUT + KEEP_ALIVE * 2).total_millis() / 500) {
+            bench.clock += 500;
+            let now = Instant::from_millis(bench.clock);
+            bench.tcp.poll(|| now, &mut bench.device, &mut bench.server);
+            bench.client.device.incoming.borrow_mut().clear();
+        }
+        assert!(bench.tcp.connections[0].peer.is_none());
+        let handle = bench.tcp.connections[0].handle;
+        let socket = bench.tcp.sockets.get::<tcp::Socket>(handle);
+        assert_eq!(socket.state(), tcp::State::Listen);
     }
 
     #[test]
