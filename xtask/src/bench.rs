@@ -9,7 +9,7 @@
 //! per round and group so that drift on a busy machine hits all of them
 //! alike; the results are medians over rounds, shown as ratios to (a).
 //! A system whose pieces are missing (not built yet, not installed) is a
-//! row that says "skipped: <reason>". Everything set up is torn down on
+//! row that says "skipped: REASON". Everything set up is torn down on
 //! success, error and Ctrl-C ([`cleanup`]).
 
 mod apache_source;
