@@ -37,8 +37,11 @@ pub fn write(
     json.push('\n');
     std::fs::write(output.join("results.json"), json)?;
     std::fs::write(output.join("chart.svg"), chart(results, &medians))?;
-    let summary = summary(results, &medians);
-    std::fs::write(output.join("summary.md"), &summary)?;
+    std::fs::write(
+        output.join("summary.md"),
+        summary(results, &medians, "chart.svg"),
+    )?;
+    let summary = summary(results, &medians, "benchmarks/chart.svg");
     println!("{summary}");
     if let Some(doc) = doc {
         let text = std::fs::read_to_string(&doc).unwrap_or_default();
@@ -135,7 +138,9 @@ fn systems(results: &Value) -> Vec<(String, String, String, Option<String>)> {
         .collect()
 }
 
-fn summary(results: &Value, medians: &Medians) -> String {
+/// The generated Markdown: run, machine, table, skips, failures, targets
+/// and the chart (at `chart` relative to the Markdown file).
+fn summary(results: &Value, medians: &Medians, chart: &str) -> String {
     let systems = systems(results);
     let rounds = results["rounds"].as_u64().unwrap_or(0);
     let mut text = String::new();
@@ -227,7 +232,7 @@ fn summary(results: &Value, medians: &Medians) -> String {
     for line in targets(medians) {
         let _ = writeln!(text, "- {line}");
     }
-    text.push_str("\n![cost relative to local ext4](benchmarks/chart.svg)\n\n");
+    let _ = write!(text, "\n![cost relative to local ext4]({chart})\n\n");
     text
 }
 
