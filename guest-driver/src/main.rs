@@ -78,6 +78,12 @@ struct MountArgs {
     /// open) instead of the kernel checking mode bits from the attributes.
     #[arg(long)]
     server_permissions: bool,
+    /// Let close return without waiting for the server to make the file's
+    /// writes durable (they are already visible to every client); only
+    /// fsync waits, as on a local file system. A storage-domain crash can
+    /// then lose writes of closed files that were never fsynced.
+    #[arg(long)]
+    no_close_commit: bool,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -324,5 +330,6 @@ fn settings(
         write_size: clamp(information.write_maximum),
         name_maximum,
         kernel_permissions: !arguments.server_permissions,
+        commit_on_close: !arguments.no_close_commit,
     })
 }

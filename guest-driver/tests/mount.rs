@@ -379,3 +379,30 @@ fn a_tcp_mount_reconnects_after_a_server_restart() {
     mount.stop();
     server.stop_and_check();
 }
+
+/// `--no-close-commit`: close does not COMMIT (the data is on the server
+/// and visible to other mounts at once); fsync does.
+#[test]
+fn without_close_commit_only_fsync_commits() {
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start(scratch.path());
+    let mount = Mount::start(&server, scratch.path(), "quick", &["--no-close-commit"]);
+    let other = Mount::start(&server, scratch.path(), "other", &[]);
+    let path = mount.path.join("closed");
+    std::fs::write(&path, b"visible without a commit").unwrap();
+    assert_eq!(mount.stats().get("rpc.COMMIT").copied().unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read(other.path.join("closed")).unwrap(),
+        b"visible without a commit"
+    );
+    let file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    use std::io::Write;
+    (&file).write_all(b"!").unwrap();
+    file.sync_all().unwrap();
+    assert_eq!(mount.stats().get("rpc.COMMIT").copied().unwrap_or(0), 1);
+    drop(file);
+    mount.stop();
+    other.stop();
+    server.stop_and_check();
+}

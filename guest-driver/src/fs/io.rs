@@ -278,7 +278,11 @@ impl NfsFilesystem {
     }
 
     pub(super) fn do_release(&self, file: u64) -> Result<(), Errno> {
-        let committed = self.do_commit(file);
+        let committed = if self.settings.commit_on_close {
+            self.do_commit(file)
+        } else {
+            Ok(())
+        };
         let Some(open) = lock(&self.files).remove(&file) else {
             return Err(Errno::EBADF);
         };

@@ -64,6 +64,11 @@ pub struct Settings {
     /// `default_permissions`); otherwise `access` and `open` ask the
     /// server with ACCESS.
     pub kernel_permissions: bool,
+    /// `close` waits for a COMMIT of the file's UNSTABLE writes (the NFS
+    /// client convention). Off: close returns once the writes reached the
+    /// server (where every client already sees them); only `fsync` waits
+    /// for durability, as on a local file system.
+    pub commit_on_close: bool,
 }
 
 /// A file opened through FUSE.
@@ -659,6 +664,9 @@ impl Filesystem for NfsFilesystem {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if !self.settings.commit_on_close {
+            return reply.ok();
+        }
         match self.do_commit(file.0) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),

@@ -5,9 +5,9 @@
 //! SYMLINK, MKNOD, LINK, RMDIR, SETATTR or WRITE twice would answer the
 //! retransmission with a spurious error (NOENT, EXIST) or apply it twice, so
 //! their replies are kept and replayed. An entry is keyed by the client, the
-//! xid and a digest of the whole call after the xid, so an unrelated call
-//! that reuses an xid (another process, a rebooted client) is not answered
-//! with someone else's reply. Capacity is fixed; the oldest entry goes first
+//! xid and a digest of the call after the xid (its length and first
+//! kilobyte), so an unrelated call that reuses an xid (another process, a
+//! rebooted client) is not answered with someone else's reply. Capacity is fixed; the oldest entry goes first
 //! (a retransmission arrives within seconds; thousands of newer calls in
 //! between mean the client has long given up).
 
@@ -18,6 +18,9 @@ use crate::config::ClientAddress;
 
 /// Entries kept.
 pub const CAPACITY: usize = 1024;
+
+/// Bytes of a call (after its xid) that enter its digest.
+const DIGESTED_BYTES: usize = 1024;
 
 /// What identifies a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,9 +50,14 @@ impl CallKey {
             ClientAddress::Domain(domain) => ClientKey::Domain(*domain),
         };
         let xid = xdr::rpc::peek_xid(record).unwrap_or(0);
-        // FNV-1a over everything after the xid.
+        // FNV-1a over the record's length and its first bytes after the
+        // xid: the header, credential, handles, names, offsets and counts
+        // all come first; hashing a 1 MiB WRITE's data whole would cost a
+        // millisecond per call and tell nothing the rest does not.
         let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
-        for &byte in record.get(4..).unwrap_or_default() {
+        let body = record.get(4..).unwrap_or_default();
+        let length = (body.len() as u64).to_be_bytes();
+        for &byte in length.iter().chain(body.iter().take(DIGESTED_BYTES)) {
             digest ^= u64::from(byte);
             digest = digest.wrapping_mul(0x0000_0100_0000_01b3);
         }
