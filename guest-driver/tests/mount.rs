@@ -396,7 +396,10 @@ fn without_close_commit_only_fsync_commits() {
         std::fs::read(other.path.join("closed")).unwrap(),
         b"visible without a commit"
     );
-    let file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     use std::io::Write;
     (&file).write_all(b"!").unwrap();
     file.sync_all().unwrap();
