@@ -80,8 +80,10 @@ pub struct Reply {
 #[derive(Debug)]
 struct PendingCommit {
     sequence: u64,
-    /// Sent instead when the commit fails.
-    failure: Vec<u8>,
+    /// What the NFS3ERR_IO reply sent instead of a failed commit's needs
+    /// (encoded only then: commits rarely fail).
+    xid: u32,
+    procedure: nfs3::Procedure,
 }
 
 impl Reply {
@@ -336,7 +338,11 @@ impl<F: FileSystem> Server<F> {
         self.core.statistics.commits += 1;
         match self.filesystem.commit() {
             Ok(()) => reply.bytes,
-            Err(_) => pending.failure,
+            Err(_) => message::encode_reply(
+                pending.xid,
+                &procedures::failure(pending.procedure, nfs3::NfsError::Io),
+                Vec::new(),
+            ),
         }
     }
 
@@ -355,9 +361,9 @@ impl<F: FileSystem> Server<F> {
             *counter += 1;
         }
         let cached = procedures::is_non_idempotent(procedure);
-        let key = duplicate_cache::CallKey::new(&client, record);
-        if cached {
-            if let Some(reply) = self.core.cache.get(&key) {
+        let key = cached.then(|| duplicate_cache::CallKey::new(&client, record));
+        if let Some(key) = &key {
+            if let Some(reply) = self.core.cache.get(key) {
                 return Some(with_fallback(
                     header.xid,
                     procedure,
@@ -369,7 +375,7 @@ impl<F: FileSystem> Server<F> {
         let (results, durable) = self.core.nfs(&mut self.filesystem, &caller, arguments);
         let bytes = message::encode_reply(header.xid, &results, Vec::new());
         let sequence = durable.then(|| self.filesystem.applied_sequence());
-        if cached {
+        if let Some(key) = key {
             self.core.cache.insert(
                 key,
                 duplicate_cache::CachedReply {
@@ -394,11 +400,8 @@ fn with_fallback(
         bytes,
         pending: sequence.map(|sequence| PendingCommit {
             sequence,
-            failure: message::encode_reply(
-                xid,
-                &procedures::failure(procedure, nfs3::NfsError::Io),
-                Vec::new(),
-            ),
+            xid,
+            procedure,
         }),
     }
 }
