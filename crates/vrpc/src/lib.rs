@@ -17,13 +17,19 @@
 //! - [`front`]: the guest end ([`Frontend`]); [`back`]: the server end
 //!   ([`Backend`]), which treats every byte of shared memory as hostile;
 //! - [`splice`]: which bytes of a record travel in pages;
-//! - [`xenstore`]: the Xen handshake's key names and value parsers.
+//! - [`xenstore`]: the Xen handshake's key names and value parsers;
+//! - [`client`] (feature `std`): the blocking, multi-threaded client every
+//!   platform's guest side uses over a [`client::Link`].
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod back;
+#[cfg(feature = "std")]
+pub mod client;
 mod error;
 pub mod front;
 pub mod layout;

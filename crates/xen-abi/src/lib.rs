@@ -11,6 +11,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod blkif;
 pub mod console;
 pub mod elfnote;
@@ -21,6 +23,7 @@ pub mod ring;
 pub mod sched;
 pub mod xen;
 pub mod xenbus;
+pub mod xenstore_wire;
 pub mod xs_wire;
 
 /// A domain's identifier (`domid_t`, `xen.h`).

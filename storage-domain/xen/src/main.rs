@@ -21,7 +21,6 @@ mod command_line;
 mod fs_tasks;
 mod netif_rx;
 mod tcp_server;
-mod xenstore_wire;
 
 #[cfg(target_os = "none")]
 mod platform;

@@ -6,7 +6,7 @@
 //! watch, unwatch, transactions.
 
 use super::{events, hypercall, memory};
-use crate::xenstore_wire::{
+use xen_abi::xenstore_wire::{
     encode_request, nul_terminated, parse_transaction_id, parse_watch_event, split_directory,
     trim_nul, Message, Reassembler, WireError,
 };

@@ -1,14 +1,13 @@
-//! Xenstore messages: framing, reassembly from ring bytes, and payloads.
+//! Xenstore messages (needs `alloc`): framing, reassembly from ring bytes, and payloads.
 //!
 //! Ring bytes are untrusted (the daemon runs in another domain): the
 //! [`Reassembler`] bounds every message by `XENSTORE_PAYLOAD_MAX` and
 //! nothing here panics on any input.
-#![forbid(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use xen_abi::xs_wire::{MessageHeader, MessageType, HEADER_SIZE, PAYLOAD_MAX};
+use crate::xs_wire::{MessageHeader, MessageType, HEADER_SIZE, PAYLOAD_MAX};
 
 /// A whole message taken off the response ring.
 #[derive(Clone, Debug, PartialEq, Eq)]
