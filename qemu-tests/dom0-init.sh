@@ -20,7 +20,7 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 ok() { echo "SDT-OK $* t=$(uptime_s)"; }
 fail() { echo "SDT-FAIL $* t=$(uptime_s)"; }
 
-for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge nfsv3 ata_piix sd_mod; do
+for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge nfsv3 ata_piix sd_mod fuse; do
     modprobe "$module" || fail "modprobe $module"
 done
 mount -t xenfs xenfs /proc/xen || fail "mount xenfs"
@@ -208,6 +208,147 @@ else
     fail "xl create sd-nfs"
 fi
 
+# 3c. VRPC: a Linux domU mounts the storage domain over grant rings
+#     with guest-driver (stat from the shared metadata table), dom0 mounts
+#     it too, the storage domain is destroyed and recreated under the
+#     guest's mount, then the guest is destroyed while mounted. The guest
+#     reports on its console (GDT-OK/GDT-FAIL); dom0 and the guest take
+#     turns through xenstore keys in the guest's data/ directory.
+VRPC_EXPORTS="export=/ export=/vrpc,path=/vrpc,rw,no_root_squash export=/private,path=/private,rw,allow=domain:999 ip=10.0.0.2/24 port=2049"
+guest_step() { xenstore-read "/local/domain/$1/data/guest-step" 2>/dev/null; }
+# wait_guest DOMID VALUE SECONDS
+wait_guest() {
+    i=0
+    while [ $i -lt $(($3 * 5)) ]; do
+        [ "$(guest_step "$1")" = "$2" ] && return 0
+        sleep 0.2
+        i=$((i + 1))
+    done
+    return 1
+}
+vrpc_sd_up() {  # create the storage domain (name sd-vrpc) and wait for VRPC
+    rm -f "$(log_of sd-vrpc)"
+    create sd-vrpc "$VRPC_EXPORTS" "vif=['bridge=xenbr0,mac=00:16:3e:5d:00:02']" \
+        && wait_for sd-vrpc "^vrpc: serving guests" 180
+}
+start=$(uptime_s)
+if vrpc_sd_up; then
+    ok "vrpc boot: serving guests $(elapsed "$start" "$(uptime_s)") s"
+    mkdir -p /mnt/private /mnt/dom0share
+    # An export that does not admit dom0: refused at attach, with the
+    # reason in the guest (here dom0's own guest-driver).
+    if storage-domain-ctl attach 0 --export /private --backend sd-vrpc --device 1 >/tmp/attach-private.log 2>&1; then
+        if timeout 60 guest-driver mount --xen --device 1 /mnt/private >/tmp/refused.log 2>&1; then
+            fail "vrpc: export not admitting domain 0 was mounted"
+        elif grep -q "domain:0" /tmp/refused.log; then
+            ok "vrpc: export refused with the reason: $(tail -1 /tmp/refused.log)"
+        else
+            fail "vrpc: refusal without the reason"; sed 's/^/SDT-INFO refused: /' /tmp/refused.log
+        fi
+        storage-domain-ctl detach 0 --device 1 --backend sd-vrpc >/dev/null 2>&1
+    else
+        fail "vrpc: attach dom0 to /private"; sed 's/^/SDT-INFO attach: /' /tmp/attach-private.log
+    fi
+    # The guest: xl create, then attach it; its /init mounts.
+    t0=$(uptime_s)
+    if xl create /etc/xen/guest.cfg >/tmp/xl-guest1.log 2>&1; then
+        gid=$(xl domid guest1)
+        if storage-domain-ctl attach guest1 --export /vrpc --backend sd-vrpc >/tmp/attach.log 2>&1; then
+            ok "vrpc: attached guest1 (domain $gid) $(elapsed "$t0" "$(uptime_s)") s after xl create"
+        else
+            fail "vrpc: attach guest1"; sed 's/^/SDT-INFO attach: /' /tmp/attach.log
+        fi
+        storage-domain-ctl list --backend sd-vrpc | sed 's/^/SDT-INFO list: /'
+        if wait_for guest1 "GDT-OK mount" 300; then
+            ok "vrpc: guest1 mounted $(elapsed "$t0" "$(uptime_s)") s after xl create"
+        else
+            fail "vrpc: guest1 did not mount"
+        fi
+        # dom0 mounts the same export over VRPC and changes a file the
+        # guest has looked at.
+        storage-domain-ctl attach 0 --export /vrpc --backend sd-vrpc >/tmp/attach0.log 2>&1 \
+            || { fail "vrpc: attach dom0"; sed 's/^/SDT-INFO attach: /' /tmp/attach0.log; }
+        guest-driver mount --xen --export /vrpc /mnt/dom0share >/tmp/guest-driver-dom0.log 2>&1 &
+        dom0_driver=$!
+        for i in $(seq 1 300); do grep -q ' /mnt/dom0share fuse' /proc/mounts && break; sleep 0.2; done
+        grep -q ' /mnt/dom0share fuse' /proc/mounts && ok "vrpc: dom0 mounted" \
+            || { fail "vrpc: dom0 mount"; sed 's/^/SDT-INFO dom0 guest-driver: /' /tmp/guest-driver-dom0.log; }
+        if wait_guest "$gid" ready-for-dom0-change 600; then
+            printf 'changed in domain 0\n' > /mnt/dom0share/shared.txt
+            xenstore-write "/local/domain/$gid/data/dom0-step" changed
+            ok "vrpc: dom0 changed shared.txt"
+        else
+            fail "vrpc: guest never got ready for dom0's change (step '$(guest_step "$gid")')"
+        fi
+        if wait_guest "$gid" ready-for-sd-destroy 900; then
+            kill -TERM $dom0_driver; wait $dom0_driver
+            storage-domain-ctl detach 0 --backend sd-vrpc >/dev/null 2>&1
+            grep -q "domain 0 device 0 detached" "$(log_of sd-vrpc)" && ok "vrpc: dom0 detached" || fail "vrpc: dom0 detach not seen"
+            # 20 attach / mount / kill -9 / detach cycles of a dom0 device:
+            # the storage domain must free everything of it each time.
+            mkdir -p /mnt/cycle
+            cycles=0
+            for cycle in $(seq 1 20); do
+                storage-domain-ctl attach 0 --export /vrpc --backend sd-vrpc --device 2 >/tmp/cycle-attach.log 2>&1 \
+                    || { sed 's/^/SDT-INFO cycle attach: /' /tmp/cycle-attach.log; break; }
+                guest-driver mount --xen --device 2 /mnt/cycle >/tmp/cycle.log 2>&1 &
+                pid=$!
+                for i in $(seq 1 150); do grep -q ' /mnt/cycle fuse' /proc/mounts && break; sleep 0.2; done
+                ls /mnt/cycle >/dev/null 2>&1 || { sed 's/^/SDT-INFO cycle mount: /' /tmp/cycle.log; kill -9 $pid; break; }
+                kill -9 $pid
+                wait $pid 2>/dev/null
+                umount -l /mnt/cycle 2>/dev/null
+                storage-domain-ctl detach 0 --device 2 --backend sd-vrpc >/dev/null 2>&1
+                for i in $(seq 1 150); do
+                    [ "$(grep -c 'domain 0 device 2 detached' "$(log_of sd-vrpc)")" -ge "$cycle" ] && break
+                    sleep 0.2
+                done
+                [ "$(grep -c 'domain 0 device 2 detached' "$(log_of sd-vrpc)")" -ge "$cycle" ] || break
+                cycles=$cycle
+            done
+            heaps=$(grep 'domain 0 device 2 detached' "$(log_of sd-vrpc)" | sed -n 's/.*heap \([0-9]*\) KiB used.*/\1/p')
+            heap_first=$(echo "$heaps" | head -1)
+            heap_last=$(echo "$heaps" | tail -1)
+            if [ "$cycles" = 20 ] && [ -n "$heap_first" ] && [ "$heap_last" -le $((heap_first + 64)) ]; then
+                ok "vrpc: 20 attach/kill/detach cycles, heap $heap_first KiB after the first, $heap_last KiB after the last"
+            else
+                fail "vrpc: attach cycles: $cycles done, heap '$heap_first' -> '$heap_last' KiB"
+            fi
+            cp "$(log_of sd-vrpc)" /tmp/sd-vrpc-first.log
+            xl destroy sd-vrpc
+            gone sd-vrpc 30 || fail "vrpc: sd-vrpc not reaped"
+            xenstore-write "/local/domain/$gid/data/dom0-step" sd-destroyed
+            ok "vrpc: storage domain destroyed under the guest's mount"
+            wait_guest "$gid" saw-sd-gone 60 || fail "vrpc: guest did not see the storage domain go"
+            t0=$(uptime_s)
+            if vrpc_sd_up && storage-domain-ctl attach guest1 --export /vrpc --backend sd-vrpc >/tmp/attach2.log 2>&1; then
+                xenstore-write "/local/domain/$gid/data/dom0-step" sd-recreated
+                ok "vrpc: storage domain recreated and guest1 re-attached $(elapsed "$t0" "$(uptime_s)") s"
+            else
+                fail "vrpc: recreate and re-attach"; sed 's/^/SDT-INFO attach: /' /tmp/attach2.log
+            fi
+        else
+            fail "vrpc: guest never got ready for the storage domain's destruction (step '$(guest_step "$gid")')"
+        fi
+        wait_for guest1 "GDT-OK guest done" 300 || fail "vrpc: guest did not finish"
+        # The guest destroyed while mounted: the storage domain notices and
+        # frees everything of it.
+        xl destroy guest1
+        if wait_for sd-vrpc "domain $gid device 0 detached" 60; then
+            ok "vrpc: guest destroyed while mounted, storage domain detached it"
+        else
+            fail "vrpc: storage domain did not notice the guest's destruction"
+        fi
+    else
+        fail "xl create guest1"; sed 's/^/SDT-INFO xl create guest1: /' /tmp/xl-guest1.log
+    fi
+    timeout 60 xl shutdown -w sd-vrpc >/dev/null 2>&1
+    gone sd-vrpc 30 && ok "vrpc shutdown: domain gone" || { fail "vrpc shutdown"; xl destroy sd-vrpc; }
+    grep -q "disk flush ok" "$(log_of sd-vrpc)" && ok "vrpc shutdown: flushed" || fail "vrpc shutdown: no flush line"
+else
+    fail "vrpc boot: not serving guests"
+fi
+
 # 4. A panic reaches the console and crashes the domain (kept by
 #    on_crash="preserve" so its state shows as crashed).
 if create sd-panic "test=panic"; then
@@ -240,7 +381,8 @@ else
     fail "xl create sd-fault"
 fi
 
-for name in sd-seed sd-churn sd-verify sd-nfs sd-panic sd-fault; do
+[ -e /tmp/sd-vrpc-first.log ] && sed -e 's/^/[sd-vrpc-first] /' -e 's/\r$//' /tmp/sd-vrpc-first.log
+for name in sd-seed sd-churn sd-verify sd-nfs sd-vrpc guest1 sd-panic sd-fault; do
     echo "----- console of $name -----"
     sed -e "s/^/[$name] /" -e 's/\r$//' "$(log_of "$name")" 2>/dev/null | grep -v '^\[sd-churn\] churn: committed' || true
     grep 'churn: committed' "$(log_of "$name")" 2>/dev/null | tail -2 | sed "s/^/[$name] /"

@@ -47,6 +47,11 @@ mkdir -p "$WORK/dom0"
 say "building the PV kernel and the hosted tools"
 (cd "$ROOT/storage-domain/xen" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --target x86_64-unknown-none)
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --quiet -p storage-domain-hosted)
+# guest-driver and the attach command run inside the emulated machine:
+# release builds (a debug build is several times slower under TCG).
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release -p guest-driver -p storage-domain-ctl)
+GUEST_DRIVER=$TARGET/release/guest-driver
+CTL=$TARGET/release/storage-domain-ctl
 KERNEL=$TARGET/x86_64-unknown-none/release/storage-domain-xen
 HOSTED=$TARGET/debug/storage-domain-hosted
 objcopy --strip-debug "$KERNEL" "$WORK/storage-domain-xen"
@@ -62,6 +67,30 @@ zcat /boot/xen-$XEN_VERSION-amd64.gz > "$WORK/xen.elf"
 if ! extract_vmlinux /boot/vmlinuz-"$RELEASE" "$WORK/vmlinux"; then
     cp /boot/vmlinuz-"$RELEASE" "$WORK/vmlinux"
 fi
+# The Linux test guest (a PV domU): busybox, guest-driver, the xenstore
+# tools for its turns with dom0, pjdfstest, and the modules it loads.
+G=$WORK/guest
+initramfs_install_busybox "$G"
+mkdir -p "$G"/{proc,sys,dev,tmp,etc,mnt}
+initramfs_copy_program "$G" "$GUEST_DRIVER" /usr/bin/guest-driver
+for program in xenstore-read xenstore-write; do
+    initramfs_copy_program "$G" /usr/bin/$program
+done
+if command -v pjdfstest >/dev/null; then
+    initramfs_copy_program "$G" "$(command -v pjdfstest)" /usr/bin/pjdfstest
+    cp "$ROOT/guest-driver/tests/pjdfstest.toml" "$G/etc/pjdfstest.toml"
+fi
+cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$G/lib/x86_64-linux-gnu/" 2>/dev/null || true
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\ntests:x:1000:1000:tests:/:/bin/false\n' > "$G/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\ntests:x:1000:\n' > "$G/etc/group"
+initramfs_copy_modules "$G" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc fuse xen-netfront nfsv3
+# The kernel NFS client the ratios compare against.
+initramfs_copy_program "$G" "$(command -v mount.nfs)" /sbin/mount.nfs
+cp /etc/netconfig /etc/services /etc/protocols "$G/etc/"
+cp "$ROOT/qemu-tests/guest-init.sh" "$G/init"
+initramfs_pack "$G" "$WORK/guest.cpio.gz"
+say "guest initramfs: $(stat -c %s "$WORK/guest.cpio.gz") bytes"
+
 R=$WORK/dom0
 initramfs_install_busybox "$R"
 mkdir -p "$R"/{proc,sys,dev,run,tmp,etc/xen,boot,var/lib/xen,var/lib/xenstored,var/log/xen/console,usr/lib/storage-domain}
@@ -85,7 +114,12 @@ for program in xenstore-read xenstore-write xenstore-exists xenstore-rm xenstore
 done
 cp -a /etc/xen/scripts "$R/etc/xen/"
 [ -e /etc/xen/xl.conf ] && cp /etc/xen/xl.conf "$R/etc/xen/"
-initramfs_copy_modules "$R" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge nfsv3 ata_piix sd_mod
+initramfs_copy_modules "$R" "$RELEASE" xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback bridge nfsv3 ata_piix sd_mod fuse
+# VRPC: dom0 attaches guests (storage-domain-ctl) and mounts too.
+initramfs_copy_program "$R" "$CTL" /usr/bin/storage-domain-ctl
+initramfs_copy_program "$R" "$GUEST_DRIVER" /usr/bin/guest-driver
+cp "$WORK/vmlinux" "$WORK/guest.cpio.gz" "$R/usr/lib/storage-domain/"
+cp "$ROOT/qemu-tests/guest.cfg" "$R/etc/xen/guest.cfg"
 echo "root:x:0:0:root:/root:/bin/sh" > "$R/etc/passwd"
 cp "$WORK/storage-domain-xen" "$R/usr/lib/storage-domain/storage-domain-xen"
 cp "$ROOT/xen-cfg/storage-domain.cfg" "$R/etc/xen/storage-domain.cfg"
@@ -123,11 +157,31 @@ for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed 
             "bridge xenbr0" "nfs boot: serving" "nfs: ping" "nfs: nfs-cp in" "nfs: nfs-cat back" \
             "nfs: nfs-ls lists the file" "nfs: read-only export read" "nfs: write to read-only export refused" \
             "nfs: kernel mount" "nfs: kernel read" "nfs: kernel write" "nfs: kernel umount" \
-            "nfs shutdown: domain gone" "nfs shutdown: flushed" "panic: domain crashed" \
+            "nfs shutdown: domain gone" "nfs shutdown: flushed" \
+            "vrpc boot: serving guests" "vrpc: export refused with the reason" "vrpc: attached guest1" \
+            "vrpc: guest1 mounted" "vrpc: dom0 mounted" "vrpc: dom0 changed shared.txt" "vrpc: dom0 detached" \
+            "vrpc: 20 attach/kill/detach cycles" \
+            "vrpc: storage domain destroyed under the guest's mount" \
+            "vrpc: storage domain recreated and guest1 re-attached" \
+            "vrpc: guest destroyed while mounted, storage domain detached it" \
+            "vrpc shutdown: domain gone" "vrpc shutdown: flushed" "panic: domain crashed" \
             "panic: message on console" "fault: domain crashed" "fault: report on console" "dom0 done"; do
     check "dom0: $step" grep -q "^SDT-OK $step" "$SERIAL"
 done
 check "no failed dom0 step" bash -c "! grep -q '^SDT-FAIL' '$SERIAL'"
+# The Linux guest's own checks, from its console.
+for step in "boot" "mount: attach-to-mounted" "16MiB write" "16MiB read back identical" "stat pass: 1000 files" \
+            "dom0's change seen at once" "kernel NFS mount over the vif" "ratios VRPC/NFS" "pjdfstest subset" "calls fail after the storage domain died" \
+            "reconnected after the storage domain restarted" "a file opened before the restart is still readable" \
+            "guest done"; do
+    check "guest1: $step" grep -q "^\[guest1\] GDT-OK $step" "$SERIAL"
+done
+check "no failed guest step" bash -c "! grep -q '^\[guest1\] GDT-FAIL' '$SERIAL'"
+check "vrpc connection line" grep -qE '^\[sd-vrpc(-first)?\] vrpc: domain [0-9]+ device 0 connected to export /vrpc' "$SERIAL"
+big_md5=$(sed -n 's/^\[guest1\] GDT-BIG-MD5 \([0-9a-f]*\).*/\1/p' "$SERIAL" | head -1)
+check "get /vrpc/big (written by the guest over VRPC)" bash -c "'$HOSTED' get '$IMAGE' /vrpc/big '$WORK/big' >/dev/null 2>&1"
+check "big's content equals the guest's (md5 $big_md5)" bash -c "[ -n '$big_md5' ] && [ \"\$(md5sum < '$WORK/big' | cut -d' ' -f1)\" = '$big_md5' ]"
+
 check "banner printed" grep -q '^\[sd-seed\] storage-domain .* on Xen' "$SERIAL"
 check "self-check line" grep -qE '^\[sd-seed\] fs ok: [0-9]+ inodes, [0-9]+ free blocks' "$SERIAL"
 check "nfs server constructed over the volume" grep -q '^\[sd-seed\] nfs: server constructed' "$SERIAL"
@@ -169,7 +223,15 @@ sed -n 's/^SDT-OK nfs: kernel \(read\|write\) \([0-9]* bytes in [0-9.]* s\).*/ke
 grep -m1 -o '^\[sd-nfs\] shutdown.*heap [0-9]* KiB used' "$SERIAL" | sed 's/.*heap/sd-nfs heap at shutdown:/' || true
 grep -m1 -o 'heap [0-9]* KiB used of [0-9]* KiB' "$SERIAL" | sed 's/^/sd-seed /' || true
 grep -m1 -E '^sd-seed +[0-9]+ +[0-9]+' "$SERIAL" | awk '{print "xl list memory: " $3 " MiB"}' || true
+sed -n 's/^\[guest1\] GDT-OK \(mount: attach-to-mounted [0-9.]* s\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(16MiB [a-z ]* [0-9.]* s\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(stat pass: .*GETATTR RPCs\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(pjdfstest subset: .*\) t=.*/guest1 \1/p' "$SERIAL" || true
+sed -n 's/^\[guest1\] GDT-RATIO \([a-z0-9]*\) \([0-9.]*\) \([0-9.]*\).*/ratio \1: VRPC \2 s, kernel NFS \3 s/p' "$SERIAL" | awk '{ printf "%s (NFS\/VRPC %.2f)\n", $0, ($8 > 0 && $4 > 0) ? $8 / $4 : 0 }' || true
+grep -hoE '^\[sd-vrpc(-first)?\] vrpc: domain [0-9]+ device [0-9]+ (connected|detached).*' "$SERIAL" || true
 echo "QEMU run: ${boot_seconds}s; whole qemu-tests run: $(( $(date +%s) - started ))s"
+if [ "$failures" = 0 ]; then
+    attach=$(sed -n 's/^\[guest1\] GDT-OK mount: attach-to-mounted \([0-9.]*\) s.*/\1/p' "$SERIAL" | head -1)
+    stats=$(sed -n 's/^\[guest1\] GDT-OK stat pass: 1000 files in \([0-9.]*\) s, \([0-9]*\) table hits, \([0-9]*\) GETATTR.*/\1 s, \2 table hits, \3 GETATTR RPCs/p' "$SERIAL" | head -1)
+    echo "xen-vrpc ok: guest1 attach-to-mounted ${attach} s; 16 MiB byte for byte; stat of 1000 files ${stats}; dom0's change seen at once; storage domain destroyed and recreated under the mount; guest destroyed while mounted; 2 domains attached at once; fsck clean"
+fi
 echo "serial log: $SERIAL"
 if [ "$failures" -gt 0 ]; then
     echo "qemu-tests: $failures check(s) failed; read $SERIAL"

@@ -50,18 +50,31 @@ enum Command {
 struct MountArgs {
     /// NFSv3 over TCP to HOST:PORT (MOUNT is asked on the same port first,
     /// then through PORTMAP on HOST:111).
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "hosted")]
+    #[arg(long, value_name = "HOST:PORT", required_unless_present_any = ["hosted", "xen"])]
     tcp: Option<String>,
     /// Hosted VRPC through the storage domain's unix socket.
-    #[arg(long, value_name = "SOCKET", conflicts_with = "tcp")]
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["tcp", "xen"])]
     hosted: Option<PathBuf>,
+    /// VRPC over Xen grant tables, to the storage domain dom0 attached
+    /// this domain to (`storage-domain-ctl attach`): the device is found
+    /// in this domain's `device/vrpc` (waiting up to 2 minutes for one).
+    #[arg(long, conflicts_with = "tcp")]
+    xen: bool,
+    /// With --xen: use the device whose backend is this domain (name or
+    /// id), when several are attached.
+    #[arg(long, value_name = "NAME|DOMID", requires = "xen")]
+    backend: Option<String>,
+    /// With --xen: use device N of `device/vrpc`.
+    #[arg(long, value_name = "N", requires = "xen")]
+    device: Option<u32>,
     /// The MOUNT service's TCP port, when the server serves MOUNT on
     /// another port than NFS (skips PORTMAP).
     #[arg(long, value_name = "PORT", requires = "tcp")]
     mount_port: Option<u16>,
-    /// The export path to mount.
-    #[arg(long, default_value = "/")]
-    export: String,
+    /// The export path to mount [default: / ; with --xen: the export the
+    /// device is attached to].
+    #[arg(long)]
+    export: Option<String>,
     /// Never answer GETATTR from the shared metadata table (for
     /// comparison).
     #[arg(long)]
@@ -125,11 +138,49 @@ struct Connection {
     source: String,
     /// The shared metadata table, when the transport maps one.
     table: Option<Arc<dyn fs::table::AttributeTable>>,
+    /// The export to mount.
+    export: String,
+    /// Runs after the unmount (the Xen handshake's Closing).
+    on_exit: Option<Box<dyn FnOnce()>>,
+}
+
+impl MountArgs {
+    fn export(&self) -> String {
+        self.export.clone().unwrap_or_else(|| "/".into())
+    }
 }
 
 fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
+    if arguments.xen {
+        let choice = client::xen::DeviceChoice {
+            device: arguments.device,
+            backend: arguments.backend.clone(),
+            export: arguments.export.clone(),
+        };
+        let transport = client::xen::XenTransport::connect(&choice)?;
+        let table = match (arguments.no_metadata_table, transport.has_table()) {
+            (false, true) => Some(transport.table()),
+            (false, false) => {
+                log::warn!("the storage domain shares no metadata table: every GETATTR is an RPC");
+                None
+            }
+            (true, _) => None,
+        };
+        let source = format!("xen:{}:{}", transport.frontend(), transport.export());
+        let export = transport.export().to_string();
+        let closing = transport.clone();
+        let transport: Arc<dyn Transport> = Arc::new(transport);
+        return Ok(Connection {
+            nfs: Arc::clone(&transport),
+            mount: transport,
+            source,
+            table,
+            export,
+            on_exit: Some(Box::new(move || closing.shutdown())),
+        });
+    }
     if let Some(socket) = &arguments.hosted {
-        let transport = client::hosted::HostedTransport::connect(socket, &arguments.export)
+        let transport = client::hosted::HostedTransport::connect(socket, &arguments.export())
             .with_context(|| format!("connecting to {}", socket.display()))?;
         let table: Option<Arc<dyn fs::table::AttributeTable>> = match (
             arguments.no_metadata_table,
@@ -147,8 +198,10 @@ fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
         return Ok(Connection {
             nfs: Arc::clone(&transport),
             mount: transport,
-            source: format!("hosted:{}:{}", socket.display(), arguments.export),
+            source: format!("hosted:{}:{}", socket.display(), arguments.export()),
             table,
+            export: arguments.export(),
+            on_exit: None,
         });
     }
     let Some(address) = &arguments.tcp else {
@@ -170,8 +223,10 @@ fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
     Ok(Connection {
         nfs,
         mount,
-        source: format!("{host}:{}", arguments.export),
+        source: format!("{host}:{}", arguments.export()),
         table: None,
+        export: arguments.export(),
+        on_exit: None,
     })
 }
 
@@ -181,7 +236,8 @@ fn mount_export(
     connection: &mut Connection,
     arguments: &MountArgs,
 ) -> anyhow::Result<nfs3::FileHandle> {
-    let export = arguments.export.as_bytes();
+    let export = connection.export.clone().into_bytes();
+    let export = export.as_slice();
     match client::mount::mount(connection.mount.as_ref(), export) {
         Ok(handle) => return Ok(handle),
         Err(client::mount::MountFailure::Rpc(client::ClientError::Reply(failure)))
@@ -266,11 +322,14 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
         background.umount_and_join()
     };
     if let Err(error) =
-        client::mount::unmount(connection.mount.as_ref(), arguments.export.as_bytes())
+        client::mount::unmount(connection.mount.as_ref(), connection.export.as_bytes())
     {
         log::warn!("UMNT failed: {error}");
     }
     statistics.count_mount_call();
+    if let Some(on_exit) = connection.on_exit.take() {
+        on_exit();
+    }
     unmounted.with_context(|| format!("unmounting {}", dir.display()))?;
     eprintln!("guest-driver: unmounted {}", dir.display());
     Ok(())

@@ -9,6 +9,8 @@
 //! mapping ever exists. A region received from a peer is mapped only when
 //! the peer sealed it against shrinking (`F_SEAL_SHRINK`): otherwise the
 //! peer could truncate the memfd and turn our next access into `SIGBUS`.
+//! [`MappedRegion::map_device`] maps a Xen grant device instead (used by
+//! `xen-linux`), so granted pages get the same accessors.
 
 use std::fs::File;
 use std::io;
@@ -86,6 +88,65 @@ impl MappedRegion {
                 "shared region is not sealed against shrinking",
             ))
         }
+    }
+
+    /// Maps `length` bytes of a device file at `offset` `MAP_SHARED`: the
+    /// Xen grant devices (`/dev/xen/gntalloc`, `/dev/xen/gntdev`), whose
+    /// ioctls hand out the offset. No memfd seal or size check applies: the
+    /// device backs exactly the pages its ioctl set up at that offset, and
+    /// refuses the mapping otherwise. `writable` false maps `PROT_READ`
+    /// only (for gntdev this makes the grant mapping read-only).
+    ///
+    /// The region owns `file` and unmaps before closing it.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an empty region or an offset past `off_t`; the
+    /// `mmap` failure otherwise.
+    pub fn map_device(
+        file: OwnedFd,
+        offset: u64,
+        length: usize,
+        writable: bool,
+    ) -> io::Result<Self> {
+        let Some(nonzero) = NonZeroUsize::new(length) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty shared region",
+            ));
+        };
+        let offset = nix::libc::off_t::try_from(offset).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "device offset does not fit off_t",
+            )
+        })?;
+        let protection = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), so
+        // it aliases nothing of ours; the device driver backs the pages for
+        // as long as the mapping exists (it refuses `mmap` of an offset it
+        // did not hand out), and the mapping is only ever accessed through
+        // the atomic and volatile accessors below.
+        let pointer = unsafe {
+            mmap(
+                None,
+                nonzero,
+                protection,
+                MapFlags::MAP_SHARED,
+                &file,
+                offset,
+            )
+        }
+        .map_err(errno)?;
+        Ok(Self {
+            pointer: pointer.cast(),
+            length,
+            writable,
+            file,
+        })
     }
 
     fn map_checked(file: OwnedFd, length: usize, writable: bool) -> io::Result<Self> {
@@ -252,5 +313,39 @@ impl SharedMemory for MappedRegion {
             index += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// `map_device` works on any mappable file; a memfd stands in for a
+    /// grant device here: the offset selects the pages, read-only refuses
+    /// writes.
+    #[test]
+    fn map_device_maps_at_the_offset() {
+        let file = memfd_create("map-device-test", MFdFlags::MFD_CLOEXEC).unwrap();
+        let mut writer = File::from(file.try_clone().unwrap());
+        writer.write_all(&[1u8; 4096]).unwrap();
+        writer.write_all(&[2u8; 4096]).unwrap();
+        let region = MappedRegion::map_device(file.try_clone().unwrap(), 4096, 4096, true).unwrap();
+        let mut byte = [0u8; 1];
+        region.read(0, &mut byte).unwrap();
+        assert_eq!(byte, [2]);
+        region.write(4095, &[9]).unwrap();
+        assert!(region.read(4096, &mut byte).is_err());
+        let read_only = MappedRegion::map_device(file, 4096, 4096, false).unwrap();
+        read_only.read(4095, &mut byte).unwrap();
+        assert_eq!(byte, [9]);
+        assert!(read_only.write(0, &[0]).is_err());
+        assert!(MappedRegion::map_device(
+            memfd_create("empty", MFdFlags::MFD_CLOEXEC).unwrap(),
+            0,
+            0,
+            false
+        )
+        .is_err());
     }
 }

@@ -44,8 +44,12 @@ pub const MAX_SLOT_SIZE: &str = "max-slot-size";
 pub const MAX_POOL_PAGES: &str = "max-pool-pages";
 /// Backend: bytes of the export's metadata table.
 pub const METATAB_BYTES: &str = "metatab-bytes";
-/// Backend: prefix of `metatab-ref<i>`, read-only grant of table page `i`.
-pub const METATAB_REFERENCE_PREFIX: &str = "metatab-ref";
+/// Backend: pages of the metadata table's grant directory.
+pub const METATAB_DIRECTORY_PAGES: &str = "metatab-directory-pages";
+/// Backend: prefix of `metatab-directory-ref<i>`, the read-only grant of
+/// directory page `i`; each page holds [`REFERENCES_PER_DIRECTORY_PAGE`]
+/// little-endian `u32` read-only grant references of table pages.
+pub const METATAB_DIRECTORY_REFERENCE_PREFIX: &str = "metatab-directory-ref";
 /// Either side, when it fails: a human-readable reason.
 pub const ERROR: &str = "error";
 
@@ -158,7 +162,7 @@ mod tests {
             Some("pool-directory-ref4294967295")
         );
         assert_eq!(
-            indexed_key(METATAB_REFERENCE_PREFIX, 12, &mut [0u8; 8]),
+            indexed_key(METATAB_DIRECTORY_REFERENCE_PREFIX, 12, &mut [0u8; 8]),
             None
         );
         assert_eq!(pool_directory_pages(0), 0);

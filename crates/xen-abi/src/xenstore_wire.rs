@@ -4,10 +4,10 @@
 //! [`Reassembler`] bounds every message by `XENSTORE_PAYLOAD_MAX` and
 //! nothing here panics on any input.
 
+use crate::xs_wire::{MessageHeader, MessageType, HEADER_SIZE, PAYLOAD_MAX};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use crate::xs_wire::{MessageHeader, MessageType, HEADER_SIZE, PAYLOAD_MAX};
 
 /// A whole message taken off the response ring.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +158,103 @@ pub fn parse_transaction_id(payload: &[u8]) -> Option<u32> {
     core::str::from_utf8(trim_nul(payload)).ok()?.parse().ok()
 }
 
+/// What a domain may do with a node (one letter on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// `n`: nothing.
+    None,
+    /// `r`: read and watch.
+    Read,
+    /// `w`: write.
+    Write,
+    /// `b`: read and write.
+    Both,
+}
+
+impl Access {
+    /// The wire letter.
+    pub fn letter(self) -> u8 {
+        match self {
+            Access::None => b'n',
+            Access::Read => b'r',
+            Access::Write => b'w',
+            Access::Both => b'b',
+        }
+    }
+
+    /// From the wire letter; `None` for any other byte.
+    pub fn from_letter(letter: u8) -> Option<Access> {
+        match letter {
+            b'n' => Some(Access::None),
+            b'r' => Some(Access::Read),
+            b'w' => Some(Access::Write),
+            b'b' => Some(Access::Both),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of a node's permission list (`struct xs_permissions`).
+///
+/// In a list, the first entry names the node's owner (who may always read,
+/// write and change permissions) and, in `access`, what every domain not
+/// listed may do; later entries grant `access` to one domain each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Permission {
+    /// The domain id.
+    pub domain: u16,
+    /// Its access (for the first entry: everyone else's).
+    pub access: Access,
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}{}",
+            char::from(self.access.letter()),
+            self.domain
+        )
+    }
+}
+
+/// `XS_SET_PERMS` payload after the path: each entry as letter, decimal
+/// domain id, NUL (`n0\0r5\0`).
+pub fn encode_permissions(permissions: &[Permission]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for permission in permissions {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = fmt::write(&mut text, format_args!("{permission}"));
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
+/// `XS_GET_PERMS` reply: NUL-terminated entries; `None` when an entry is
+/// not a letter followed by a domain id below 65536, or the list is empty.
+pub fn parse_permissions(payload: &[u8]) -> Option<Vec<Permission>> {
+    let mut permissions = Vec::new();
+    for entry in payload.split(|&byte| byte == 0) {
+        if entry.is_empty() {
+            continue;
+        }
+        let access = Access::from_letter(entry[0])?;
+        let digits = core::str::from_utf8(&entry[1..]).ok()?;
+        if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        let domain = digits.parse().ok()?;
+        permissions.push(Permission { domain, access });
+    }
+    if permissions.is_empty() {
+        None
+    } else {
+        Some(permissions)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,7 +328,40 @@ mod tests {
             let _ = parse_watch_event(&bytes);
             let _ = split_directory(&bytes);
             let _ = parse_transaction_id(&bytes);
+            let _ = parse_permissions(&bytes);
         }
+    }
+
+    #[test]
+    fn permissions_golden_bytes() {
+        let permissions = [
+            Permission {
+                domain: 0,
+                access: Access::None,
+            },
+            Permission {
+                domain: 5,
+                access: Access::Read,
+            },
+            Permission {
+                domain: 65535,
+                access: Access::Both,
+            },
+            Permission {
+                domain: 7,
+                access: Access::Write,
+            },
+        ];
+        let bytes = encode_permissions(&permissions);
+        assert_eq!(bytes, b"n0\0r5\0b65535\0w7\0");
+        assert_eq!(parse_permissions(&bytes).unwrap(), permissions);
+        assert_eq!(parse_permissions(b"n0\0r5"), parse_permissions(b"n0\0r5\0"));
+        assert_eq!(parse_permissions(b""), None);
+        assert_eq!(parse_permissions(b"x0\0"), None);
+        assert_eq!(parse_permissions(b"r\0"), None);
+        assert_eq!(parse_permissions(b"r65536\0"), None);
+        assert_eq!(parse_permissions(b"r+5\0"), None);
+        assert_eq!(parse_permissions(b"r5 \0"), None);
     }
 
     #[test]

@@ -28,13 +28,15 @@ pub mod offset {
     pub const RSP_PROD: usize = 2060;
 }
 
-/// `enum xsd_sockmsg_type`, the operations this kernel uses.
+/// `enum xsd_sockmsg_type`: the operations the storage domain and `xen-linux` use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MessageType {
     /// `XS_DIRECTORY` (1).
     Directory,
     /// `XS_READ` (2).
     Read,
+    /// `XS_GET_PERMS` (3): reply is the NUL-terminated permission entries.
+    GetPermissions,
     /// `XS_WATCH` (4).
     Watch,
     /// `XS_UNWATCH` (5).
@@ -43,10 +45,16 @@ pub enum MessageType {
     TransactionStart,
     /// `XS_TRANSACTION_END` (7).
     TransactionEnd,
+    /// `XS_GET_DOMAIN_PATH` (10): `/local/domain/<id>` of a domain id.
+    GetDomainPath,
     /// `XS_WRITE` (11).
     Write,
+    /// `XS_MKDIR` (12).
+    MakeDirectory,
     /// `XS_RM` (13).
     Remove,
+    /// `XS_SET_PERMS` (14): path then NUL-terminated permission entries.
+    SetPermissions,
     /// `XS_WATCH_EVENT` (15): unsolicited.
     WatchEvent,
     /// `XS_ERROR` (16): payload is an errno name such as `"ENOENT"`.
@@ -61,12 +69,16 @@ impl MessageType {
         match self {
             MessageType::Directory => 1,
             MessageType::Read => 2,
+            MessageType::GetPermissions => 3,
             MessageType::Watch => 4,
             MessageType::Unwatch => 5,
             MessageType::TransactionStart => 6,
             MessageType::TransactionEnd => 7,
+            MessageType::GetDomainPath => 10,
             MessageType::Write => 11,
+            MessageType::MakeDirectory => 12,
             MessageType::Remove => 13,
+            MessageType::SetPermissions => 14,
             MessageType::WatchEvent => 15,
             MessageType::Error => 16,
             MessageType::Unknown(number) => number,
@@ -78,12 +90,16 @@ impl MessageType {
         match number {
             1 => MessageType::Directory,
             2 => MessageType::Read,
+            3 => MessageType::GetPermissions,
             4 => MessageType::Watch,
             5 => MessageType::Unwatch,
             6 => MessageType::TransactionStart,
             7 => MessageType::TransactionEnd,
+            10 => MessageType::GetDomainPath,
             11 => MessageType::Write,
+            12 => MessageType::MakeDirectory,
             13 => MessageType::Remove,
+            14 => MessageType::SetPermissions,
             15 => MessageType::WatchEvent,
             16 => MessageType::Error,
             other => MessageType::Unknown(other),
@@ -151,6 +167,32 @@ mod tests {
         assert_eq!(bytes, [2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0]);
         assert_eq!(MessageHeader::decode(&bytes), Some(header));
         assert_eq!(MessageHeader::decode(&bytes[..15]), None);
+    }
+
+    #[test]
+    fn numbers_match_xs_wire_h() {
+        // `enum xsd_sockmsg_type` in Xen 4.17's `io/xs_wire.h`, counted from
+        // XS_CONTROL = 0.
+        let expected = [
+            (MessageType::Directory, 1),
+            (MessageType::Read, 2),
+            (MessageType::GetPermissions, 3),
+            (MessageType::Watch, 4),
+            (MessageType::Unwatch, 5),
+            (MessageType::TransactionStart, 6),
+            (MessageType::TransactionEnd, 7),
+            (MessageType::GetDomainPath, 10),
+            (MessageType::Write, 11),
+            (MessageType::MakeDirectory, 12),
+            (MessageType::Remove, 13),
+            (MessageType::SetPermissions, 14),
+            (MessageType::WatchEvent, 15),
+            (MessageType::Error, 16),
+        ];
+        for (message_type, number) in expected {
+            assert_eq!(message_type.number(), number);
+            assert_eq!(MessageType::from_number(number), message_type);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod hosted;
 pub mod mount;
 pub mod transport;
+pub mod xen;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -20,8 +20,8 @@ pub struct TableEntry {
     pub change: u64,
 }
 
-/// Where table lookups come from: the hosted connection today, mapped
-/// grant pages on Xen later.
+/// Where table lookups come from: the hosted connection's memfd, or
+/// grant pages mapped from the storage domain on Xen.
 pub trait AttributeTable: Send + Sync + std::fmt::Debug {
     /// The current attributes of the file `file_id` with `handle`, if the
     /// table holds them.
@@ -39,21 +39,30 @@ impl AttributeTable for HostedTable {
             return None;
         }
         let table = self.0.metadata_table()?;
-        let digest = metatab::handle_digest(&handle.0);
-        // A slot being rewritten is retried once: the writer holds it for
-        // a few stores only.
-        for _ in 0..2 {
-            match table.lookup(file_id, digest) {
-                Ok(metatab::Lookup::Hit(entry)) => {
-                    return Some(TableEntry {
-                        attributes: entry.attributes,
-                        change: entry.change,
-                    })
-                }
-                Ok(metatab::Lookup::Busy) => continue,
-                Ok(metatab::Lookup::Miss) | Err(_) => return None,
-            }
-        }
-        None
+        lookup_in(&table, file_id, handle)
     }
+}
+
+/// Looks `file_id` with `handle` up in a mapped table (any platform's).
+pub fn lookup_in<M: vrpc::SharedMemory>(
+    table: &metatab::Reader<M>,
+    file_id: u64,
+    handle: &FileHandle,
+) -> Option<TableEntry> {
+    let digest = metatab::handle_digest(&handle.0);
+    // A slot being rewritten is retried once: the writer holds it for a
+    // few stores only.
+    for _ in 0..2 {
+        match table.lookup(file_id, digest) {
+            Ok(metatab::Lookup::Hit(entry)) => {
+                return Some(TableEntry {
+                    attributes: entry.attributes,
+                    change: entry.change,
+                })
+            }
+            Ok(metatab::Lookup::Busy) => continue,
+            Ok(metatab::Lookup::Miss) | Err(_) => return None,
+        }
+    }
+    None
 }

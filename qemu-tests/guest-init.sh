@@ -1,0 +1,227 @@
+#!/bin/sh
+# /init of the test Linux domU (busybox): mount the storage domain's
+# export with guest-driver over VRPC (grant rings + the metadata table),
+# run the checks, and report each as "GDT-OK <step> ..." or "GDT-FAIL
+# <step> ..." on the console (dom0 reads the console log; run.sh judges).
+# dom0 and this guest take turns through xenstore keys under this
+# domain's data/ directory: `data/guest-step` (written here) and
+# `data/dom0-step` (written by dom0).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+ok() { echo "GDT-OK $* t=$(uptime_s)"; }
+fail() { echo "GDT-FAIL $* t=$(uptime_s)"; }
+elapsed() { awk "BEGIN{printf \"%.2f\", $2 - $1}"; }
+step() { xenstore-write "data/guest-step" "$1"; }
+# wait_dom0 VALUE SECONDS: until dom0 wrote VALUE to data/dom0-step.
+wait_dom0() {
+    i=0
+    while [ $i -lt $(($2 * 5)) ]; do
+        [ "$(xenstore-read data/dom0-step 2>/dev/null)" = "$1" ] && return 0
+        sleep 0.2
+        i=$((i + 1))
+    done
+    return 1
+}
+stat_count() { guest-driver stats /mnt/share 2>/dev/null | awk -v key="$1" '$1 == key {print $2}'; }
+
+for module in xen-evtchn xen-gntdev xen-gntalloc fuse xen-netfront nfsv3; do
+    modprobe "$module" || fail "modprobe $module"
+done
+ok "boot $(uname -r)"
+mkdir -p /mnt/share
+
+# 1. Mount: guest-driver finds device/vrpc/0 (written by dom0's
+#    storage-domain-ctl attach) and connects.
+t0=$(uptime_s)
+guest-driver mount --xen --export /vrpc /mnt/share >/tmp/guest-driver.log 2>&1 &
+driver=$!
+mounted=
+for i in $(seq 1 300); do
+    grep -q ' /mnt/share fuse' /proc/mounts && { mounted=1; break; }
+    kill -0 $driver 2>/dev/null || break
+    sleep 0.2
+done
+if [ -n "$mounted" ]; then
+    ok "mount: attach-to-mounted $(elapsed "$t0" "$(uptime_s)") s"
+else
+    fail "mount"
+    sed 's/^/GDT-INFO guest-driver: /' /tmp/guest-driver.log
+fi
+
+if [ -n "$mounted" ]; then
+    # 2. 16 MiB written and read back byte for byte (the read after
+    #    dropping the page cache goes to the storage domain).
+    dd if=/dev/urandom of=/tmp/big bs=1M count=16 2>/dev/null
+    t0=$(uptime_s)
+    if cp /tmp/big /mnt/share/big && sync; then
+        ok "16MiB write $(elapsed "$t0" "$(uptime_s)") s"
+    else
+        fail "16MiB write"
+    fi
+    echo 3 > /proc/sys/vm/drop_caches
+    t0=$(uptime_s)
+    if cmp /tmp/big /mnt/share/big; then
+        ok "16MiB read back identical $(elapsed "$t0" "$(uptime_s)") s"
+        echo "GDT-BIG-MD5 $(md5sum < /tmp/big | cut -d' ' -f1)"
+    else
+        fail "16MiB read back"
+    fi
+
+    # 3. A stat pass over 1,000 files: answered from the metadata table,
+    #    no GETATTR RPC.
+    mkdir -p /mnt/share/many
+    i=0
+    while [ $i -lt 1000 ]; do : > /mnt/share/many/f$i; i=$((i + 1)); done
+    ls /mnt/share/many >/dev/null
+    getattr0=$(stat_count rpc.GETATTR)
+    hits0=$(stat_count metatab.hits)
+    t0=$(uptime_s)
+    i=0
+    while [ $i -lt 1000 ]; do stat -c %s /mnt/share/many/f$i >/dev/null || break; i=$((i + 1)); done
+    t1=$(uptime_s)
+    getattr=$(( $(stat_count rpc.GETATTR) - getattr0 ))
+    hits=$(( $(stat_count metatab.hits) - hits0 ))
+    if [ "$i" = 1000 ] && [ "$getattr" = 0 ] && [ "$hits" -ge 1000 ]; then
+        ok "stat pass: 1000 files in $(elapsed "$t0" "$t1") s, $hits table hits, $getattr GETATTR RPCs"
+    else
+        fail "stat pass: $i files, $hits table hits, $getattr GETATTR RPCs"
+    fi
+    guest-driver stats /mnt/share | sed 's/^/GDT-INFO stats: /'
+
+    # 4. A change made in dom0 (its own guest-driver mount of the same
+    #    export over VRPC) is seen here at once through the table.
+    echo before > /mnt/share/shared.txt
+    size0=$(stat -c %s /mnt/share/shared.txt)
+    step ready-for-dom0-change
+    if wait_dom0 changed 120; then
+        size1=$(stat -c %s /mnt/share/shared.txt)
+        content=$(cat /mnt/share/shared.txt)
+        if [ "$size0" = 7 ] && [ "$size1" = 20 ] && [ "$content" = "changed in domain 0" ]; then
+            ok "dom0's change seen at once (size $size0 -> $size1)"
+        else
+            fail "dom0's change: size $size0 -> $size1, content '$content'"
+        fi
+    else
+        fail "dom0's change: dom0 never said it changed the file"
+    fi
+
+    # 4b. Ratios (absolute times mean nothing under emulation): the same
+    #     work on the VRPC mount and on the Linux kernel NFS client over
+    #     the vif, against the same storage domain, in this one run.
+    ip link set lo up
+    ip link set eth0 up && ip addr add 10.0.0.3/24 dev eth0
+    mkdir -p /mnt/nfs
+    if timeout 60 mount.nfs 10.0.0.2:/vrpc /mnt/nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock >/tmp/mount-nfs.log 2>&1; then
+        ok "kernel NFS mount over the vif"
+        # work DIR: prints "stat create write read" seconds.
+        work() {
+            mkdir -p "$1/ratio/many"
+            i=0
+            while [ $i -lt 500 ]; do : > "$1/ratio/many/s$i"; i=$((i + 1)); done
+            echo 3 > /proc/sys/vm/drop_caches
+            ls "$1/ratio/many" >/dev/null
+            a=$(uptime_s)
+            i=0
+            while [ $i -lt 500 ]; do stat -c %s "$1/ratio/many/s$i" >/dev/null; i=$((i + 1)); done
+            b=$(uptime_s)
+            mkdir -p "$1/ratio/new"
+            i=0
+            while [ $i -lt 200 ]; do echo "file $i" > "$1/ratio/new/c$i"; i=$((i + 1)); done
+            sync
+            c=$(uptime_s)
+            cp /tmp/big "$1/ratio/big" && sync
+            d=$(uptime_s)
+            echo 3 > /proc/sys/vm/drop_caches
+            cat "$1/ratio/big" > /dev/null
+            e=$(uptime_s)
+            cmp -s /tmp/big "$1/ratio/big" || echo "MISMATCH"
+            echo "$(elapsed "$a" "$b") $(elapsed "$b" "$c") $(elapsed "$c" "$d") $(elapsed "$d" "$e")"
+            rm -rf "$1/ratio"
+        }
+        vrpc=$(work /mnt/share)
+        nfs=$(work /mnt/nfs)
+        case "$vrpc$nfs" in
+            *MISMATCH*) fail "ratios: data mismatch ($vrpc / $nfs)" ;;
+            *) set -- $vrpc $nfs
+               ok "ratios VRPC/NFS: stat 500 files $1/$5 s, create 200 files $2/$6 s, 16MiB write $3/$7 s, 16MiB read $4/$8 s"
+               echo "GDT-RATIO stat500 $1 $5"
+               echo "GDT-RATIO create200 $2 $6"
+               echo "GDT-RATIO write16M $3 $7"
+               echo "GDT-RATIO read16M $4 $8" ;;
+        esac
+        umount /mnt/nfs || fail "kernel NFS umount"
+    else
+        fail "kernel NFS mount over the vif"; sed 's/^/GDT-INFO mount.nfs: /' /tmp/mount-nfs.log
+    fi
+
+    # 5. pjdfstest: a subset that fits the time budget under emulation.
+    if command -v pjdfstest >/dev/null; then
+        mkdir -p /mnt/share/pjd
+        chmod 0777 /mnt/share/pjd
+        cd /mnt/share/pjd
+        t0=$(uptime_s)
+        pjdfstest -c /etc/pjdfstest.toml -p /mnt/share/pjd mkdir chmod unlink >/tmp/pjd.log 2>&1
+        status=$?
+        cd /
+        summary=$(grep '^Summary:' /tmp/pjd.log | tail -1)
+        if [ "$status" = 0 ]; then
+            ok "pjdfstest subset: $summary in $(elapsed "$t0" "$(uptime_s)") s"
+        else
+            fail "pjdfstest subset (status $status): $summary"
+            grep 'FAILED' /tmp/pjd.log | head -20 | sed 's/^/GDT-INFO pjdfstest: /'
+        fi
+    fi
+
+    # 6. The storage domain is destroyed while mounted: calls fail (EIO)
+    #    within 5 s and nothing hangs; then it is recreated and
+    #    re-attached, and the same mount point works again, with a file
+    #    opened before the crash still readable through its handle.
+    exec 3</mnt/share/big
+    step ready-for-sd-destroy
+    if wait_dom0 sd-destroyed 120; then
+        t0=$(uptime_s)
+        result=$(timeout 10 stat -c %s /mnt/share/failing 2>&1; echo "status $?")
+        t1=$(uptime_s)
+        case "$result" in
+            *"status 124"*) fail "calls after the storage domain died: hung" ;;
+            *"I/O error"*|*"Input/output"*|*"Transport endpoint"*) ok "calls fail after the storage domain died ($(elapsed "$t0" "$t1") s)" ;;
+            *) fail "calls after the storage domain died: $result" ;;
+        esac
+        step saw-sd-gone
+        if wait_dom0 sd-recreated 240; then
+            back=
+            t0=$(uptime_s)
+            for i in $(seq 1 300); do
+                [ -s /mnt/share/shared.txt ] && [ "$(cat /mnt/share/shared.txt 2>/dev/null)" = "changed in domain 0" ] && { back=1; break; }
+                sleep 0.2
+            done
+            if [ -n "$back" ]; then
+                ok "reconnected after the storage domain restarted ($(elapsed "$t0" "$(uptime_s)") s)"
+            else
+                fail "no reconnection after the storage domain restarted"
+                tail -20 /tmp/guest-driver.log | sed 's/^/GDT-INFO guest-driver: /'
+            fi
+            if head -c 65536 <&3 > /tmp/head && head -c 65536 /tmp/big | cmp -s - /tmp/head; then
+                ok "a file opened before the restart is still readable"
+            else
+                fail "a file opened before the restart is not readable"
+            fi
+        else
+            fail "dom0 never recreated the storage domain"
+        fi
+    else
+        fail "dom0 never destroyed the storage domain"
+    fi
+    exec 3<&-
+    step done
+fi
+tail -5 /tmp/guest-driver.log | sed 's/^/GDT-INFO guest-driver: /'
+ok "guest done"
+# Stay up: dom0 destroys this guest while it is mounted (the lifecycle
+# check) once it read the console.
+while true; do sleep 3600; done
