@@ -266,7 +266,9 @@ pub fn attach(store: &Xenstore, request: &AttachRequest) -> Result<Attached, Ctl
                     // started again) is attached anew under the same
                     // number, so the guest's driver, which follows that
                     // device, reconnects.
-                    let same_export = transaction.read(&format!("{frontend}/{EXPORT}"))?.as_deref()
+                    let same_export = transaction
+                        .read(&format!("{frontend}/{EXPORT}"))?
+                        .as_deref()
                         == Some(request.export.as_bytes());
                     if reusable.is_none() && same_export && is_stale(transaction, &frontend)? {
                         reusable = name.parse::<u32>().ok();

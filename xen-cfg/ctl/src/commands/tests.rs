@@ -379,9 +379,15 @@ fn domain_specs_parse() {
 fn attach_again_reuses_the_device_of_a_destroyed_storage_domain() {
     let daemon = daemon();
     let dom0 = daemon.connect(0);
-    assert_eq!(attach(&dom0, &attach_request("vm5", None)).unwrap().device, 0);
+    assert_eq!(
+        attach(&dom0, &attach_request("vm5", None)).unwrap().device,
+        0
+    );
     // While the storage domain lives, the device is taken.
-    assert_eq!(attach(&dom0, &attach_request("vm5", None)).unwrap().device, 1);
+    assert_eq!(
+        attach(&dom0, &attach_request("vm5", None)).unwrap().device,
+        1
+    );
     assert!(matches!(
         attach(&dom0, &attach_request("vm5", Some(0))),
         Err(CtlError::AlreadyAttached { device: 0, .. })
