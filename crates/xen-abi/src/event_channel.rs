@@ -39,3 +39,22 @@ pub struct EvtchnClose {
     pub port: u32,
 }
 const _: () = assert!(size_of::<EvtchnClose>() == 4);
+
+/// `EVTCHNOP_bind_interdomain`: argument is an [`EvtchnBindInterdomain`].
+pub const EVTCHNOP_BIND_INTERDOMAIN: u32 = 0;
+
+/// `struct evtchn_bind_interdomain`: bind a local port to the unbound port
+/// `remote_port` of `remote_dom`, which must accept bindings from us.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EvtchnBindInterdomain {
+    /// 0: the other domain.
+    pub remote_dom: u16,
+    /// 2: padding.
+    pub padding: u16,
+    /// 4: its unbound port.
+    pub remote_port: u32,
+    /// 8: OUT: the new local port (Xen sets it pending).
+    pub local_port: u32,
+}
+const _: () = assert!(size_of::<EvtchnBindInterdomain>() == 12);

@@ -47,3 +47,7 @@ pub struct SchedPoll {
     pub timeout: u64,
 }
 const _: () = assert!(size_of::<SchedPoll>() == 24);
+
+/// Most ports one `SCHEDOP_poll` accepts (Xen's `do_poll` refuses more
+/// with `-EINVAL`; the header does not name the limit).
+pub const POLL_MAX_PORTS: usize = 128;

@@ -10,12 +10,14 @@
 //!
 //! The metadata tables: one memfd per export, created at start with a fresh
 //! boot id, sealed so guests can map it only read-only; the server's
-//! attribute observer writes every attribute it hands out or changes into
+//! attribute observer (`nfs_server::table::TablePublisher`, shared with the
+//! Xen storage domain) writes every attribute it hands out or changes into
 //! the table of the export the file handle belongs to.
 
 use crate::serve::{lock, HostedServer};
 use anyhow::Context;
-use nfs_server::{AttributeObserver, ClientAddress, ExportId};
+use nfs_server::table::TablePublisher;
+use nfs_server::{ClientAddress, ExportId};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,53 +26,19 @@ use std::thread;
 use std::time::Duration;
 use vrpc_hosted::{Connection, ConnectionError, Listener, MappedRegion, PendingConnection};
 
-type TableWriter = metatab::Writer<Arc<MappedRegion>>;
-
 /// The metadata tables of every export, shared by the observer (which
 /// writes them) and the listener (which hands them to guests).
 pub struct Tables {
     by_name: HashMap<String, Arc<MappedRegion>>,
 }
 
-/// Writes attributes into the tables.
-struct TableObserver {
-    writers: HashMap<ExportId, TableWriter>,
-}
-
-impl AttributeObserver for TableObserver {
-    fn updated(
-        &mut self,
-        export: ExportId,
-        handle: &[u8],
-        change: u64,
-        attributes: &nfs3::FileAttributes,
-    ) {
-        if let Some(writer) = self.writers.get_mut(&export) {
-            let entry = metatab::Entry {
-                file_id: attributes.file_id,
-                handle_digest: metatab::handle_digest(handle),
-                attributes: attributes.clone(),
-                change,
-            };
-            if let Err(error) = writer.publish(&entry) {
-                log::warn!(
-                    "metadata table: cannot publish inode {}: {error}",
-                    entry.file_id
-                );
-            }
-        }
-    }
-
-    fn removed(&mut self, export: ExportId, inode: vfs::InodeId) {
-        if let Some(writer) = self.writers.get_mut(&export) {
-            if let Err(error) = writer.invalidate(inode.0) {
-                log::warn!(
-                    "metadata table: cannot invalidate inode {}: {error}",
-                    inode.0
-                );
-            }
-        }
-    }
+/// A table refused a write (cannot happen for a region `create_tables`
+/// sized; logged, never fatal: the table is a cache).
+fn report_table_error(export: ExportId, file_id: u64, error: metatab::TableError) {
+    log::warn!(
+        "metadata table of export {:#x}: cannot update inode {file_id}: {error}",
+        export.0
+    );
 }
 
 /// Create a table per export and install the observer that fills them.
@@ -80,14 +48,14 @@ impl AttributeObserver for TableObserver {
 pub fn create_tables(server: &mut HostedServer, slots: u32) -> anyhow::Result<Tables> {
     let boot_id = u64::from_be_bytes(crate::image::random_bytes()?);
     let mut by_name = HashMap::new();
-    let mut writers = HashMap::new();
+    let mut publisher = TablePublisher::new().with_error_report(report_table_error);
     for (config, id) in server.exports() {
         let (region, writer) = vrpc_hosted::create_metadata_table(slots, boot_id)
             .with_context(|| format!("metadata table for export {}", config.name))?;
         by_name.insert(config.name.clone(), region);
-        writers.insert(id, writer);
+        publisher.insert(id, writer);
     }
-    server.set_observer(Box::new(TableObserver { writers }));
+    server.set_observer(Box::new(publisher));
     Ok(Tables { by_name })
 }
 

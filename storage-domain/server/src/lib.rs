@@ -30,6 +30,7 @@ pub mod identity;
 mod mount;
 mod namespace;
 mod procedures;
+pub mod table;
 
 use alloc::boxed::Box;
 use alloc::string::String;

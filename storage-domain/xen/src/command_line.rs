@@ -12,6 +12,8 @@
 //! - `gw=A.B.C.D`: the default IPv4 gateway (none by default: only the
 //!   local subnet is reachable).
 //! - `port=N`: the TCP port of NFS, MOUNT and PORTMAP (default 2049).
+//! - `metatab=SLOTS`: slots of each export's metadata table, a power of two
+//!   up to 131072, or 0 for no tables (default 8192: 1 MiB + 4 KiB each).
 //! - `test=ACTION[,ACTION...]`: boot-test actions for `qemu-tests/`
 //!   (`seed`, `verify`, `churn`, `panic`, `fault`; see `docs/xen.md`).
 //!
@@ -54,6 +56,8 @@ pub struct Config {
     pub gateway: Option<Ipv4Addr>,
     /// The TCP port served (`port=`).
     pub port: u16,
+    /// Slots of each export's metadata table (`metatab=`; 0: none).
+    pub metatab_slots: u32,
     /// Boot-test actions, in command-line order.
     pub tests: Vec<TestAction>,
     /// Words that were not understood, for the banner.
@@ -66,6 +70,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 /// Default TCP port: NFS's registered port.
 pub const DEFAULT_PORT: u16 = 2049;
 
+/// Default metadata table slots per export (257 pages each).
+pub const DEFAULT_METATAB_SLOTS: u32 = 8192;
+
 impl Config {
     /// Parse a command line.
     pub fn parse(command_line: &[u8]) -> Config {
@@ -76,6 +83,7 @@ impl Config {
             address: None,
             gateway: None,
             port: DEFAULT_PORT,
+            metatab_slots: DEFAULT_METATAB_SLOTS,
             tests: Vec::new(),
             warnings: Vec::new(),
         };
@@ -112,6 +120,19 @@ impl Config {
                 "port" => match value.parse::<u16>() {
                     Ok(port) if port != 0 => config.port = port,
                     _ => config.warnings.push(format!("ignored port `{value}`")),
+                },
+                "metatab" => match value.parse::<u32>() {
+                    Ok(slots)
+                        if slots == 0
+                            || (slots.is_power_of_two()
+                                && slots <= metatab::layout::MAX_SLOT_COUNT) =>
+                    {
+                        config.metatab_slots = slots
+                    }
+                    _ => config.warnings.push(format!(
+                        "ignored metatab `{value}` (want 0 or a power of two up to {})",
+                        metatab::layout::MAX_SLOT_COUNT
+                    )),
                 },
                 "test" => {
                     for action in value.split(',') {
@@ -177,6 +198,17 @@ mod tests {
             (config.address, config.gateway, config.port),
             (None, None, 2049)
         );
+        assert_eq!(config.metatab_slots, 8192);
+    }
+
+    #[test]
+    fn parses_metatab_slots() {
+        assert_eq!(Config::parse(b"metatab=1024").metatab_slots, 1024);
+        assert_eq!(Config::parse(b"metatab=131072").metatab_slots, 131_072);
+        assert_eq!(Config::parse(b"metatab=0").metatab_slots, 0);
+        let bad = Config::parse(b"metatab=1000 metatab=262144 metatab=-1 metatab= metatab=4k");
+        assert_eq!(bad.warnings.len(), 5, "{:?}", bad.warnings);
+        assert_eq!(bad.metatab_slots, DEFAULT_METATAB_SLOTS);
     }
 
     #[test]

@@ -21,6 +21,8 @@ mod command_line;
 mod fs_tasks;
 mod netif_rx;
 mod tcp_server;
+mod vrpc_device;
+mod vrpc_serve;
 
 #[cfg(target_os = "none")]
 mod platform;

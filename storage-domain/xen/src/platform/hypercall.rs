@@ -7,12 +7,16 @@
 
 use core::arch::asm;
 use xen_abi::event_channel::{
-    EvtchnAllocUnbound, EvtchnClose, EvtchnSend, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_CLOSE,
-    EVTCHNOP_SEND,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnClose, EvtchnSend, EVTCHNOP_ALLOC_UNBOUND,
+    EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_CLOSE, EVTCHNOP_SEND,
 };
-use xen_abi::grant_table::{GnttabSetupTable, GNTTABOP_SETUP_TABLE};
+use xen_abi::grant_table::{
+    GnttabCopy, GnttabMapGrantRef, GnttabSetupTable, GnttabUnmapGrantRef, GNTTABOP_COPY,
+    GNTTABOP_MAP_GRANT_REF, GNTTABOP_SETUP_TABLE, GNTTABOP_UNMAP_GRANT_REF,
+};
 use xen_abi::sched::{
-    SchedPoll, SchedShutdown, ShutdownReason, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
+    SchedPoll, SchedShutdown, ShutdownReason, POLL_MAX_PORTS, SCHEDOP_POLL, SCHEDOP_SHUTDOWN,
+    SCHEDOP_YIELD,
 };
 use xen_abi::xen::{hypercall, TrapInfo, UVMF_INVLPG, XENVER_VERSION};
 use xen_abi::{DomainId, EventChannelPort};
@@ -78,9 +82,12 @@ pub fn yield_now() {
 }
 
 /// `SCHEDOP_poll`: block until one of `ports` is pending or the absolute
-/// system time `deadline_ns` (0: none) passes.
+/// system time `deadline_ns` (0: none) passes. Xen takes at most
+/// [`POLL_MAX_PORTS`] ports; ports beyond that are not waited on (callers
+/// keep their port count within it).
 pub fn poll(ports: &[EventChannelPort], deadline_ns: u64) {
-    let raw: [u32; 4] = core::array::from_fn(|index| ports.get(index).map_or(0, |port| port.0));
+    let raw: [u32; POLL_MAX_PORTS] =
+        core::array::from_fn(|index| ports.get(index).map_or(0, |port| port.0));
     let poll = SchedPoll {
         ports: raw.as_ptr() as u64,
         nr_ports: ports.len().min(raw.len()) as u32,
@@ -155,6 +162,35 @@ pub fn alloc_unbound(remote: DomainId) -> Result<EventChannelPort, HypercallErro
     Ok(EventChannelPort(request.port))
 }
 
+/// `EVTCHNOP_bind_interdomain`: a local port bound to `remote`'s unbound
+/// port `remote_port` (Xen sets the new port pending).
+///
+/// # Errors
+/// [`HypercallError`] from Xen (for example when the remote port is not
+/// unbound, or does not accept us).
+pub fn bind_interdomain(
+    remote: DomainId,
+    remote_port: EventChannelPort,
+) -> Result<EventChannelPort, HypercallError> {
+    let mut request = EvtchnBindInterdomain {
+        remote_dom: remote.0,
+        padding: 0,
+        remote_port: remote_port.0,
+        local_port: 0,
+    };
+    // SAFETY: `request` lives across the call; Xen writes only its
+    // `local_port`.
+    check(unsafe {
+        call3(
+            hypercall::EVENT_CHANNEL_OP,
+            u64::from(EVTCHNOP_BIND_INTERDOMAIN),
+            core::ptr::addr_of_mut!(request) as u64,
+            0,
+        )
+    })?;
+    Ok(EventChannelPort(request.local_port))
+}
+
 /// `EVTCHNOP_close`.
 pub fn close(port: EventChannelPort) {
     let request = EvtchnClose { port: port.0 };
@@ -197,6 +233,79 @@ pub fn grant_table_setup(frames: &mut [u64]) -> Result<(), HypercallError> {
         return Err(HypercallError(i64::from(request.status)));
     }
     Ok(())
+}
+
+/// `GNTTABOP_map_grant_ref` for every entry of `operations`; each entry's
+/// `status` and `handle` say how it went.
+///
+/// # Safety
+/// Each entry's `host_addr` (with `GNTMAP_host_map`) is a page-aligned
+/// virtual address of ours that nothing accesses as its old contents any
+/// more: after the call it shows the foreign page instead.
+///
+/// # Errors
+/// [`HypercallError`] when the call as a whole fails (then no entry was
+/// mapped past the failing one; check every `status`).
+pub unsafe fn grant_map(operations: &mut [GnttabMapGrantRef]) -> Result<(), HypercallError> {
+    // SAFETY: the array (exactly `len` entries) lives across the call; Xen
+    // writes only the OUT fields; the caller vouches for the addresses.
+    check(unsafe {
+        call3(
+            hypercall::GRANT_TABLE_OP,
+            u64::from(GNTTABOP_MAP_GRANT_REF),
+            operations.as_mut_ptr() as u64,
+            operations.len() as u64,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `GNTTABOP_unmap_grant_ref` for every entry of `operations`.
+///
+/// # Safety
+/// Each entry names a mapping made by [`grant_map`] that nothing accesses
+/// any more: afterwards its virtual address is not mapped.
+///
+/// # Errors
+/// [`HypercallError`] when the call as a whole fails; check every `status`.
+pub unsafe fn grant_unmap(operations: &mut [GnttabUnmapGrantRef]) -> Result<(), HypercallError> {
+    // SAFETY: as in grant_map; the caller vouches that the mappings are
+    // no longer used.
+    check(unsafe {
+        call3(
+            hypercall::GRANT_TABLE_OP,
+            u64::from(GNTTABOP_UNMAP_GRANT_REF),
+            operations.as_mut_ptr() as u64,
+            operations.len() as u64,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `GNTTABOP_copy` for every entry of `operations`; each entry's `status`
+/// says how it went.
+///
+/// # Safety
+/// Every side that names a frame of ours (not a grant reference) names the
+/// machine frame of memory that may be read (source) or overwritten
+/// (destination) at that offset and length for the duration of the call,
+/// with no Rust reference to the destination bytes alive.
+///
+/// # Errors
+/// [`HypercallError`] when the call as a whole fails; check every `status`.
+pub unsafe fn grant_copy(operations: &mut [GnttabCopy]) -> Result<(), HypercallError> {
+    // SAFETY: the array lives across the call and Xen writes only the
+    // `status` fields; the caller vouches for the frames. The asm has no
+    // `nomem`, so the compiler assumes memory changed.
+    check(unsafe {
+        call3(
+            hypercall::GRANT_TABLE_OP,
+            u64::from(GNTTABOP_COPY),
+            operations.as_mut_ptr() as u64,
+            operations.len() as u64,
+        )
+    })
+    .map(|_| ())
 }
 
 /// `XENVER_version`: `(major, minor)`.

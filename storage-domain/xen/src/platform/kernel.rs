@@ -2,15 +2,19 @@
 //!
 //! Boot: banner, xenstore, grant table, blkfront, `sdfs::Volume::open`,
 //! boot-test actions, the self-check, netfront and the TCP server (when
-//! the domain has a vif and an `ip=`), then the poll loop: serve NFS over
-//! TCP and watch `control/shutdown`, sleeping in `SCHEDOP_poll` on the
-//! netfront and xenstore event channels until a frame, a TCP timer or the
-//! watch. Shutdown commits the file system, flushes the disk, closes the
-//! devices and ends the domain with `SCHEDOP_shutdown`.
+//! the domain has a vif and an `ip=`), the metadata tables and the VRPC
+//! backend, then the poll loop: serve NFS over TCP and over every guest's
+//! VRPC ring, walk the guests' xenstore state machines and watch
+//! `control/shutdown`, sleeping in `SCHEDOP_poll` on the xenstore,
+//! netfront and guests' event channels until a frame, a request, a TCP
+//! timer or a watch. Shutdown detaches the guests, commits the file
+//! system, flushes the disk, closes the devices and ends the domain with
+//! `SCHEDOP_shutdown`.
 
 use super::blkfront::Blkfront;
 use super::events::{self, PvClock};
 use super::netfront::Netfront;
+use super::vrpc_backend::{self, VrpcService};
 use super::xenstore::{Transaction, Xenstore, XenstoreError};
 use super::{console, grants, hypercall, memory};
 use crate::command_line::{Config, TestAction};
@@ -20,6 +24,7 @@ use crate::tcp_server::{TcpServer, CONNECTIONS};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use vfs::FileSystem;
 use xen_abi::sched::ShutdownReason;
 use xen_abi::xen::StartInfo;
@@ -28,6 +33,9 @@ use xen_abi::EventChannelPort;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SHUTDOWN_NODE: &str = "control/shutdown";
 const SHUTDOWN_TOKEN: &str = "shutdown";
+/// Rounds of xenstore work (watch events, device state changes) per loop
+/// pass before serving again.
+const XENSTORE_ROUNDS: usize = 16;
 
 /// Boot, serve, shut down. Never returns.
 pub fn main(start_info: &StartInfo) -> ! {
@@ -153,6 +161,13 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         }
     };
 
+    // The metadata tables (their boot id must differ between boots, like
+    // the write verifier) and the VRPC backend.
+    let boot_id = events::system_time_ns() ^ (events::wall_clock().seconds as u64).rotate_left(17);
+    let mut vrpc = VrpcService::new(&mut server, config.metatab_slots, boot_id)?;
+    vrpc.start(&mut xenstore)
+        .map_err(|error| format!("watching backend/vrpc: {error}"))?;
+
     let (heap_used, heap_size) = memory::heap_usage();
     println!(
         "ready: domain {domain}, {} ms after entry, heap {} KiB used of {} KiB",
@@ -173,7 +188,8 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let churn = config.wants(TestAction::Churn);
     let mut churn_number = fs_tasks::verify_churn_log(server.filesystem()).unwrap_or(0);
     let store_port = xenstore.port();
-    let reason = loop {
+    let mut ports: Vec<EventChannelPort> = Vec::new();
+    let reason = 'serve: loop {
         // Work to do now means the wait below only looks (deadline 1).
         let mut busy = churn;
         if churn {
@@ -188,8 +204,8 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         }
         // 0: no timer, sleep until an event.
         let mut deadline = 0;
-        let mut ports: [EventChannelPort; 2] = [store_port, store_port];
-        let mut port_count = 1;
+        ports.clear();
+        ports.push(store_port);
         if let Some((netfront, tcp)) = &mut network {
             netfront.service();
             busy |= tcp.poll(now, netfront, &mut server);
@@ -199,27 +215,53 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
                     .saturating_add(delay.total_micros().saturating_mul(1000))
                     .max(1);
             }
-            ports[1] = netfront.port();
-            port_count = 2;
+            ports.push(netfront.port());
         }
-        // The watch is checked without blocking; the sleep is below, on
-        // both channels (a pending bit set since the checks makes it
-        // return at once).
-        match xenstore.next_watch_event(Some(SHUTDOWN_TOKEN), 1) {
-            Ok(Some(_)) => {
-                if let Some(reason) = shutdown_request(&mut xenstore) {
-                    break reason;
-                }
-                continue;
+        // Every guest's ready requests, one commit for all.
+        busy |= vrpc.serve(&mut server);
+        // Xenstore: the guests' state machines (which make requests of
+        // their own) and every watch event, until no event is queued, so
+        // none waits in the client's queue while the loop sleeps. The
+        // watches are checked without blocking; the sleep is below (a
+        // pending bit set since the checks makes it return at once).
+        let mut settled = false;
+        for _ in 0..XENSTORE_ROUNDS {
+            if vrpc.needs_settle() {
+                vrpc.settle(&mut xenstore);
             }
-            Ok(None) => {}
-            Err(error) => return Err(format!("xenstore: {error}")),
+            match xenstore.next_watch_event(None, 1) {
+                Ok(Some(event)) if event.token == SHUTDOWN_TOKEN => {
+                    if let Some(reason) = shutdown_request(&mut xenstore) {
+                        break 'serve reason;
+                    }
+                }
+                Ok(Some(event)) if event.token == vrpc_backend::TOKEN => vrpc.watch_fired(),
+                // Another watch's late event (a device handshake's).
+                Ok(Some(_)) => {}
+                Ok(None) if !vrpc.needs_settle() => {
+                    settled = true;
+                    break;
+                }
+                Ok(None) => {}
+                Err(error) => return Err(format!("xenstore: {error}")),
+            }
         }
-        if !busy {
-            events::wait(&ports[..port_count], deadline);
+        busy |= !settled;
+        if let Some(linger) = vrpc.deadline() {
+            deadline = if deadline == 0 {
+                linger
+            } else {
+                deadline.min(linger)
+            };
+        }
+        // RING_FINAL_CHECK_FOR_REQUESTS on every guest's ring, last.
+        if !busy && !vrpc.final_check() {
+            ports.extend(vrpc.ports());
+            events::wait(&ports, deadline);
         }
     };
 
+    vrpc.shutdown(&mut xenstore);
     if let Some((netfront, tcp)) = network {
         let statistics = netfront.statistics;
         println!(

@@ -11,6 +11,8 @@ pub mod memory;
 pub mod netfront;
 pub mod panic;
 pub mod traps;
+pub mod vrpc_backend;
+pub mod vrpc_memory;
 pub mod xenbus;
 pub mod xenstore;
 

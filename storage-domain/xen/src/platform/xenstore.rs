@@ -6,15 +6,15 @@
 //! watch, unwatch, transactions.
 
 use super::{events, hypercall, memory};
-use xen_abi::xenstore_wire::{
-    encode_request, nul_terminated, parse_transaction_id, parse_watch_event, split_directory,
-    trim_nul, Message, Reassembler, WireError,
-};
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use xen_abi::xen::StartInfo;
+use xen_abi::xenstore_wire::{
+    encode_request, nul_terminated, parse_transaction_id, parse_watch_event, split_directory,
+    trim_nul, Message, Reassembler, WireError,
+};
 use xen_abi::xs_wire::{offset, MessageType, RING_SIZE};
 use xen_abi::{EventChannelPort, MachineFrame};
 

@@ -1,0 +1,359 @@
+//! One serving pass over every guest's VRPC ring: bounded work per guest,
+//! one commit for all.
+//!
+//! Design: the kernel's poll loop calls [`serve_pass`] once per round with
+//! the rings of every connected guest. Each guest gives at most a ring's
+//! worth of requests per pass, so a guest whose requests never stop cannot
+//! starve the others (or the TCP clients served in the same loop). Each
+//! record goes through `Server::handle(record, ClientAddress::Domain(..))`;
+//! replies that need no commit are answered at once, the others after the
+//! pass, where the first `Server::finish` commits and the rest find their
+//! changes already durable (group commit across guests). A guest that
+//! breaks the protocol, or whose pool copy fails, only gets its
+//! [`GuestRing::failure`] set; the platform then drops that guest.
+//!
+//! Nothing here touches Xen: the rings are any [`vrpc::SharedMemory`]
+//! (mapped grants in the kernel, `[AtomicU32]` in the tests).
+#![forbid(unsafe_code)]
+
+use alloc::vec::Vec;
+use nfs_server::{ClientAddress, Reply, Server};
+use vfs::FileSystem;
+use vrpc::{Backend, Doorbell, ProtocolError, Request, SharedMemory};
+
+/// One connected guest's ring, with its counters.
+#[derive(Debug)]
+pub struct GuestRing<R, P, D> {
+    backend: Backend<R, P, D>,
+    client: ClientAddress,
+    failure: Option<ProtocolError>,
+    /// Requests taken off the ring.
+    pub requests: u64,
+    /// Responses written (replies, NO_REPLY and REPLY_TOO_LARGE).
+    pub replies: u64,
+}
+
+impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
+    /// Serve `backend` for `client` (the guest's `ClientAddress::Domain`).
+    pub fn new(backend: Backend<R, P, D>, client: ClientAddress) -> Self {
+        GuestRing {
+            backend,
+            client,
+            failure: None,
+            requests: 0,
+            replies: 0,
+        }
+    }
+
+    /// The protocol error that stopped this ring, if any: the platform
+    /// drops the guest. A failed ring is no longer served.
+    pub fn failure(&self) -> Option<ProtocolError> {
+        self.failure
+    }
+
+    /// The final check before sleeping (`RING_FINAL_CHECK_FOR_REQUESTS`):
+    /// whether a request arrived (or the ring failed) since the last pass.
+    pub fn final_check(&mut self) -> bool {
+        if self.failure.is_some() {
+            return true;
+        }
+        match self.backend.enable_notifications() {
+            Ok(pending) => pending,
+            Err(error) => {
+                self.failure = Some(error);
+                true
+            }
+        }
+    }
+
+    fn answer(&mut self, request: Request, reply: &[u8]) {
+        match self.backend.respond(request, reply) {
+            Ok(_) => self.replies += 1,
+            Err(error) => self.failure = Some(error),
+        }
+    }
+}
+
+/// Serve every ring in `rings` once (see the module doc). Returns whether
+/// a guest may have more requests right away (it used its whole share, or
+/// failed), so the caller should not sleep.
+pub fn serve_pass<'a, F, R, P, D>(
+    rings: impl IntoIterator<Item = &'a mut GuestRing<R, P, D>>,
+    server: &mut Server<F>,
+) -> bool
+where
+    F: FileSystem,
+    R: SharedMemory + 'a,
+    P: SharedMemory + 'a,
+    D: Doorbell + 'a,
+{
+    let mut rings: Vec<&mut GuestRing<R, P, D>> = rings
+        .into_iter()
+        .filter(|ring| ring.failure.is_none())
+        .collect();
+    let mut busy = false;
+    let mut waiting: Vec<(usize, Request, Reply)> = Vec::new();
+    for (index, ring) in rings.iter_mut().enumerate() {
+        let share = ring.backend.parameters().slot_count;
+        let mut taken = 0;
+        while taken < share {
+            let request = match ring.backend.next_request() {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(error) => {
+                    ring.failure = Some(error);
+                    break;
+                }
+            };
+            taken += 1;
+            ring.requests += 1;
+            match server.handle(request.record(), ring.client) {
+                None => match ring.backend.respond_no_reply(request) {
+                    Ok(()) => ring.replies += 1,
+                    Err(error) => ring.failure = Some(error),
+                },
+                Some(reply) if reply.needs_commit() => waiting.push((index, request, reply)),
+                Some(reply) => ring.answer(request, &reply.into_bytes_unchecked_durability()),
+            }
+            if ring.failure.is_some() {
+                break;
+            }
+        }
+        busy |= taken == share || ring.failure.is_some();
+    }
+    // The first finish commits; the others find their changes durable.
+    for (index, request, reply) in waiting {
+        let bytes = server.finish(reply);
+        let ring = &mut rings[index];
+        if ring.failure.is_none() {
+            ring.answer(request, &bytes);
+        }
+    }
+    busy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use core::sync::atomic::{AtomicU32, Ordering};
+    use nfs3::procedures::create::MakeDirectoryArguments;
+    use nfs3::{Arguments, DirectoryOperationArguments, FileHandle, Nfs3, Results};
+    use nfs_server::{ExportConfig, ServerConfig};
+    use sdfs::device::MemoryDevice;
+    use sdfs::{FormatOptions, Volume};
+    use vfs::StepClock;
+    use vrpc::{CountingDoorbell, Frontend, RingParameters};
+
+    const PARAMETERS: RingParameters = RingParameters {
+        slot_count: 4,
+        slot_size: 1024,
+        pool_pages: 4,
+    };
+
+    fn server() -> Server<Volume<MemoryDevice>> {
+        let mut device = MemoryDevice::new(512);
+        let options = FormatOptions {
+            uuid: [3; 16],
+            handle_secret: [9; 32],
+        };
+        Volume::format(&mut device, options, &StepClock::new(1_700_000_000)).unwrap();
+        let volume =
+            Volume::open(device, Box::new(StepClock::new(1_700_000_100)), 1 << 20).unwrap();
+        let config = ServerConfig {
+            exports: vec![ExportConfig::parse("/,no_root_squash").unwrap()],
+            handle_secret: [9; 32],
+            write_verifier: *b"verifier",
+            file_system_id: 1,
+            port: 0,
+        };
+        Server::new(volume, config).unwrap()
+    }
+
+    fn region(bytes: usize) -> Vec<AtomicU32> {
+        (0..bytes / 4).map(|_| AtomicU32::new(0)).collect()
+    }
+
+    /// One guest's shared memory and doorbells.
+    struct Guest {
+        ring: Vec<AtomicU32>,
+        pool: Vec<AtomicU32>,
+        to_backend: CountingDoorbell,
+        to_frontend: CountingDoorbell,
+    }
+
+    impl Guest {
+        fn new() -> Guest {
+            Guest {
+                ring: region(PARAMETERS.ring_bytes()),
+                pool: region(PARAMETERS.pool_bytes()),
+                to_backend: CountingDoorbell::new(),
+                to_frontend: CountingDoorbell::new(),
+            }
+        }
+
+        #[allow(clippy::type_complexity)] // the test's whole wiring in one place
+        fn connect(
+            &self,
+            domain: u32,
+        ) -> (
+            Frontend<&[AtomicU32], &[AtomicU32], &CountingDoorbell>,
+            GuestRing<&[AtomicU32], &[AtomicU32], &CountingDoorbell>,
+        ) {
+            let frontend =
+                Frontend::new(&self.ring[..], &self.pool[..], &self.to_backend, PARAMETERS)
+                    .unwrap();
+            let backend = Backend::new(
+                &self.ring[..],
+                &self.pool[..],
+                &self.to_frontend,
+                PARAMETERS,
+                nfs_server::MAX_RECORD_SIZE,
+            )
+            .unwrap();
+            (
+                frontend,
+                GuestRing::new(backend, ClientAddress::Domain(domain)),
+            )
+        }
+    }
+
+    fn mkdir(xid: u32, root: &FileHandle, name: &[u8]) -> Vec<u8> {
+        let credential = xdr::OpaqueAuth::sys(&xdr::AuthSys {
+            stamp: 1,
+            machine_name: b"guest".to_vec(),
+            uid: 0,
+            gid: 0,
+            gids: vec![0],
+        });
+        nfs3::message::encode_call::<Nfs3>(
+            xid,
+            credential,
+            &Arguments::MakeDirectory(MakeDirectoryArguments {
+                location: DirectoryOperationArguments {
+                    directory: root.clone(),
+                    name: name.to_vec(),
+                },
+                attributes: Default::default(),
+            }),
+        )
+    }
+
+    fn null_call(xid: u32) -> Vec<u8> {
+        [xid, 0, 2, 100_003, 3, 0, 0, 0, 0, 0]
+            .iter()
+            .flat_map(|word| word.to_be_bytes())
+            .collect()
+    }
+
+    /// Every response the frontend can collect: (xid, reply record).
+    fn responses(
+        frontend: &mut Frontend<&[AtomicU32], &[AtomicU32], &CountingDoorbell>,
+    ) -> Vec<(u32, Vec<u8>)> {
+        let mut collected = Vec::new();
+        while let Some(completion) = frontend.poll_response().unwrap() {
+            collected.push((completion.xid, completion.reply.unwrap()));
+        }
+        collected
+    }
+
+    fn made_directory(reply: &[u8]) -> bool {
+        let (_, results) = nfs3::message::decode_reply::<Nfs3>(reply, 9).unwrap();
+        match results {
+            Results::MakeDirectory(result) => result.into_result().is_ok(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn two_guests_share_one_commit() {
+        let mut server = server();
+        let root = server.root_handle("/", &ClientAddress::Domain(1)).unwrap();
+        let (first, second) = (Guest::new(), Guest::new());
+        let (mut front_a, mut ring_a) = first.connect(1);
+        let (mut front_b, mut ring_b) = second.connect(2);
+        let a1 = front_a.submit(&mkdir(1, &root, b"a1"), None, 0).unwrap();
+        let a2 = front_a.submit(&null_call(2), None, 0).unwrap();
+        let a3 = front_a.submit(&mkdir(3, &root, b"a3"), None, 0).unwrap();
+        let b1 = front_b.submit(&mkdir(1, &root, b"b1"), None, 0).unwrap();
+        let commits = server.statistics().commits;
+        let busy = serve_pass([&mut ring_a, &mut ring_b], &mut server);
+        assert!(!busy, "nobody used a whole ring");
+        assert_eq!(
+            server.statistics().commits,
+            commits + 1,
+            "one commit for all"
+        );
+        let from_a = responses(&mut front_a);
+        let xids: Vec<u32> = from_a.iter().map(|(xid, _)| *xid).collect();
+        // The NULL reply needs no commit and goes first.
+        assert_eq!(xids, [a2, a1, a3]);
+        assert!(made_directory(&from_a[1].1) && made_directory(&from_a[2].1));
+        let from_b = responses(&mut front_b);
+        assert_eq!(from_b.len(), 1);
+        assert_eq!(from_b[0].0, b1);
+        assert!(made_directory(&from_b[0].1));
+        assert_eq!((ring_a.requests, ring_a.replies), (3, 3));
+        assert_eq!((ring_b.requests, ring_b.replies), (1, 1));
+        assert!(!ring_a.final_check() && !ring_b.final_check());
+    }
+
+    #[test]
+    fn a_full_ring_is_one_share_and_keeps_the_loop_busy() {
+        let mut server = server();
+        let guest = Guest::new();
+        let (mut frontend, mut ring) = guest.connect(1);
+        for xid in 0..PARAMETERS.slot_count {
+            frontend.submit(&null_call(xid + 10), None, 0).unwrap();
+        }
+        assert!(ring.final_check(), "requests are pending");
+        assert!(
+            serve_pass([&mut ring], &mut server),
+            "a whole share was used"
+        );
+        assert_eq!(
+            responses(&mut frontend).len(),
+            PARAMETERS.slot_count as usize
+        );
+        assert!(!serve_pass([&mut ring], &mut server));
+        assert!(!ring.final_check());
+        frontend.submit(&null_call(99), None, 0).unwrap();
+        assert!(ring.final_check(), "a request after the check is seen");
+    }
+
+    #[test]
+    fn a_hostile_guest_fails_alone() {
+        let mut server = server();
+        let (good, bad) = (Guest::new(), Guest::new());
+        let (mut front_good, mut ring_good) = good.connect(1);
+        let (mut front_bad, mut ring_bad) = bad.connect(2);
+        front_good.submit(&null_call(1), None, 0).unwrap();
+        front_bad.submit(&null_call(1), None, 0).unwrap();
+        // The bad guest claims far more requests than its ring holds.
+        bad.ring[0].store(1000u32.to_le(), Ordering::Release);
+        assert!(serve_pass([&mut ring_bad, &mut ring_good], &mut server));
+        assert!(matches!(
+            ring_bad.failure(),
+            Some(ProtocolError::IndexOverrun { producer: 1000 })
+        ));
+        assert_eq!(responses(&mut front_good).len(), 1);
+        assert_eq!(ring_good.failure(), None);
+        // A failed ring is skipped from then on.
+        assert!(!serve_pass([&mut ring_bad, &mut ring_good], &mut server));
+        assert!(ring_bad.final_check(), "a failed ring keeps the loop awake");
+        drop(front_bad);
+    }
+
+    #[test]
+    fn a_garbage_slot_is_a_protocol_error() {
+        let mut server = server();
+        let guest = Guest::new();
+        let (mut frontend, mut ring) = guest.connect(3);
+        frontend.submit(&null_call(1), None, 0).unwrap();
+        // Flags word of slot 0 (offset 64 + 4): must be zero.
+        guest.ring[(64 + 4) / 4].store(7, Ordering::Relaxed);
+        assert!(serve_pass([&mut ring], &mut server));
+        assert_eq!(ring.failure(), Some(ProtocolError::UnknownFlags));
+        assert_eq!(ring.requests, 0);
+    }
+}
