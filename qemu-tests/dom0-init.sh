@@ -214,7 +214,7 @@ fi
 #     guest's mount, then the guest is destroyed while mounted. The guest
 #     reports on its console (GDT-OK/GDT-FAIL); dom0 and the guest take
 #     turns through xenstore keys in the guest's data/ directory.
-VRPC_EXPORTS="export=/ export=/vrpc,path=/vrpc,rw,no_root_squash export=/private,path=/private,rw,allow=domain:999 ip=10.0.0.2/24 port=2049"
+VRPC_EXPORTS="export=/ export=/vrpc,path=/,rw,no_root_squash export=/private,path=/private,rw,allow=domain:999 ip=10.0.0.2/24 port=2049 test=many"
 guest_step() { xenstore-read "/local/domain/$1/data/guest-step" 2>/dev/null; }
 # wait_guest DOMID VALUE SECONDS
 wait_guest() {
@@ -232,6 +232,11 @@ vrpc_sd_up() {  # create the storage domain (name sd-vrpc) and wait for VRPC
         && wait_for sd-vrpc "^vrpc: serving guests" 180
 }
 start=$(uptime_s)
+# The storage domain's console as it comes (printed whole again at the
+# end), through its restart.
+touch "$(log_of sd-vrpc)"
+tail -F "$(log_of sd-vrpc)" 2>/dev/null | sed 's/^/[live sd-vrpc] /' &
+sd_tail=$!
 if vrpc_sd_up; then
     ok "vrpc boot: serving guests $(elapsed "$start" "$(uptime_s)") s"
     mkdir -p /mnt/private /mnt/dom0share
@@ -253,13 +258,17 @@ if vrpc_sd_up; then
     t0=$(uptime_s)
     if xl create /etc/xen/guest.cfg >/tmp/xl-guest1.log 2>&1; then
         gid=$(xl domid guest1)
+        # The guest's console as it comes (the full log is printed again
+        # at the end): shows where a slow or stuck step is.
+        tail -F "$(log_of guest1)" 2>/dev/null | sed 's/^/[live guest1] /' &
+        live_tail=$!
         if storage-domain-ctl attach guest1 --export /vrpc --backend sd-vrpc >/tmp/attach.log 2>&1; then
             ok "vrpc: attached guest1 (domain $gid) $(elapsed "$t0" "$(uptime_s)") s after xl create"
         else
             fail "vrpc: attach guest1"; sed 's/^/SDT-INFO attach: /' /tmp/attach.log
         fi
         storage-domain-ctl list --backend sd-vrpc | sed 's/^/SDT-INFO list: /'
-        if wait_for guest1 "GDT-OK mount" 300; then
+        if wait_for guest1 "GDT-OK mount" 150; then
             ok "vrpc: guest1 mounted $(elapsed "$t0" "$(uptime_s)") s after xl create"
         else
             fail "vrpc: guest1 did not mount"
@@ -273,14 +282,14 @@ if vrpc_sd_up; then
         for i in $(seq 1 300); do grep -q ' /mnt/dom0share fuse' /proc/mounts && break; sleep 0.2; done
         grep -q ' /mnt/dom0share fuse' /proc/mounts && ok "vrpc: dom0 mounted" \
             || { fail "vrpc: dom0 mount"; sed 's/^/SDT-INFO dom0 guest-driver: /' /tmp/guest-driver-dom0.log; }
-        if wait_guest "$gid" ready-for-dom0-change 600; then
+        if wait_guest "$gid" ready-for-dom0-change 300; then
             printf 'changed in domain 0\n' > /mnt/dom0share/shared.txt
             xenstore-write "/local/domain/$gid/data/dom0-step" changed
             ok "vrpc: dom0 changed shared.txt"
         else
             fail "vrpc: guest never got ready for dom0's change (step '$(guest_step "$gid")')"
         fi
-        if wait_guest "$gid" ready-for-sd-destroy 900; then
+        if wait_guest "$gid" ready-for-sd-destroy 300; then
             kill -TERM $dom0_driver; wait $dom0_driver
             storage-domain-ctl detach 0 --backend sd-vrpc >/dev/null 2>&1
             grep -q "domain 0 device 0 detached" "$(log_of sd-vrpc)" && ok "vrpc: dom0 detached" || fail "vrpc: dom0 detach not seen"
@@ -330,9 +339,10 @@ if vrpc_sd_up; then
         else
             fail "vrpc: guest never got ready for the storage domain's destruction (step '$(guest_step "$gid")')"
         fi
-        wait_for guest1 "GDT-OK guest done" 300 || fail "vrpc: guest did not finish"
+        wait_for guest1 "GDT-OK guest done" 120 || fail "vrpc: guest did not finish"
         # The guest destroyed while mounted: the storage domain notices and
         # frees everything of it.
+        kill $live_tail 2>/dev/null
         xl destroy guest1
         if wait_for sd-vrpc "domain $gid device 0 detached" 60; then
             ok "vrpc: guest destroyed while mounted, storage domain detached it"
@@ -348,6 +358,7 @@ if vrpc_sd_up; then
 else
     fail "vrpc boot: not serving guests"
 fi
+kill $sd_tail 2>/dev/null
 
 # 4. A panic reaches the console and crashes the domain (kept by
 #    on_crash="preserve" so its state shows as crashed).

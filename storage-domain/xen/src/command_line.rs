@@ -15,7 +15,7 @@
 //! - `metatab=SLOTS`: slots of each export's metadata table, a power of two
 //!   up to 131072, or 0 for no tables (default 8192: 1 MiB + 4 KiB each).
 //! - `test=ACTION[,ACTION...]`: boot-test actions for `qemu-tests/`
-//!   (`seed`, `verify`, `churn`, `panic`, `fault`; see `docs/xen.md`).
+//!   (`seed`, `verify`, `churn`, `panic`, `fault`, `many`; see `docs/xen.md`).
 //!
 //! The bytes come from the toolstack's configuration: nothing here panics
 //! on them; unknown or malformed words become warnings the banner prints.
@@ -41,6 +41,9 @@ pub enum TestAction {
     Panic,
     /// Touch an unmapped page after the self-check (the fault-report test).
     Fault,
+    /// Create `/many/f0` .. `/many/f999` (empty) in one commit, for the
+    /// guests' stat passes.
+    Many,
 }
 
 /// The parsed configuration.
@@ -142,6 +145,7 @@ impl Config {
                             "churn" => config.tests.push(TestAction::Churn),
                             "panic" => config.tests.push(TestAction::Panic),
                             "fault" => config.tests.push(TestAction::Fault),
+                            "many" => config.tests.push(TestAction::Many),
                             other => config
                                 .warnings
                                 .push(format!("ignored test action `{other}`")),
@@ -230,7 +234,7 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let config = Config::parse(
-            b"export=/ export=/public,path=/srv/public,ro,allow=domain:3  cache=8M test=seed,churn,fault",
+            b"export=/ export=/public,path=/srv/public,ro,allow=domain:3  cache=8M test=seed,churn,fault,many",
         );
         assert_eq!(config.exports.len(), 2);
         assert!(config.exports[1].read_only);
@@ -239,7 +243,12 @@ mod tests {
         assert_eq!(config.cache_bytes, 8 << 20);
         assert_eq!(
             config.tests,
-            [TestAction::Seed, TestAction::Churn, TestAction::Fault]
+            [
+                TestAction::Seed,
+                TestAction::Churn,
+                TestAction::Fault,
+                TestAction::Many
+            ]
         );
         assert!(config.wants(TestAction::Churn) && !config.wants(TestAction::Panic));
     }

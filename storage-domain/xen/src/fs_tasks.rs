@@ -206,6 +206,38 @@ pub fn seed_known_files(fs: &mut dyn FileSystem) -> Result<(), TaskError> {
     step("commit", fs.commit())
 }
 
+/// Directory of [`seed_many_files`].
+pub const MANY_DIRECTORY: &[u8] = b"many";
+/// Files [`seed_many_files`] creates.
+pub const MANY_FILES: u32 = 1000;
+
+/// Create `/many/f0` .. `/many/f999` (empty; existing ones are kept) and
+/// commit once.
+///
+/// # Errors
+/// [`TaskError`] naming the failed step.
+pub fn seed_many_files(fs: &mut dyn FileSystem) -> Result<(), TaskError> {
+    let root = fs.root();
+    let directory = lookup_or_create(
+        fs,
+        root,
+        MANY_DIRECTORY,
+        &NewNode::Directory,
+        &DIRECTORY_OWNER,
+    )?;
+    for index in 0..MANY_FILES {
+        let name = format!("f{index}");
+        lookup_or_create(
+            fs,
+            directory,
+            name.as_bytes(),
+            &NewNode::Regular,
+            &FILE_OWNER,
+        )?;
+    }
+    step("commit", fs.commit())
+}
+
 fn read_whole(
     fs: &mut dyn FileSystem,
     directory: InodeId,
@@ -344,6 +376,18 @@ mod tests {
         ));
         assert_eq!(lines_text().len(), 240_000);
         assert!(lines_text().ends_with(b"line 019999\n"));
+    }
+
+    #[test]
+    fn many_files_are_seeded_once() {
+        let mut fs = memfs();
+        seed_many_files(&mut fs).unwrap();
+        seed_many_files(&mut fs).unwrap();
+        let directory = fs.lookup(fs.root(), MANY_DIRECTORY).unwrap().inode;
+        assert!(fs.lookup(directory, b"f0").is_ok());
+        assert!(fs.lookup(directory, b"f999").is_ok());
+        assert_eq!(fs.lookup(directory, b"f1000"), Err(FsError::NotFound));
+        assert_eq!(count_inodes(&mut fs, 10_000), Ok(1002));
     }
 
     #[test]

@@ -291,6 +291,14 @@ pub fn attach(store: &Xenstore, request: &AttachRequest) -> Result<Attached, Ctl
                 }
             }
         };
+        // A stale device (its storage domain gone) is cleared first: the
+        // keys its driver wrote carry the old storage domain's read
+        // permission, and rewriting a node keeps its permissions, so the
+        // new storage domain could not read them.
+        let frontend = frontend_path(guest.id, device);
+        if transaction.read(&frontend)?.is_some() {
+            transaction.remove(&frontend)?;
+        }
         let plan = attach_plan(&Attachment {
             guest: guest.id,
             storage_domain: storage_domain.id,

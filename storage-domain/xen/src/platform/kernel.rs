@@ -109,6 +109,12 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
             Err(error) => println!("seed: FAILED: {error}"),
         }
     }
+    if config.wants(TestAction::Many) {
+        match fs_tasks::seed_many_files(&mut volume) {
+            Ok(()) => println!("seed: /many holds f0..f{}", fs_tasks::MANY_FILES - 1),
+            Err(error) => println!("seed: /many FAILED: {error}"),
+        }
+    }
     match fs_tasks::self_check(&mut volume) {
         Ok(check) => println!(
             "fs ok: {} inodes, {} free blocks",

@@ -392,6 +392,9 @@ fn attach_again_reuses_the_device_of_a_destroyed_storage_domain() {
         attach(&dom0, &attach_request("vm5", Some(0))),
         Err(CtlError::AlreadyAttached { device: 0, .. })
     ));
+    // The guest's driver had written its keys (readable by the storage
+    // domain of the time).
+    daemon.set("/local/domain/5/device/vrpc/0/ring-ref0", "8");
     // The storage domain is destroyed (its xenstore directory goes) and
     // started again under a new id: the guest's device 0 still names the
     // old backend, and attaching the same export reuses that number.
@@ -410,6 +413,11 @@ fn attach_again_reuses_the_device_of_a_destroyed_storage_domain() {
             .value("/local/domain/5/device/vrpc/0/backend-id")
             .as_deref(),
         Some("7")
+    );
+    // The old driver's keys are gone (they carried the old permissions).
+    assert_eq!(
+        daemon.value("/local/domain/5/device/vrpc/0/ring-ref0"),
+        None
     );
     // Device 1 is stale too but already taken care of by the first match;
     // a different export gets a fresh number.
