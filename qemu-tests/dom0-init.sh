@@ -293,36 +293,6 @@ if vrpc_sd_up; then
             kill -TERM $dom0_driver; wait $dom0_driver
             storage-domain-ctl detach 0 --backend sd-vrpc >/dev/null 2>&1
             grep -q "domain 0 device 0 detached" "$(log_of sd-vrpc)" && ok "vrpc: dom0 detached" || fail "vrpc: dom0 detach not seen"
-            # 20 attach / mount / kill -9 / detach cycles of a dom0 device:
-            # the storage domain must free everything of it each time.
-            mkdir -p /mnt/cycle
-            cycles=0
-            for cycle in $(seq 1 20); do
-                storage-domain-ctl attach 0 --export /vrpc --backend sd-vrpc --device 2 >/tmp/cycle-attach.log 2>&1 \
-                    || { sed 's/^/SDT-INFO cycle attach: /' /tmp/cycle-attach.log; break; }
-                guest-driver mount --xen --device 2 /mnt/cycle >/tmp/cycle.log 2>&1 &
-                pid=$!
-                for i in $(seq 1 150); do grep -q ' /mnt/cycle fuse' /proc/mounts && break; sleep 0.2; done
-                ls /mnt/cycle >/dev/null 2>&1 || { sed 's/^/SDT-INFO cycle mount: /' /tmp/cycle.log; kill -9 $pid; break; }
-                kill -9 $pid
-                wait $pid 2>/dev/null
-                umount -l /mnt/cycle 2>/dev/null
-                storage-domain-ctl detach 0 --device 2 --backend sd-vrpc >/dev/null 2>&1
-                for i in $(seq 1 150); do
-                    [ "$(grep -c 'domain 0 device 2 detached' "$(log_of sd-vrpc)")" -ge "$cycle" ] && break
-                    sleep 0.2
-                done
-                [ "$(grep -c 'domain 0 device 2 detached' "$(log_of sd-vrpc)")" -ge "$cycle" ] || break
-                cycles=$cycle
-            done
-            heaps=$(grep 'domain 0 device 2 detached' "$(log_of sd-vrpc)" | sed -n 's/.*heap \([0-9]*\) KiB used.*/\1/p')
-            heap_first=$(echo "$heaps" | head -1)
-            heap_last=$(echo "$heaps" | tail -1)
-            if [ "$cycles" = 20 ] && [ -n "$heap_first" ] && [ "$heap_last" -le $((heap_first + 64)) ]; then
-                ok "vrpc: 20 attach/kill/detach cycles, heap $heap_first KiB after the first, $heap_last KiB after the last"
-            else
-                fail "vrpc: attach cycles: $cycles done, heap '$heap_first' -> '$heap_last' KiB"
-            fi
             cp "$(log_of sd-vrpc)" /tmp/sd-vrpc-first.log
             xl destroy sd-vrpc
             gone sd-vrpc 30 || fail "vrpc: sd-vrpc not reaped"
@@ -340,6 +310,36 @@ if vrpc_sd_up; then
             fail "vrpc: guest never got ready for the storage domain's destruction (step '$(guest_step "$gid")')"
         fi
         wait_for guest1 "GDT-OK guest done" 120 || fail "vrpc: guest did not finish"
+        # 20 attach / mount / kill -9 / detach cycles of a dom0 device:
+        # the storage domain must free everything of it each time.
+        mkdir -p /mnt/cycle
+        cycles=0
+        for cycle in $(seq 1 20); do
+            storage-domain-ctl attach 0 --export /vrpc --backend sd-vrpc --device 2 >/tmp/cycle-attach.log 2>&1 \
+                || { sed 's/^/SDT-INFO cycle attach: /' /tmp/cycle-attach.log; break; }
+            guest-driver mount --xen --device 2 /mnt/cycle >/tmp/cycle.log 2>&1 &
+            pid=$!
+            for i in $(seq 1 150); do grep -q ' /mnt/cycle fuse' /proc/mounts && break; sleep 0.2; done
+            ls /mnt/cycle >/dev/null 2>&1 || { sed 's/^/SDT-INFO cycle mount: /' /tmp/cycle.log; kill -9 $pid; break; }
+            kill -9 $pid
+            wait $pid 2>/dev/null
+            umount -l /mnt/cycle 2>/dev/null
+            storage-domain-ctl detach 0 --device 2 --backend sd-vrpc --timeout 1 >/dev/null 2>&1
+            for i in $(seq 1 150); do
+                [ "$(grep -c 'domain 0 device 2 detached' "$(log_of sd-vrpc)")" -ge "$cycle" ] && break
+                sleep 0.2
+            done
+            [ "$(grep -c 'domain 0 device 2 detached' "$(log_of sd-vrpc)")" -ge "$cycle" ] || break
+            cycles=$cycle
+        done
+        heaps=$(grep 'domain 0 device 2 detached' "$(log_of sd-vrpc)" | sed -n 's/.*heap \([0-9]*\) KiB used.*/\1/p')
+        heap_first=$(echo "$heaps" | head -1)
+        heap_last=$(echo "$heaps" | tail -1)
+        if [ "$cycles" = 20 ] && [ -n "$heap_first" ] && [ "$heap_last" -le $((heap_first + 64)) ]; then
+            ok "vrpc: 20 attach/kill/detach cycles, heap $heap_first KiB after the first, $heap_last KiB after the last"
+        else
+            fail "vrpc: attach cycles: $cycles done, heap '$heap_first' -> '$heap_last' KiB"
+        fi
         # The guest destroyed while mounted: the storage domain notices and
         # frees everything of it.
         kill $live_tail 2>/dev/null

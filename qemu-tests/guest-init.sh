@@ -96,7 +96,7 @@ if [ -n "$mounted" ]; then
     echo before > /mnt/share/shared.txt
     size0=$(stat -c %s /mnt/share/shared.txt)
     step ready-for-dom0-change
-    if wait_dom0 changed 120; then
+    if wait_dom0 changed 300; then
         size1=$(stat -c %s /mnt/share/shared.txt)
         content=$(cat /mnt/share/shared.txt)
         if [ "$size0" = 7 ] && [ "$size1" = 20 ] && [ "$content" = "changed in domain 0" ]; then
@@ -180,7 +180,7 @@ if [ -n "$mounted" ]; then
     #    opened before the crash still readable through its handle.
     exec 3</mnt/share/big
     step ready-for-sd-destroy
-    if wait_dom0 sd-destroyed 120; then
+    if wait_dom0 sd-destroyed 300; then
         t0=$(uptime_s)
         result=$(timeout 10 stat -c %s /mnt/share/failing 2>&1; echo "status $?")
         t1=$(uptime_s)
@@ -190,7 +190,7 @@ if [ -n "$mounted" ]; then
             *) fail "calls after the storage domain died: $result" ;;
         esac
         step saw-sd-gone
-        if wait_dom0 sd-recreated 240; then
+        if wait_dom0 sd-recreated 300; then
             back=
             t0=$(uptime_s)
             for i in $(seq 1 300); do
