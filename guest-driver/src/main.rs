@@ -1,7 +1,7 @@
 //! guest-driver: mounts a storage-domain export (NFSv3) through FUSE.
 //!
 //! Design: this binary only wires parts together: a transport (TCP with
-//! record marking today; hosted VRPC and Xen rings plug in through the same
+//! record marking, hosted VRPC rings or Xen grant rings, all behind the
 //! [`client::Transport`] trait), MOUNT for the root handle, the NFSv3
 //! [`client::NfsClient`], the FUSE file system [`fs::NfsFilesystem`] and the
 //! [`stats`] socket. It runs in the foreground and unmounts cleanly on

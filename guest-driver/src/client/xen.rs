@@ -574,22 +574,31 @@ impl XenTransport {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let taken = lock(&self.shared.current).take();
         if let Some(connection) = taken {
-            connection.ring.close();
-            // Wait for in-flight callers to let go of their clones.
-            let deadline = Instant::now() + CLOSE_WAIT;
-            let mut connection = connection;
-            loop {
-                match Arc::try_unwrap(connection) {
-                    Ok(owned) => {
-                        teardown(&self.shared.store, &self.shared.device, owned);
-                        break;
-                    }
-                    Err(shared) if Instant::now() < deadline => {
-                        connection = shared;
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(_) => break,
-                }
+            release(&self.shared, connection);
+        }
+    }
+}
+
+/// Closes `connection` and tears it down once the callers still inside
+/// `call` (they return at once: the link is closed) have let go of it. A
+/// caller that holds on past [`CLOSE_WAIT`] keeps the grants alive: they
+/// are leaked rather than ended under a page it may still reach.
+fn release(shared: &Shared, mut connection: Arc<XenConnection>) {
+    connection.ring.link().mark_gone();
+    connection.ring.close();
+    let deadline = Instant::now() + CLOSE_WAIT;
+    loop {
+        match Arc::try_unwrap(connection) {
+            Ok(owned) => return teardown(&shared.store, &shared.device, owned),
+            Err(still) if Instant::now() < deadline => {
+                connection = still;
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(still) => {
+                log::warn!("a caller still holds the old connection; its grants are kept");
+                std::mem::forget(still);
+                let _ = write_state(&shared.store, &shared.device.frontend, XenbusState::Closed);
+                return;
             }
         }
     }
@@ -639,38 +648,10 @@ fn supervise(shared: &Shared) {
         }
         log::warn!("the storage domain went away ({})", connection.backend);
         eprintln!("guest-driver: the storage domain went away; calls fail until it is back");
-        connection.ring.link().mark_gone();
-        connection.ring.close();
         drop(connection);
         let taken = lock(&shared.current).take();
-        if let Some(mut connection) = taken {
-            // Callers still inside `call` hold clones; they return at once
-            // now that the link is gone.
-            let deadline = Instant::now() + CLOSE_WAIT;
-            loop {
-                match Arc::try_unwrap(connection) {
-                    Ok(owned) => {
-                        teardown(&shared.store, &shared.device, owned);
-                        break;
-                    }
-                    Err(still) if Instant::now() < deadline => {
-                        connection = still;
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(still) => {
-                        // Leak rather than end grants a caller may still
-                        // reach through: the pages stay granted.
-                        log::warn!("a caller still holds the old connection; its grants are kept");
-                        std::mem::forget(still);
-                        let _ = write_state(
-                            &shared.store,
-                            &shared.device.frontend,
-                            XenbusState::Closed,
-                        );
-                        break;
-                    }
-                }
-            }
+        if let Some(connection) = taken {
+            release(shared, connection);
         }
     }
 }
