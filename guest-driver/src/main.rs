@@ -79,14 +79,20 @@ struct MountArgs {
     /// comparison).
     #[arg(long)]
     no_metadata_table: bool,
-    /// Seconds the kernel may cache attributes [default: 0: every stat asks
-    /// the driver]. With the metadata table, a watcher invalidates what
-    /// another guest changed within about 5 ms.
+    /// Seconds the kernel may cache attributes [default: 60 with the
+    /// metadata table, whose watcher invalidates what another guest changed
+    /// within milliseconds; 0 without: every stat asks the driver].
     #[arg(long, value_name = "SECONDS")]
     attr_timeout: Option<f64>,
-    /// Seconds the kernel may cache names.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
-    entry_timeout: f64,
+    /// Seconds the kernel may cache names [default: 60 with the metadata
+    /// table (kept coherent as attributes are); 1 without].
+    #[arg(long, value_name = "SECONDS")]
+    entry_timeout: Option<f64>,
+    /// Seconds the kernel may remember that a name does not exist, with the
+    /// metadata table (0: never) [default: 60]. Without the table failed
+    /// lookups are never cached.
+    #[arg(long, value_name = "SECONDS")]
+    negative_timeout: Option<f64>,
     /// Let the server decide every permission (ACCESS on access(2) and
     /// open) instead of the kernel checking mode bits from the attributes.
     #[arg(long)]
@@ -94,9 +100,14 @@ struct MountArgs {
     /// Let close return without waiting for the server to make the file's
     /// writes durable (they are already visible to every client); only
     /// fsync waits, as on a local file system. A storage-domain crash can
-    /// then lose writes of closed files that were never fsynced.
-    #[arg(long)]
+    /// then lose writes of closed files that were never fsynced. The
+    /// default over VRPC (--hosted, --xen).
+    #[arg(long, conflicts_with = "close_commit")]
     no_close_commit: bool,
+    /// Make every close wait until the file's writes are durable (a COMMIT),
+    /// the NFS client convention. The default over --tcp.
+    #[arg(long)]
+    close_commit: bool,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -267,7 +278,7 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
         Arc::clone(&connection.nfs),
         Arc::clone(&statistics),
     ));
-    let settings = settings(&client, &root, &arguments)?;
+    let settings = settings(&client, &root, &arguments, connection.table.is_some())?;
     log::info!("mount settings: {settings:?}");
 
     let notifier = Arc::new(OnceLock::new());
@@ -352,6 +363,7 @@ fn settings(
     client: &NfsClient,
     root: &nfs3::FileHandle,
     arguments: &MountArgs,
+    coherent: bool,
 ) -> anyhow::Result<fs::Settings> {
     const MEBIBYTE: u32 = 1024 * 1024;
     let caller = Caller::root();
@@ -379,16 +391,29 @@ fn settings(
         .min(255);
     let clamp = |maximum: u32| maximum.clamp(4096, MEBIBYTE);
     let seconds = |value: f64| Duration::from_secs_f64(value.max(0.0));
-    // Attributes are not cached by the kernel unless asked: each stat is a
-    // FUSE GETATTR, answered from the metadata table when there is one
-    // (no RPC) or by the server.
+    // With a metadata table the kernel caches for long and the watcher
+    // keeps it coherent. Without one, attributes are not cached (each stat
+    // is a GETATTR) and names for a second: as safe as NFS's defaults.
+    let (attributes, names, negative) = if coherent {
+        (60.0, 60.0, 60.0)
+    } else {
+        (0.0, 1.0, 0.0)
+    };
     Ok(fs::Settings {
-        attribute_timeout: seconds(arguments.attr_timeout.unwrap_or(0.0)),
-        entry_timeout: seconds(arguments.entry_timeout),
+        attribute_timeout: seconds(arguments.attr_timeout.unwrap_or(attributes)),
+        entry_timeout: seconds(arguments.entry_timeout.unwrap_or(names)),
+        negative_timeout: seconds(arguments.negative_timeout.unwrap_or(negative)),
         read_size: clamp(information.read_maximum),
         write_size: clamp(information.write_maximum),
         name_maximum,
         kernel_permissions: !arguments.server_permissions,
-        commit_on_close: !arguments.no_close_commit,
+        // Over VRPC a close behaves as on a local file system (fsync makes
+        // data durable); over TCP as NFS clients do.
+        commit_on_close: if arguments.hosted.is_some() || arguments.xen || arguments.no_close_commit
+        {
+            arguments.close_commit
+        } else {
+            true
+        },
     })
 }

@@ -23,6 +23,8 @@ pub struct Stats {
     table_hits: AtomicU64,
     table_misses: AtomicU64,
     mount_calls: AtomicU64,
+    invalidated_nodes: AtomicU64,
+    invalidated_names: AtomicU64,
 }
 
 impl Default for Stats {
@@ -32,6 +34,8 @@ impl Default for Stats {
             table_hits: AtomicU64::new(0),
             table_misses: AtomicU64::new(0),
             mount_calls: AtomicU64::new(0),
+            invalidated_nodes: AtomicU64::new(0),
+            invalidated_names: AtomicU64::new(0),
         }
     }
 }
@@ -61,6 +65,13 @@ impl Stats {
         self.table_misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts the watcher invalidating one node and `names` cached names in
+    /// it.
+    pub fn count_invalidation(&self, names: u64) {
+        self.invalidated_nodes.fetch_add(1, Ordering::Relaxed);
+        self.invalidated_names.fetch_add(names, Ordering::Relaxed);
+    }
+
     /// Counts a MOUNT protocol call.
     pub fn count_mount_call(&self) {
         self.mount_calls.fetch_add(1, Ordering::Relaxed);
@@ -84,6 +95,11 @@ impl Stats {
             "metatab.hits {}\nmetatab.misses {}\n",
             self.table_hits.load(Ordering::Relaxed),
             self.table_misses.load(Ordering::Relaxed)
+        ));
+        text.push_str(&format!(
+            "watch.nodes {}\nwatch.names {}\n",
+            self.invalidated_nodes.load(Ordering::Relaxed),
+            self.invalidated_names.load(Ordering::Relaxed)
         ));
         text
     }

@@ -6,8 +6,8 @@
 
 /// `"MTAB"` read as a little-endian word.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"MTAB");
-/// Version of this layout.
-pub const VERSION: u32 = 1;
+/// Version of this layout (2: the change journal).
+pub const VERSION: u32 = 2;
 
 /// Size of the header; slots start here.
 pub const HEADER_SIZE: usize = 64;
@@ -21,6 +21,21 @@ pub const HEADER_SLOT_COUNT: usize = 8;
 pub const HEADER_SLOT_SIZE: usize = 12;
 /// Header: server boot id, 64 bits.
 pub const HEADER_BOOT_ID: usize = 16;
+/// Header: entries in the change journal ([`JOURNAL_LENGTH`]).
+pub const HEADER_JOURNAL_LENGTH: usize = 24;
+/// Header: the journal's head, the number of entries ever written
+/// (wrapping); stored with release after the entry it counts.
+pub const HEADER_JOURNAL_HEAD: usize = 28;
+
+/// Entries in the change journal: a ring of the slots written last, after
+/// the slots. One page.
+pub const JOURNAL_LENGTH: u32 = 1024;
+/// A journal entry is `lap << JOURNAL_LAP_SHIFT | slot index`, where `lap`
+/// is `(position / JOURNAL_LENGTH) mod 2^15`: a reader that finds another
+/// lap at a position knows the writer overwrote it.
+pub const JOURNAL_LAP_SHIFT: u32 = 17;
+/// Mask of the slot index in a journal entry.
+pub const JOURNAL_SLOT_MASK: u32 = (1 << JOURNAL_LAP_SHIFT) - 1;
 
 /// Size of one slot.
 pub const SLOT_SIZE: usize = 128;
@@ -67,9 +82,26 @@ pub const SLOT_CHANGE: usize = 104;
 /// 112); 112..128 is reserved.
 pub const SLOT_DATA_END: usize = 112;
 
-/// Bytes of a table of `slot_count` slots, rounded up to 4 KiB pages.
+/// Offset of the change journal in a table of `slot_count` slots: right
+/// after the last slot.
+pub const fn journal_offset(slot_count: u32) -> usize {
+    HEADER_SIZE + slot_count as usize * SLOT_SIZE
+}
+
+/// The journal entry for `position` recording `slot`.
+pub const fn journal_entry(position: u32, slot: u32) -> u32 {
+    journal_lap(position) << JOURNAL_LAP_SHIFT | (slot & JOURNAL_SLOT_MASK)
+}
+
+/// The lap tag an entry written at `position` carries.
+pub const fn journal_lap(position: u32) -> u32 {
+    (position / JOURNAL_LENGTH) & ((1 << (32 - JOURNAL_LAP_SHIFT)) - 1)
+}
+
+/// Bytes of a table of `slot_count` slots and its journal, rounded up to
+/// 4 KiB pages.
 pub const fn table_bytes(slot_count: u32) -> usize {
-    (HEADER_SIZE + slot_count as usize * SLOT_SIZE).div_ceil(4096) * 4096
+    (journal_offset(slot_count) + JOURNAL_LENGTH as usize * 4).div_ceil(4096) * 4096
 }
 
 /// The slot a file id maps to: Fibonacci hashing of the id, top bits.

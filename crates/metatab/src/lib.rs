@@ -9,7 +9,9 @@
 //! fields, makes it even again; a reader copies the fields between two reads
 //! of the sequence and accepts the copy only when both reads agree, are even,
 //! and the key matches. The change counter lets a guest cache attributes for
-//! long and invalidate exactly when the file changed. Layout: `docs/metatab.md`.
+//! long and invalidate exactly when the file changed, and a change journal
+//! (a ring of the slots written last) lets a guest find what changed without
+//! scanning. Layout: `docs/metatab.md`.
 //!
 //! Every access goes through [`vrpc::SharedMemory`] (32-bit atomic words), so
 //! this crate has no `unsafe` and never forms a reference into the table.
@@ -23,7 +25,7 @@ mod writer;
 use core::fmt;
 
 use nfs3::FileAttributes;
-pub use reader::{Lookup, Reader};
+pub use reader::{Changes, Lookup, Reader};
 pub use vrpc::SharedMemory;
 pub use writer::Writer;
 

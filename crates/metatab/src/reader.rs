@@ -5,11 +5,13 @@ use core::sync::atomic::{fence, Ordering};
 use nfs3::{DeviceNumbers, FileAttributes, FileType, Time};
 
 use crate::layout::{
-    slot_index, slot_offset, table_bytes, HEADER_BOOT_ID, HEADER_MAGIC, HEADER_SLOT_COUNT,
-    HEADER_SLOT_SIZE, HEADER_VERSION, MAGIC, SLOT_ACCESS_TIME, SLOT_CHANGE, SLOT_CHANGE_TIME,
-    SLOT_DATA_END, SLOT_DEVICE_MAJOR, SLOT_DEVICE_MINOR, SLOT_FILE_ID, SLOT_FILE_SYSTEM_ID,
-    SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LINK_COUNT, SLOT_MODE, SLOT_MODIFY_TIME,
-    SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID, SLOT_USED, VERSION,
+    journal_lap, journal_offset, slot_index, slot_offset, table_bytes, HEADER_BOOT_ID,
+    HEADER_JOURNAL_HEAD, HEADER_JOURNAL_LENGTH, HEADER_MAGIC, HEADER_SLOT_COUNT, HEADER_SLOT_SIZE,
+    HEADER_VERSION, JOURNAL_LAP_SHIFT, JOURNAL_LENGTH, JOURNAL_SLOT_MASK, MAGIC, SLOT_ACCESS_TIME,
+    SLOT_CHANGE, SLOT_CHANGE_TIME, SLOT_DATA_END, SLOT_DEVICE_MAJOR, SLOT_DEVICE_MINOR,
+    SLOT_FILE_ID, SLOT_FILE_SYSTEM_ID, SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LINK_COUNT,
+    SLOT_MODE, SLOT_MODIFY_TIME, SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID,
+    SLOT_USED, VERSION,
 };
 use crate::{valid_slot_count, Entry, TableError};
 use vrpc::SharedMemory;
@@ -24,6 +26,23 @@ pub enum Lookup {
     /// The server was writing the slot during the copy: retry or ask the
     /// server.
     Busy,
+}
+
+/// What [`Reader::changes_since`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changes {
+    /// Every slot written since the cursor was passed to the callback
+    /// (some more than once); continue from `head`.
+    Slots {
+        /// The cursor for the next call.
+        head: u32,
+    },
+    /// More was written than the journal holds (or the writer cleared the
+    /// table): any slot may have changed. Continue from `head`.
+    Overrun {
+        /// The cursor for the next call.
+        head: u32,
+    },
 }
 
 /// A read-only view of a table, attached once.
@@ -46,6 +65,7 @@ impl<M: SharedMemory> Reader<M> {
         if memory.load_u32(HEADER_MAGIC, Ordering::Acquire)? != MAGIC
             || memory.load_u32(HEADER_VERSION, Ordering::Relaxed)? != VERSION
             || memory.load_u32(HEADER_SLOT_SIZE, Ordering::Relaxed)? != SLOT_SIZE as u32
+            || memory.load_u32(HEADER_JOURNAL_LENGTH, Ordering::Relaxed)? != JOURNAL_LENGTH
         {
             return Err(TableError::BadHeader);
         }
@@ -74,6 +94,61 @@ impl<M: SharedMemory> Reader<M> {
     /// Slots in the table.
     pub fn slot_count(&self) -> u32 {
         self.slot_count
+    }
+
+    /// The slot `file_id` maps to.
+    pub fn slot_of(&self, file_id: u64) -> u32 {
+        slot_index(file_id, self.slot_count)
+    }
+
+    /// The journal's head now: a cursor for [`Reader::changes_since`] that
+    /// skips everything written so far.
+    ///
+    /// # Errors
+    /// [`TableError::Memory`] when the region refused an access.
+    pub fn journal_head(&self) -> Result<u32, TableError> {
+        Ok(self
+            .memory
+            .load_u32(HEADER_JOURNAL_HEAD, Ordering::Acquire)?)
+    }
+
+    /// Calls `changed` with every slot the writer wrote since `cursor` (a
+    /// head from an earlier call or [`Reader::journal_head`]), in order.
+    /// Slots whose entry the writer overwrote meanwhile are not lost: the
+    /// answer is then [`Changes::Overrun`], after which the caller must
+    /// treat every slot as changed. Values read are never trusted beyond
+    /// that: a slot index out of range is an overrun too.
+    ///
+    /// # Errors
+    /// [`TableError::Memory`] when the region refused an access.
+    pub fn changes_since(
+        &self,
+        cursor: u32,
+        mut changed: impl FnMut(u32),
+    ) -> Result<Changes, TableError> {
+        // Acquire pairs with the writer's release store of the head: the
+        // entries below it, and the slots written before them, are visible.
+        let head = self.journal_head()?;
+        let pending = head.wrapping_sub(cursor);
+        if pending > JOURNAL_LENGTH {
+            return Ok(Changes::Overrun { head });
+        }
+        let base = journal_offset(self.slot_count);
+        let mut position = cursor;
+        while position != head {
+            let entry = self.memory.load_u32(
+                base + (position % JOURNAL_LENGTH) as usize * 4,
+                Ordering::Relaxed,
+            )?;
+            let slot = entry & JOURNAL_SLOT_MASK;
+            if entry >> JOURNAL_LAP_SHIFT != journal_lap(position) || slot >= self.slot_count {
+                // Overwritten by a later lap while we read.
+                return Ok(Changes::Overrun { head });
+            }
+            changed(slot);
+            position = position.wrapping_add(1);
+        }
+        Ok(Changes::Slots { head })
     }
 
     /// Looks up the file `file_id` whose handle has digest `handle_digest`.

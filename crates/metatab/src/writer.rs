@@ -3,12 +3,12 @@
 use core::sync::atomic::{fence, Ordering};
 
 use crate::layout::{
-    slot_index, slot_offset, table_bytes, HEADER_BOOT_ID, HEADER_MAGIC, HEADER_SIZE,
-    HEADER_SLOT_COUNT, HEADER_SLOT_SIZE, HEADER_VERSION, MAGIC, SLOT_ACCESS_TIME, SLOT_CHANGE,
-    SLOT_CHANGE_TIME, SLOT_DATA_END, SLOT_DEVICE_MAJOR, SLOT_DEVICE_MINOR, SLOT_FILE_ID,
-    SLOT_FILE_SYSTEM_ID, SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LINK_COUNT, SLOT_MODE,
-    SLOT_MODIFY_TIME, SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID, SLOT_USED,
-    VERSION,
+    journal_entry, journal_offset, slot_index, slot_offset, table_bytes, HEADER_BOOT_ID,
+    HEADER_JOURNAL_HEAD, HEADER_JOURNAL_LENGTH, HEADER_MAGIC, HEADER_SLOT_COUNT, HEADER_SLOT_SIZE,
+    HEADER_VERSION, JOURNAL_LENGTH, MAGIC, SLOT_ACCESS_TIME, SLOT_CHANGE, SLOT_CHANGE_TIME,
+    SLOT_DATA_END, SLOT_DEVICE_MAJOR, SLOT_DEVICE_MINOR, SLOT_FILE_ID, SLOT_FILE_SYSTEM_ID,
+    SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LINK_COUNT, SLOT_MODE, SLOT_MODIFY_TIME,
+    SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID, SLOT_USED, VERSION,
 };
 use crate::{valid_slot_count, Entry, TableError};
 use vrpc::SharedMemory;
@@ -19,6 +19,8 @@ use vrpc::SharedMemory;
 pub struct Writer<M> {
     memory: M,
     slot_count: u32,
+    /// The journal's head (entries ever written, wrapping).
+    head: u32,
 }
 
 impl<M: SharedMemory> Writer<M> {
@@ -36,7 +38,7 @@ impl<M: SharedMemory> Writer<M> {
         }
         let zeros = [0u8; 4096];
         let mut offset = 0;
-        let end = HEADER_SIZE + slot_count as usize * SLOT_SIZE;
+        let end = journal_offset(slot_count) + JOURNAL_LENGTH as usize * 4;
         while offset < end {
             let length = zeros.len().min(end - offset);
             memory.write(offset, &zeros[..length])?;
@@ -45,6 +47,7 @@ impl<M: SharedMemory> Writer<M> {
         memory.store_u32(HEADER_VERSION, VERSION, Ordering::Relaxed)?;
         memory.store_u32(HEADER_SLOT_COUNT, slot_count, Ordering::Relaxed)?;
         memory.store_u32(HEADER_SLOT_SIZE, SLOT_SIZE as u32, Ordering::Relaxed)?;
+        memory.store_u32(HEADER_JOURNAL_LENGTH, JOURNAL_LENGTH, Ordering::Relaxed)?;
         memory.store_u32(HEADER_BOOT_ID, boot_id as u32, Ordering::Relaxed)?;
         memory.store_u32(
             HEADER_BOOT_ID + 4,
@@ -54,7 +57,11 @@ impl<M: SharedMemory> Writer<M> {
         // Release: a reader that sees the magic sees the rest of the header
         // and the zeroed slots.
         memory.store_u32(HEADER_MAGIC, MAGIC, Ordering::Release)?;
-        Ok(Self { memory, slot_count })
+        Ok(Self {
+            memory,
+            slot_count,
+            head: 0,
+        })
     }
 
     /// Slots in the table.
@@ -63,43 +70,39 @@ impl<M: SharedMemory> Writer<M> {
     }
 
     /// Publishes `entry` in its slot, replacing whatever file was there.
+    /// A slot that already holds exactly this entry is left alone (the
+    /// server publishes on every read of a file's attributes): neither its
+    /// sequence nor the journal moves.
     ///
     /// # Errors
     /// [`TableError::Memory`] when the region refused an access.
     pub fn publish(&mut self, entry: &Entry) -> Result<(), TableError> {
-        let base = slot_offset(slot_index(entry.file_id, self.slot_count));
-        let attributes = &entry.attributes;
-        self.update(base, |memory| {
-            let word = |offset: usize, value: u32| {
-                memory.store_u32(base + offset, value, Ordering::Relaxed)
-            };
-            let double = |offset: usize, value: u64| {
-                word(offset, value as u32)?;
-                word(offset + 4, (value >> 32) as u32)
-            };
-            word(SLOT_TYPE, attributes.file_type.to_u32())?;
-            double(SLOT_KEY, entry.file_id)?;
-            double(SLOT_HANDLE_DIGEST, entry.handle_digest)?;
-            word(SLOT_MODE, attributes.mode)?;
-            word(SLOT_LINK_COUNT, attributes.link_count)?;
-            word(SLOT_UID, attributes.uid)?;
-            word(SLOT_GID, attributes.gid)?;
-            double(SLOT_SIZE_BYTES, attributes.size)?;
-            double(SLOT_USED, attributes.used)?;
-            word(SLOT_DEVICE_MAJOR, attributes.device.major)?;
-            word(SLOT_DEVICE_MINOR, attributes.device.minor)?;
-            double(SLOT_FILE_SYSTEM_ID, attributes.file_system_id)?;
-            double(SLOT_FILE_ID, attributes.file_id)?;
-            for (offset, time) in [
-                (SLOT_ACCESS_TIME, attributes.access_time),
-                (SLOT_MODIFY_TIME, attributes.modify_time),
-                (SLOT_CHANGE_TIME, attributes.change_time),
-            ] {
-                word(offset, time.seconds)?;
-                word(offset + 4, time.nanoseconds)?;
+        let index = slot_index(entry.file_id, self.slot_count);
+        let base = slot_offset(index);
+        let words = slot_words(entry);
+        // The table is written only by this writer: reading it back is
+        // reading our own data.
+        let mut same = true;
+        for (position, word) in words.iter().enumerate().skip(1) {
+            if self
+                .memory
+                .load_u32(base + position * 4, Ordering::Relaxed)?
+                != *word
+            {
+                same = false;
+                break;
             }
-            double(SLOT_CHANGE, entry.change)
-        })
+        }
+        if same {
+            return Ok(());
+        }
+        self.update(base, |memory| {
+            for (position, word) in words.iter().enumerate().skip(1) {
+                memory.store_u32(base + position * 4, *word, Ordering::Relaxed)?;
+            }
+            Ok(())
+        })?;
+        self.record(index)
     }
 
     /// Empties the slot of `file_id` if it holds that file (a removed file
@@ -127,6 +130,7 @@ impl<M: SharedMemory> Writer<M> {
             }
             Ok(())
         })?;
+        self.record(slot_index(file_id, self.slot_count))?;
         Ok(true)
     }
 
@@ -144,6 +148,25 @@ impl<M: SharedMemory> Writer<M> {
                 })?;
             }
         }
+        // Every slot may have changed: move the head a whole journal on, so
+        // every reader rescans.
+        self.head = self.head.wrapping_add(JOURNAL_LENGTH + 1);
+        self.memory
+            .store_u32(HEADER_JOURNAL_HEAD, self.head, Ordering::Release)?;
+        Ok(())
+    }
+
+    /// Appends slot `index` to the change journal. The entry is stored
+    /// before the head that counts it (release), so a reader that loads the
+    /// head with acquire sees the entry, and the slot written before it.
+    fn record(&mut self, index: u32) -> Result<(), TableError> {
+        let position = self.head;
+        let offset = journal_offset(self.slot_count) + (position % JOURNAL_LENGTH) as usize * 4;
+        self.memory
+            .store_u32(offset, journal_entry(position, index), Ordering::Relaxed)?;
+        self.head = position.wrapping_add(1);
+        self.memory
+            .store_u32(HEADER_JOURNAL_HEAD, self.head, Ordering::Release)?;
         Ok(())
     }
 
@@ -177,4 +200,44 @@ impl<M: SharedMemory> Writer<M> {
         )?;
         Ok(())
     }
+}
+
+/// The words of a slot holding `entry` (word 0, the sequence, left zero).
+fn slot_words(entry: &Entry) -> [u32; SLOT_DATA_END / 4] {
+    let mut words = [0u32; SLOT_DATA_END / 4];
+    let attributes = &entry.attributes;
+    let mut word = |offset: usize, value: u32| words[offset / 4] = value;
+    word(SLOT_TYPE, attributes.file_type.to_u32());
+    let mut pairs = [
+        (SLOT_KEY, entry.file_id),
+        (SLOT_HANDLE_DIGEST, entry.handle_digest),
+        (SLOT_SIZE_BYTES, attributes.size),
+        (SLOT_USED, attributes.used),
+        (SLOT_FILE_SYSTEM_ID, attributes.file_system_id),
+        (SLOT_FILE_ID, attributes.file_id),
+        (SLOT_CHANGE, entry.change),
+    ];
+    for (offset, value) in pairs.iter_mut() {
+        word(*offset, *value as u32);
+        word(*offset + 4, (*value >> 32) as u32);
+    }
+    for (offset, value) in [
+        (SLOT_MODE, attributes.mode),
+        (SLOT_LINK_COUNT, attributes.link_count),
+        (SLOT_UID, attributes.uid),
+        (SLOT_GID, attributes.gid),
+        (SLOT_DEVICE_MAJOR, attributes.device.major),
+        (SLOT_DEVICE_MINOR, attributes.device.minor),
+    ] {
+        word(offset, value);
+    }
+    for (offset, time) in [
+        (SLOT_ACCESS_TIME, attributes.access_time),
+        (SLOT_MODIFY_TIME, attributes.modify_time),
+        (SLOT_CHANGE_TIME, attributes.change_time),
+    ] {
+        word(offset, time.seconds);
+        word(offset + 4, time.nanoseconds);
+    }
+    words
 }

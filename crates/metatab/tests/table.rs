@@ -250,3 +250,131 @@ fn concurrent_readers_never_see_a_torn_slot() {
     eprintln!("hits {hits}, busy {}", busy.load(Ordering::Relaxed));
     assert!(hits > 0, "readers saw published slots");
 }
+
+/// Every slot a change was written to, in order, since `cursor`.
+fn journal(reader: &Reader<&[AtomicU32]>, cursor: &mut u32) -> Result<Vec<u32>, u32> {
+    let mut slots = Vec::new();
+    match reader
+        .changes_since(*cursor, |slot| slots.push(slot))
+        .unwrap()
+    {
+        metatab::Changes::Slots { head } => {
+            *cursor = head;
+            Ok(slots)
+        }
+        metatab::Changes::Overrun { head } => {
+            *cursor = head;
+            Err(head)
+        }
+    }
+}
+
+#[test]
+fn the_journal_names_every_changed_slot_once_per_change() {
+    const SLOTS: u32 = 64;
+    let memory = region(table_bytes(SLOTS));
+    let mut writer = Writer::create(&memory[..], SLOTS, 7).unwrap();
+    let reader = Reader::attach(&memory[..]).unwrap();
+    let mut cursor = reader.journal_head().unwrap();
+    assert_eq!(journal(&reader, &mut cursor), Ok(vec![]));
+
+    writer.publish(&entry(5, 1)).unwrap();
+    writer.publish(&entry(9, 1)).unwrap();
+    assert_eq!(
+        journal(&reader, &mut cursor),
+        Ok(vec![slot_index(5, SLOTS), slot_index(9, SLOTS)])
+    );
+    assert_eq!(reader.slot_of(5), slot_index(5, SLOTS));
+
+    // Publishing what the slot already holds (the server does on every
+    // read of the attributes) changes nothing and records nothing.
+    let sequence = memory
+        .load_u32(slot_offset(slot_index(5, SLOTS)), Ordering::Relaxed)
+        .unwrap();
+    writer.publish(&entry(5, 1)).unwrap();
+    assert_eq!(journal(&reader, &mut cursor), Ok(vec![]));
+    assert_eq!(
+        memory
+            .load_u32(slot_offset(slot_index(5, SLOTS)), Ordering::Relaxed)
+            .unwrap(),
+        sequence,
+        "an identical publish must not touch the slot"
+    );
+
+    // A new generation and an invalidation are changes; invalidating a
+    // file the slot does not hold is not.
+    writer.publish(&entry(5, 2)).unwrap();
+    assert!(writer.invalidate(9).unwrap());
+    assert!(!writer.invalidate(9).unwrap());
+    assert_eq!(
+        journal(&reader, &mut cursor),
+        Ok(vec![slot_index(5, SLOTS), slot_index(9, SLOTS)])
+    );
+
+    // Exactly a journal's worth is still complete; one more is an overrun.
+    for generation in 0..metatab::layout::JOURNAL_LENGTH {
+        writer.publish(&entry(3, generation + 10)).unwrap();
+    }
+    let all = journal(&reader, &mut cursor).unwrap();
+    assert_eq!(all.len(), metatab::layout::JOURNAL_LENGTH as usize);
+    assert!(all.iter().all(|slot| *slot == slot_index(3, SLOTS)));
+    for generation in 0..=metatab::layout::JOURNAL_LENGTH {
+        writer.publish(&entry(3, generation + 5000)).unwrap();
+    }
+    assert!(journal(&reader, &mut cursor).is_err(), "overrun");
+    assert_eq!(journal(&reader, &mut cursor), Ok(vec![]), "resumes at head");
+
+    // Clearing the table makes every reader rescan.
+    writer.clear().unwrap();
+    assert!(journal(&reader, &mut cursor).is_err());
+}
+
+#[test]
+fn an_entry_overwritten_while_reading_is_an_overrun() {
+    const SLOTS: u32 = 16;
+    let memory = region(table_bytes(SLOTS));
+    let mut writer = Writer::create(&memory[..], SLOTS, 7).unwrap();
+    let reader = Reader::attach(&memory[..]).unwrap();
+    writer.publish(&entry(1, 1)).unwrap();
+    writer.publish(&entry(2, 1)).unwrap();
+    // The writer lapped the reader's position 1 after it loaded the head:
+    // the entry there carries the next lap.
+    let journal_base = metatab::layout::journal_offset(SLOTS);
+    memory
+        .store_u32(
+            journal_base + 4,
+            metatab::layout::journal_entry(1 + metatab::layout::JOURNAL_LENGTH, 3),
+            Ordering::Relaxed,
+        )
+        .unwrap();
+    let mut cursor = 0;
+    assert!(journal(&reader, &mut cursor).is_err());
+    // A slot index out of range is never passed on.
+    memory
+        .store_u32(
+            journal_base,
+            metatab::layout::journal_entry(0, SLOTS + 3),
+            Ordering::Relaxed,
+        )
+        .unwrap();
+    let mut cursor = 0;
+    assert!(journal(&reader, &mut cursor).is_err());
+    // Garbage heads and entries never panic.
+    let mut state = 0x1234_5678_u64;
+    for _ in 0..5_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let word = (state % (metatab::layout::JOURNAL_LENGTH as u64 + 1)) as usize;
+        let offset = if word == 0 {
+            metatab::layout::HEADER_JOURNAL_HEAD
+        } else {
+            journal_base + (word - 1) * 4
+        };
+        memory
+            .store_u32(offset, (state >> 32) as u32, Ordering::Relaxed)
+            .unwrap();
+        let mut cursor = (state >> 20) as u32;
+        let _ = journal(&reader, &mut cursor);
+    }
+}

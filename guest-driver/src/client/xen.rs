@@ -37,7 +37,7 @@ use xen_linux::gntdev::ForeignPages;
 use xen_linux::xenstore::Xenstore;
 
 use super::transport::{Call, Transport, TransportError};
-use crate::fs::table::{AttributeTable, TableEntry};
+use crate::fs::table::{AttributeTable, Changed, Cursor, TableEntry};
 
 /// Ring parameters on Xen: 32 slots of 2 KiB (17 ring pages) and a pool of
 /// 480 pages, so that one mount holds 17 + 480 + 1 grants and two mounts
@@ -689,5 +689,14 @@ impl AttributeTable for XenTable {
         }
         let table = metatab::Reader::attach(connection.table.as_ref()?).ok()?;
         crate::fs::table::lookup_in(&table, file_id, handle)
+    }
+
+    fn changes(&self, since: Option<Cursor>, changed: &mut dyn FnMut(u32)) -> Option<Changed> {
+        let connection = self.0.current()?;
+        if !connection.ring.is_connected() {
+            return None;
+        }
+        let table = metatab::Reader::attach(connection.table.as_ref()?).ok()?;
+        crate::fs::table::changes_in(&table, since, changed)
     }
 }

@@ -32,6 +32,28 @@ pub fn to_fuse(node: u64, attributes: &FileAttributes) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: node 0 tells the kernel the name
+/// does not exist, and the entry timeout how long it may remember so.
+pub fn negative() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FuseType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
 /// The FUSE file type of an `ftype3`.
 pub fn to_fuse_type(file_type: FileType) -> FuseType {
     match file_type {

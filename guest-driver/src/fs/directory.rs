@@ -19,6 +19,7 @@ use nfs3::procedures::directory::{EntryPlus, ReadDirectoryPlusArguments};
 use nfs3::procedures::inspect::LookupArguments;
 use nfs3::{CookieVerifier, DirectoryOperationArguments, FileAttributes, FileHandle};
 
+use super::table::TableEntry;
 use super::{attributes, lock, nfs, NfsFilesystem};
 use crate::client::Caller;
 
@@ -190,16 +191,33 @@ impl NfsFilesystem {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let mark = self.mark();
         let entries = match self.next_entries(caller, file, offset) {
             Ok(entries) => entries,
             Err(error) => return reply.error(error),
         };
-        let timeout = self.settings.attribute_timeout;
+        // What the table shows for each listed file, read before the node
+        // lock is taken: entries it confirms need no recheck.
+        let confirmed: Vec<Option<TableEntry>> = entries
+            .iter()
+            .map(
+                |entry| match (&self.table, &self.coherence, &entry.handle) {
+                    (Some(table), Some(_), Some(handle)) => table
+                        .lookup(entry.attributes.file_id, handle)
+                        .filter(|found| found.attributes == entry.attributes),
+                    _ => None,
+                },
+            )
+            .collect();
+        let mut confirmed = confirmed.into_iter();
+        let mut unconfirmed: Vec<u64> = Vec::new();
+        let mut listed: Vec<Vec<u8>> = Vec::new();
         let mut entries = entries.into_iter();
         let mut last_cookie = offset;
-        {
+        let filled = 'fill: {
             let mut nodes = lock(&self.nodes);
             for entry in entries.by_ref() {
+                let in_table = confirmed.next().flatten();
                 let name = OsStr::from_bytes(&entry.name);
                 let dot = entry.name == b"." || entry.name == b"..";
                 // "." and ".." take no reference (the kernel skips them).
@@ -207,6 +225,21 @@ impl NfsFilesystem {
                     (Some(handle), false) => nodes.remember(handle),
                     (Some(handle), true) => (nodes.find(handle).unwrap_or(node.0), false),
                     (None, _) => (node.0, false),
+                };
+                // Names the watcher follows are cached long; the others
+                // (and every attribute the table does not confirm) briefly.
+                let tracked = !dot
+                    && self.coherence.is_some()
+                    && entry.handle.is_some()
+                    && nodes.track(node.0, &entry.name);
+                let timeout = if tracked {
+                    self.settings
+                        .attribute_timeout
+                        .min(self.settings.entry_timeout)
+                } else {
+                    self.settings
+                        .attribute_timeout
+                        .min(super::UNWATCHED_ENTRY_TIMEOUT)
                 };
                 let fuse_attributes = attributes::to_fuse(id, &entry.attributes);
                 let full = reply.add(
@@ -225,16 +258,46 @@ impl NfsFilesystem {
                     rest.extend(entries.by_ref());
                     drop(nodes);
                     self.keep_for_later(file, last_cookie, rest);
-                    return reply.ok();
+                    break 'fill false;
                 }
                 if !dot {
                     nodes.add_reference(id);
+                    if entry.handle.is_some() {
+                        nodes.set_file_id(id, entry.attributes.file_id);
+                        match (in_table, nodes.get_mut(id)) {
+                            (Some(found), Some(child)) => child.learn(&found),
+                            _ if self.coherence.is_some() => unconfirmed.push(id),
+                            _ => {}
+                        }
+                    }
+                    if tracked {
+                        listed.push(entry.name.clone());
+                    }
                 }
                 last_cookie = entry.cookie;
             }
+            true
+        };
+        if filled {
+            self.mark_consumed(file, last_cookie);
         }
-        self.mark_consumed(file, last_cookie);
         reply.ok();
+        // Attributes the table did not confirm may be stale already, and
+        // names the watcher dropped meanwhile too: invalidated again.
+        let Some(notifier) = self.notifier.get() else {
+            return;
+        };
+        for id in unconfirmed {
+            let _ = super::watch::deliver(notifier.inval_inode(INodeNo(id), 0, 0));
+        }
+        let names_stale = lock(&self.nodes)
+            .get(node.0)
+            .is_some_and(|directory| directory.names_stale_at > mark);
+        if names_stale {
+            for name in listed {
+                let _ = super::watch::deliver(notifier.inval_entry(node, OsStr::from_bytes(&name)));
+            }
+        }
     }
 
     /// After every fetched entry went to the kernel: a request resuming at

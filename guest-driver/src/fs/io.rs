@@ -51,9 +51,11 @@ impl NfsFilesystem {
         let (handle, file_id) = {
             let nodes = lock(&self.nodes);
             let entry = nodes.get(node.0).ok_or(Errno::ESTALE)?;
-            (entry.handle.clone(), entry.file_id)
+            (entry.handle.clone(), entry.file_id())
         };
-        let attributes = self.current_attributes(caller, &handle, file_id)?;
+        let (attributes, entry) =
+            self.current_attributes_for(|| caller.clone(), &handle, file_id)?;
+        self.revalidate_at_open(node.0, entry.as_ref());
         if !self.settings.kernel_permissions {
             self.check_open_access(caller, &handle, flags)?;
         }
@@ -76,6 +78,34 @@ impl NfsFilesystem {
             FopenFlags::empty()
         };
         Ok((file, flags, !unchanged))
+    }
+
+    /// Close-to-open with cached attributes: when the file changed since
+    /// the kernel's attributes were filled (the watcher may not have told
+    /// it yet), they are invalidated before the open is answered, so the
+    /// reads that follow see the current size.
+    fn revalidate_at_open(&self, node: u64, entry: Option<&super::table::TableEntry>) {
+        if self.coherence.is_none() || self.settings.attribute_timeout.is_zero() {
+            return;
+        }
+        let stale = {
+            let mut nodes = lock(&self.nodes);
+            let Some(found) = nodes.get_mut(node) else {
+                return;
+            };
+            match entry {
+                Some(entry) if found.known == Some(super::nodes::Known::of(entry)) => false,
+                Some(entry) => {
+                    found.learn(entry);
+                    true
+                }
+                // Not in the table: nothing says the cache is current.
+                None => true,
+            }
+        };
+        if stale {
+            self.notify_attributes_stale(INodeNo(node));
+        }
     }
 
     /// ACCESS for the open mode, when the kernel does not check
@@ -112,6 +142,7 @@ impl NfsFilesystem {
     pub(super) fn create_file(
         &self,
         caller: &Caller,
+        parent: u64,
         directory: &FileHandle,
         name: &OsStr,
         mode: u32,
@@ -132,15 +163,18 @@ impl NfsFilesystem {
             },
         );
         let (handle, attributes) = match nfs(created) {
-            Ok(created) => match created.object {
-                Some(handle) => (handle, created.object_attributes),
-                None => {
-                    let found = nfs(self
-                        .client
-                        .lookup(caller, LookupArguments { what: location }))?;
-                    (found.object, found.object_attributes)
+            Ok(created) => {
+                self.own_change(parent, &created.directory_wcc);
+                match created.object {
+                    Some(handle) => (handle, created.object_attributes),
+                    None => {
+                        let found = nfs(self
+                            .client
+                            .lookup(caller, LookupArguments { what: location }))?;
+                        (found.object, found.object_attributes)
+                    }
                 }
-            },
+            }
             Err(error)
                 if error == errno::from_nfs(NfsError::Exist) && flags & libc::O_EXCL == 0 =>
             {
@@ -164,7 +198,8 @@ impl NfsFilesystem {
         flags: i32,
     ) -> Result<(FileAttr, u64), Errno> {
         let directory = self.handle_of(parent)?;
-        let (attributes, handle) = self.create_file(caller, &directory, name, mode, flags)?;
+        let (attributes, handle) =
+            self.create_file(caller, parent.0, &directory, name, mode, flags)?;
         let node = attributes.ino.0;
         if let Some(entry) = lock(&self.nodes).get_mut(node) {
             // A new file has no cached pages; an existing one opened
@@ -224,6 +259,7 @@ impl NfsFilesystem {
                 },
             ))?;
             self.note_own_change(node, &ok.file_wcc);
+            self.own_change(node, &ok.file_wcc);
             if ok.committed == StableHow::Unstable {
                 let mut files = lock(&self.files);
                 if let Some(open) = files.get_mut(&file) {

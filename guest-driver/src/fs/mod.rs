@@ -9,11 +9,13 @@
 //! a READDIRPLUS reply is filled, which makes no RPC).
 //!
 //! Caching: the kernel caches attributes and names for the configured
-//! timeouts; data pages are kept across opens only when the file's
+//! timeouts. With a metadata table those are long and the watcher
+//! (`watch.rs`) keeps them coherent, failed lookups included; without one
+//! they are short. Data pages are kept across opens only when the file's
 //! `(mtime, size)` at open equals what the cached pages match
 //! (close-to-open consistency, see [`nodes::Node::data_version`]). Writes
-//! go to the server as UNSTABLE and are committed on flush (close) and
-//! fsync, so a close makes the data visible and durable before it returns.
+//! go to the server as UNSTABLE; fsync commits them, and so does close
+//! unless `Settings::commit_on_close` is off.
 
 mod attributes;
 mod callers;
@@ -46,6 +48,7 @@ use crate::client::{CallResult, Caller, NfsClient};
 use crate::errno;
 use crate::stats::Stats;
 use nodes::NodeTable;
+use table::TableEntry;
 
 /// Tunables fixed at mount time.
 #[derive(Debug, Clone)]
@@ -54,6 +57,9 @@ pub struct Settings {
     pub attribute_timeout: Duration,
     /// How long the kernel may cache names.
     pub entry_timeout: Duration,
+    /// How long the kernel may remember that a name does not exist (zero:
+    /// not at all). Used only where the watcher keeps names coherent.
+    pub negative_timeout: Duration,
     /// Largest READ sent (the server's `rtmax`, at most 1 MiB).
     pub read_size: u32,
     /// Largest WRITE sent and FUSE's `max_write` (`wtmax`, at most 1 MiB).
@@ -100,7 +106,14 @@ pub struct NfsFilesystem {
     callers: callers::CallerCache,
     /// Ends the table watcher, if one runs.
     watcher: Option<watch::WatcherHandle>,
+    /// The watcher's invalidation epoch, when a watcher runs.
+    coherence: Option<Arc<watch::Coherence>>,
 }
+
+/// Names in a directory whose changes cannot be followed (no table, or a
+/// directory tracking too many names) are cached at most this long, and
+/// failed lookups not at all: the behaviour without a metadata table.
+pub const UNWATCHED_ENTRY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A mutex guard even after a panic elsewhere: every critical section here
 /// leaves the maps consistent.
@@ -139,15 +152,35 @@ impl NfsFilesystem {
         table: Option<Arc<dyn table::AttributeTable>>,
         stats: Arc<Stats>,
     ) -> NfsFilesystem {
-        let nodes = Arc::new(Mutex::new(NodeTable::new(root)));
-        // Cached attributes need a watcher to stay coherent: it tells the
-        // kernel when the table shows a file changed.
-        let watcher = match &table {
-            Some(table) if !settings.attribute_timeout.is_zero() => Some(watch::spawn(
-                Arc::clone(&nodes),
-                Arc::clone(table),
-                Arc::clone(&notifier),
-            )),
+        let nodes = Arc::new(Mutex::new(NodeTable::new(root.clone())));
+        // The root's file id keys its names in the table: without it, names
+        // at the top would not be followed.
+        match client.get_attributes(
+            &Caller::root(),
+            GetAttributesArguments {
+                object: root.clone(),
+            },
+        ) {
+            Ok(ProcedureResult::Ok(ok)) => {
+                lock(&nodes).set_file_id(nodes::ROOT, ok.attributes.file_id);
+            }
+            other => {
+                log::warn!("GETATTR of the root failed ({other:?}): its names are cached briefly")
+            }
+        }
+        // A table keeps cached attributes and names coherent: the watcher
+        // tells the kernel what another guest changed.
+        let coherence = table
+            .as_ref()
+            .map(|_| Arc::new(watch::Coherence::default()));
+        let watcher = match (&table, &coherence) {
+            (Some(table), Some(coherence)) => Some(watch::spawn(watch::Watcher {
+                nodes: Arc::clone(&nodes),
+                table: Arc::clone(table),
+                notifier: Arc::clone(&notifier),
+                coherence: Arc::clone(coherence),
+                stats: Arc::clone(&stats),
+            })),
             _ => None,
         };
         NfsFilesystem {
@@ -163,6 +196,7 @@ impl NfsFilesystem {
             stats,
             callers: callers::CallerCache::new(callers::GROUP_LIFETIME),
             watcher,
+            coherence,
         }
     }
 
@@ -197,51 +231,156 @@ impl NfsFilesystem {
     }
 
     /// A node's current attributes: from the metadata table when it holds
-    /// them, else GETATTR. The table's copy is the server's own, so no
-    /// permission is involved (GETATTR needs none either).
-    fn current_attributes(
-        &self,
-        caller: &Caller,
-        handle: &FileHandle,
-        file_id: Option<u64>,
-    ) -> Result<FileAttributes, Errno> {
-        self.current_attributes_for(|| caller.clone(), handle, file_id)
-    }
-
-    /// [`Self::current_attributes`] with the caller made only when the
-    /// server is asked: a table hit costs no `/proc` read.
+    /// them, else GETATTR (the table's copy is the server's own, so no
+    /// permission is involved; GETATTR needs none either), with the caller
+    /// made only when the server is asked: a table hit costs no `/proc`
+    /// read. Also returns the table entry when the answer came from it.
     fn current_attributes_for(
         &self,
         caller: impl FnOnce() -> Caller,
         handle: &FileHandle,
         file_id: Option<u64>,
-    ) -> Result<FileAttributes, Errno> {
+    ) -> Result<(FileAttributes, Option<TableEntry>), Errno> {
         if let (Some(table), Some(file_id)) = (&self.table, file_id) {
             match table.lookup(file_id, handle) {
                 Some(entry) => {
                     self.stats.count_table_hit();
-                    let mut nodes = lock(&self.nodes);
-                    if let Some(id) = nodes.find(handle) {
-                        if let Some(node) = nodes.get_mut(id) {
-                            node.table_change = Some(entry.change);
-                        }
-                    }
-                    return Ok(entry.attributes);
+                    return Ok((entry.attributes.clone(), Some(entry)));
                 }
                 None => self.stats.count_table_miss(),
             }
         }
         let attributes = self.get_attributes(&caller(), handle)?;
-        self.remember_file_id(handle, attributes.file_id);
-        Ok(attributes)
-    }
-
-    fn remember_file_id(&self, handle: &FileHandle, file_id: u64) {
         let mut nodes = lock(&self.nodes);
         if let Some(id) = nodes.find(handle) {
-            if let Some(node) = nodes.get_mut(id) {
-                node.file_id = Some(file_id);
+            nodes.set_file_id(id, attributes.file_id);
+        }
+        Ok((attributes, None))
+    }
+
+    /// The epoch before a request reads anything (see `watch.rs`).
+    fn mark(&self) -> u64 {
+        self.coherence
+            .as_ref()
+            .map_or(0, |coherence| coherence.mark())
+    }
+
+    /// After a reply gave the kernel attributes of `node`: matches the
+    /// state the watcher compares with what the kernel now holds. `entry`
+    /// is the table copy the attributes came from, if they did; otherwise
+    /// the table must show the same attributes, or the reply may already
+    /// be stale and is invalidated after it went out.
+    fn handed(&self, node: u64, attributes: &FileAttributes, entry: Option<TableEntry>) {
+        let (Some(table), Some(coherence)) = (&self.table, &self.coherence) else {
+            return;
+        };
+        let entry = match entry {
+            Some(entry) => Some(entry),
+            None => {
+                let handle = match lock(&self.nodes).get(node) {
+                    Some(found) => found.handle.clone(),
+                    None => return,
+                };
+                table.lookup(attributes.file_id, &handle)
             }
+        };
+        let mut nodes = lock(&self.nodes);
+        let Some(found) = nodes.get_mut(node) else {
+            return;
+        };
+        match entry {
+            Some(entry) if nodes::same_attributes(&entry, attributes) => found.learn(&entry),
+            _ => found.stale_at = coherence.next(),
+        }
+    }
+
+    /// After this driver's own call changed `node` (wcc data from the
+    /// reply): when nobody else changed it in between (`before` is what
+    /// the watcher knew) and the table shows the result, the kernel is
+    /// already right (it applied its own change): the watcher must not
+    /// invalidate it.
+    fn own_change(&self, node: u64, wcc: &nfs3::WccData) {
+        let Some(table) = &self.table else {
+            return;
+        };
+        let (Some(before), Some(after)) = (&wcc.before, &wcc.after) else {
+            return;
+        };
+        let (handle, known) = match lock(&self.nodes).get(node) {
+            Some(found) => (found.handle.clone(), found.known),
+            None => return,
+        };
+        if !known.is_some_and(|known| known.matches(before)) {
+            return;
+        }
+        let Some(entry) = table.lookup(after.file_id, &handle) else {
+            return;
+        };
+        if !nodes::same_attributes(&entry, after) {
+            return;
+        }
+        let mut nodes = lock(&self.nodes);
+        if let Some(found) = nodes.get_mut(node) {
+            // Only if the watcher did not move on meanwhile.
+            if found.known == known {
+                found.known = Some(nodes::Known::of(&entry));
+            }
+        }
+    }
+
+    /// After a reply with attributes of `node`: invalidates them again if
+    /// the watcher found them stale after `mark`.
+    fn recheck(&self, mark: u64, node: u64) {
+        if self.coherence.is_none() {
+            return;
+        }
+        let stale = lock(&self.nodes)
+            .get(node)
+            .is_some_and(|found| found.stale_at > mark);
+        if stale {
+            if let Some(notifier) = self.notifier.get() {
+                let _ = watch::deliver(notifier.inval_inode(INodeNo(node), 0, 0));
+            }
+        }
+    }
+
+    /// After a reply about `name` in `directory`: invalidates it again if
+    /// the watcher invalidated the directory's names after `mark`.
+    fn recheck_name(&self, mark: u64, directory: u64, name: &OsStr) {
+        if self.coherence.is_none() {
+            return;
+        }
+        let stale = lock(&self.nodes)
+            .get(directory)
+            .is_some_and(|found| found.names_stale_at > mark);
+        if stale {
+            if let Some(notifier) = self.notifier.get() {
+                let _ = watch::deliver(notifier.inval_entry(INodeNo(directory), name));
+            }
+        }
+    }
+
+    /// How long the kernel may cache `name` in `directory`, which is then
+    /// tracked for the watcher: long where changes are followed, else the
+    /// short fallback.
+    fn name_timeout(&self, directory: u64, name: &OsStr) -> Duration {
+        if self.coherence.is_some() && lock(&self.nodes).track(directory, &name_bytes(name)) {
+            self.settings.entry_timeout
+        } else {
+            self.settings.entry_timeout.min(UNWATCHED_ENTRY_TIMEOUT)
+        }
+    }
+
+    /// How long the kernel may remember that `name` is not in `directory`
+    /// (zero: not at all).
+    fn negative_timeout(&self, directory: u64, name: &OsStr) -> Duration {
+        if self.settings.negative_timeout.is_zero() || self.coherence.is_none() {
+            return Duration::ZERO;
+        }
+        if lock(&self.nodes).track(directory, &name_bytes(name)) {
+            self.settings.negative_timeout
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -257,11 +396,13 @@ impl NfsFilesystem {
             Some(attributes) => attributes,
             None => self.get_attributes(caller, handle)?,
         };
-        let mut nodes = lock(&self.nodes);
-        let node = nodes.reference(handle);
-        if let Some(entry) = nodes.get_mut(node) {
-            entry.file_id = Some(attributes.file_id);
-        }
+        let node = {
+            let mut nodes = lock(&self.nodes);
+            let node = nodes.reference(handle);
+            nodes.set_file_id(node, attributes.file_id);
+            node
+        };
+        self.handed(node, &attributes, None);
         Ok(attributes::to_fuse(node, &attributes))
     }
 
@@ -291,11 +432,12 @@ impl NfsFilesystem {
             (
                 entry.handle.clone(),
                 entry.silly_name.is_some(),
-                entry.file_id,
+                entry.file_id(),
             )
         };
-        let mut attributes =
+        let (mut attributes, entry) =
             self.current_attributes_for(|| self.request_caller(request), &handle, file_id)?;
+        self.handed(node.0, &attributes, entry);
         if hidden {
             // Unlinked while open: the hidden name is not a link a program
             // made, so fstat shows the count without it, as for a local file.
@@ -335,10 +477,12 @@ impl NfsFilesystem {
         if size.is_some() {
             self.note_own_change(node.0, &result.object_wcc);
         }
+        self.own_change(node.0, &result.object_wcc);
         let attributes = match result.object_wcc.after {
             Some(attributes) => attributes,
             None => self.get_attributes(caller, &handle)?,
         };
+        self.handed(node.0, &attributes, None);
         Ok(attributes::to_fuse(node.0, &attributes))
     }
 
@@ -449,13 +593,33 @@ impl Filesystem for NfsFilesystem {
     }
 
     fn lookup(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let mark = self.mark();
         match self.do_lookup(&self.request_caller(request), parent, name) {
-            Ok(attributes) => reply.entry_with_ttls(
-                &self.settings.attribute_timeout,
-                &self.settings.entry_timeout,
-                &attributes,
-                Generation(0),
-            ),
+            Ok(attributes) => {
+                let node = attributes.ino.0;
+                reply.entry_with_ttls(
+                    &self.settings.attribute_timeout,
+                    &self.name_timeout(parent.0, name),
+                    &attributes,
+                    Generation(0),
+                );
+                self.recheck(mark, node);
+                self.recheck_name(mark, parent.0, name);
+            }
+            Err(error) if error == Errno::ENOENT => {
+                let timeout = self.negative_timeout(parent.0, name);
+                if timeout.is_zero() {
+                    return reply.error(error);
+                }
+                // Node 0: a negative entry the kernel keeps for `timeout`.
+                reply.entry_with_ttls(
+                    &Duration::ZERO,
+                    &timeout,
+                    &attributes::negative(),
+                    Generation(0),
+                );
+                self.recheck_name(mark, parent.0, name);
+            }
             Err(error) => reply.error(error),
         }
     }
@@ -471,8 +635,12 @@ impl Filesystem for NfsFilesystem {
         _file: Option<FuseHandle>,
         reply: ReplyAttr,
     ) {
+        let mark = self.mark();
         match self.do_getattr(request, node) {
-            Ok(attributes) => reply.attr(&self.settings.attribute_timeout, &attributes),
+            Ok(attributes) => {
+                reply.attr(&self.settings.attribute_timeout, &attributes);
+                self.recheck(mark, node.0);
+            }
             Err(error) => reply.error(error),
         }
     }
@@ -495,6 +663,7 @@ impl Filesystem for NfsFilesystem {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let mark = self.mark();
         match self.do_setattr(
             &self.request_caller(request),
             node,
@@ -505,7 +674,10 @@ impl Filesystem for NfsFilesystem {
             access_time,
             modify_time,
         ) {
-            Ok(attributes) => reply.attr(&self.settings.attribute_timeout, &attributes),
+            Ok(attributes) => {
+                reply.attr(&self.settings.attribute_timeout, &attributes);
+                self.recheck(mark, node.0);
+            }
             Err(error) => reply.error(error),
         }
     }
@@ -527,8 +699,9 @@ impl Filesystem for NfsFilesystem {
         device: u32,
         reply: ReplyEntry,
     ) {
+        let mark = self.mark();
         let result = self.do_mknod(&self.request_caller(request), parent, name, mode, device);
-        self.reply_entry(result, reply);
+        self.reply_entry(mark, parent, name, result, reply);
     }
 
     fn mkdir(
@@ -540,8 +713,9 @@ impl Filesystem for NfsFilesystem {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let mark = self.mark();
         let result = self.do_mkdir(&self.request_caller(request), parent, name, mode);
-        self.reply_entry(result, reply);
+        self.reply_entry(mark, parent, name, result, reply);
     }
 
     fn unlink(&self, request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -566,8 +740,9 @@ impl Filesystem for NfsFilesystem {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
+        let mark = self.mark();
         let result = self.do_symlink(&self.request_caller(request), parent, name, target);
-        self.reply_entry(result, reply);
+        self.reply_entry(mark, parent, name, result, reply);
     }
 
     fn rename(
@@ -605,8 +780,9 @@ impl Filesystem for NfsFilesystem {
         new_name: &OsStr,
         reply: ReplyEntry,
     ) {
+        let mark = self.mark();
         let result = self.do_link(&self.request_caller(request), node, new_parent, new_name);
-        self.reply_entry(result, reply);
+        self.reply_entry(mark, new_parent, new_name, result, reply);
     }
 
     fn open(&self, request: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -825,28 +1001,49 @@ impl Filesystem for NfsFilesystem {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let mark = self.mark();
         match self.do_create(&self.request_caller(request), parent, name, mode, flags) {
-            Ok((attributes, file)) => reply.created(
-                &self.settings.entry_timeout,
-                &attributes,
-                Generation(0),
-                FuseHandle(file),
-                fuser::FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((attributes, file)) => {
+                // One timeout for both: the shorter.
+                let timeout = self
+                    .name_timeout(parent.0, name)
+                    .min(self.settings.attribute_timeout.max(UNWATCHED_ENTRY_TIMEOUT));
+                reply.created(
+                    &timeout,
+                    &attributes,
+                    Generation(0),
+                    FuseHandle(file),
+                    fuser::FopenFlags::FOPEN_KEEP_CACHE,
+                );
+                self.recheck(mark, attributes.ino.0);
+                self.recheck_name(mark, parent.0, name);
+            }
             Err(error) => reply.error(error),
         }
     }
 }
 
 impl NfsFilesystem {
-    fn reply_entry(&self, result: Result<fuser::FileAttr, Errno>, reply: ReplyEntry) {
+    /// An entry reply for `name` in `parent`, then the rechecks of `mark`.
+    fn reply_entry(
+        &self,
+        mark: u64,
+        parent: INodeNo,
+        name: &OsStr,
+        result: Result<fuser::FileAttr, Errno>,
+        reply: ReplyEntry,
+    ) {
         match result {
-            Ok(attributes) => reply.entry_with_ttls(
-                &self.settings.attribute_timeout,
-                &self.settings.entry_timeout,
-                &attributes,
-                Generation(0),
-            ),
+            Ok(attributes) => {
+                reply.entry_with_ttls(
+                    &self.settings.attribute_timeout,
+                    &self.name_timeout(parent.0, name),
+                    &attributes,
+                    Generation(0),
+                );
+                self.recheck(mark, attributes.ino.0);
+                self.recheck_name(mark, parent.0, name);
+            }
             Err(error) => reply.error(error),
         }
     }

@@ -38,10 +38,12 @@ impl NfsFilesystem {
     pub(super) fn created_entry(
         &self,
         caller: &Caller,
+        parent: u64,
         directory: &FileHandle,
         name: &OsStr,
         created: CreatedOk,
     ) -> Result<FileAttr, Errno> {
+        self.own_change(parent, &created.directory_wcc);
         match created.object {
             Some(handle) => self.entry(caller, &handle, created.object_attributes),
             None => {
@@ -76,7 +78,7 @@ impl NfsFilesystem {
         let what = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => {
                 let (attributes, _) =
-                    self.create_file(caller, &directory, name, mode, libc::O_EXCL)?;
+                    self.create_file(caller, parent.0, &directory, name, mode, libc::O_EXCL)?;
                 return Ok(attributes);
             }
             libc::S_IFCHR => MakeNodeData::CharacterDevice { attributes, device },
@@ -92,7 +94,7 @@ impl NfsFilesystem {
                 what,
             },
         ))?;
-        self.created_entry(caller, &directory, name, created)
+        self.created_entry(caller, parent.0, &directory, name, created)
     }
 
     pub(super) fn do_mkdir(
@@ -110,7 +112,7 @@ impl NfsFilesystem {
                 attributes: with_mode(mode),
             },
         ))?;
-        self.created_entry(caller, &directory, name, created)
+        self.created_entry(caller, parent.0, &directory, name, created)
     }
 
     pub(super) fn do_symlink(
@@ -129,7 +131,7 @@ impl NfsFilesystem {
                 target: name_bytes(target.as_os_str()),
             },
         ))?;
-        self.created_entry(caller, &directory, name, created)
+        self.created_entry(caller, parent.0, &directory, name, created)
     }
 
     pub(super) fn do_link(
@@ -148,6 +150,7 @@ impl NfsFilesystem {
                 link: location(directory, new_name),
             },
         ))?;
+        self.own_change(new_parent.0, &linked.link_directory_wcc);
         self.entry(caller, &file, linked.file_attributes)
     }
 
@@ -158,16 +161,17 @@ impl NfsFilesystem {
         name: &OsStr,
     ) -> Result<(), Errno> {
         let directory = self.handle_of(parent)?;
-        if self.hide_if_open(caller, &directory, name)? {
+        if self.hide_if_open(caller, parent.0, &directory, name)? {
             return Ok(());
         }
-        nfs(self.client.remove(
+        let removed = nfs(self.client.remove(
             caller,
             RemoveArguments {
                 object: location(directory, name),
             },
-        ))
-        .map(|_| ())
+        ))?;
+        self.own_change(parent.0, &removed.directory_wcc);
+        Ok(())
     }
 
     /// If `name` is the last link of a file open here, renames it to a
@@ -176,6 +180,7 @@ impl NfsFilesystem {
     fn hide_if_open(
         &self,
         caller: &Caller,
+        parent: u64,
         directory: &FileHandle,
         name: &OsStr,
     ) -> Result<bool, Errno> {
@@ -212,13 +217,14 @@ impl NfsFilesystem {
             .silly_counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let hidden = format!(".guest-driver-{}-{node}-{counter}", std::process::id());
-        nfs(self.client.rename(
+        let renamed = nfs(self.client.rename(
             caller,
             RenameArguments {
                 from: location(directory.clone(), name),
                 to: location(directory.clone(), OsStr::new(&hidden)),
             },
         ))?;
+        self.own_change(parent, &renamed.from_directory_wcc);
         if let Some(node) = lock(&self.nodes).get_mut(node) {
             node.silly_name = Some((directory.clone(), hidden.into_bytes()));
         }
@@ -232,13 +238,14 @@ impl NfsFilesystem {
         name: &OsStr,
     ) -> Result<(), Errno> {
         let directory = self.handle_of(parent)?;
-        nfs(self.client.remove_directory(
+        let removed = nfs(self.client.remove_directory(
             caller,
             RemoveArguments {
                 object: location(directory, name),
             },
-        ))
-        .map(|_| ())
+        ))?;
+        self.own_change(parent.0, &removed.directory_wcc);
+        Ok(())
     }
 
     pub(super) fn do_rename(
@@ -252,14 +259,19 @@ impl NfsFilesystem {
         let from = self.handle_of(parent)?;
         let to = self.handle_of(new_parent)?;
         // A rename over a file open here would remove it: hide it first.
-        self.hide_if_open(caller, &to, new_name)?;
-        nfs(self.client.rename(
+        self.hide_if_open(caller, new_parent.0, &to, new_name)?;
+        let renamed = nfs(self.client.rename(
             caller,
             RenameArguments {
                 from: location(from, name),
                 to: location(to, new_name),
             },
-        ))
-        .map(|_| ())
+        ))?;
+        self.own_change(parent.0, &renamed.from_directory_wcc);
+        self.own_change(new_parent.0, &renamed.to_directory_wcc);
+        // The kernel moves its cached entry to the new name, keeping its
+        // timeout: the name is cached there now.
+        let _ = self.name_timeout(new_parent.0, new_name);
+        Ok(())
     }
 }

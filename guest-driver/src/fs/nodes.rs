@@ -8,9 +8,11 @@
 //! handle; the root is node 1 and is never forgotten. Two entries with the
 //! same handle (hard links) share a node, so `stat` shows one inode number.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use nfs3::{FileHandle, Time};
+use nfs3::{FileAttributes, FileHandle, Time, WccAttributes};
+
+use super::table::TableEntry;
 
 /// The root's node id (FUSE_ROOT_ID).
 pub const ROOT: u64 = 1;
@@ -31,32 +33,106 @@ pub struct Node {
     /// Where the file was hidden when it was unlinked while open: removed
     /// on its last release.
     pub silly_name: Option<(FileHandle, Vec<u8>)>,
-    /// The server's file id, once seen: the metadata table's key.
-    pub file_id: Option<u64>,
-    /// The metadata table's change counter that the kernel's cached
-    /// attributes of this node match, when known (see `fs/watch.rs`).
-    pub table_change: Option<u64>,
+    /// The server's file id, once seen: the metadata table's key. Set
+    /// through [`NodeTable::set_file_id`].
+    file_id: Option<u64>,
+    /// The table state the kernel's cached attributes (and, for a
+    /// directory, its cached names) are known to match (see `fs/watch.rs`).
+    pub known: Option<Known>,
+    /// The watcher's epoch when it last found this node's attributes stale
+    /// (a reply built before then must be invalidated again after it).
+    pub stale_at: u64,
+    /// Names in this directory the kernel was told it may cache (found and
+    /// not found): what to invalidate when another guest changes it.
+    pub names: HashSet<Vec<u8>>,
+    /// The watcher's epoch when it last invalidated [`Node::names`].
+    pub names_stale_at: u64,
 }
 
-/// A node the kernel caches, as the table watcher checks it.
-#[derive(Debug, Clone)]
-pub struct Watched {
-    /// The node id.
-    pub id: u64,
-    /// The table key.
-    pub file_id: u64,
-    /// The handle the slot must match.
-    pub handle: FileHandle,
-    /// [`Node::table_change`].
-    pub table_change: Option<u64>,
+impl Node {
+    /// The table key, once known.
+    pub fn file_id(&self) -> Option<u64> {
+        self.file_id
+    }
+
+    /// Moves [`Node::known`] to `entry` unless it already knows a later
+    /// change (change counters only grow): a reply built from an older
+    /// copy must not hide a change the watcher already saw.
+    /// A directory with cached names is left to the watcher: its state
+    /// also vouches for those names, which this reply did not refresh.
+    pub fn learn(&mut self, entry: &TableEntry) {
+        if !self.names.is_empty() {
+            return;
+        }
+        let newer = self
+            .known
+            .as_ref()
+            .is_none_or(|known| known.change <= entry.change);
+        if newer {
+            self.known = Some(Known::of(entry));
+        }
+    }
 }
 
-/// Node ids and handles, both ways.
+/// What the watcher compares: one slot's state for one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// The change counter.
+    pub change: u64,
+    /// `mtime`: with the size, what cached pages depend on.
+    pub modify_time: Time,
+    /// `ctime`.
+    pub change_time: Time,
+    /// `size`.
+    pub size: u64,
+}
+
+impl Known {
+    /// The state of a table entry.
+    pub fn of(entry: &TableEntry) -> Known {
+        Known {
+            change: entry.change,
+            modify_time: entry.attributes.modify_time,
+            change_time: entry.attributes.change_time,
+            size: entry.attributes.size,
+        }
+    }
+
+    /// Whether these are the attributes a wcc `before` (or `after`) shows.
+    pub fn matches(&self, wcc: &WccAttributes) -> bool {
+        self.modify_time == wcc.modify_time
+            && self.change_time == wcc.change_time
+            && self.size == wcc.size
+    }
+
+    /// Whether cached data pages of a file in state `self` still hold in
+    /// state `other`.
+    pub fn same_data(&self, other: &Known) -> bool {
+        self.modify_time == other.modify_time && self.size == other.size
+    }
+}
+
+/// Whether `attributes` are the ones of `entry` (what a reply from the
+/// server and the table agree on).
+pub fn same_attributes(entry: &TableEntry, attributes: &FileAttributes) -> bool {
+    entry.attributes == *attributes
+}
+
+/// Most names tracked in one directory: past it, names there get the short
+/// fallback timeout instead (bounded memory for huge directories).
+pub const MAX_TRACKED_NAMES: usize = 65_536;
+
+/// Node ids and handles, both ways, and which nodes each table slot
+/// concerns.
 #[derive(Debug)]
 pub struct NodeTable {
     nodes: HashMap<u64, Node>,
     by_handle: HashMap<FileHandle, u64>,
     next_id: u64,
+    /// Slots in the table the index below is computed for.
+    slot_count: Option<u32>,
+    /// Table slot to the nodes whose file id maps there.
+    by_slot: HashMap<u32, Vec<u64>>,
 }
 
 impl NodeTable {
@@ -66,6 +142,8 @@ impl NodeTable {
             nodes: HashMap::new(),
             by_handle: HashMap::new(),
             next_id: ROOT + 1,
+            slot_count: None,
+            by_slot: HashMap::new(),
         };
         table.by_handle.insert(root.clone(), ROOT);
         table.nodes.insert(
@@ -77,7 +155,10 @@ impl NodeTable {
                 data_version: None,
                 silly_name: None,
                 file_id: None,
-                table_change: None,
+                known: None,
+                stale_at: 0,
+                names: HashSet::new(),
+                names_stale_at: 0,
             },
         );
         table
@@ -116,7 +197,10 @@ impl NodeTable {
                 data_version: None,
                 silly_name: None,
                 file_id: None,
-                table_change: None,
+                known: None,
+                stale_at: 0,
+                names: HashSet::new(),
+                names_stale_at: 0,
             },
         );
         (id, true)
@@ -160,23 +244,93 @@ impl NodeTable {
         if unused {
             if let Some(node) = self.nodes.remove(&id) {
                 self.by_handle.remove(&node.handle);
+                if let Some(file_id) = node.file_id {
+                    self.unindex(id, file_id);
+                }
             }
         }
     }
 
-    /// Every node the kernel holds whose file id is known.
-    pub fn watched(&self) -> Vec<Watched> {
+    /// Records node `id`'s file id (the table key) and indexes it by slot.
+    pub fn set_file_id(&mut self, id: u64, file_id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        match node.file_id.replace(file_id) {
+            Some(old) if old == file_id => return,
+            Some(old) => self.unindex(id, old),
+            None => {}
+        }
+        if let Some(slot_count) = self.slot_count {
+            self.by_slot
+                .entry(metatab::layout::slot_index(file_id, slot_count))
+                .or_default()
+                .push(id);
+        }
+    }
+
+    fn unindex(&mut self, id: u64, file_id: u64) {
+        let Some(slot_count) = self.slot_count else {
+            return;
+        };
+        let slot = metatab::layout::slot_index(file_id, slot_count);
+        if let Some(ids) = self.by_slot.get_mut(&slot) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.by_slot.remove(&slot);
+            }
+        }
+    }
+
+    /// Indexes every node for a table of `slot_count` slots (at the first
+    /// table, and when the storage domain's table changed size).
+    pub fn set_slot_count(&mut self, slot_count: u32) {
+        if self.slot_count == Some(slot_count) || !slot_count.is_power_of_two() {
+            return;
+        }
+        self.slot_count = Some(slot_count);
+        self.by_slot.clear();
+        for (id, node) in &self.nodes {
+            if let Some(file_id) = node.file_id {
+                self.by_slot
+                    .entry(metatab::layout::slot_index(file_id, slot_count))
+                    .or_default()
+                    .push(*id);
+            }
+        }
+    }
+
+    /// Records that the kernel may cache `name` in directory `directory`
+    /// (found or not) for long. False when that cannot be kept coherent:
+    /// the directory's table key is unknown, or it tracks too many names.
+    pub fn track(&mut self, directory: u64, name: &[u8]) -> bool {
+        let Some(node) = self.nodes.get_mut(&directory) else {
+            return false;
+        };
+        if node.file_id.is_none() {
+            return false;
+        }
+        if node.names.contains(name) {
+            return true;
+        }
+        if node.names.len() >= MAX_TRACKED_NAMES {
+            return false;
+        }
+        node.names.insert(name.to_vec());
+        true
+    }
+
+    /// The nodes whose file id maps to `slot`.
+    pub fn in_slot(&self, slot: u32) -> &[u64] {
+        self.by_slot.get(&slot).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every node with a file id.
+    pub fn all_with_file_id(&self) -> Vec<u64> {
         self.nodes
             .iter()
-            .filter(|(_, node)| node.lookups > 0)
-            .filter_map(|(id, node)| {
-                Some(Watched {
-                    id: *id,
-                    file_id: node.file_id?,
-                    handle: node.handle.clone(),
-                    table_change: node.table_change,
-                })
-            })
+            .filter(|(_, node)| node.file_id.is_some())
+            .map(|(id, _)| *id)
             .collect()
     }
 

@@ -20,12 +20,39 @@ pub struct TableEntry {
     pub change: u64,
 }
 
+/// Where the watcher is in a table's change journal. A cursor of another
+/// table (the storage domain restarted, or the guest re-attached to a new
+/// one) is worth nothing: every slot counts as changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The table's boot id.
+    pub boot_id: u64,
+    /// Its slot count (the slot of a file depends on it).
+    pub slot_count: u32,
+    /// The journal position read up to.
+    pub head: u32,
+}
+
+/// What changed since a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// Only the slots passed to the callback; go on from the cursor.
+    Slots(Cursor),
+    /// Possibly every slot (journal overrun, or another table); go on
+    /// from the cursor.
+    Everything(Cursor),
+}
+
 /// Where table lookups come from: the hosted connection's memfd, or
 /// grant pages mapped from the storage domain on Xen.
 pub trait AttributeTable: Send + Sync + std::fmt::Debug {
     /// The current attributes of the file `file_id` with `handle`, if the
     /// table holds them.
     fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<TableEntry>;
+
+    /// The slots written since `since` (each passed to `changed`), or
+    /// `None` when no table is usable now (the connection is down).
+    fn changes(&self, since: Option<Cursor>, changed: &mut dyn FnMut(u32)) -> Option<Changed>;
 }
 
 /// The table a hosted VRPC connection maps.
@@ -40,6 +67,36 @@ impl AttributeTable for HostedTable {
         }
         let table = self.0.metadata_table()?;
         lookup_in(&table, file_id, handle)
+    }
+
+    fn changes(&self, since: Option<Cursor>, changed: &mut dyn FnMut(u32)) -> Option<Changed> {
+        if !self.0.is_connected() {
+            return None;
+        }
+        changes_in(&self.0.metadata_table()?, since, changed)
+    }
+}
+
+/// [`AttributeTable::changes`] over a mapped table (any platform's).
+pub fn changes_in<M: vrpc::SharedMemory>(
+    table: &metatab::Reader<M>,
+    since: Option<Cursor>,
+    changed: &mut dyn FnMut(u32),
+) -> Option<Changed> {
+    let same_table = since.filter(|cursor| {
+        cursor.boot_id == table.boot_id() && cursor.slot_count == table.slot_count()
+    });
+    let cursor = |head| Cursor {
+        boot_id: table.boot_id(),
+        slot_count: table.slot_count(),
+        head,
+    };
+    let Some(since) = same_table else {
+        return Some(Changed::Everything(cursor(table.journal_head().ok()?)));
+    };
+    match table.changes_since(since.head, changed).ok()? {
+        metatab::Changes::Slots { head } => Some(Changed::Slots(cursor(head))),
+        metatab::Changes::Overrun { head } => Some(Changed::Everything(cursor(head))),
     }
 }
 

@@ -1,16 +1,37 @@
-//! Keeps long attribute caching coherent: a thread that watches the
-//! metadata table's change counters of every file the kernel holds and
-//! invalidates the kernel's attributes and pages of those that changed.
+//! Keeps long kernel caching coherent: a thread that follows the metadata
+//! table's change journal and tells the kernel exactly what another guest
+//! changed.
 //!
-//! Design (DESIGN section 5, "beyond the paper"): with `--attr-timeout` above
-//! zero and a metadata table, the kernel answers `stat` from its own cache
-//! (no FUSE request at all), and this watcher bounds how stale that cache
-//! can be to about one [`INTERVAL`], for files whose slot the table holds;
-//! for a file whose slot another file took (the table is a direct-mapped
-//! cache) the attribute timeout is the bound. Without the table, or with
-//! the default timeout of zero, no watcher runs.
+//! Design (`docs/guest-driver.md`, "Consistency"): with a metadata table
+//! the kernel caches attributes and names (found and not found) for long
+//! timeouts. Every [`INTERVAL`] the watcher reads the slots the storage
+//! domain wrote since its last pass (`metatab`'s journal; everything after
+//! an overrun or on another table) and, for each node whose file maps to
+//! such a slot, compares the slot with [`Known`], the state the kernel's
+//! cache matches:
+//! - attributes changed: `notify_inval_inode` (with the cached pages when
+//!   mtime or size moved);
+//! - a directory changed: `notify_inval_entry` for every name the kernel
+//!   was told it may cache in it ([`Node::names`]), negative ones included;
+//! - the slot now holds another file, or none: both, since changes can no
+//!   longer be seen; the kernel asks again and the server republishes.
+//!
+//! This driver's own changes are not invalidated: after each of its calls,
+//! `NfsFilesystem::own_change` moves [`Known`] on when the wcc data shows
+//! nobody else changed the object in between.
+//!
+//! Races with replies in flight: a reply built from data older than a
+//! change the watcher just handled would land in the kernel after the
+//! invalidation. The watcher therefore stamps each invalidation with a new
+//! epoch ([`Coherence`]); a request handler notes the epoch before it reads
+//! anything and, after replying, invalidates again what was stamped since.
+//!
+//! [`Known`]: super::nodes::Known
+//! [`Node::names`]: super::nodes::Node::names
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
@@ -18,11 +39,30 @@ use std::time::Duration;
 use fuser::{INodeNo, Notifier};
 
 use super::lock;
-use super::nodes::NodeTable;
-use super::table::AttributeTable;
+use super::nodes::{Known, NodeTable};
+use super::table::{AttributeTable, Changed, Cursor};
+use crate::stats::Stats;
 
-/// Time between two passes over the watched nodes.
-pub const INTERVAL: Duration = Duration::from_millis(5);
+/// Time between two looks at the journal.
+pub const INTERVAL: Duration = Duration::from_millis(2);
+
+/// The invalidation epoch shared by the watcher and the request handlers.
+#[derive(Debug, Default)]
+pub struct Coherence {
+    epoch: AtomicU64,
+}
+
+impl Coherence {
+    /// The epoch now: what a handler notes before it reads anything.
+    pub fn mark(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// A new epoch for an invalidation about to be made.
+    pub fn next(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
 
 /// Stops the watcher when told or dropped.
 #[derive(Debug)]
@@ -41,23 +81,36 @@ impl Drop for WatcherHandle {
     }
 }
 
-/// Starts the watcher over `nodes`.
-pub fn spawn(
-    nodes: Arc<Mutex<NodeTable>>,
-    table: Arc<dyn AttributeTable>,
-    notifier: Arc<OnceLock<Notifier>>,
-) -> WatcherHandle {
+/// What the watcher works with.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    /// The driver's nodes.
+    pub nodes: Arc<Mutex<NodeTable>>,
+    /// The table followed.
+    pub table: Arc<dyn AttributeTable>,
+    /// The kernel, once the session exists.
+    pub notifier: Arc<OnceLock<Notifier>>,
+    /// The epoch.
+    pub coherence: Arc<Coherence>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+/// Starts the watcher.
+pub fn spawn(watcher: Watcher) -> WatcherHandle {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let spawned = thread::Builder::new()
         .name("metatab-watch".into())
         .spawn(move || {
+            let mut cursor = None;
+            let mut slots = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 thread::sleep(INTERVAL);
-                let Some(notifier) = notifier.get() else {
+                let Some(notifier) = watcher.notifier.get() else {
                     continue;
                 };
-                if pass(&nodes, table.as_ref(), notifier).is_err() {
+                if watcher.pass(&mut cursor, &mut slots, notifier).is_err() {
                     // The mount is gone.
                     return;
                 }
@@ -69,40 +122,150 @@ pub fn spawn(
     WatcherHandle { stop }
 }
 
-/// One pass: invalidates every node whose slot's change counter moved.
-/// `Err` when the kernel no longer takes notifications.
-fn pass(
-    nodes: &Mutex<NodeTable>,
-    table: &dyn AttributeTable,
-    notifier: &Notifier,
-) -> Result<(), ()> {
-    let watched = lock(nodes).watched();
-    for node in watched {
-        let current = table
-            .lookup(node.file_id, &node.handle)
-            .map(|entry| entry.change);
-        let stale = match (node.table_change, current) {
-            (known, Some(current)) => known != Some(current),
-            // The slot holds another file now: the change cannot be seen;
-            // drop what the kernel has once, then rely on the timeout.
-            (Some(_), None) => true,
-            (None, None) => false,
+/// The kernel no longer takes notifications: the mount is gone.
+#[derive(Debug)]
+pub struct Unmounted;
+
+impl Watcher {
+    /// One pass: reads the journal since `cursor` and invalidates what
+    /// changed.
+    pub fn pass(
+        &self,
+        cursor: &mut Option<Cursor>,
+        slots: &mut Vec<u32>,
+        notifier: &Notifier,
+    ) -> Result<(), Unmounted> {
+        slots.clear();
+        let Some(changed) = self.table.changes(*cursor, &mut |slot| slots.push(slot)) else {
+            // No usable table now: the connection is lost. What the kernel
+            // caches can no longer be vouched for: drop it all once, so
+            // that calls reach the driver (and fail with EIO until the
+            // storage domain is back). A new table is rescanned whole.
+            if cursor.take().is_some() {
+                let all = lock(&self.nodes).all_with_file_id();
+                for id in all {
+                    self.forget_cached(id, notifier)?;
+                }
+            }
+            return Ok(());
         };
-        if !stale {
-            continue;
+        let (new_cursor, everything) = match changed {
+            Changed::Slots(new_cursor) => (new_cursor, false),
+            Changed::Everything(new_cursor) => (new_cursor, true),
+        };
+        *cursor = Some(new_cursor);
+        if !everything && slots.is_empty() {
+            return Ok(());
         }
-        if let Some(entry) = lock(nodes).get_mut(node.id) {
-            entry.table_change = current;
-            // Cached pages may be stale too: the next open decides again.
-            entry.data_version = None;
+        let candidates: Vec<u64> = {
+            let mut nodes = lock(&self.nodes);
+            nodes.set_slot_count(new_cursor.slot_count);
+            if everything {
+                nodes.all_with_file_id()
+            } else {
+                slots.sort_unstable();
+                slots.dedup();
+                let mut ids = Vec::new();
+                for slot in slots.iter() {
+                    ids.extend_from_slice(nodes.in_slot(*slot));
+                }
+                ids
+            }
+        };
+        for id in candidates {
+            self.check(id, notifier)?;
         }
-        match notifier.inval_inode(INodeNo(node.id), 0, 0) {
-            Ok(()) => {}
-            // The kernel forgot the node meanwhile.
-            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => return Err(()),
-            Err(error) => log::debug!("invalidating node {}: {error}", node.id),
+        Ok(())
+    }
+
+    /// Invalidates everything the kernel caches of node `id`.
+    fn forget_cached(&self, id: u64, notifier: &Notifier) -> Result<(), Unmounted> {
+        let names = {
+            let mut nodes = lock(&self.nodes);
+            let Some(node) = nodes.get_mut(id) else {
+                return Ok(());
+            };
+            let epoch = self.coherence.next();
+            node.known = None;
+            node.stale_at = epoch;
+            node.names_stale_at = epoch;
+            node.names.drain().collect::<Vec<_>>()
+        };
+        self.stats.count_invalidation(names.len() as u64);
+        deliver(notifier.inval_inode(INodeNo(id), 0, 0))?;
+        for name in names {
+            deliver(notifier.inval_entry(INodeNo(id), OsStr::from_bytes(&name)))?;
+        }
+        Ok(())
+    }
+
+    /// Compares node `id` with its slot and invalidates what changed.
+    fn check(&self, id: u64, notifier: &Notifier) -> Result<(), Unmounted> {
+        let (file_id, handle, known) = {
+            let nodes = lock(&self.nodes);
+            let Some(node) = nodes.get(id) else {
+                return Ok(());
+            };
+            let Some(file_id) = node.file_id() else {
+                return Ok(());
+            };
+            (file_id, node.handle.clone(), node.known)
+        };
+        let current = self
+            .table
+            .lookup(file_id, &handle)
+            .map(|entry| Known::of(&entry));
+        if current == known {
+            return Ok(());
+        }
+        let (data_changed, names) = {
+            let mut nodes = lock(&self.nodes);
+            let Some(node) = nodes.get_mut(id) else {
+                return Ok(());
+            };
+            // A handler may have moved on meanwhile (this driver's own
+            // change): nothing to tell the kernel then.
+            if node.known == current {
+                return Ok(());
+            }
+            let previous = node.known;
+            let epoch = self.coherence.next();
+            node.known = current;
+            node.stale_at = epoch;
+            let data_changed = match (previous, current) {
+                (Some(previous), Some(current)) => !previous.same_data(&current),
+                _ => true,
+            };
+            let names = if node.names.is_empty() {
+                Vec::new()
+            } else {
+                node.names_stale_at = epoch;
+                node.names.drain().collect()
+            };
+            (data_changed, names)
+        };
+        self.stats.count_invalidation(names.len() as u64);
+        // Offset 0 (length 0: to the end) drops cached pages as well; -1
+        // only the attributes.
+        let offset = if data_changed { 0 } else { -1 };
+        deliver(notifier.inval_inode(INodeNo(id), offset, 0))?;
+        for name in names {
+            deliver(notifier.inval_entry(INodeNo(id), OsStr::from_bytes(&name)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A notification's outcome: only a kernel that stopped listening is an
+/// error (ENOENT: it had forgotten the node or name already).
+pub fn deliver(result: std::io::Result<()>) -> Result<(), Unmounted> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Err(Unmounted),
+        Err(error) => {
+            log::debug!("invalidation refused: {error}");
+            Ok(())
         }
     }
-    Ok(())
 }

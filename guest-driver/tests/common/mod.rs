@@ -128,6 +128,15 @@ impl Server {
         Server::launch(directory, self.socket.is_some(), &self.address)
     }
 
+    /// Kills the server (SIGKILL: nothing is committed on the way out) and
+    /// serves the same image on the same address again.
+    pub fn kill_and_restart(mut self, directory: &Path) -> Server {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        Server::launch(directory, self.socket.is_some(), &self.address)
+    }
+
     fn launch(directory: &Path, vrpc: bool, listen: &str) -> Server {
         let image = directory.join("disk.img");
         let socket = vrpc.then(|| directory.join("vrpc.sock"));

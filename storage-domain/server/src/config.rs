@@ -11,7 +11,9 @@
 //!
 //! The first field is the export's name (the path a client passes to
 //! MOUNT); `path=` is the directory inside the file system (default: the
-//! name). Options: `rw` (default) or `ro`; `sync` (default) or `async`; `root_squash` (default),
+//! name). Options: `rw` (default) or `ro`; `sync` (default) or `async`;
+//! `vrpc=local` (default) or `vrpc=sync` (how calls over VRPC rings are
+//! answered, see [`ExportConfig::vrpc_local`]); `root_squash` (default),
 //! `no_root_squash`, `all_squash`; `anonuid=`, `anongid=` (default 65534);
 //! `allow=` a client address, network (`ADDR/PREFIX`), `*` (any client, the
 //! default when no `allow=` is given), `local` (hosted unix-socket peers) or
@@ -168,6 +170,13 @@ pub struct ExportConfig {
     /// replies then say UNSTABLE, so clients that want durability still
     /// send COMMIT, which is always honoured.
     pub asynchronous: bool,
+    /// Calls over VRPC rings (guest-driver in a guest: `local` and `domain`
+    /// clients) get a local file system's durability (`vrpc=local`, the
+    /// default): changes are answered before they are committed, and
+    /// COMMIT (a guest's fsync) waits for the commit, which the server also
+    /// makes every commit interval. `vrpc=sync`: VRPC calls follow the
+    /// export's `sync`/`async` like TCP clients.
+    pub vrpc_local: bool,
     /// Identity mapping.
     pub squash: Squash,
     /// uid given to squashed and AUTH_NONE callers.
@@ -189,6 +198,7 @@ impl ExportConfig {
             path: "/".to_string(),
             read_only: false,
             asynchronous: false,
+            vrpc_local: true,
             squash: Squash::Root,
             anonymous_uid: ANONYMOUS_ID,
             anonymous_gid: ANONYMOUS_ID,
@@ -221,6 +231,8 @@ impl ExportConfig {
                 ("ro", None) => export.read_only = true,
                 ("sync", None) => export.asynchronous = false,
                 ("async", None) => export.asynchronous = true,
+                ("vrpc", Some("local")) => export.vrpc_local = true,
+                ("vrpc", Some("sync")) => export.vrpc_local = false,
                 ("root_squash", None) => export.squash = Squash::Root,
                 ("no_root_squash", None) => export.squash = Squash::None,
                 ("all_squash", None) => export.squash = Squash::All,
@@ -238,6 +250,14 @@ impl ExportConfig {
             export.clients.push(ClientFilter::Any);
         }
         Ok(export)
+    }
+
+    /// Whether a change `client` makes is answered before it is committed
+    /// (COMMIT always waits).
+    pub fn answers_before_commit(&self, client: &ClientAddress) -> bool {
+        self.asynchronous
+            || (self.vrpc_local
+                && matches!(client, ClientAddress::Local(_) | ClientAddress::Domain(_)))
     }
 
     /// Whether `client` may use this export.

@@ -274,6 +274,11 @@ impl<F: FileSystem> Server<F> {
         self.filesystem
     }
 
+    /// Whether changes were applied that are not durable yet.
+    pub fn has_uncommitted(&self) -> bool {
+        self.filesystem.durable_sequence() < self.filesystem.applied_sequence()
+    }
+
     /// Make everything applied so far durable.
     ///
     /// # Errors

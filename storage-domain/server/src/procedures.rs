@@ -225,10 +225,13 @@ impl Core {
             }
             Arguments::Commit(arguments) => Results::Commit(self.commit(fs, caller, arguments)),
         };
-        // An `async` export answers changes at once; COMMIT always waits.
-        let asynchronous = self
-            .call_export
-            .is_some_and(|export| self.exports[export].config.asynchronous);
+        // An `async` export answers changes at once, and so does a
+        // `vrpc=local` one to VRPC callers; COMMIT always waits.
+        let asynchronous = self.call_export.is_some_and(|export| {
+            self.exports[export]
+                .config
+                .answers_before_commit(&caller.client)
+        });
         (results, changes && (explicit || !asynchronous))
     }
 
@@ -698,7 +701,12 @@ impl Core {
                 // Every commit makes data and metadata durable together, so
                 // DATA_SYNC is answered as FILE_SYNC.
                 committed: match arguments.stable {
-                    _ if self.exports[resolved.export].config.asynchronous => StableHow::Unstable,
+                    _ if self.exports[resolved.export]
+                        .config
+                        .answers_before_commit(&caller.client) =>
+                    {
+                        StableHow::Unstable
+                    }
                     StableHow::Unstable => StableHow::Unstable,
                     StableHow::DataSync | StableHow::FileSync => StableHow::FileSync,
                 },

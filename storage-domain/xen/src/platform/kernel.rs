@@ -36,6 +36,9 @@ const SHUTDOWN_TOKEN: &str = "shutdown";
 /// Rounds of xenstore work (watch events, device state changes) per loop
 /// pass before serving again.
 const XENSTORE_ROUNDS: usize = 16;
+/// Most time a change answered before its commit stays volatile (ext4's
+/// default journal commit interval is also 5 s).
+const COMMIT_INTERVAL_NS: u64 = 5_000_000_000;
 
 /// Boot, serve, shut down. Never returns.
 pub fn main(start_info: &StartInfo) -> ! {
@@ -195,6 +198,8 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let mut churn_number = fs_tasks::verify_churn_log(server.filesystem()).unwrap_or(0);
     let store_port = xenstore.port();
     let mut ports: Vec<EventChannelPort> = Vec::new();
+    // When the oldest uncommitted change must be committed (ns).
+    let mut commit_due: Option<u64> = None;
     let reason = 'serve: loop {
         // Work to do now means the wait below only looks (deadline 1).
         let mut busy = churn;
@@ -253,6 +258,26 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
             }
         }
         busy |= !settled;
+        // Changes answered before their commit (`async` exports, and VRPC
+        // guests on `vrpc=local` ones) become durable within the interval.
+        if server.has_uncommitted() {
+            let now_ns = events::system_time_ns();
+            let due = *commit_due.get_or_insert(now_ns.saturating_add(COMMIT_INTERVAL_NS));
+            if now_ns >= due {
+                commit_due = None;
+                if let Err(error) = server.sync() {
+                    println!("commit: FAILED: {error}: further changes are refused");
+                }
+            } else {
+                deadline = if deadline == 0 {
+                    due
+                } else {
+                    deadline.min(due)
+                };
+            }
+        } else {
+            commit_due = None;
+        }
         if let Some(linger) = vrpc.deadline() {
             deadline = if deadline == 0 {
                 linger
