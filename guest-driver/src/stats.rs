@@ -25,6 +25,7 @@ pub struct Stats {
     mount_calls: AtomicU64,
     invalidated_nodes: AtomicU64,
     invalidated_names: AtomicU64,
+    local_misses: AtomicU64,
 }
 
 impl Default for Stats {
@@ -36,6 +37,7 @@ impl Default for Stats {
             mount_calls: AtomicU64::new(0),
             invalidated_nodes: AtomicU64::new(0),
             invalidated_names: AtomicU64::new(0),
+            local_misses: AtomicU64::new(0),
         }
     }
 }
@@ -72,6 +74,11 @@ impl Stats {
         self.invalidated_names.fetch_add(names, Ordering::Relaxed);
     }
 
+    /// Counts a lookup answered "not found" without a call.
+    pub fn count_local_miss(&self) {
+        self.local_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a MOUNT protocol call.
     pub fn count_mount_call(&self) {
         self.mount_calls.fetch_add(1, Ordering::Relaxed);
@@ -97,9 +104,10 @@ impl Stats {
             self.table_misses.load(Ordering::Relaxed)
         ));
         text.push_str(&format!(
-            "watch.nodes {}\nwatch.names {}\n",
+            "watch.nodes {}\nwatch.names {}\nlookup.local_misses {}\n",
             self.invalidated_nodes.load(Ordering::Relaxed),
-            self.invalidated_names.load(Ordering::Relaxed)
+            self.invalidated_names.load(Ordering::Relaxed),
+            self.local_misses.load(Ordering::Relaxed)
         ));
         text
     }

@@ -127,6 +127,27 @@ fn default_hosted_mounts_cache_long_and_stay_coherent() {
     );
     assert!(second.stats()["watch.nodes"] > 0);
 
+    // A directory this mount made: it knows every name there, so failed
+    // lookups need no call at all, until another mount adds a name.
+    fs::create_dir(first.path.join("own")).unwrap();
+    let before = first.stats();
+    for index in 0..50 {
+        assert!(!exists(&first.path.join(format!("own/probe-{index}"))));
+    }
+    let after = first.stats();
+    assert_eq!(after["rpc.LOOKUP"], before["rpc.LOOKUP"], "{after:?}");
+    assert!(after["lookup.local_misses"] >= before["lookup.local_misses"] + 50);
+    fs::write(first.path.join("own/mine"), b"1").unwrap();
+    assert!(exists(&first.path.join("own/mine")));
+    visible_within("a name in a directory the other made", || {
+        exists(&second.path.join("own/mine"))
+    });
+    fs::write(second.path.join("own/theirs"), b"2").unwrap();
+    visible_within("another's name in a directory this mount made", || {
+        exists(&first.path.join("own/theirs"))
+    });
+    assert!(!exists(&first.path.join("own/probe-0")));
+
     // Renames and directories, both ways.
     fs::create_dir(second.path.join("directory")).unwrap();
     visible_within("a directory", || first.path.join("directory").is_dir());

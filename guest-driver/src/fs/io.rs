@@ -152,6 +152,7 @@ impl NfsFilesystem {
             directory: directory.clone(),
             name: name_bytes(name),
         };
+        let _own = self.own_calls(&[parent]);
         let created = self.client.create(
             caller,
             CreateArguments {
@@ -164,7 +165,9 @@ impl NfsFilesystem {
         );
         let (handle, attributes) = match nfs(created) {
             Ok(created) => {
-                self.own_change(parent, &created.directory_wcc);
+                self.own_directory_change(parent, &created.directory_wcc, |children| {
+                    children.insert(name_bytes(name));
+                });
                 match created.object {
                     Some(handle) => (handle, created.object_attributes),
                     None => {
@@ -245,6 +248,7 @@ impl NfsFilesystem {
 
     pub(super) fn do_write(&self, file: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let (handle, caller, node) = self.open_file(file)?;
+        let _own = self.own_calls(&[node]);
         let mut written = 0usize;
         while written < data.len() {
             let chunk = &data[written..data.len().min(written + self.settings.write_size as usize)];

@@ -110,6 +110,27 @@ pub struct NfsFilesystem {
     coherence: Option<Arc<watch::Coherence>>,
 }
 
+/// Calls in flight that may change some nodes (see
+/// [`NfsFilesystem::own_calls`]).
+struct OwnCalls<'a> {
+    nodes: &'a Mutex<NodeTable>,
+    ids: Vec<u64>,
+}
+
+impl Drop for OwnCalls<'_> {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut nodes = lock(self.nodes);
+        for id in &self.ids {
+            if let Some(found) = nodes.get_mut(*id) {
+                found.own.in_flight = found.own.in_flight.saturating_sub(1);
+            }
+        }
+    }
+}
+
 /// Names in a directory whose changes cannot be followed (no table, or a
 /// directory tracking too many names) are cached at most this long, and
 /// failed lookups not at all: the behaviour without a metadata table.
@@ -294,38 +315,79 @@ impl NfsFilesystem {
         }
     }
 
-    /// After this driver's own call changed `node` (wcc data from the
-    /// reply): when nobody else changed it in between (`before` is what
-    /// the watcher knew) and the table shows the result, the kernel is
-    /// already right (it applied its own change): the watcher must not
-    /// invalidate it.
-    fn own_change(&self, node: u64, wcc: &nfs3::WccData) {
-        let Some(table) = &self.table else {
-            return;
-        };
-        let (Some(before), Some(after)) = (&wcc.before, &wcc.after) else {
-            return;
-        };
-        let (handle, known) = match lock(&self.nodes).get(node) {
-            Some(found) => (found.handle.clone(), found.known),
-            None => return,
-        };
-        if !known.is_some_and(|known| known.matches(before)) {
-            return;
+    /// Before a call that may change `nodes`: the watcher puts off
+    /// judging their slots until the call's change is recorded (or the
+    /// guard drops without one: then it counts as another guest's).
+    fn own_calls(&self, nodes: &[u64]) -> OwnCalls<'_> {
+        if self.coherence.is_some() {
+            let mut table = lock(&self.nodes);
+            for node in nodes {
+                if let Some(found) = table.get_mut(*node) {
+                    found.own.in_flight += 1;
+                }
+            }
         }
-        let Some(entry) = table.lookup(after.file_id, &handle) else {
-            return;
-        };
-        if !nodes::same_attributes(&entry, after) {
+        OwnCalls {
+            nodes: &self.nodes,
+            ids: if self.coherence.is_some() {
+                nodes.to_vec()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Records this driver's change of `node` (wcc data from the reply), so
+    /// that the watcher does not take it for another guest's: the kernel
+    /// applied its own change already.
+    fn own_change(&self, node: u64, wcc: &nfs3::WccData) {
+        self.own_directory_change(node, wcc, |_| {});
+    }
+
+    /// [`Self::own_change`], and `apply` to the directory's complete name
+    /// set if it has one.
+    fn own_directory_change(
+        &self,
+        directory: u64,
+        wcc: &nfs3::WccData,
+        apply: impl FnOnce(&mut std::collections::HashSet<Vec<u8>>),
+    ) {
+        if self.coherence.is_none() {
             return;
         }
         let mut nodes = lock(&self.nodes);
-        if let Some(found) = nodes.get_mut(node) {
-            // Only if the watcher did not move on meanwhile.
-            if found.known == known {
-                found.known = Some(nodes::Known::of(&entry));
+        let Some(found) = nodes.get_mut(directory) else {
+            return;
+        };
+        let (Some(before), Some(after)) = (&wcc.before, &wcc.after) else {
+            // Nothing to match: the watcher will see another's change.
+            found.children = None;
+            return;
+        };
+        let transitions = &mut found.own.transitions;
+        if transitions.len() >= nodes::MAX_TRANSITIONS {
+            transitions.remove(0);
+        }
+        transitions.push((nodes::Key::of_wcc(before), nodes::Key::of(after)));
+        if let Some(children) = &mut found.children {
+            apply(children);
+            if children.len() > nodes::MAX_TRACKED_NAMES {
+                found.children = None;
             }
         }
+    }
+
+    /// Whether `name` is certainly not in `directory`: this driver knows
+    /// every name there (see [`nodes::Node::children`]).
+    fn known_absent(&self, directory: u64, name: &OsStr) -> bool {
+        if self.coherence.is_none() {
+            return false;
+        }
+        use std::os::unix::ffi::OsStrExt;
+        lock(&self.nodes)
+            .get(directory)
+            .and_then(|found| found.children.as_ref())
+            .is_some_and(|children| !children.contains(name.as_bytes()))
     }
 
     /// After a reply with attributes of `node`: invalidates them again if
@@ -412,6 +474,11 @@ impl NfsFilesystem {
         parent: INodeNo,
         name: &OsStr,
     ) -> Result<fuser::FileAttr, Errno> {
+        // A name the server would refuse gets the server's answer.
+        if name.len() <= self.settings.name_maximum as usize && self.known_absent(parent.0, name) {
+            self.stats.count_local_miss();
+            return Err(Errno::ENOENT);
+        }
         let directory = self.handle_of(parent)?;
         let found = nfs(self.client.lookup(
             caller,
@@ -459,6 +526,7 @@ impl NfsFilesystem {
         modify_time: Option<TimeOrNow>,
     ) -> Result<fuser::FileAttr, Errno> {
         let handle = self.handle_of(node)?;
+        let _own = self.own_calls(&[node.0]);
         let result = nfs(self.client.set_attributes(
             caller,
             SetAttributesArguments {

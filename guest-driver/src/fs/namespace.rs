@@ -43,7 +43,9 @@ impl NfsFilesystem {
         name: &OsStr,
         created: CreatedOk,
     ) -> Result<FileAttr, Errno> {
-        self.own_change(parent, &created.directory_wcc);
+        self.own_directory_change(parent, &created.directory_wcc, |children| {
+            children.insert(name_bytes(name));
+        });
         match created.object {
             Some(handle) => self.entry(caller, &handle, created.object_attributes),
             None => {
@@ -87,6 +89,7 @@ impl NfsFilesystem {
             libc::S_IFSOCK => MakeNodeData::Socket(attributes),
             _ => return Err(Errno::EINVAL),
         };
+        let _own = self.own_calls(&[parent.0]);
         let created = nfs(self.client.make_node(
             caller,
             MakeNodeArguments {
@@ -105,6 +108,7 @@ impl NfsFilesystem {
         mode: u32,
     ) -> Result<FileAttr, Errno> {
         let directory = self.handle_of(parent)?;
+        let _own = self.own_calls(&[parent.0]);
         let created = nfs(self.client.make_directory(
             caller,
             MakeDirectoryArguments {
@@ -112,7 +116,24 @@ impl NfsFilesystem {
                 attributes: with_mode(mode),
             },
         ))?;
-        self.created_entry(caller, parent.0, &directory, name, created)
+        let made = self.created_entry(caller, parent.0, &directory, name, created)?;
+        // A directory made here is empty, and this driver knows every name
+        // in it for as long as nobody else changes it; only if the table
+        // shows it as made (nobody changed it already).
+        if self.coherence.is_some() {
+            let mut nodes = lock(&self.nodes);
+            if let Some(node) = nodes.get_mut(made.ino.0) {
+                let as_made = node.known.is_some_and(|known| {
+                    known.size == made.size
+                        && known.modify_time == attributes::to_nfs_time(made.mtime)
+                        && known.change_time == attributes::to_nfs_time(made.ctime)
+                });
+                if as_made && node.names.is_empty() {
+                    node.children = Some(std::collections::HashSet::new());
+                }
+            }
+        }
+        Ok(made)
     }
 
     pub(super) fn do_symlink(
@@ -123,6 +144,7 @@ impl NfsFilesystem {
         target: &std::path::Path,
     ) -> Result<FileAttr, Errno> {
         let directory = self.handle_of(parent)?;
+        let _own = self.own_calls(&[parent.0]);
         let created = nfs(self.client.symlink(
             caller,
             SymlinkArguments {
@@ -143,6 +165,7 @@ impl NfsFilesystem {
     ) -> Result<FileAttr, Errno> {
         let file = self.handle_of(node)?;
         let directory = self.handle_of(new_parent)?;
+        let _own = self.own_calls(&[new_parent.0]);
         let linked = nfs(self.client.link(
             caller,
             LinkArguments {
@@ -150,7 +173,9 @@ impl NfsFilesystem {
                 link: location(directory, new_name),
             },
         ))?;
-        self.own_change(new_parent.0, &linked.link_directory_wcc);
+        self.own_directory_change(new_parent.0, &linked.link_directory_wcc, |children| {
+            children.insert(name_bytes(new_name));
+        });
         self.entry(caller, &file, linked.file_attributes)
     }
 
@@ -161,6 +186,7 @@ impl NfsFilesystem {
         name: &OsStr,
     ) -> Result<(), Errno> {
         let directory = self.handle_of(parent)?;
+        let _own = self.own_calls(&[parent.0]);
         if self.hide_if_open(caller, parent.0, &directory, name)? {
             return Ok(());
         }
@@ -170,7 +196,9 @@ impl NfsFilesystem {
                 object: location(directory, name),
             },
         ))?;
-        self.own_change(parent.0, &removed.directory_wcc);
+        self.own_directory_change(parent.0, &removed.directory_wcc, |children| {
+            children.remove(&name_bytes(name));
+        });
         Ok(())
     }
 
@@ -224,7 +252,10 @@ impl NfsFilesystem {
                 to: location(directory.clone(), OsStr::new(&hidden)),
             },
         ))?;
-        self.own_change(parent, &renamed.from_directory_wcc);
+        self.own_directory_change(parent, &renamed.from_directory_wcc, |children| {
+            children.remove(&name_bytes(name));
+            children.insert(hidden.as_bytes().to_vec());
+        });
         if let Some(node) = lock(&self.nodes).get_mut(node) {
             node.silly_name = Some((directory.clone(), hidden.into_bytes()));
         }
@@ -238,13 +269,16 @@ impl NfsFilesystem {
         name: &OsStr,
     ) -> Result<(), Errno> {
         let directory = self.handle_of(parent)?;
+        let _own = self.own_calls(&[parent.0]);
         let removed = nfs(self.client.remove_directory(
             caller,
             RemoveArguments {
                 object: location(directory, name),
             },
         ))?;
-        self.own_change(parent.0, &removed.directory_wcc);
+        self.own_directory_change(parent.0, &removed.directory_wcc, |children| {
+            children.remove(&name_bytes(name));
+        });
         Ok(())
     }
 
@@ -258,6 +292,7 @@ impl NfsFilesystem {
     ) -> Result<(), Errno> {
         let from = self.handle_of(parent)?;
         let to = self.handle_of(new_parent)?;
+        let _own = self.own_calls(&[parent.0, new_parent.0]);
         // A rename over a file open here would remove it: hide it first.
         self.hide_if_open(caller, new_parent.0, &to, new_name)?;
         let renamed = nfs(self.client.rename(
@@ -267,8 +302,19 @@ impl NfsFilesystem {
                 to: location(to, new_name),
             },
         ))?;
-        self.own_change(parent.0, &renamed.from_directory_wcc);
-        self.own_change(new_parent.0, &renamed.to_directory_wcc);
+        if parent == new_parent {
+            self.own_directory_change(parent.0, &renamed.from_directory_wcc, |children| {
+                children.remove(&name_bytes(name));
+                children.insert(name_bytes(new_name));
+            });
+        } else {
+            self.own_directory_change(parent.0, &renamed.from_directory_wcc, |children| {
+                children.remove(&name_bytes(name));
+            });
+            self.own_directory_change(new_parent.0, &renamed.to_directory_wcc, |children| {
+                children.insert(name_bytes(new_name));
+            });
+        }
         // The kernel moves its cached entry to the new name, keeping its
         // timeout: the name is cached there now.
         let _ = self.name_timeout(new_parent.0, new_name);

@@ -47,6 +47,90 @@ pub struct Node {
     pub names: HashSet<Vec<u8>>,
     /// The watcher's epoch when it last invalidated [`Node::names`].
     pub names_stale_at: u64,
+    /// Every name in this directory, when this driver knows them all: it
+    /// made the directory and every change since was its own (the watcher
+    /// drops the set at the first change by anybody else). A lookup of
+    /// another name is then answered "not found" without a call.
+    pub children: Option<HashSet<Vec<u8>>>,
+    /// This driver's own changes to the node the watcher has not matched
+    /// yet (see `fs/watch.rs`).
+    pub own: OwnChanges,
+}
+
+/// What this driver itself did to a node, for the watcher to tell its own
+/// changes from another guest's.
+#[derive(Debug, Clone, Default)]
+pub struct OwnChanges {
+    /// Calls that may change the node, sent and not yet recorded.
+    pub in_flight: u32,
+    /// `(before, after)` of each recorded change (wcc data).
+    pub transitions: Vec<(Key, Key)>,
+    /// When the watcher first put off checking the node because a call was
+    /// in flight.
+    pub deferred_since: Option<std::time::Instant>,
+}
+
+/// Most unmatched transitions kept per node.
+pub const MAX_TRANSITIONS: usize = 64;
+
+impl OwnChanges {
+    /// Whether the recorded transitions lead from `from` to `to`; the ones
+    /// used are removed.
+    pub fn explain(&mut self, from: Key, to: Key) -> bool {
+        let mut at = from;
+        let mut used = Vec::new();
+        while at != to {
+            let next = self
+                .transitions
+                .iter()
+                .enumerate()
+                .find(|(index, (before, _))| *before == at && !used.contains(index));
+            match next {
+                Some((index, (_, after))) => {
+                    at = *after;
+                    used.push(index);
+                }
+                None => return false,
+            }
+        }
+        used.sort_unstable();
+        for index in used.into_iter().rev() {
+            self.transitions.remove(index);
+        }
+        true
+    }
+}
+
+/// The part of a file's state that wcc data shows: what own changes are
+/// matched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// `mtime`.
+    pub modify_time: Time,
+    /// `ctime`.
+    pub change_time: Time,
+    /// `size`.
+    pub size: u64,
+}
+
+impl Key {
+    /// The key of wcc attributes.
+    pub fn of_wcc(wcc: &WccAttributes) -> Key {
+        Key {
+            modify_time: wcc.modify_time,
+            change_time: wcc.change_time,
+            size: wcc.size,
+        }
+    }
+
+    /// The key of full attributes.
+    pub fn of(attributes: &FileAttributes) -> Key {
+        Key {
+            modify_time: attributes.modify_time,
+            change_time: attributes.change_time,
+            size: attributes.size,
+        }
+    }
 }
 
 impl Node {
@@ -98,11 +182,13 @@ impl Known {
         }
     }
 
-    /// Whether these are the attributes a wcc `before` (or `after`) shows.
-    pub fn matches(&self, wcc: &WccAttributes) -> bool {
-        self.modify_time == wcc.modify_time
-            && self.change_time == wcc.change_time
-            && self.size == wcc.size
+    /// The wcc part.
+    pub fn key(&self) -> Key {
+        Key {
+            modify_time: self.modify_time,
+            change_time: self.change_time,
+            size: self.size,
+        }
     }
 
     /// Whether cached data pages of a file in state `self` still hold in
@@ -159,6 +245,8 @@ impl NodeTable {
                 stale_at: 0,
                 names: HashSet::new(),
                 names_stale_at: 0,
+                children: None,
+                own: OwnChanges::default(),
             },
         );
         table
@@ -201,6 +289,8 @@ impl NodeTable {
                 stale_at: 0,
                 names: HashSet::new(),
                 names_stale_at: 0,
+                children: None,
+                own: OwnChanges::default(),
             },
         );
         (id, true)

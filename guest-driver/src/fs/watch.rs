@@ -16,9 +16,13 @@
 //! - the slot now holds another file, or none: both, since changes can no
 //!   longer be seen; the kernel asks again and the server republishes.
 //!
-//! This driver's own changes are not invalidated: after each of its calls,
-//! `NfsFilesystem::own_change` moves [`Known`] on when the wcc data shows
-//! nobody else changed the object in between.
+//! This driver's own changes are not invalidated (the kernel applied them
+//! already): each call that may change a node marks it in flight, and its
+//! reply's wcc data records a transition `before -> after`. A changed slot
+//! whose state the recorded transitions lead to from [`Known`] was changed
+//! by this driver alone; anything else is another guest's change. A node
+//! with a call in flight is judged at a later pass (at most
+//! [`MAX_DEFERRAL`] later).
 //!
 //! Races with replies in flight: a reply built from data older than a
 //! change the watcher just handled would land in the kernel after the
@@ -45,6 +49,9 @@ use crate::stats::Stats;
 
 /// Time between two looks at the journal.
 pub const INTERVAL: Duration = Duration::from_millis(2);
+
+/// Longest a node with this driver's calls in flight is left unjudged.
+pub const MAX_DEFERRAL: Duration = Duration::from_millis(100);
 
 /// The invalidation epoch shared by the watcher and the request handlers.
 #[derive(Debug, Default)]
@@ -105,12 +112,16 @@ pub fn spawn(watcher: Watcher) -> WatcherHandle {
         .spawn(move || {
             let mut cursor = None;
             let mut slots = Vec::new();
+            let mut deferred = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 thread::sleep(INTERVAL);
                 let Some(notifier) = watcher.notifier.get() else {
                     continue;
                 };
-                if watcher.pass(&mut cursor, &mut slots, notifier).is_err() {
+                if watcher
+                    .pass(&mut cursor, &mut slots, &mut deferred, notifier)
+                    .is_err()
+                {
                     // The mount is gone.
                     return;
                 }
@@ -128,11 +139,12 @@ pub struct Unmounted;
 
 impl Watcher {
     /// One pass: reads the journal since `cursor` and invalidates what
-    /// changed.
+    /// changed; `deferred` holds the nodes put off by an earlier pass.
     pub fn pass(
         &self,
         cursor: &mut Option<Cursor>,
         slots: &mut Vec<u32>,
+        deferred: &mut Vec<u64>,
         notifier: &Notifier,
     ) -> Result<(), Unmounted> {
         slots.clear();
@@ -154,10 +166,10 @@ impl Watcher {
             Changed::Everything(new_cursor) => (new_cursor, true),
         };
         *cursor = Some(new_cursor);
-        if !everything && slots.is_empty() {
+        if !everything && slots.is_empty() && deferred.is_empty() {
             return Ok(());
         }
-        let candidates: Vec<u64> = {
+        let mut candidates: Vec<u64> = {
             let mut nodes = lock(&self.nodes);
             nodes.set_slot_count(new_cursor.slot_count);
             if everything {
@@ -172,8 +184,13 @@ impl Watcher {
                 ids
             }
         };
+        candidates.append(deferred);
+        candidates.sort_unstable();
+        candidates.dedup();
         for id in candidates {
-            self.check(id, notifier)?;
+            if self.check(id, notifier)? == Checked::Deferred {
+                deferred.push(id);
+            }
         }
         Ok(())
     }
@@ -187,6 +204,7 @@ impl Watcher {
             };
             let epoch = self.coherence.next();
             node.known = None;
+            node.children = None;
             node.stale_at = epoch;
             node.names_stale_at = epoch;
             node.names.drain().collect::<Vec<_>>()
@@ -200,14 +218,14 @@ impl Watcher {
     }
 
     /// Compares node `id` with its slot and invalidates what changed.
-    fn check(&self, id: u64, notifier: &Notifier) -> Result<(), Unmounted> {
+    fn check(&self, id: u64, notifier: &Notifier) -> Result<Checked, Unmounted> {
         let (file_id, handle, known) = {
             let nodes = lock(&self.nodes);
             let Some(node) = nodes.get(id) else {
-                return Ok(());
+                return Ok(Checked::Done);
             };
             let Some(file_id) = node.file_id() else {
-                return Ok(());
+                return Ok(Checked::Done);
             };
             (file_id, node.handle.clone(), node.known)
         };
@@ -216,21 +234,42 @@ impl Watcher {
             .lookup(file_id, &handle)
             .map(|entry| Known::of(&entry));
         if current == known {
-            return Ok(());
+            return Ok(Checked::Done);
         }
         let (data_changed, names) = {
             let mut nodes = lock(&self.nodes);
             let Some(node) = nodes.get_mut(id) else {
-                return Ok(());
+                return Ok(Checked::Done);
             };
-            // A handler may have moved on meanwhile (this driver's own
-            // change): nothing to tell the kernel then.
+            // A handler may have moved on meanwhile: nothing to tell the
+            // kernel then.
             if node.known == current {
-                return Ok(());
+                return Ok(Checked::Done);
             }
+            // This driver's own call may be what changed it: judge once
+            // its change is recorded.
+            if node.own.in_flight > 0 {
+                let since = *node
+                    .own
+                    .deferred_since
+                    .get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < MAX_DEFERRAL {
+                    return Ok(Checked::Deferred);
+                }
+            }
+            node.own.deferred_since = None;
+            if let (Some(from), Some(to)) = (node.known, current) {
+                if node.own.explain(from.key(), to.key()) {
+                    // Only this driver's changes: the kernel has them.
+                    node.known = current;
+                    return Ok(Checked::Done);
+                }
+            }
+            node.own.transitions.clear();
             let previous = node.known;
             let epoch = self.coherence.next();
             node.known = current;
+            node.children = None;
             node.stale_at = epoch;
             let data_changed = match (previous, current) {
                 (Some(previous), Some(current)) => !previous.same_data(&current),
@@ -252,8 +291,17 @@ impl Watcher {
         for name in names {
             deliver(notifier.inval_entry(INodeNo(id), OsStr::from_bytes(&name)))?;
         }
-        Ok(())
+        Ok(Checked::Done)
     }
+}
+
+/// What [`Watcher::check`] did with a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Judged (and invalidated if needed).
+    Done,
+    /// Put off: a call of this driver that may change it is in flight.
+    Deferred,
 }
 
 /// A notification's outcome: only a kernel that stopped listening is an
