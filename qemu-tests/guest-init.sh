@@ -73,34 +73,49 @@ if [ -n "$mounted" ]; then
     fi
 
     # 3. A stat pass over 1,000 files (the storage domain seeded
-    #    /many/f0..f999 at boot, test=many): answered from the metadata
-    #    table, no GETATTR RPC.
+    #    /many/f0..f999 at boot, test=many): no RPC at all. The listing
+    #    (READDIRPLUS) fills the kernel's caches, which the metadata table
+    #    keeps coherent, so each stat is answered by the kernel itself or,
+    #    once its attributes were invalidated, from the table: never by a
+    #    GETATTR or LOOKUP call.
     ls /mnt/share/many >/dev/null
     getattr0=$(stat_count rpc.GETATTR)
+    lookup0=$(stat_count rpc.LOOKUP)
     hits0=$(stat_count metatab.hits)
     t0=$(uptime_s)
     i=0
     while [ $i -lt 1000 ]; do stat -c %s /mnt/share/many/f$i >/dev/null || break; i=$((i + 1)); done
     t1=$(uptime_s)
     getattr=$(( $(stat_count rpc.GETATTR) - getattr0 ))
+    lookup=$(( $(stat_count rpc.LOOKUP) - lookup0 ))
     hits=$(( $(stat_count metatab.hits) - hits0 ))
-    if [ "$i" = 1000 ] && [ "$getattr" = 0 ] && [ "$hits" -ge 1000 ]; then
-        ok "stat pass: 1000 files in $(elapsed "$t0" "$t1") s, $hits table hits, $getattr GETATTR RPCs"
+    if [ "$i" = 1000 ] && [ "$getattr" = 0 ] && [ "$lookup" = 0 ]; then
+        ok "stat pass: 1000 files in $(elapsed "$t0" "$t1") s, $hits table hits, $((1000 - hits)) kernel cache, $getattr GETATTR, $lookup LOOKUP RPCs"
     else
-        fail "stat pass: $i files, $hits table hits, $getattr GETATTR RPCs"
+        fail "stat pass: $i files, $hits table hits, $getattr GETATTR, $lookup LOOKUP RPCs"
     fi
     guest-driver stats /mnt/share | sed 's/^/GDT-INFO stats: /'
 
     # 4. A change made in dom0 (its own guest-driver mount of the same
-    #    export over VRPC) is seen here at once through the table.
+    #    export over VRPC) is seen here through the table: the watcher
+    #    invalidates the kernel's cached attributes within milliseconds
+    #    (natively; slower under TCG), allowed 5 s here.
     echo before > /mnt/share/shared.txt
     size0=$(stat -c %s /mnt/share/shared.txt)
     step ready-for-dom0-change
     if wait_dom0 changed 300; then
+        t0=$(uptime_s)
         size1=$(stat -c %s /mnt/share/shared.txt)
+        tries=0
+        while [ "$size1" != 20 ] && [ $tries -lt 500 ]; do
+            sleep 0.01
+            size1=$(stat -c %s /mnt/share/shared.txt)
+            tries=$((tries + 1))
+        done
+        t1=$(uptime_s)
         content=$(cat /mnt/share/shared.txt)
         if [ "$size0" = 7 ] && [ "$size1" = 20 ] && [ "$content" = "changed in domain 0" ]; then
-            ok "dom0's change seen at once (size $size0 -> $size1)"
+            ok "dom0's change seen (size $size0 -> $size1) $(elapsed "$t0" "$t1") s after dom0 said so"
         else
             fail "dom0's change: size $size0 -> $size1, content '$content'"
         fi

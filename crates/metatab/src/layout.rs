@@ -79,8 +79,16 @@ pub const SLOT_CHANGE_TIME: usize = 96;
 /// Slot: change counter (64 bits).
 pub const SLOT_CHANGE: usize = 104;
 /// Words of a slot after the sequence counter that carry data (offsets 4 to
-/// 112); 112..128 is reserved.
+/// 112); 112..128 is the writer's own.
 pub const SLOT_DATA_END: usize = 112;
+/// Slot: when the writer last published this slot (its own wrapping tick;
+/// readers ignore it), to evict the least recently used of a set.
+pub const SLOT_LAST_USED: usize = 112;
+
+/// Slots a file may occupy: the table is 2-way set associative (a file in
+/// one of the two slots of its set), so two files that collide do not
+/// evict each other.
+pub const WAYS: u32 = 2;
 
 /// Offset of the change journal in a table of `slot_count` slots: right
 /// after the last slot.
@@ -108,6 +116,17 @@ pub const fn table_bytes(slot_count: u32) -> usize {
 pub const fn slot_index(file_id: u64, slot_count: u32) -> u32 {
     let hash = file_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (hash >> 32) as u32 & (slot_count - 1)
+}
+
+/// The first slot of the set `file_id` maps to (the set is that slot and
+/// the next).
+pub const fn set_index(file_id: u64, slot_count: u32) -> u32 {
+    slot_index(file_id, slot_count) & !(WAYS - 1)
+}
+
+/// The first slot of the set slot `index` belongs to.
+pub const fn set_of_slot(index: u32) -> u32 {
+    index & !(WAYS - 1)
 }
 
 /// Offset of slot `index`.

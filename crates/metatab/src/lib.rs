@@ -59,7 +59,7 @@ pub fn handle_digest(handle: &[u8]) -> u64 {
 pub enum TableError {
     /// The region is smaller than the table it should hold.
     RegionTooSmall,
-    /// Slot count not a power of two in 1..=[`layout::MAX_SLOT_COUNT`].
+    /// Slot count not a power of two in 2..=[`layout::MAX_SLOT_COUNT`].
     BadSlotCount,
     /// The header's magic, version or slot size is wrong.
     BadHeader,
@@ -87,5 +87,5 @@ impl fmt::Display for TableError {
 impl core::error::Error for TableError {}
 
 fn valid_slot_count(slot_count: u32) -> bool {
-    slot_count.is_power_of_two() && slot_count <= layout::MAX_SLOT_COUNT
+    slot_count.is_power_of_two() && (layout::WAYS..=layout::MAX_SLOT_COUNT).contains(&slot_count)
 }

@@ -5,13 +5,13 @@ use core::sync::atomic::{fence, Ordering};
 use nfs3::{DeviceNumbers, FileAttributes, FileType, Time};
 
 use crate::layout::{
-    journal_lap, journal_offset, slot_index, slot_offset, table_bytes, HEADER_BOOT_ID,
+    journal_lap, journal_offset, set_index, slot_offset, table_bytes, HEADER_BOOT_ID,
     HEADER_JOURNAL_HEAD, HEADER_JOURNAL_LENGTH, HEADER_MAGIC, HEADER_SLOT_COUNT, HEADER_SLOT_SIZE,
     HEADER_VERSION, JOURNAL_LAP_SHIFT, JOURNAL_LENGTH, JOURNAL_SLOT_MASK, MAGIC, SLOT_ACCESS_TIME,
     SLOT_CHANGE, SLOT_CHANGE_TIME, SLOT_DATA_END, SLOT_DEVICE_MAJOR, SLOT_DEVICE_MINOR,
     SLOT_FILE_ID, SLOT_FILE_SYSTEM_ID, SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LINK_COUNT,
     SLOT_MODE, SLOT_MODIFY_TIME, SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID,
-    SLOT_USED, VERSION,
+    SLOT_USED, VERSION, WAYS,
 };
 use crate::{valid_slot_count, Entry, TableError};
 use vrpc::SharedMemory;
@@ -96,9 +96,10 @@ impl<M: SharedMemory> Reader<M> {
         self.slot_count
     }
 
-    /// The slot `file_id` maps to.
+    /// The first slot of the set `file_id` maps to (the file is in that
+    /// slot or the next).
     pub fn slot_of(&self, file_id: u64) -> u32 {
-        slot_index(file_id, self.slot_count)
+        set_index(file_id, self.slot_count)
     }
 
     /// The journal's head now: a cursor for [`Reader::changes_since`] that
@@ -157,7 +158,26 @@ impl<M: SharedMemory> Reader<M> {
     /// [`TableError::Memory`] when the region refused an access (it cannot
     /// for a region that passed [`Reader::attach`]).
     pub fn lookup(&self, file_id: u64, handle_digest: u64) -> Result<Lookup, TableError> {
-        let base = slot_offset(slot_index(file_id, self.slot_count));
+        let set = set_index(file_id, self.slot_count);
+        let mut busy = false;
+        for index in set..set + WAYS {
+            match self.lookup_slot(index, file_id, handle_digest)? {
+                Lookup::Hit(entry) => return Ok(Lookup::Hit(entry)),
+                Lookup::Busy => busy = true,
+                Lookup::Miss => {}
+            }
+        }
+        Ok(if busy { Lookup::Busy } else { Lookup::Miss })
+    }
+
+    /// [`Reader::lookup`] in slot `index` alone.
+    fn lookup_slot(
+        &self,
+        index: u32,
+        file_id: u64,
+        handle_digest: u64,
+    ) -> Result<Lookup, TableError> {
+        let base = slot_offset(index);
         // Acquire: the field loads below happen after this read.
         let before = self
             .memory

@@ -3,12 +3,13 @@
 use core::sync::atomic::{fence, Ordering};
 
 use crate::layout::{
-    journal_entry, journal_offset, slot_index, slot_offset, table_bytes, HEADER_BOOT_ID,
+    journal_entry, journal_offset, set_index, slot_offset, table_bytes, HEADER_BOOT_ID,
     HEADER_JOURNAL_HEAD, HEADER_JOURNAL_LENGTH, HEADER_MAGIC, HEADER_SLOT_COUNT, HEADER_SLOT_SIZE,
     HEADER_VERSION, JOURNAL_LENGTH, MAGIC, SLOT_ACCESS_TIME, SLOT_CHANGE, SLOT_CHANGE_TIME,
     SLOT_DATA_END, SLOT_DEVICE_MAJOR, SLOT_DEVICE_MINOR, SLOT_FILE_ID, SLOT_FILE_SYSTEM_ID,
-    SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LINK_COUNT, SLOT_MODE, SLOT_MODIFY_TIME,
-    SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID, SLOT_USED, VERSION,
+    SLOT_GID, SLOT_HANDLE_DIGEST, SLOT_KEY, SLOT_LAST_USED, SLOT_LINK_COUNT, SLOT_MODE,
+    SLOT_MODIFY_TIME, SLOT_SEQUENCE, SLOT_SIZE, SLOT_SIZE_BYTES, SLOT_TYPE, SLOT_UID, SLOT_USED,
+    VERSION, WAYS,
 };
 use crate::{valid_slot_count, Entry, TableError};
 use vrpc::SharedMemory;
@@ -21,6 +22,8 @@ pub struct Writer<M> {
     slot_count: u32,
     /// The journal's head (entries ever written, wrapping).
     head: u32,
+    /// Publishes so far (wrapping): the recency stamped in each slot.
+    tick: u32,
 }
 
 impl<M: SharedMemory> Writer<M> {
@@ -61,6 +64,7 @@ impl<M: SharedMemory> Writer<M> {
             memory,
             slot_count,
             head: 0,
+            tick: 0,
         })
     }
 
@@ -77,8 +81,11 @@ impl<M: SharedMemory> Writer<M> {
     /// # Errors
     /// [`TableError::Memory`] when the region refused an access.
     pub fn publish(&mut self, entry: &Entry) -> Result<(), TableError> {
-        let index = slot_index(entry.file_id, self.slot_count);
+        let index = self.choose(entry.file_id)?;
         let base = slot_offset(index);
+        self.tick = self.tick.wrapping_add(1);
+        self.memory
+            .store_u32(base + SLOT_LAST_USED, self.tick, Ordering::Relaxed)?;
         let words = slot_words(entry);
         // The table is written only by this writer: reading it back is
         // reading our own data.
@@ -105,33 +112,67 @@ impl<M: SharedMemory> Writer<M> {
         self.record(index)
     }
 
+    /// The slot of `file_id`'s set that holds it, else an empty one, else
+    /// the one published least recently.
+    fn choose(&self, file_id: u64) -> Result<u32, TableError> {
+        let set = set_index(file_id, self.slot_count);
+        let mut empty = None;
+        let mut oldest = (set, 0u32);
+        for index in set..set + WAYS {
+            let base = slot_offset(index);
+            let kind = self.memory.load_u32(base + SLOT_TYPE, Ordering::Relaxed)?;
+            if kind == 0 {
+                empty.get_or_insert(index);
+                continue;
+            }
+            if self.key(base)? == file_id {
+                return Ok(index);
+            }
+            let age = self.tick.wrapping_sub(
+                self.memory
+                    .load_u32(base + SLOT_LAST_USED, Ordering::Relaxed)?,
+            );
+            if age >= oldest.1 {
+                oldest = (index, age);
+            }
+        }
+        Ok(empty.unwrap_or(oldest.0))
+    }
+
+    /// The key of the slot at `base` (our own data).
+    fn key(&self, base: usize) -> Result<u64, TableError> {
+        let low = self.memory.load_u32(base + SLOT_KEY, Ordering::Relaxed)?;
+        let high = self
+            .memory
+            .load_u32(base + SLOT_KEY + 4, Ordering::Relaxed)?;
+        Ok(u64::from(high) << 32 | u64::from(low))
+    }
+
     /// Empties the slot of `file_id` if it holds that file (a removed file
     /// must not be answered from the table). Returns whether it did.
     ///
     /// # Errors
     /// [`TableError::Memory`] when the region refused an access.
     pub fn invalidate(&mut self, file_id: u64) -> Result<bool, TableError> {
-        let base = slot_offset(slot_index(file_id, self.slot_count));
-        // The table is written only by this writer, so reading it back is
-        // reading our own data.
-        let low = self.memory.load_u32(base + SLOT_KEY, Ordering::Relaxed)?;
-        let high = self
-            .memory
-            .load_u32(base + SLOT_KEY + 4, Ordering::Relaxed)?;
-        let kind = self.memory.load_u32(base + SLOT_TYPE, Ordering::Relaxed)?;
-        if kind == 0 || (u64::from(high) << 32 | u64::from(low)) != file_id {
-            return Ok(false);
-        }
-        self.update(base, |memory| {
-            let mut offset = SLOT_TYPE;
-            while offset < SLOT_DATA_END {
-                memory.store_u32(base + offset, 0, Ordering::Relaxed)?;
-                offset += 4;
+        let set = set_index(file_id, self.slot_count);
+        for index in set..set + WAYS {
+            let base = slot_offset(index);
+            let kind = self.memory.load_u32(base + SLOT_TYPE, Ordering::Relaxed)?;
+            if kind == 0 || self.key(base)? != file_id {
+                continue;
             }
-            Ok(())
-        })?;
-        self.record(slot_index(file_id, self.slot_count))?;
-        Ok(true)
+            self.update(base, |memory| {
+                let mut offset = SLOT_TYPE;
+                while offset < SLOT_DATA_END {
+                    memory.store_u32(base + offset, 0, Ordering::Relaxed)?;
+                    offset += 4;
+                }
+                Ok(())
+            })?;
+            self.record(index)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Empties every slot (for example when the export's file system was

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use metatab::layout::{slot_index, slot_offset, table_bytes, HEADER_MAGIC, HEADER_SLOT_COUNT};
+use metatab::layout::{set_index, slot_offset, table_bytes, HEADER_MAGIC, HEADER_SLOT_COUNT};
 use metatab::{handle_digest, Entry, Lookup, Reader, TableError, Writer};
 use nfs3::{DeviceNumbers, FileAttributes, FileType, Time};
 use vrpc::SharedMemory;
@@ -78,20 +78,35 @@ fn publish_lookup_collide_invalidate() {
         Lookup::Miss,
         "other handle"
     );
-    // Another file id in the same slot overwrites it.
-    let other = (43..)
-        .find(|id| slot_index(*id, 64) == slot_index(42, 64))
-        .unwrap();
+    // Another file id of the same set takes the set's other slot: both
+    // are found. A third evicts the one published least recently.
+    let mut colliding = (43..).filter(|id| set_index(*id, 64) == set_index(42, 64));
+    let (other, third) = (colliding.next().unwrap(), colliding.next().unwrap());
     let second = entry(other, 8);
     writer.publish(&second).unwrap();
     assert_eq!(
         reader.lookup(42, first.handle_digest).unwrap(),
-        Lookup::Miss
+        Lookup::Hit(first.clone())
     );
     assert_eq!(
         reader.lookup(other, second.handle_digest).unwrap(),
         Lookup::Hit(second.clone())
     );
+    writer.publish(&first).unwrap(); // 42 is now the more recent one.
+    let third_entry = entry(third, 1);
+    writer.publish(&third_entry).unwrap();
+    assert_eq!(
+        reader.lookup(other, second.handle_digest).unwrap(),
+        Lookup::Miss,
+        "the least recently published is evicted"
+    );
+    assert_eq!(
+        reader.lookup(42, first.handle_digest).unwrap(),
+        Lookup::Hit(first.clone())
+    );
+    assert!(writer.invalidate(third).unwrap());
+    writer.publish(&second).unwrap();
+    assert!(writer.invalidate(42).unwrap());
     // Invalidating a file that is not in its slot does nothing.
     assert!(!writer.invalidate(42).unwrap());
     assert_eq!(
@@ -123,7 +138,7 @@ fn slot_being_written_is_busy() {
     let reader = Reader::attach(&memory[..]).unwrap();
     let published = entry(5, 3);
     writer.publish(&published).unwrap();
-    let sequence = slot_offset(slot_index(5, 16));
+    let sequence = slot_offset(set_index(5, 16));
     let value = memory.load_u32(sequence, Ordering::Relaxed).unwrap();
     assert_eq!(value % 2, 0);
     memory
@@ -282,20 +297,20 @@ fn the_journal_names_every_changed_slot_once_per_change() {
     writer.publish(&entry(9, 1)).unwrap();
     assert_eq!(
         journal(&reader, &mut cursor),
-        Ok(vec![slot_index(5, SLOTS), slot_index(9, SLOTS)])
+        Ok(vec![set_index(5, SLOTS), set_index(9, SLOTS)])
     );
-    assert_eq!(reader.slot_of(5), slot_index(5, SLOTS));
+    assert_eq!(reader.slot_of(5), set_index(5, SLOTS));
 
     // Publishing what the slot already holds (the server does on every
     // read of the attributes) changes nothing and records nothing.
     let sequence = memory
-        .load_u32(slot_offset(slot_index(5, SLOTS)), Ordering::Relaxed)
+        .load_u32(slot_offset(set_index(5, SLOTS)), Ordering::Relaxed)
         .unwrap();
     writer.publish(&entry(5, 1)).unwrap();
     assert_eq!(journal(&reader, &mut cursor), Ok(vec![]));
     assert_eq!(
         memory
-            .load_u32(slot_offset(slot_index(5, SLOTS)), Ordering::Relaxed)
+            .load_u32(slot_offset(set_index(5, SLOTS)), Ordering::Relaxed)
             .unwrap(),
         sequence,
         "an identical publish must not touch the slot"
@@ -308,7 +323,7 @@ fn the_journal_names_every_changed_slot_once_per_change() {
     assert!(!writer.invalidate(9).unwrap());
     assert_eq!(
         journal(&reader, &mut cursor),
-        Ok(vec![slot_index(5, SLOTS), slot_index(9, SLOTS)])
+        Ok(vec![set_index(5, SLOTS), set_index(9, SLOTS)])
     );
 
     // Exactly a journal's worth is still complete; one more is an overrun.
@@ -317,7 +332,7 @@ fn the_journal_names_every_changed_slot_once_per_change() {
     }
     let all = journal(&reader, &mut cursor).unwrap();
     assert_eq!(all.len(), metatab::layout::JOURNAL_LENGTH as usize);
-    assert!(all.iter().all(|slot| *slot == slot_index(3, SLOTS)));
+    assert!(all.iter().all(|slot| *slot == set_index(3, SLOTS)));
     for generation in 0..=metatab::layout::JOURNAL_LENGTH {
         writer.publish(&entry(3, generation + 5000)).unwrap();
     }

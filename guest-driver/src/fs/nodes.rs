@@ -217,7 +217,7 @@ pub struct NodeTable {
     next_id: u64,
     /// Slots in the table the index below is computed for.
     slot_count: Option<u32>,
-    /// Table slot to the nodes whose file id maps there.
+    /// Table set (its first slot) to the nodes whose file id maps there.
     by_slot: HashMap<u32, Vec<u64>>,
 }
 
@@ -353,7 +353,7 @@ impl NodeTable {
         }
         if let Some(slot_count) = self.slot_count {
             self.by_slot
-                .entry(metatab::layout::slot_index(file_id, slot_count))
+                .entry(metatab::layout::set_index(file_id, slot_count))
                 .or_default()
                 .push(id);
         }
@@ -363,7 +363,7 @@ impl NodeTable {
         let Some(slot_count) = self.slot_count else {
             return;
         };
-        let slot = metatab::layout::slot_index(file_id, slot_count);
+        let slot = metatab::layout::set_index(file_id, slot_count);
         if let Some(ids) = self.by_slot.get_mut(&slot) {
             ids.retain(|other| *other != id);
             if ids.is_empty() {
@@ -383,7 +383,7 @@ impl NodeTable {
         for (id, node) in &self.nodes {
             if let Some(file_id) = node.file_id {
                 self.by_slot
-                    .entry(metatab::layout::slot_index(file_id, slot_count))
+                    .entry(metatab::layout::set_index(file_id, slot_count))
                     .or_default()
                     .push(*id);
             }
@@ -410,7 +410,7 @@ impl NodeTable {
         true
     }
 
-    /// The nodes whose file id maps to `slot`.
+    /// The nodes whose file id maps to the set starting at slot `slot`.
     pub fn in_slot(&self, slot: u32) -> &[u64] {
         self.by_slot.get(&slot).map_or(&[], Vec::as_slice)
     }

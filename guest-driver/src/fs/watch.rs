@@ -179,7 +179,7 @@ impl Watcher {
                 slots.dedup();
                 let mut ids = Vec::new();
                 for slot in slots.iter() {
-                    ids.extend_from_slice(nodes.in_slot(*slot));
+                    ids.extend_from_slice(nodes.in_slot(metatab::layout::set_of_slot(*slot)));
                 }
                 ids
             }

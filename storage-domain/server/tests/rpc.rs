@@ -9,7 +9,7 @@ use nfs3::mount::Mount3;
 use nfs3::portmap::{Mapping, Portmap2, PROTOCOL_TCP};
 use nfs3::procedures::remove::RemoveArguments;
 use nfs3::{Arguments, Nfs3, NfsError, StableHow};
-use nfs_server::Server;
+use nfs_server::{ClientAddress, Server};
 use vfs::{
     Attributes, DirectoryPage, FileSystem, FsError, InodeId, NewNode, Ownership, SetAttributes,
     StatFs,
@@ -465,4 +465,49 @@ fn async_exports_reply_before_committing_but_honour_commit() {
     client.server.finish(reply);
     let filesystem = client.server.filesystem();
     assert_eq!(filesystem.durable_sequence(), filesystem.applied_sequence());
+}
+
+/// `vrpc=local` (the default): a VRPC guest's changes are answered before
+/// the commit, a TCP client's are not; `vrpc=sync` gives VRPC guests NFS's
+/// rules. COMMIT always waits.
+#[test]
+fn vrpc_guests_get_local_durability_unless_the_export_says_sync() {
+    let mkdir = |client: &mut Client<_>, name: &[u8]| {
+        let root = client.root();
+        let record = client.nfs_record(&Arguments::MakeDirectory(
+            nfs3::procedures::create::MakeDirectoryArguments {
+                location: common::location(&root, name),
+                attributes: Default::default(),
+            },
+        ));
+        let reply = client.server.handle(&record, client.client).unwrap();
+        let waits = reply.needs_commit();
+        client.server.finish(reply);
+        waits
+    };
+    let mut client = Client::new(common::volume(1024), &["/,no_root_squash"]);
+    assert!(
+        mkdir(&mut client, b"tcp"),
+        "a TCP client on a sync export waits"
+    );
+    for guest in [ClientAddress::Local(7), ClientAddress::Domain(3)] {
+        client.client = guest;
+        assert!(
+            !mkdir(&mut client, format!("{guest}").as_bytes()),
+            "{guest}"
+        );
+    }
+    let root = client.root();
+    let file = client.create(&root, b"file").unwrap();
+    let written = client
+        .write(&file, 0, b"data", StableHow::FileSync)
+        .unwrap();
+    assert_eq!(written.committed, StableHow::Unstable);
+    assert!(client.server.has_uncommitted());
+    client.server.sync().unwrap();
+    assert!(!client.server.has_uncommitted());
+
+    let mut client = Client::new(common::volume(1024), &["/,no_root_squash,vrpc=sync"]);
+    client.client = ClientAddress::Domain(3);
+    assert!(mkdir(&mut client, b"guest"), "vrpc=sync: NFS rules");
 }

@@ -128,12 +128,14 @@ impl Config {
                     Ok(slots)
                         if slots == 0
                             || (slots.is_power_of_two()
-                                && slots <= metatab::layout::MAX_SLOT_COUNT) =>
+                                && (metatab::layout::WAYS..=metatab::layout::MAX_SLOT_COUNT)
+                                    .contains(&slots)) =>
                     {
                         config.metatab_slots = slots
                     }
                     _ => config.warnings.push(format!(
-                        "ignored metatab `{value}` (want 0 or a power of two up to {})",
+                        "ignored metatab `{value}` (want 0 or a power of two from {} up to {})",
+                        metatab::layout::WAYS,
                         metatab::layout::MAX_SLOT_COUNT
                     )),
                 },
@@ -210,8 +212,9 @@ mod tests {
         assert_eq!(Config::parse(b"metatab=1024").metatab_slots, 1024);
         assert_eq!(Config::parse(b"metatab=131072").metatab_slots, 131_072);
         assert_eq!(Config::parse(b"metatab=0").metatab_slots, 0);
-        let bad = Config::parse(b"metatab=1000 metatab=262144 metatab=-1 metatab= metatab=4k");
-        assert_eq!(bad.warnings.len(), 5, "{:?}", bad.warnings);
+        let bad =
+            Config::parse(b"metatab=1000 metatab=262144 metatab=-1 metatab= metatab=4k metatab=1");
+        assert_eq!(bad.warnings.len(), 6, "{:?}", bad.warnings);
         assert_eq!(bad.metatab_slots, DEFAULT_METATAB_SLOTS);
     }
 

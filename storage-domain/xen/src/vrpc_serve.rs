@@ -161,7 +161,8 @@ mod tests {
         let volume =
             Volume::open(device, Box::new(StepClock::new(1_700_000_100)), 1 << 20).unwrap();
         let config = ServerConfig {
-            exports: vec![ExportConfig::parse("/,no_root_squash").unwrap()],
+            // Group commit is what is tested: VRPC calls follow NFS rules here.
+            exports: vec![ExportConfig::parse("/,no_root_squash,vrpc=sync").unwrap()],
             handle_secret: [9; 32],
             write_verifier: *b"verifier",
             file_system_id: 1,
