@@ -104,6 +104,12 @@ struct MountArgs {
     /// default over VRPC (--hosted, --xen).
     #[arg(long, conflicts_with = "close_commit")]
     no_close_commit: bool,
+    /// Send every write before answering it (no write-behind: the
+    /// default over --tcp). Over VRPC a write is answered once queued and
+    /// sent by worker threads; close, fsync, read and stat of the file wait
+    /// for it.
+    #[arg(long)]
+    no_write_behind: bool,
     /// Make every close wait until the file's writes are durable (a COMMIT),
     /// the NFS client convention. The default over --tcp.
     #[arg(long)]
@@ -407,6 +413,7 @@ fn settings(
         write_size: clamp(information.write_maximum),
         name_maximum,
         kernel_permissions: !arguments.server_permissions,
+        write_behind: (arguments.hosted.is_some() || arguments.xen) && !arguments.no_write_behind,
         // Over VRPC a close behaves as on a local file system (fsync makes
         // data durable); over TCP as NFS clients do.
         commit_on_close: if arguments.hosted.is_some() || arguments.xen || arguments.no_close_commit

@@ -191,6 +191,8 @@ impl NfsFilesystem {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        // Listed attributes must not be older than queued writes.
+        self.writes.drain_all();
         let mark = self.mark();
         let entries = match self.next_entries(caller, file, offset) {
             Ok(entries) => entries,

@@ -13,9 +13,9 @@ use std::ffi::OsStr;
 
 use fuser::{Errno, FileAttr, FopenFlags, INodeNo, OpenAccMode, OpenFlags};
 use nfs3::procedures::create::{CreateArguments, CreateHow};
-use nfs3::procedures::data::{CommitArguments, ReadArguments, WriteArguments};
+use nfs3::procedures::data::{CommitArguments, ReadArguments};
 use nfs3::procedures::inspect::{AccessArguments, LookupArguments};
-use nfs3::{DirectoryOperationArguments, FileHandle, NfsError, SettableAttributes, StableHow};
+use nfs3::{DirectoryOperationArguments, FileHandle, NfsError, SettableAttributes};
 
 use super::{errno, lock, name_bytes, nfs, NfsFilesystem, OpenFile};
 use crate::client::Caller;
@@ -48,6 +48,7 @@ impl NfsFilesystem {
         node: INodeNo,
         flags: OpenFlags,
     ) -> Result<(u64, FopenFlags, bool), Errno> {
+        self.writes.drain(node.0);
         let (handle, file_id) = {
             let nodes = lock(&self.nodes);
             let entry = nodes.get(node.0).ok_or(Errno::ESTALE)?;
@@ -225,7 +226,8 @@ impl NfsFilesystem {
     }
 
     pub(super) fn do_read(&self, file: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let (handle, caller, _) = self.open_file(file)?;
+        let (handle, caller, node) = self.open_file(file)?;
+        self.writes.drain(node);
         let mut data = Vec::with_capacity(size as usize);
         while data.len() < size as usize {
             let count = (size as usize - data.len()).min(self.settings.read_size as usize);
@@ -248,42 +250,25 @@ impl NfsFilesystem {
 
     pub(super) fn do_write(&self, file: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let (handle, caller, node) = self.open_file(file)?;
-        let _own = self.own_calls(&[node]);
-        let mut written = 0usize;
-        while written < data.len() {
-            let chunk = &data[written..data.len().min(written + self.settings.write_size as usize)];
-            let ok = nfs(self.client.write(
-                &caller,
-                WriteArguments {
-                    file: handle.clone(),
-                    offset: offset + written as u64,
-                    count: chunk.len() as u32,
-                    stable: StableHow::Unstable,
-                    data: chunk.to_vec(),
-                },
-            ))?;
-            self.note_own_change(node, &ok.file_wcc);
-            self.own_change(node, &ok.file_wcc);
-            if ok.committed == StableHow::Unstable {
-                let mut files = lock(&self.files);
-                if let Some(open) = files.get_mut(&file) {
-                    match open.uncommitted {
-                        Some(verifier) if verifier != ok.verifier => open.lost_writes = true,
-                        _ => open.uncommitted = Some(ok.verifier),
-                    }
-                }
-            }
-            let count = (ok.count as usize).min(chunk.len());
-            if count == 0 {
-                return Err(Errno::EIO);
-            }
-            written += count;
-        }
-        Ok(written as u32)
+        let own = self.own_calls(&[node]);
+        self.writes
+            .write(file, node, handle, caller, offset, data, own)
     }
 
-    /// COMMIT the file's UNSTABLE writes, if any.
+    /// Waits for the file's queued writes; their first failure not yet
+    /// reported is the answer.
+    pub(super) fn settle_writes(&self, file: u64) -> Result<(), Errno> {
+        let (_, _, node) = self.open_file(file)?;
+        self.writes.drain(node);
+        match self.writes.take_error(file) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// COMMIT the file's UNSTABLE writes, if any (after its queued writes).
     pub(super) fn do_commit(&self, file: u64) -> Result<(), Errno> {
+        self.settle_writes(file)?;
         let (handle, caller, verifier) = {
             let files = lock(&self.files);
             let open = files.get(&file).ok_or(Errno::EBADF)?;
@@ -321,7 +306,7 @@ impl NfsFilesystem {
         let committed = if self.settings.commit_on_close {
             self.do_commit(file)
         } else {
-            Ok(())
+            self.settle_writes(file)
         };
         let Some(open) = lock(&self.files).remove(&file) else {
             return Err(Errno::EBADF);

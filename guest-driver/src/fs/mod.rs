@@ -25,6 +25,7 @@ mod namespace;
 pub mod nodes;
 pub mod table;
 mod watch;
+mod writes;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -70,6 +71,8 @@ pub struct Settings {
     /// `default_permissions`); otherwise `access` and `open` ask the
     /// server with ACCESS.
     pub kernel_permissions: bool,
+    /// Writes are queued and sent by worker threads (`writes.rs`).
+    pub write_behind: bool,
     /// `close` waits for a COMMIT of the file's UNSTABLE writes (the NFS
     /// client convention). Off: close returns once the writes reached the
     /// server (where every client already sees them); only `fsync` waits
@@ -96,7 +99,9 @@ pub struct NfsFilesystem {
     client: Arc<NfsClient>,
     settings: Settings,
     nodes: Arc<Mutex<NodeTable>>,
-    files: Mutex<HashMap<u64, OpenFile>>,
+    files: Arc<Mutex<HashMap<u64, OpenFile>>>,
+    /// Writes queued and in flight.
+    writes: writes::WriteBehind,
     directories: Mutex<HashMap<u64, directory::DirectoryStream>>,
     next_handle: AtomicU64,
     silly_counter: AtomicU64,
@@ -112,17 +117,18 @@ pub struct NfsFilesystem {
 
 /// Calls in flight that may change some nodes (see
 /// [`NfsFilesystem::own_calls`]).
-struct OwnCalls<'a> {
-    nodes: &'a Mutex<NodeTable>,
+#[derive(Debug)]
+struct OwnCalls {
+    nodes: Arc<Mutex<NodeTable>>,
     ids: Vec<u64>,
 }
 
-impl Drop for OwnCalls<'_> {
+impl Drop for OwnCalls {
     fn drop(&mut self) {
         if self.ids.is_empty() {
             return;
         }
-        let mut nodes = lock(self.nodes);
+        let mut nodes = lock(&self.nodes);
         for id in &self.ids {
             if let Some(found) = nodes.get_mut(*id) {
                 found.own.in_flight = found.own.in_flight.saturating_sub(1);
@@ -194,6 +200,17 @@ impl NfsFilesystem {
         let coherence = table
             .as_ref()
             .map(|_| Arc::new(watch::Coherence::default()));
+        let files = Arc::new(Mutex::new(HashMap::new()));
+        let writes = writes::WriteBehind::new(
+            writes::Sender {
+                client: Arc::clone(&client),
+                nodes: Arc::clone(&nodes),
+                files: Arc::clone(&files),
+                coherent: coherence.is_some(),
+                write_size: settings.write_size,
+            },
+            settings.write_behind,
+        );
         let watcher = match (&table, &coherence) {
             (Some(table), Some(coherence)) => Some(watch::spawn(watch::Watcher {
                 nodes: Arc::clone(&nodes),
@@ -208,7 +225,8 @@ impl NfsFilesystem {
             client,
             settings,
             nodes,
-            files: Mutex::new(HashMap::new()),
+            files,
+            writes,
             directories: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             silly_counter: AtomicU64::new(0),
@@ -318,7 +336,7 @@ impl NfsFilesystem {
     /// Before a call that may change `nodes`: the watcher puts off
     /// judging their slots until the call's change is recorded (or the
     /// guard drops without one: then it counts as another guest's).
-    fn own_calls(&self, nodes: &[u64]) -> OwnCalls<'_> {
+    fn own_calls(&self, nodes: &[u64]) -> OwnCalls {
         if self.coherence.is_some() {
             let mut table = lock(&self.nodes);
             for node in nodes {
@@ -328,7 +346,7 @@ impl NfsFilesystem {
             }
         }
         OwnCalls {
-            nodes: &self.nodes,
+            nodes: Arc::clone(&self.nodes),
             ids: if self.coherence.is_some() {
                 nodes.to_vec()
             } else {
@@ -355,26 +373,7 @@ impl NfsFilesystem {
         if self.coherence.is_none() {
             return;
         }
-        let mut nodes = lock(&self.nodes);
-        let Some(found) = nodes.get_mut(directory) else {
-            return;
-        };
-        let (Some(before), Some(after)) = (&wcc.before, &wcc.after) else {
-            // Nothing to match: the watcher will see another's change.
-            found.children = None;
-            return;
-        };
-        let transitions = &mut found.own.transitions;
-        if transitions.len() >= nodes::MAX_TRANSITIONS {
-            transitions.remove(0);
-        }
-        transitions.push((nodes::Key::of_wcc(before), nodes::Key::of(after)));
-        if let Some(children) = &mut found.children {
-            apply(children);
-            if children.len() > nodes::MAX_TRACKED_NAMES {
-                found.children = None;
-            }
-        }
+        record_own_change(&self.nodes, directory, wcc, apply);
     }
 
     /// Whether `name` is certainly not in `directory`: this driver knows
@@ -464,6 +463,14 @@ impl NfsFilesystem {
             nodes.set_file_id(node, attributes.file_id);
             node
         };
+        // The kernel must not get a size older than the writes it queued.
+        let attributes = if self.writes.pending(node) {
+            self.writes.drain(node);
+            self.current_attributes_for(|| caller.clone(), handle, Some(attributes.file_id))?
+                .0
+        } else {
+            attributes
+        };
         self.handed(node, &attributes, None);
         Ok(attributes::to_fuse(node, &attributes))
     }
@@ -493,6 +500,7 @@ impl NfsFilesystem {
     }
 
     fn do_getattr(&self, request: &Request, node: INodeNo) -> Result<fuser::FileAttr, Errno> {
+        self.writes.drain(node.0);
         let (handle, hidden, file_id) = {
             let nodes = lock(&self.nodes);
             let entry = nodes.get(node.0).ok_or(Errno::ESTALE)?;
@@ -526,6 +534,7 @@ impl NfsFilesystem {
         modify_time: Option<TimeOrNow>,
     ) -> Result<fuser::FileAttr, Errno> {
         let handle = self.handle_of(node)?;
+        self.writes.drain(node.0);
         let _own = self.own_calls(&[node.0]);
         let result = nfs(self.client.set_attributes(
             caller,
@@ -558,22 +567,7 @@ impl NfsFilesystem {
     /// match the file if nobody else changed it in between (the wcc
     /// `before` equals what they matched).
     fn note_own_change(&self, node: u64, wcc: &nfs3::WccData) {
-        let mut nodes = lock(&self.nodes);
-        let Some(node) = nodes.get_mut(node) else {
-            return;
-        };
-        let before = wcc
-            .before
-            .as_ref()
-            .map(|before| (before.modify_time, before.size));
-        let after = wcc
-            .after
-            .as_ref()
-            .map(|after| (after.modify_time, after.size));
-        node.data_version = match (node.data_version, before, after) {
-            (Some(known), Some(before), Some(after)) if known == before => Some(after),
-            _ => None,
-        };
+        note_data_version(&self.nodes, node, wcc);
     }
 
     fn do_statfs(&self, caller: &Caller) -> Result<[u64; 5], Errno> {
@@ -908,10 +902,14 @@ impl Filesystem for NfsFilesystem {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if !self.settings.commit_on_close {
-            return reply.ok();
-        }
-        match self.do_commit(file.0) {
+        // Every close sends the queued data (close-to-open); only with
+        // commit on close does it wait for durability too.
+        let settled = if self.settings.commit_on_close {
+            self.do_commit(file.0)
+        } else {
+            self.settle_writes(file.0)
+        };
+        match settled {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }
@@ -1132,4 +1130,57 @@ impl NfsFilesystem {
             }
         }
     }
+}
+
+/// Records a change this driver made to `node` (a wcc transition for the
+/// watcher) and applies it to the directory's complete name set.
+fn record_own_change(
+    nodes: &Mutex<NodeTable>,
+    node: u64,
+    wcc: &nfs3::WccData,
+    apply: impl FnOnce(&mut std::collections::HashSet<Vec<u8>>),
+) {
+    let mut nodes = lock(nodes);
+    let Some(found) = nodes.get_mut(node) else {
+        return;
+    };
+    let (Some(before), Some(after)) = (&wcc.before, &wcc.after) else {
+        // Nothing to match: the watcher will see another's change.
+        found.children = None;
+        return;
+    };
+    let transitions = &mut found.own.transitions;
+    if transitions.len() >= nodes::MAX_TRANSITIONS {
+        transitions.remove(0);
+    }
+    transitions.push((nodes::Key::of_wcc(before), nodes::Key::of(after)));
+    if let Some(children) = &mut found.children {
+        apply(children);
+        if children.len() > nodes::MAX_TRACKED_NAMES {
+            found.children = None;
+        }
+    }
+}
+
+/// After this driver changed a file's data: the cached pages still match
+/// the file if nobody else changed it in between (the wcc `before` equals
+/// what they matched).
+fn note_data_version(nodes: &Mutex<NodeTable>, node: u64, wcc: &nfs3::WccData) {
+    let mut nodes = lock(nodes);
+    let Some(node) = nodes.get_mut(node) else {
+        return;
+    };
+
+    let before = wcc
+        .before
+        .as_ref()
+        .map(|before| (before.modify_time, before.size));
+    let after = wcc
+        .after
+        .as_ref()
+        .map(|after| (after.modify_time, after.size));
+    node.data_version = match (node.data_version, before, after) {
+        (Some(known), Some(before), Some(after)) if known == before => Some(after),
+        _ => None,
+    };
 }

@@ -1,0 +1,304 @@
+//! Write-behind: a FUSE write is answered once its data is queued, and
+//! worker threads send the WRITE calls, several in flight per mount.
+//!
+//! Design (`docs/guest-driver.md`, "Write-behind"): a program's `write`
+//! returns as on a local file system; the data reaches the server within
+//! the time its calls take, and before anything can observe the file
+//! through this mount or another: `close` (flush), `fsync`, `read`,
+//! `stat` (GETATTR), `truncate` (SETATTR), `open`, a listing and a lookup
+//! that returns the file all wait for the file's queued writes first, so
+//! the kernel is never handed a size older than its own and the next
+//! `open` anywhere sees the data (close-to-open). A failed WRITE is
+//! reported by the file's next `write`, `fsync` or `close`, as the Linux
+//! NFS client reports asynchronous write errors. Queued data is bounded
+//! ([`QUEUE_LIMIT`]): a writer beyond it waits.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use fuser::Errno;
+use nfs3::procedures::data::WriteArguments;
+use nfs3::{FileHandle, StableHow};
+
+use super::nodes::NodeTable;
+use super::{lock, nfs, note_data_version, record_own_change, OpenFile, OwnCalls};
+use crate::client::{Caller, NfsClient};
+
+/// Most bytes queued and not yet written, per mount.
+pub const QUEUE_LIMIT: u64 = 16 << 20;
+
+/// Threads sending queued WRITEs.
+const WORKERS: usize = 4;
+
+/// One queued write.
+struct Job {
+    file: u64,
+    node: u64,
+    handle: FileHandle,
+    caller: Caller,
+    offset: u64,
+    data: Vec<u8>,
+    /// Keeps the watcher from judging the file until the write's change
+    /// is recorded.
+    _own: OwnCalls,
+}
+
+/// What is queued.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: u64,
+    /// Writes queued or in flight, per node.
+    pending: HashMap<u64, u32>,
+    /// The first failure of a queued write, per open file, until reported.
+    errors: HashMap<u64, Errno>,
+}
+
+/// What sending a WRITE needs, shared with the workers.
+#[derive(Debug)]
+pub(super) struct Sender {
+    pub client: Arc<NfsClient>,
+    pub nodes: Arc<Mutex<NodeTable>>,
+    pub files: Arc<Mutex<HashMap<u64, OpenFile>>>,
+    /// Record own changes for the table watcher.
+    pub coherent: bool,
+    /// Largest WRITE.
+    pub write_size: u32,
+}
+
+impl Sender {
+    /// Writes `data` at `offset` through open file `file` now, in WRITEs of
+    /// at most the write size; returns the bytes written.
+    pub fn write_now(
+        &self,
+        file: u64,
+        node: u64,
+        handle: &FileHandle,
+        caller: &Caller,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u32, Errno> {
+        let mut written = 0usize;
+        while written < data.len() {
+            let chunk = &data[written..data.len().min(written + self.write_size as usize)];
+            let ok = nfs(self.client.write(
+                caller,
+                WriteArguments {
+                    file: handle.clone(),
+                    offset: offset + written as u64,
+                    count: chunk.len() as u32,
+                    stable: StableHow::Unstable,
+                    data: chunk.to_vec(),
+                },
+            ))?;
+            note_data_version(&self.nodes, node, &ok.file_wcc);
+            if self.coherent {
+                record_own_change(&self.nodes, node, &ok.file_wcc, |_| {});
+            }
+            if ok.committed == StableHow::Unstable {
+                let mut files = lock(&self.files);
+                if let Some(open) = files.get_mut(&file) {
+                    match open.uncommitted {
+                        Some(verifier) if verifier != ok.verifier => open.lost_writes = true,
+                        _ => open.uncommitted = Some(ok.verifier),
+                    }
+                }
+            }
+            let count = (ok.count as usize).min(chunk.len());
+            if count == 0 {
+                return Err(Errno::EIO);
+            }
+            written += count;
+        }
+        Ok(written as u32)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    sender: Sender,
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+/// The write-behind queue of one mount.
+#[derive(Debug)]
+pub(super) struct WriteBehind {
+    shared: Arc<Shared>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl WriteBehind {
+    /// Starts the workers (none when `enabled` is false: writes are then
+    /// sent before the FUSE write is answered).
+    pub fn new(sender: Sender, enabled: bool) -> WriteBehind {
+        let shared = Arc::new(Shared {
+            sender,
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+        });
+        let mut jobs = None;
+        if enabled {
+            let (queue, receiver) = mpsc::channel::<Job>();
+            let receiver = Arc::new(Mutex::new(receiver));
+            let mut started = 0;
+            for index in 0..WORKERS {
+                let receiver = Arc::clone(&receiver);
+                let shared = Arc::clone(&shared);
+                let spawned = thread::Builder::new()
+                    .name(format!("write-behind-{index}"))
+                    .spawn(move || loop {
+                        let job = match lock(&receiver).recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        };
+                        shared.run(job);
+                    });
+                match spawned {
+                    Ok(_) => started += 1,
+                    Err(error) => log::warn!("no write-behind worker: {error}"),
+                }
+            }
+            if started > 0 {
+                jobs = Some(queue);
+            }
+        }
+        WriteBehind {
+            shared,
+            jobs: Mutex::new(jobs),
+        }
+    }
+
+    /// Writes `data`: queued when write-behind runs (answered at once),
+    /// otherwise sent now. A queued write's earlier failure on this file
+    /// is reported first.
+    #[allow(clippy::too_many_arguments)] // One per part of the write.
+    pub fn write(
+        &self,
+        file: u64,
+        node: u64,
+        handle: FileHandle,
+        caller: Caller,
+        offset: u64,
+        data: &[u8],
+        own: OwnCalls,
+    ) -> Result<u32, Errno> {
+        let Some(jobs) = lock(&self.jobs).clone() else {
+            let written = self
+                .shared
+                .sender
+                .write_now(file, node, &handle, &caller, offset, data);
+            drop(own);
+            return written;
+        };
+        let length = data.len() as u64;
+        {
+            let mut queue = lock(&self.shared.queue);
+            if let Some(error) = queue.errors.remove(&file) {
+                return Err(error);
+            }
+            while queue.bytes > 0 && queue.bytes + length > QUEUE_LIMIT {
+                queue = self
+                    .shared
+                    .changed
+                    .wait(queue)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            queue.bytes += length;
+            *queue.pending.entry(node).or_insert(0) += 1;
+        }
+        let job = Job {
+            file,
+            node,
+            handle,
+            caller,
+            offset,
+            data: data.to_vec(),
+            _own: own,
+        };
+        if let Err(mpsc::SendError(job)) = jobs.send(job) {
+            // The workers are gone: send it here.
+            self.shared.run(job);
+        }
+        Ok(length as u32)
+    }
+
+    /// Waits until node `node` has no queued or unfinished write.
+    pub fn drain(&self, node: u64) {
+        let mut queue = lock(&self.shared.queue);
+        while queue.pending.contains_key(&node) {
+            queue = self
+                .shared
+                .changed
+                .wait(queue)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Waits until no write of the mount is queued or unfinished.
+    pub fn drain_all(&self) {
+        let mut queue = lock(&self.shared.queue);
+        while !queue.pending.is_empty() {
+            queue = self
+                .shared
+                .changed
+                .wait(queue)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Whether node `node` has queued or unfinished writes.
+    pub fn pending(&self, node: u64) -> bool {
+        lock(&self.shared.queue).pending.contains_key(&node)
+    }
+
+    /// After [`WriteBehind::drain`]: the first failure of a queued write
+    /// on open file `file` not yet reported, taken.
+    pub fn take_error(&self, file: u64) -> Option<Errno> {
+        lock(&self.shared.queue).errors.remove(&file)
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        // Workers end when the channel closes; what they hold finishes.
+        lock(&self.jobs).take();
+    }
+}
+
+impl Shared {
+    fn run(&self, job: Job) {
+        let length = job.data.len() as u64;
+        let result = self.sender.write_now(
+            job.file,
+            job.node,
+            &job.handle,
+            &job.caller,
+            job.offset,
+            &job.data,
+        );
+        // The change is recorded: the watcher may judge the file again.
+        drop(job._own);
+        let mut queue = lock(&self.queue);
+        queue.bytes = queue.bytes.saturating_sub(length);
+        if let Some(count) = queue.pending.get_mut(&job.node) {
+            *count -= 1;
+            if *count == 0 {
+                queue.pending.remove(&job.node);
+            }
+        }
+        match result {
+            Ok(written) if u64::from(written) == length => {}
+            Ok(_) => {
+                queue.errors.entry(job.file).or_insert(Errno::EIO);
+            }
+            Err(error) => {
+                log::warn!("a queued write failed: {error:?}");
+                queue.errors.entry(job.file).or_insert(error);
+            }
+        }
+        drop(queue);
+        self.changed.notify_all();
+    }
+}
