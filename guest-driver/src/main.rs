@@ -44,10 +44,20 @@ enum Command {
         /// The mount point.
         dir: PathBuf,
     },
+    /// Time NULL calls to the server one after another (the transport's
+    /// round trip without FUSE): p50, p99 and the mean.
+    Ping {
+        #[command(flatten)]
+        transport: TransportArgs,
+        /// Calls to make.
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+    },
 }
 
+/// Which server, over which transport.
 #[derive(Debug, Args)]
-struct MountArgs {
+struct TransportArgs {
     /// NFSv3 over TCP to HOST:PORT (MOUNT is asked on the same port first,
     /// then through PORTMAP on HOST:111).
     #[arg(long, value_name = "HOST:PORT", required_unless_present_any = ["hosted", "xen"])]
@@ -75,6 +85,12 @@ struct MountArgs {
     /// device is attached to].
     #[arg(long)]
     export: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct MountArgs {
+    #[command(flatten)]
+    transport: TransportArgs,
     /// Never answer GETATTR from the shared metadata table (for
     /// comparison).
     #[arg(long)]
@@ -126,6 +142,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Mount(arguments) => mount(arguments),
+        Command::Ping { transport, count } => ping(&transport, count),
         Command::Stats { dir } => {
             // A mount whose server died cannot be resolved through itself:
             // resolve the parent and append the last component.
@@ -161,13 +178,13 @@ struct Connection {
     on_exit: Option<Box<dyn FnOnce()>>,
 }
 
-impl MountArgs {
+impl TransportArgs {
     fn export(&self) -> String {
         self.export.clone().unwrap_or_else(|| "/".into())
     }
 }
 
-fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
+fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result<Connection> {
     if arguments.xen {
         let choice = client::xen::DeviceChoice {
             device: arguments.device,
@@ -175,7 +192,7 @@ fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
             export: arguments.export.clone(),
         };
         let transport = client::xen::XenTransport::connect(&choice)?;
-        let table = match (arguments.no_metadata_table, transport.has_table()) {
+        let table = match (no_metadata_table, transport.has_table()) {
             (false, true) => Some(transport.table()),
             (false, false) => {
                 log::warn!("the storage domain shares no metadata table: every GETATTR is an RPC");
@@ -199,17 +216,15 @@ fn connect(arguments: &MountArgs) -> anyhow::Result<Connection> {
     if let Some(socket) = &arguments.hosted {
         let transport = client::hosted::HostedTransport::connect(socket, &arguments.export())
             .with_context(|| format!("connecting to {}", socket.display()))?;
-        let table: Option<Arc<dyn fs::table::AttributeTable>> = match (
-            arguments.no_metadata_table,
-            transport.client().metadata_table(),
-        ) {
-            (false, Some(_)) => Some(Arc::new(fs::table::HostedTable(transport.client()))),
-            (false, None) => {
-                log::warn!("the server shares no metadata table: every GETATTR is an RPC");
-                None
-            }
-            (true, _) => None,
-        };
+        let table: Option<Arc<dyn fs::table::AttributeTable>> =
+            match (no_metadata_table, transport.client().metadata_table()) {
+                (false, Some(_)) => Some(Arc::new(fs::table::HostedTable(transport.client()))),
+                (false, None) => {
+                    log::warn!("the server shares no metadata table: every GETATTR is an RPC");
+                    None
+                }
+                (true, _) => None,
+            };
         transport.spawn_liveness_probe(Duration::from_millis(100));
         let transport: Arc<dyn Transport> = Arc::new(transport);
         return Ok(Connection {
@@ -258,13 +273,13 @@ fn mount_export(
     match client::mount::mount(connection.mount.as_ref(), export) {
         Ok(handle) => return Ok(handle),
         Err(client::mount::MountFailure::Rpc(client::ClientError::Reply(failure)))
-            if arguments.mount_port.is_none() && arguments.tcp.is_some() =>
+            if arguments.transport.mount_port.is_none() && arguments.transport.tcp.is_some() =>
         {
             log::info!("MOUNT is not on the NFS port ({failure}); asking PORTMAP");
         }
         Err(error) => return Err(error).context("MOUNT failed"),
     }
-    let address = arguments.tcp.as_deref().unwrap_or_default();
+    let address = arguments.transport.tcp.as_deref().unwrap_or_default();
     let (host, socket_address) = client::mount::resolve(address)?;
     let port = client::mount::mount_port(&host).context("asking PORTMAP for MOUNT")?;
     connection.mount = Arc::new(TcpTransport::connect((socket_address.ip(), port))?);
@@ -276,7 +291,7 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
         .dir
         .canonicalize()
         .with_context(|| format!("mount point {}", arguments.dir.display()))?;
-    let mut connection = connect(&arguments)?;
+    let mut connection = connect(&arguments.transport, arguments.no_metadata_table)?;
     let root = mount_export(&mut connection, &arguments)?;
     let statistics = Arc::new(stats::Stats::default());
     statistics.count_mount_call();
@@ -352,6 +367,40 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn ping(transport: &TransportArgs, count: u32) -> anyhow::Result<()> {
+    let mut connection = connect(transport, true)?;
+    let client = NfsClient::new(
+        Arc::clone(&connection.nfs),
+        Arc::new(stats::Stats::default()),
+    );
+    let caller = Caller::root();
+    let mut times = Vec::with_capacity(count as usize);
+    for _ in 0..count.max(1) {
+        let started = std::time::Instant::now();
+        match client.call(&caller, nfs3::Arguments::Null(())) {
+            Ok(nfs3::Results::Null(())) => {}
+            Ok(_) => bail!("the server answered NULL with other results"),
+            Err(error) => bail!("NULL failed: {error}"),
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let at = |fraction: f64| times[((times.len() - 1) as f64 * fraction).round() as usize];
+    let mean = times.iter().sum::<Duration>() / times.len() as u32;
+    println!(
+        "{} NULL calls to {}: p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
+        times.len(),
+        connection.source,
+        at(0.5).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6,
+        mean.as_secs_f64() * 1e6
+    );
+    if let Some(on_exit) = connection.on_exit.take() {
+        on_exit();
+    }
+    Ok(())
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -413,10 +462,13 @@ fn settings(
         write_size: clamp(information.write_maximum),
         name_maximum,
         kernel_permissions: !arguments.server_permissions,
-        write_behind: (arguments.hosted.is_some() || arguments.xen) && !arguments.no_write_behind,
+        write_behind: (arguments.transport.hosted.is_some() || arguments.transport.xen)
+            && !arguments.no_write_behind,
         // Over VRPC a close behaves as on a local file system (fsync makes
         // data durable); over TCP as NFS clients do.
-        commit_on_close: if arguments.hosted.is_some() || arguments.xen || arguments.no_close_commit
+        commit_on_close: if arguments.transport.hosted.is_some()
+            || arguments.transport.xen
+            || arguments.no_close_commit
         {
             arguments.close_commit
         } else {
