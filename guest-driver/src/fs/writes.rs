@@ -126,7 +126,9 @@ struct Shared {
 #[derive(Debug)]
 pub(super) struct WriteBehind {
     shared: Arc<Shared>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// One queue per worker; a node's writes always go to the same one,
+    /// so they reach the server in the order the kernel sent them.
+    jobs: Mutex<Vec<mpsc::Sender<Job>>>,
 }
 
 impl WriteBehind {
@@ -138,30 +140,18 @@ impl WriteBehind {
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
         });
-        let mut jobs = None;
+        let mut jobs = Vec::new();
         if enabled {
-            let (queue, receiver) = mpsc::channel::<Job>();
-            let receiver = Arc::new(Mutex::new(receiver));
-            let mut started = 0;
             for index in 0..WORKERS {
-                let receiver = Arc::clone(&receiver);
+                let (queue, receiver) = mpsc::channel::<Job>();
                 let shared = Arc::clone(&shared);
                 let spawned = thread::Builder::new()
                     .name(format!("write-behind-{index}"))
-                    .spawn(move || loop {
-                        let job = match lock(&receiver).recv() {
-                            Ok(job) => job,
-                            Err(_) => return,
-                        };
-                        shared.run(job);
-                    });
+                    .spawn(move || shared.serve(&receiver));
                 match spawned {
-                    Ok(_) => started += 1,
+                    Ok(_) => jobs.push(queue),
                     Err(error) => log::warn!("no write-behind worker: {error}"),
                 }
-            }
-            if started > 0 {
-                jobs = Some(queue);
             }
         }
         WriteBehind {
@@ -184,7 +174,12 @@ impl WriteBehind {
         data: &[u8],
         own: OwnCalls,
     ) -> Result<u32, Errno> {
-        let Some(jobs) = lock(&self.jobs).clone() else {
+        let queue = {
+            let jobs = lock(&self.jobs);
+            // A node's writes keep to one worker: they stay in order.
+            (!jobs.is_empty()).then(|| jobs[(node % jobs.len() as u64) as usize].clone())
+        };
+        let Some(jobs) = queue else {
             let written = self
                 .shared
                 .sender
@@ -218,8 +213,8 @@ impl WriteBehind {
             _own: own,
         };
         if let Err(mpsc::SendError(job)) = jobs.send(job) {
-            // The workers are gone: send it here.
-            self.shared.run(job);
+            // The worker is gone: send it here.
+            self.shared.run(job, &[]);
         }
         Ok(length as u32)
     }
@@ -263,13 +258,49 @@ impl WriteBehind {
 impl Drop for WriteBehind {
     fn drop(&mut self) {
         // Workers end when the channel closes; what they hold finishes.
-        lock(&self.jobs).take();
+        lock(&self.jobs).clear();
     }
 }
 
 impl Shared {
-    fn run(&self, job: Job) {
+    /// A worker: takes its queue's writes in order and merges a run of
+    /// contiguous writes to one file into WRITEs of up to the write size
+    /// (a program writing in small pieces then costs few calls).
+    fn serve(&self, receiver: &mpsc::Receiver<Job>) {
+        let mut next = None;
+        loop {
+            let mut job = match next.take() {
+                Some(job) => job,
+                None => match receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let mut merged = Vec::new();
+            while job.data.len() < self.sender.write_size as usize {
+                let Ok(following) = receiver.try_recv() else {
+                    break;
+                };
+                let contiguous = following.file == job.file
+                    && following.offset == job.offset + job.data.len() as u64
+                    && job.data.len() + following.data.len() <= self.sender.write_size as usize;
+                if !contiguous {
+                    next = Some(following);
+                    break;
+                }
+                job.data.extend_from_slice(&following.data);
+                merged.push(following);
+            }
+            let lengths: Vec<u64> = merged.iter().map(|other| other.data.len() as u64).collect();
+            self.run(job, &lengths);
+        }
+    }
+
+    /// Sends `job`, whose data holds its own write followed by merged ones
+    /// of `merged` bytes each (accounted as separate queued writes).
+    fn run(&self, job: Job, merged: &[u64]) {
         let length = job.data.len() as u64;
+        let writes = 1 + merged.len() as u32;
         let result = self.sender.write_now(
             job.file,
             job.node,
@@ -283,7 +314,7 @@ impl Shared {
         let mut queue = lock(&self.queue);
         queue.bytes = queue.bytes.saturating_sub(length);
         if let Some(count) = queue.pending.get_mut(&job.node) {
-            *count -= 1;
+            *count = count.saturating_sub(writes);
             if *count == 0 {
                 queue.pending.remove(&job.node);
             }
