@@ -139,18 +139,36 @@ else
     fail "xl create sd-verify"
 fi
 
-# 3b. NFS over TCP: the domain on the bridge at 10.0.0.2, dom0 as the
+# 3b. NFS over TCP: the domain on the bridge with an address leased by
+#     dnsmasq (ip=dhcp) and published in xenstore (data/ip), dom0 as the
 #     client with libnfs (nfs-cp, nfs-cat, nfs-ls): a file copied in, read
 #     back and listed; the read-only export readable and not writable;
-#     then `xl shutdown`, and run.sh checks the file on the image.
+#     the kernel client; then 64 clients held open (48 idle, 16 stopped
+#     in the middle of a record) and a 65th that still mounts, reads and
+#     writes; then `xl shutdown`, and run.sh checks the files on the image.
 NFS_OPTIONS="version=3&nfsport=2049&mountport=2049"
-url() { echo "nfs://10.0.0.2$1?$NFS_OPTIONS"; }
+SD_IP=
+url() { echo "nfs://$SD_IP$1?$NFS_OPTIONS"; }
+if dnsmasq --conf-file=/dev/null --port=0 --interface=xenbr0 --bind-interfaces \
+        --dhcp-range=10.0.0.100,10.0.0.150,255.255.255.0,10m --dhcp-leasefile=/tmp/dnsmasq.leases \
+        --pid-file=/run/dnsmasq.pid --user=root --group=root --log-dhcp --log-facility=/tmp/dnsmasq.log; then
+    ok "dhcp server on xenbr0"
+else
+    fail "dhcp server on xenbr0"
+fi
 start=$(uptime_s)
-if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squash ip=10.0.0.2/24 port=2049" \
+if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squash ip=dhcp port=2049" \
         "vif=['bridge=xenbr0,mac=00:16:3e:5d:00:02']"; then
-    if wait_for sd-nfs "^nfs: serving" 180; then
-        ok "nfs boot: serving $(elapsed "$start" "$(uptime_s)") s"
-        ping -c 2 -W 5 10.0.0.2 >/tmp/ping.log 2>&1 && ok "nfs: ping" || { fail "nfs: ping"; sed 's/^/SDT-INFO ping: /' /tmp/ping.log; }
+    sd_domid=$(xl domid sd-nfs)
+    for i in $(seq 1 300); do
+        SD_IP=$(xenstore-read "/local/domain/$sd_domid/data/ip" 2>/dev/null)
+        [ -n "$SD_IP" ] && break
+        sleep 0.2
+    done
+    if [ -n "$SD_IP" ] && wait_for sd-nfs "^nfs: serving" 10; then
+        ok "nfs boot: serving at $SD_IP (leased by DHCP, read from data/ip) $(elapsed "$start" "$(uptime_s)") s"
+        grep -q "^dhcp: leased $SD_IP/24" "$(log_of sd-nfs)" && ok "nfs: dhcp lease on the console" || fail "nfs: no dhcp line for $SD_IP"
+        ping -c 2 -W 5 $SD_IP >/tmp/ping.log 2>&1 && ok "nfs: ping" || { fail "nfs: ping"; sed 's/^/SDT-INFO ping: /' /tmp/ping.log; }
         # busybox seq has no -f: the same lines as run.sh's seq -f.
         awk 'BEGIN { for (i = 0; i < 50000; i++) printf "payload line %07d\n", i }' > /tmp/payload.txt
         size=$(wc -c < /tmp/payload.txt)
@@ -179,7 +197,7 @@ if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squ
         fi
         # The Linux kernel client, with the options docs/xen.md gives.
         mkdir -p /mnt/nfs
-        if timeout 60 mount.nfs 10.0.0.2:/nfs /mnt/nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock >/tmp/mount.log 2>&1; then
+        if timeout 60 mount.nfs $SD_IP:/nfs /mnt/nfs -o vers=3,proto=tcp,port=2049,mountport=2049,nolock >/tmp/mount.log 2>&1; then
             ok "nfs: kernel mount"
             t0=$(uptime_s)
             if timeout 60 cmp /tmp/payload.txt /mnt/nfs/payload.txt >/tmp/kernel-read.log 2>&1; then
@@ -198,8 +216,53 @@ if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squ
         else
             fail "nfs: kernel mount"; sed 's/^/SDT-INFO mount.nfs: /' /tmp/mount.log
         fi
+        # 64 clients held open: 48 idle, then 16 that sent a record mark
+        # (a 65,793-byte record) and 100 bytes of it, and stopped.
+        t_hold=$(uptime_s)
+        holders=
+        for i in $(seq 1 64); do
+            if [ "$i" -le 48 ]; then
+                sleep 300 | nc "$SD_IP" 2049 >/dev/null 2>&1 &
+            else
+                { printf '\200\001\001\001'; head -c 100 /dev/zero; sleep 300; } | nc "$SD_IP" 2049 >/dev/null 2>&1 &
+            fi
+            holders="$holders $!"
+        done
+        # ESTABLISHED (01) connections from dom0 to port 2049 (0801).
+        held() { awk '$3 ~ /:0801$/ && $4 == "01"' /proc/net/tcp | wc -l; }
+        for i in $(seq 1 100); do [ "$(held)" -ge 64 ] && break; sleep 0.2; done
+        count=$(held)
+        [ "$count" = 64 ] && ok "tcp: 64 connections held" || fail "tcp: $count connections held, not 64"
+        echo "SDT-TCP-HELD $count"
+        # The 65th client: the kernel's, with a file written and read back.
+        mkdir -p /mnt/nfs65
+        if timeout 60 mount.nfs "$SD_IP":/nfs /mnt/nfs65 -o vers=3,proto=tcp,port=2049,mountport=2049,nolock >/tmp/mount65.log 2>&1; then
+            ok "tcp: 65th client mounted"
+            timeout 60 cmp /tmp/payload.txt /mnt/nfs65/payload.txt && ok "tcp: 65th client read" || fail "tcp: 65th client read"
+            if echo "written by the 65th client" > /mnt/nfs65/client65.txt && timeout 60 sync \
+                    && [ "$(cat /mnt/nfs65/client65.txt)" = "written by the 65th client" ]; then
+                ok "tcp: 65th client write"
+            else
+                fail "tcp: 65th client write"
+            fi
+            timeout 60 umount /mnt/nfs65 || fail "tcp: 65th client umount"
+        else
+            fail "tcp: 65th client mount"; sed 's/^/SDT-INFO mount.nfs 65: /' /tmp/mount65.log
+        fi
+        # The stalled clients are dropped after the stall timeout (20 s
+        # from their last bytes); the idle ones stay (less those closed
+        # for the 65th client's connections).
+        while [ "$(held)" -gt 48 ] && [ "$(awk "BEGIN{print ($(uptime_s) - $t_hold < 40)}")" = 1 ]; do
+            sleep 0.5
+        done
+        count=$(held)
+        [ "$count" -le 48 ] && [ "$count" -ge 40 ] \
+            && ok "tcp: stalled clients dropped, $count idle connections left $(elapsed "$t_hold" "$(uptime_s)") s after they opened" \
+            || fail "tcp: $count connections left after 16 stalled mid-record (want 40 to 48)"
+        kill $holders 2>/dev/null
     else
-        fail "nfs boot: not serving"
+        fail "nfs boot: no address published in data/ip ('$SD_IP') or not serving"
+        sed 's/^/SDT-INFO dnsmasq: /' /tmp/dnsmasq.log
     fi
     timeout 60 xl shutdown -w sd-nfs >/dev/null 2>&1
     gone sd-nfs 30 && ok "nfs shutdown: domain gone" || { fail "nfs shutdown"; xl destroy sd-nfs; }

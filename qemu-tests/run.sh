@@ -7,11 +7,15 @@
 # Steps (dom0 side in qemu-tests/dom0-init.sh): seed known files + clean
 # `xl shutdown`; commit loop + `xl destroy`; reboot that must find the
 # last commit and the known files; NFS over TCP from dom0 across the
-# xenbr0 bridge with libnfs's nfs-cp/nfs-cat/nfs-ls (a file copied in,
-# read back, listed) and the Linux kernel client (mount.nfs, read, write,
-# umount), the files then checked on the image from the host); a
-# deliberate panic; a page fault. Exits non-zero if any step is missing;
-# the serial log is kept and its path printed.
+# xenbr0 bridge, the domain's address leased by dnsmasq in dom0
+# (ip=dhcp) and read from xenstore (data/ip), with libnfs's
+# nfs-cp/nfs-cat/nfs-ls (a file copied in, read back, listed) and the
+# Linux kernel client (mount.nfs, read, write, umount), then 64 TCP
+# clients held open (16 of them stalled mid-record) and a 65th kernel
+# client that still mounts, reads and writes, the files then checked on
+# the image from the host); a deliberate panic; a page fault. Exits
+# non-zero if any step is missing; the serial log is kept and its path
+# printed.
 #
 # Needs root-free QEMU only, but the packages of `scripts/bootstrap.sh
 # test`. Environment: QEMU_TESTS_WORK (work directory), QEMU_TIMEOUT
@@ -35,7 +39,7 @@ check() {  # check DESCRIPTION COMMAND...
     if "${@:2}"; then echo "ok    $1"; else echo "FAIL  $1"; failures=$((failures + 1)); fi
 }
 
-for tool in qemu-system-x86_64 busybox cpio xz modprobe depmod nfs-cp nfs-cat nfs-ls mount.nfs; do
+for tool in qemu-system-x86_64 busybox cpio xz modprobe depmod nfs-cp nfs-cat nfs-ls mount.nfs dnsmasq; do
     command -v "$tool" >/dev/null || { say "missing $tool: run scripts/bootstrap.sh test"; exit 2; }
 done
 [ -e /boot/xen-$XEN_VERSION-amd64.gz ] || { say "missing Xen $XEN_VERSION: run scripts/bootstrap.sh test"; exit 2; }
@@ -108,6 +112,8 @@ for program in nfs-cp nfs-cat nfs-ls mount.nfs; do
     initramfs_copy_program "$R" "$(command -v $program)"
 done
 cp /etc/netconfig /etc/services /etc/protocols "$R/etc/"
+# The DHCP server the storage domain's ip=dhcp leases from.
+initramfs_copy_program "$R" "$(command -v dnsmasq)"
 # The hotplug scripts (bash) talk to xenstore through these.
 for program in xenstore-read xenstore-write xenstore-exists xenstore-rm xenstore-list xenstore-ls; do
     initramfs_copy_program "$R" /usr/bin/$program
@@ -121,6 +127,7 @@ initramfs_copy_program "$R" "$GUEST_DRIVER" /usr/bin/guest-driver
 cp "$WORK/vmlinux" "$WORK/guest.cpio.gz" "$R/usr/lib/storage-domain/"
 cp "$ROOT/qemu-tests/guest.cfg" "$R/etc/xen/guest.cfg"
 echo "root:x:0:0:root:/root:/bin/sh" > "$R/etc/passwd"
+echo "root:x:0:" > "$R/etc/group"
 cp "$WORK/storage-domain-xen" "$R/usr/lib/storage-domain/storage-domain-xen"
 cp "$ROOT/xen-cfg/storage-domain.cfg" "$R/etc/xen/storage-domain.cfg"
 cp "$ROOT/qemu-tests/dom0-init.sh" "$R/init"
@@ -154,9 +161,11 @@ for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed 
             "seed shutdown: domain gone" "seed shutdown: flushed" "churn destroyed after commit" \
             "verify boot: create-to-self-check" "verify known files" "recovered churn commits" \
             "verify shutdown: domain gone" "verify shutdown: flushed" \
-            "bridge xenbr0" "nfs boot: serving" "nfs: ping" "nfs: nfs-cp in" "nfs: nfs-cat back" \
+            "bridge xenbr0" "dhcp server on xenbr0" "nfs boot: serving" "nfs: dhcp lease on the console" "nfs: ping" "nfs: nfs-cp in" "nfs: nfs-cat back" \
             "nfs: nfs-ls lists the file" "nfs: read-only export read" "nfs: write to read-only export refused" \
             "nfs: kernel mount" "nfs: kernel read" "nfs: kernel write" "nfs: kernel umount" \
+            "tcp: 64 connections held" "tcp: 65th client mounted" "tcp: 65th client read" \
+            "tcp: 65th client write" "tcp: stalled clients dropped" \
             "nfs shutdown: domain gone" "nfs shutdown: flushed" \
             "vrpc boot: serving guests" "vrpc: export refused with the reason" "vrpc: attached guest1" \
             "vrpc: guest1 mounted" "vrpc: dom0 mounted" "vrpc: dom0 changed shared.txt" "vrpc: dom0 detached" \
@@ -186,8 +195,10 @@ check "banner printed" grep -q '^\[sd-seed\] storage-domain .* on Xen' "$SERIAL"
 check "self-check line" grep -qE '^\[sd-seed\] fs ok: [0-9]+ inodes, [0-9]+ free blocks' "$SERIAL"
 check "nfs server constructed over the volume" grep -q '^\[sd-seed\] nfs: server constructed' "$SERIAL"
 check "read-only export listed" grep -q '^\[sd-seed\] export: /known -> /known (read-only' "$SERIAL"
-check "network line printed" grep -qE '^\[sd-nfs\] network: vif 0 .*10\.0\.0\.2/24' "$SERIAL"
-check "network counters at shutdown" grep -qE '^\[sd-nfs\] network: [1-9][0-9]* connections, [1-9][0-9]* records' "$SERIAL"
+check "network line printed" grep -qE '^\[sd-nfs\] network: vif 0 .*address by DHCP' "$SERIAL"
+check "static address line printed" grep -qE '^\[sd-vrpc\] network: vif 0 .*10\.0\.0\.2/24' "$SERIAL"
+check "network counters at shutdown (64 at most, some evicted, 16 stalled)" \
+    grep -qE '^\[sd-nfs\] network: [1-9][0-9]* connections \(at most 64 at once, [1-9][0-9]* evicted, 16 stalled\), [1-9][0-9]* records' "$SERIAL"
 check "panic location printed" grep -q '^\[sd-panic\] storage-domain panicked at .*kernel.rs' "$SERIAL"
 
 check "page fault reported with its address" grep -qE '^\[sd-fault\] storage-domain fault: page fault \(vector 14\) at rip 0xffffffff8[0-9a-f]+, .*address 0xffffffff8' "$SERIAL"
@@ -203,6 +214,8 @@ seq -f 'payload line %07g' 0 49999 > "$WORK/payload.expected"
 check "payload.txt content (1050000 bytes)" cmp -s "$WORK/payload.txt" "$WORK/payload.expected"
 check "get /nfs/kernel.txt (written by the kernel client)" get /nfs/kernel.txt kernel.txt
 check "kernel.txt content" cmp -s "$WORK/kernel.txt" "$WORK/payload.expected"
+check "get /nfs/client65.txt (written by the 65th client)" get /nfs/client65.txt client65.txt
+check "client65.txt content" bash -c "[ \"\$(cat '$WORK/client65.txt')\" = 'written by the 65th client' ]"
 check "nothing written in the read-only export" bash -c "! '$HOSTED' ls '$IMAGE' /known | grep -q refused"
 check "self-check probe removed" bash -c "! '$HOSTED' ls '$IMAGE' / | grep -q storage-domain-self-check"
 last=$(sed -n 's/^SDT-CHURN-LAST //p' "$SERIAL" | tail -1)
@@ -234,6 +247,11 @@ if [ "$failures" = 0 ]; then
     cycles=$(sed -n 's/^SDT-OK vrpc: 20 attach\/kill\/detach cycles, \(heap .*\) t=.*/\1/p' "$SERIAL" | head -1)
     ratios=$(sed -n 's/^\[guest1\] GDT-RATIO \([A-Za-z0-9]*\) \([0-9.]*\) \([0-9.]*\).*/\1 \2 \3/p' "$SERIAL" \
         | awk '{ printf "%s%s NFS/VRPC %.2f", (NR > 1 ? ", " : ""), $1, ($2 > 0 ? $3 / $2 : 0) }')
+    held=$(sed -n 's/^SDT-TCP-HELD \([0-9]*\).*/\1/p' "$SERIAL" | head -1)
+    leased=$(sed -n 's/^\[sd-nfs\] dhcp: leased \([0-9./]*\).*/\1/p' "$SERIAL" | head -1)
+    tcp_counts=$(grep -m1 -oE '^\[sd-nfs\] network: [0-9]+ connections \(at most [0-9]+ at once, [0-9]+ evicted, [0-9]+ stalled\)' "$SERIAL" \
+        | sed 's/^\[sd-nfs\] network: //')
+    echo "xen-tcp ok: ${held} connections held from dom0 (48 idle, 16 stalled mid-record), a 65th kernel client mounted, read and wrote; ${tcp_counts}; ip=dhcp leased ${leased}, published in data/ip and mounted by it"
     echo "xen-vrpc ok: guest1 attach-to-mounted ${attach} s; 16 MiB byte for byte; stat of 1000 files ${stats}; dom0's change seen within ${seen}; ratios ${ratios}; 20 attach/detach cycles, ${cycles}; storage domain destroyed and recreated under the mount; guest destroyed while mounted; 2 domains attached at once; fsck clean"
 fi
 echo "serial log: $SERIAL"

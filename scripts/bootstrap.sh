@@ -15,7 +15,7 @@ packages=(fuse3 libfuse3-dev pkg-config libnfs-utils e2fsprogs util-linux curl c
 if [ "$profile" = test ]; then
     packages+=(qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils
                linux-image-amd64 busybox-static cpio file kmod bash gzip xz-utils libxen-dev binutils
-               nfs-common)
+               nfs-common dnsmasq-base)
 fi
 if [ "$profile" = bench ]; then
     packages+=(fio postmark bindfs nfs-ganesha nfs-ganesha-vfs iproute2 make

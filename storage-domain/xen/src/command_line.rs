@@ -7,11 +7,15 @@
 //!   syntax (`nfs_server::ExportConfig::parse`: `/data,path=/srv,ro,
 //!   allow=domain:3`, no spaces); default: `/`, read-write, root squashed.
 //! - `cache=SIZE[K|M]`: bytes of file-system metadata cache (default 4M).
-//! - `ip=A.B.C.D/PREFIX`: the network interface's static IPv4 address
-//!   (no `ip=`: the interface stays down and nothing is served over TCP).
-//! - `gw=A.B.C.D`: the default IPv4 gateway (none by default: only the
-//!   local subnet is reachable).
+//! - `ip=A.B.C.D/PREFIX`: the network interface's static IPv4 address, or
+//!   `ip=dhcp`: an address leased by DHCPv4 (no `ip=`: the interface stays
+//!   down and nothing is served over TCP).
+//! - `gw=A.B.C.D`: the default IPv4 gateway with a static `ip=` (none by
+//!   default: only the local subnet is reachable; DHCP names its own).
 //! - `port=N`: the TCP port of NFS, MOUNT and PORTMAP (default 2049).
+//! - `connections=N`: TCP clients served at once, 1 to 65536 (default 64;
+//!   lowered at boot to what the heap holds). A further client closes the
+//!   connection idle longest.
 //! - `metatab=SLOTS`: slots of each export's metadata table, a power of two
 //!   up to 131072, or 0 for no tables (default 8192: 1 MiB + 4 KiB each).
 //! - `test=ACTION[,ACTION...]`: boot-test actions for `qemu-tests/`
@@ -26,6 +30,18 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use nfs_server::ExportConfig;
+
+/// The largest `connections=`: far beyond any heap, only a sanity bound.
+pub const MAX_CONNECTIONS: usize = 65536;
+
+/// How the interface gets its address (`ip=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// `ip=A.B.C.D/PREFIX`.
+    Static(Ipv4Addr, u8),
+    /// `ip=dhcp`.
+    Dhcp,
+}
 
 /// A boot-test action (`test=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,12 +69,14 @@ pub struct Config {
     pub exports: Vec<ExportConfig>,
     /// Metadata cache size handed to the file system.
     pub cache_bytes: usize,
-    /// The static IPv4 address and prefix length (`ip=`).
-    pub address: Option<(Ipv4Addr, u8)>,
+    /// The IPv4 address (`ip=`).
+    pub address: Option<Address>,
     /// The default gateway (`gw=`).
     pub gateway: Option<Ipv4Addr>,
     /// The TCP port served (`port=`).
     pub port: u16,
+    /// TCP clients served at once (`connections=`; `None`: the default).
+    pub max_connections: Option<usize>,
     /// Slots of each export's metadata table (`metatab=`; 0: none).
     pub metatab_slots: u32,
     /// Boot-test actions, in command-line order.
@@ -86,6 +104,7 @@ impl Config {
             address: None,
             gateway: None,
             port: DEFAULT_PORT,
+            max_connections: None,
             metatab_slots: DEFAULT_METATAB_SLOTS,
             tests: Vec::new(),
             warnings: Vec::new(),
@@ -110,11 +129,14 @@ impl Config {
                         .warnings
                         .push(format!("ignored cache size `{value}`")),
                 },
+                "ip" if value == "dhcp" => config.address = Some(Address::Dhcp),
                 "ip" => match parse_cidr(value) {
-                    Some(address) => config.address = Some(address),
-                    None => config
-                        .warnings
-                        .push(format!("ignored address `{value}` (want A.B.C.D/PREFIX)")),
+                    Some((address, prefix)) => {
+                        config.address = Some(Address::Static(address, prefix))
+                    }
+                    None => config.warnings.push(format!(
+                        "ignored address `{value}` (want A.B.C.D/PREFIX or dhcp)"
+                    )),
                 },
                 "gw" => match value.parse::<Ipv4Addr>() {
                     Ok(gateway) => config.gateway = Some(gateway),
@@ -123,6 +145,14 @@ impl Config {
                 "port" => match value.parse::<u16>() {
                     Ok(port) if port != 0 => config.port = port,
                     _ => config.warnings.push(format!("ignored port `{value}`")),
+                },
+                "connections" => match value.parse::<usize>() {
+                    Ok(count) if (1..=MAX_CONNECTIONS).contains(&count) => {
+                        config.max_connections = Some(count)
+                    }
+                    _ => config.warnings.push(format!(
+                        "ignored connections `{value}` (want a number from 1 to {MAX_CONNECTIONS})"
+                    )),
                 },
                 "metatab" => match value.parse::<u32>() {
                     Ok(slots)
@@ -161,6 +191,13 @@ impl Config {
         }
         if config.exports.is_empty() {
             config.exports.push(ExportConfig::whole_file_system());
+        }
+        if config.address == Some(Address::Dhcp) {
+            if let Some(gateway) = config.gateway.take() {
+                config.warnings.push(format!(
+                    "ignored gw={gateway}: with ip=dhcp the DHCP server names the router"
+                ));
+            }
         }
         config
     }
@@ -204,6 +241,7 @@ mod tests {
             (config.address, config.gateway, config.port),
             (None, None, 2049)
         );
+        assert_eq!(config.max_connections, None);
         assert_eq!(config.metatab_slots, 8192);
     }
 
@@ -222,16 +260,52 @@ mod tests {
     fn parses_network_keys() {
         let config = Config::parse(b"ip=10.0.0.2/16 gw=10.0.0.1 port=12049");
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-        assert_eq!(config.address, Some((Ipv4Addr::new(10, 0, 0, 2), 16)));
+        assert_eq!(
+            config.address,
+            Some(Address::Static(Ipv4Addr::new(10, 0, 0, 2), 16))
+        );
         assert_eq!(config.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(config.port, 12049);
         assert_eq!(
             Config::parse(b"ip=192.168.1.9").address,
-            Some((Ipv4Addr::new(192, 168, 1, 9), 24))
+            Some(Address::Static(Ipv4Addr::new(192, 168, 1, 9), 24))
         );
         let bad = Config::parse(b"ip=10.0.0.2/33 ip=10.0.0/24 ip=0.0.0.0/8 gw=x port=0 port=70000");
         assert_eq!(bad.warnings.len(), 6, "{:?}", bad.warnings);
         assert_eq!((bad.address, bad.gateway, bad.port), (None, None, 2049));
+    }
+
+    #[test]
+    fn parses_dhcp_and_ignores_a_gateway_with_it() {
+        let config = Config::parse(b"ip=dhcp");
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.address, Some(Address::Dhcp));
+        let config = Config::parse(b"gw=10.0.0.1 ip=dhcp");
+        assert_eq!(
+            (config.address, config.gateway),
+            (Some(Address::Dhcp), None)
+        );
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(config.warnings[0].contains("ip=dhcp"));
+        let bad = Config::parse(b"ip=DHCP ip=dhcp4 ip=");
+        assert_eq!(bad.warnings.len(), 3, "{:?}", bad.warnings);
+        assert!(bad.warnings[0].contains("or dhcp"));
+        assert_eq!(bad.address, None);
+    }
+
+    #[test]
+    fn parses_the_connection_maximum() {
+        assert_eq!(Config::parse(b"connections=1").max_connections, Some(1));
+        assert_eq!(
+            Config::parse(b"connections=65536").max_connections,
+            Some(65536)
+        );
+        let bad = Config::parse(
+            b"connections=0 connections=65537 connections=-1 connections= connections=64k connections=99999999999999999999999",
+        );
+        assert_eq!(bad.warnings.len(), 6, "{:?}", bad.warnings);
+        assert!(bad.warnings[0].contains("want a number from 1 to 65536"));
+        assert_eq!(bad.max_connections, None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Boot: banner, xenstore, grant table, blkfront, `sdfs::Volume::open`,
 //! boot-test actions, the self-check, netfront and the TCP server (when
-//! the domain has a vif and an `ip=`), the metadata tables and the VRPC
+//! the domain has a vif and an `ip=`; a DHCP lease is printed and
+//! published as `data/ip`), the metadata tables and the VRPC
 //! backend, then the poll loop: serve NFS over TCP and over every guest's
 //! VRPC ring, walk the guests' xenstore state machines and watch
 //! `control/shutdown`, sleeping in `SCHEDOP_poll` on the xenstore,
@@ -17,10 +18,12 @@ use super::netfront::Netfront;
 use super::vrpc_backend::{self, VrpcService};
 use super::xenstore::{Transaction, Xenstore, XenstoreError};
 use super::{console, grants, hypercall, memory};
-use crate::command_line::{Config, TestAction};
+use crate::command_line::{Address, Config, TestAction};
 use crate::fs_tasks;
 use crate::println;
-use crate::tcp_server::{TcpServer, CONNECTIONS};
+use crate::tcp_server::{
+    self, AddressEvent, Addressing, Limits, TcpServer, CONNECTION_BYTES, DEFAULT_MAX_CONNECTIONS,
+};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -33,6 +36,9 @@ use xen_abi::EventChannelPort;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SHUTDOWN_NODE: &str = "control/shutdown";
 const SHUTDOWN_TOKEN: &str = "shutdown";
+/// Where the address leased by DHCP is published (relative to the
+/// domain's own xenstore directory; empty while there is none).
+const ADDRESS_NODE: &str = "data/ip";
 /// Rounds of xenstore work (watch events, device state changes) per loop
 /// pass before serving again.
 const XENSTORE_ROUNDS: usize = 16;
@@ -141,11 +147,25 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
             export.clients.len()
         );
     }
-    let mut network = match network {
-        Some(mut netfront) => {
-            let (address, prefix) = config
-                .address
-                .unwrap_or((core::net::Ipv4Addr::UNSPECIFIED, 0));
+    // The metadata tables (their boot id must differ between boots, like
+    // the write verifier) and the VRPC backend.
+    let boot_id = events::system_time_ns() ^ (events::wall_clock().seconds as u64).rotate_left(17);
+    let mut vrpc = VrpcService::new(&mut server, config.metatab_slots, boot_id)?;
+    vrpc.start(&mut xenstore)
+        .map_err(|error| format!("watching backend/vrpc: {error}"))?;
+
+    // After the tables, so the connection limit sees the heap they left.
+    let mut network = match (network, config.address) {
+        (Some(mut netfront), Some(address)) => {
+            let addressing = match address {
+                Address::Static(address, prefix) => Addressing::Static {
+                    address,
+                    prefix,
+                    gateway: config.gateway,
+                },
+                Address::Dhcp => Addressing::Dhcp,
+            };
+            let limits = connection_limits(config);
             let mac = netfront.mac();
             let seed =
                 events::system_time_ns() ^ (events::wall_clock().seconds as u64).rotate_left(32);
@@ -153,29 +173,32 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
                 &mut netfront,
                 seed,
                 mac,
-                (address, prefix),
-                config.gateway,
+                addressing,
                 config.port,
+                limits,
                 now(),
             );
             println!(
-                "nfs: serving NFSv3, MOUNT and PORTMAP on {address}:{} over TCP ({CONNECTIONS} connections at once)",
-                config.port
+                "nfs: serving NFSv3, MOUNT and PORTMAP on {}:{} over TCP (up to {} clients, {} KiB each; the idle longest gives way)",
+                match address {
+                    Address::Static(address, _) => format!("{address}"),
+                    Address::Dhcp => String::from("the DHCP address"),
+                },
+                config.port,
+                limits.max_connections,
+                CONNECTION_BYTES >> 10
             );
+            if address == Address::Dhcp {
+                // Nothing stale for dom0 to find before the first lease.
+                let _ = xenstore.write(Transaction::NONE, ADDRESS_NODE, b"");
+            }
             Some((netfront, tcp))
         }
-        None => {
+        _ => {
             println!("nfs: server constructed; not reachable: no network (needs a vif and ip=)");
             None
         }
     };
-
-    // The metadata tables (their boot id must differ between boots, like
-    // the write verifier) and the VRPC backend.
-    let boot_id = events::system_time_ns() ^ (events::wall_clock().seconds as u64).rotate_left(17);
-    let mut vrpc = VrpcService::new(&mut server, config.metatab_slots, boot_id)?;
-    vrpc.start(&mut xenstore)
-        .map_err(|error| format!("watching backend/vrpc: {error}"))?;
 
     let (heap_used, heap_size) = memory::heap_usage();
     println!(
@@ -220,6 +243,9 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         if let Some((netfront, tcp)) = &mut network {
             netfront.service();
             busy |= tcp.poll(now, netfront, &mut server);
+            while let Some(event) = tcp.take_address_event() {
+                publish_address(&mut xenstore, event);
+            }
             busy |= netfront.has_responses();
             if let Some(delay) = tcp.poll_delay(now()) {
                 deadline = events::system_time_ns()
@@ -296,8 +322,11 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     if let Some((netfront, tcp)) = network {
         let statistics = netfront.statistics;
         println!(
-            "network: {} connections, {} records, {} replies, {} oversized, at most {} KiB of records buffered; frames {} in, {} out, {} dropped, {} malformed{}",
+            "network: {} connections (at most {} at once, {} evicted, {} stalled), {} records, {} replies, {} oversized, at most {} KiB of records buffered; frames {} in, {} out, {} dropped, {} malformed{}",
             tcp.statistics.connections,
+            tcp.statistics.most_connected,
+            tcp.statistics.evicted,
+            tcp.statistics.stalled,
             tcp.statistics.records,
             tcp.statistics.replies,
             tcp.statistics.oversized,
@@ -392,21 +421,71 @@ fn start_network(xenstore: &mut Xenstore, config: &Config) -> Result<Option<Netf
         }
         return Ok(None);
     };
-    let Some((address, prefix)) = config.address else {
+    let Some(address) = config.address else {
         println!("network: vif {vif} present but no ip= on the command line; left unused");
         return Ok(None);
     };
     let netfront = Netfront::connect(xenstore, vif).map_err(|error| format!("{error}"))?;
     let [a, b, c, d, e, f] = netfront.mac();
     println!(
-        "network: vif {vif} (backend {}), mac {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}, {address}/{prefix}{}",
+        "network: vif {vif} (backend {}), mac {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}, {}",
         netfront.backend(),
-        match config.gateway {
-            Some(gateway) => format!(", gateway {gateway}"),
-            None => String::new(),
+        match (address, config.gateway) {
+            (Address::Static(address, prefix), Some(gateway)) =>
+                format!("{address}/{prefix}, gateway {gateway}"),
+            (Address::Static(address, prefix), None) => format!("{address}/{prefix}"),
+            (Address::Dhcp, _) => String::from("address by DHCP"),
         }
     );
     Ok(Some(netfront))
+}
+
+/// The TCP connection limits: `connections=` (or the default), lowered
+/// to what the heap's free bytes hold next to the shared budgets.
+fn connection_limits(config: &Config) -> Limits {
+    let wanted = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let (used, size) = memory::heap_usage();
+    let fits = tcp_server::connections_that_fit(size.saturating_sub(used)).max(1);
+    if wanted > fits {
+        println!(
+            "network: {wanted} connections do not fit in the {} KiB of free heap ({} KiB each, plus {} KiB of record and reply budgets); serving at most {fits}",
+            size.saturating_sub(used) >> 10,
+            CONNECTION_BYTES >> 10,
+            tcp_server::SHARED_BYTES >> 10
+        );
+    }
+    Limits {
+        max_connections: wanted.min(fits),
+        ..Limits::default()
+    }
+}
+
+/// Print a change of the DHCP lease and publish the address in
+/// `data/ip` (emptied when the lease is lost).
+fn publish_address(xenstore: &mut Xenstore, event: AddressEvent) {
+    let value = match event {
+        AddressEvent::Leased {
+            address,
+            prefix,
+            router,
+        } => {
+            println!(
+                "dhcp: leased {address}/{prefix}{}",
+                match router {
+                    Some(router) => format!(", router {router}"),
+                    None => String::new(),
+                }
+            );
+            format!("{address}")
+        }
+        AddressEvent::Lost => {
+            println!("dhcp: lease lost; no address until the next lease");
+            String::new()
+        }
+    };
+    if let Err(error) = xenstore.write(Transaction::NONE, ADDRESS_NODE, value.as_bytes()) {
+        println!("dhcp: publishing {ADDRESS_NODE}: {error}");
+    }
 }
 
 /// Read and acknowledge `control/shutdown`; `None` when there is nothing
