@@ -211,6 +211,47 @@ if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squ
             else
                 fail "nfs: kernel write"
             fi
+            # Scaling: 1, 8 and 32 clients (processes on the kernel
+            # mount, many calls in flight on its connection) each write a
+            # 256 KiB file (fsync) and read it back uncached, all at once.
+            # Ratios only (TCG): aggregate throughput against one client,
+            # the mean client's time, and the storage domain's CPU seconds
+            # (xl list) over each phase.
+            head -c 262144 /tmp/payload.txt > /tmp/chunk
+            elapsed_ms() { awk "BEGIN{printf \"%.3f\", $2 - $1}"; }
+            sd_cpu() { xl list sd-nfs 2>/dev/null | awk 'NR == 2 { print $6 }'; }
+            mean_of() { cat "$@" 2>/dev/null | awk '{ sum += $1; n++ } END { printf "%.3f", n ? sum / n : 0 }'; }
+            for n in 1 8 32; do
+                rm -f /tmp/scale-*.time
+                cpu0=$(sd_cpu); t0=$(uptime_s); pids=
+                for i in $(seq 1 $n); do
+                    ( s=$(uptime_s); timeout 120 dd if=/tmp/chunk of=/mnt/nfs/scale-$n-$i bs=65536 conv=fsync 2>/dev/null \
+                        && elapsed_ms "$s" "$(uptime_s)" > /tmp/scale-w-$i.time ) &
+                    pids="$pids $!"
+                done
+                wait $pids
+                tw=$(elapsed_ms "$t0" "$(uptime_s)"); cpu1=$(sd_cpu)
+                echo 3 > /proc/sys/vm/drop_caches
+                t0=$(uptime_s); pids=
+                for i in $(seq 1 $n); do
+                    ( s=$(uptime_s); timeout 120 cmp -s /tmp/chunk /mnt/nfs/scale-$n-$i \
+                        && elapsed_ms "$s" "$(uptime_s)" > /tmp/scale-r-$i.time ) &
+                    pids="$pids $!"
+                done
+                wait $pids
+                tr=$(elapsed_ms "$t0" "$(uptime_s)"); cpu2=$(sd_cpu)
+                done_w=$(ls /tmp/scale-w-*.time 2>/dev/null | wc -l)
+                done_r=$(ls /tmp/scale-r-*.time 2>/dev/null | wc -l)
+                cpu_w=$(awk "BEGIN{printf \"%.1f\", $cpu1 - $cpu0}")
+                cpu_r=$(awk "BEGIN{printf \"%.1f\", $cpu2 - $cpu1}")
+                if [ "$done_w" = "$n" ] && [ "$done_r" = "$n" ]; then
+                    ok "tcp scaling: $n clients wrote 256 KiB each in $tw s (mean client $(mean_of /tmp/scale-w-*.time) s, domain CPU $cpu_w s), read back in $tr s (mean client $(mean_of /tmp/scale-r-*.time) s, domain CPU $cpu_r s)"
+                    echo "SDT-SCALE $n $tw $tr $(mean_of /tmp/scale-w-*.time) $(mean_of /tmp/scale-r-*.time) $cpu_w $cpu_r"
+                else
+                    fail "tcp scaling: $n clients: $done_w of $n writes and $done_r of $n reads completed"
+                fi
+            done
+            rm -f /mnt/nfs/scale-*
             ls -l /mnt/nfs | sed 's/^/SDT-INFO kernel ls: /'
             timeout 60 umount /mnt/nfs && ok "nfs: kernel umount" || fail "nfs: kernel umount"
         else

@@ -165,6 +165,7 @@ for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed 
             "nfs: nfs-ls lists the file" "nfs: read-only export read" "nfs: write to read-only export refused" \
             "nfs: kernel mount" "nfs: kernel read" "nfs: kernel write" "nfs: kernel umount" \
             "tcp: 64 connections held" "tcp: 65th client mounted" "tcp: 65th client read" \
+            "tcp scaling: 1 clients" "tcp scaling: 8 clients" "tcp scaling: 32 clients" \
             "tcp: 65th client write" "tcp: stalled clients dropped" \
             "nfs shutdown: domain gone" "nfs shutdown: flushed" \
             "vrpc boot: serving guests" "vrpc: export refused with the reason" "vrpc: attached guest1" \
@@ -251,7 +252,12 @@ if [ "$failures" = 0 ]; then
     leased=$(sed -n 's/^\[sd-nfs\] dhcp: leased \([0-9./]*\).*/\1/p' "$SERIAL" | head -1)
     tcp_counts=$(grep -m1 -oE '^\[sd-nfs\] network: [0-9]+ connections \(at most [0-9]+ at once, [0-9]+ evicted, [0-9]+ stalled\)' "$SERIAL" \
         | sed 's/^\[sd-nfs\] network: //')
-    echo "xen-tcp ok: ${held} connections held from dom0 (48 idle, 16 stalled mid-record), a 65th kernel client mounted, read and wrote; ${tcp_counts}; ip=dhcp leased ${leased}, published in data/ip and mounted by it"
+    # Aggregate throughput of n clients against one: n * t(1) / t(n).
+    scaling=$(awk '$1 == "SDT-SCALE" { n[$2] = 1; w[$2] = $3; r[$2] = $4; mw[$2] = $5; mr[$2] = $6; cw[$2] = $7; cr[$2] = $8 }
+        END { if (w[1] > 0 && r[1] > 0) for (k = 8; k <= 32; k *= 4) if (k in n)
+            printf "%s%d clients: throughput %.2fx write, %.2fx read of one client; mean client time %.2fx write, %.2fx read; domain CPU %s s write, %s s read",
+                (k > 8 ? "; " : ""), k, k * w[1] / w[k], k * r[1] / r[k], mw[k] / (mw[1] > 0 ? mw[1] : 1), mr[k] / (mr[1] > 0 ? mr[1] : 1), cw[k], cr[k] }' "$SERIAL")
+    echo "xen-tcp ok: ${held} connections held from dom0 (48 idle, 16 stalled mid-record), a 65th kernel client mounted, read and wrote; ${tcp_counts}; ip=dhcp leased ${leased}, published in data/ip and mounted by it; scaling: ${scaling}"
     echo "xen-vrpc ok: guest1 attach-to-mounted ${attach} s; 16 MiB byte for byte; stat of 1000 files ${stats}; dom0's change seen within ${seen}; ratios ${ratios}; 20 attach/detach cycles, ${cycles}; storage domain destroyed and recreated under the mount; guest destroyed while mounted; 2 domains attached at once; fsck clean"
 fi
 echo "serial log: $SERIAL"
