@@ -485,6 +485,15 @@ impl TcpServer {
             }
         }
         progress |= self.keep_listening(now);
+        // Counted after the eviction a newcomer may have caused: the
+        // newcomer is served (and so counted) before the listening socket
+        // is replaced, which is when the idle longest gives way.
+        let connected = self
+            .connections
+            .iter()
+            .filter(|connection| connection.peer.is_some())
+            .count();
+        self.statistics.most_connected = self.statistics.most_connected.max(connected);
         progress
     }
 
@@ -562,12 +571,6 @@ impl TcpServer {
             connection.peer = Some(IpAddr::from(endpoint.addr));
             connection.last_activity = now;
             self.statistics.connections += 1;
-            let connected = self
-                .connections
-                .iter()
-                .filter(|connection| connection.peer.is_some())
-                .count();
-            self.statistics.most_connected = self.statistics.most_connected.max(connected);
             return true;
         }
         let Some(peer) = connection.peer else {
@@ -1113,6 +1116,10 @@ mod tests {
         bench.run(20);
         assert_eq!(bench.tcp.statistics.evicted, 1);
         assert_eq!(bench.tcp.connected(), 2);
+        assert_eq!(
+            bench.tcp.statistics.most_connected, 2,
+            "the newcomer is counted after the eviction it caused"
+        );
         assert!(!bench.client.socket(1).is_open(), "reset by the server");
         assert!(bench.client.socket(0).is_open());
         bench.assert_listening();
