@@ -110,28 +110,19 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> State<R, P, D> {
     fn collect(&mut self) -> bool {
         let mut changed = false;
         loop {
-            match self.frontend.poll_response() {
-                Ok(Some(completion)) => {
-                    let result = completion.reply.map_err(|failure| match failure {
-                        CallFailure::ReplyTooLarge => CallError::ReplyTooLarge,
-                        CallFailure::NoReply => CallError::NoReply,
-                    });
-                    if let Some(waiter) = self.waiters.get(&completion.xid) {
-                        waiter.notify_one();
-                    }
-                    self.finished.insert(completion.xid, result);
-                    changed = true;
+            changed |= self.collect_published();
+            if self.disconnected {
+                return true;
+            }
+            match self.frontend.enable_notifications() {
+                Ok(true) => continue,
+                Ok(false) => return changed,
+                Err(_) => {
+                    self.disconnect();
+                    return true;
                 }
-                Ok(None) => match self.frontend.enable_notifications() {
-                    Ok(true) => continue,
-                    Ok(false) => return changed,
-                    Err(_) => break,
-                },
-                Err(_) => break,
             }
         }
-        self.disconnect();
-        true
     }
 
     /// Collects the responses published now, without re-arming the

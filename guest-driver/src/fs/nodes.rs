@@ -351,6 +351,10 @@ impl NodeTable {
             Some(old) => self.unindex(id, old),
             None => {}
         }
+        self.index(id, file_id);
+    }
+
+    fn index(&mut self, id: u64, file_id: u64) {
         if let Some(slot_count) = self.slot_count {
             self.by_slot
                 .entry(metatab::layout::set_index(file_id, slot_count))
@@ -380,13 +384,13 @@ impl NodeTable {
         }
         self.slot_count = Some(slot_count);
         self.by_slot.clear();
-        for (id, node) in &self.nodes {
-            if let Some(file_id) = node.file_id {
-                self.by_slot
-                    .entry(metatab::layout::set_index(file_id, slot_count))
-                    .or_default()
-                    .push(*id);
-            }
+        let known: Vec<(u64, u64)> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, node)| Some((*id, node.file_id?)))
+            .collect();
+        for (id, file_id) in known {
+            self.index(id, file_id);
         }
     }
 
