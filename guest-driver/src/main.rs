@@ -77,6 +77,16 @@ struct TransportArgs {
     /// With --xen: use device N of `device/vrpc`.
     #[arg(long, value_name = "N", requires = "xen")]
     device: Option<u32>,
+    /// With --xen: pages of this domain's memory granted to the storage
+    /// domain as the data pool (at most what it allows) [default: 480].
+    /// Each mount grants the pool, its ring (17 pages) and the pool's
+    /// directory; Linux's gntalloc allows 1,024 grants in all unless its
+    /// `limit` parameter is raised, so smaller pools let more devices
+    /// mount at once. Calls carrying more data than the pool holds are
+    /// refused, so keep it at least a few times the 64 KiB of the largest
+    /// READ or WRITE.
+    #[arg(long, value_name = "N", requires = "xen", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pool_pages: Option<u32>,
     /// The MOUNT service's TCP port, when the server serves MOUNT on
     /// another port than NFS (skips PORTMAP).
     #[arg(long, value_name = "PORT", requires = "tcp")]
@@ -165,6 +175,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The largest READ or WRITE payload guest-driver sends or asks for.
+const MEBIBYTE: u32 = 1024 * 1024;
+
 /// The connection to the server, and where MOUNT is reached.
 struct Connection {
     nfs: Arc<dyn Transport>,
@@ -176,6 +189,8 @@ struct Connection {
     export: String,
     /// Runs after the unmount (the Xen handshake's Closing).
     on_exit: Option<Box<dyn FnOnce()>>,
+    /// The largest READ or WRITE payload the transport carries.
+    largest_payload: u32,
 }
 
 impl TransportArgs {
@@ -190,6 +205,7 @@ fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result
             device: arguments.device,
             backend: arguments.backend.clone(),
             export: arguments.export.clone(),
+            pool_pages: arguments.pool_pages,
         };
         let transport = client::xen::XenTransport::connect(&choice)?;
         let table = match (no_metadata_table, transport.has_table()) {
@@ -203,6 +219,7 @@ fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result
         let source = format!("xen:{}:{}", transport.frontend(), transport.export());
         let export = transport.export().to_string();
         let closing = transport.clone();
+        let largest_payload = transport.largest_payload();
         let transport: Arc<dyn Transport> = Arc::new(transport);
         return Ok(Connection {
             nfs: Arc::clone(&transport),
@@ -211,6 +228,7 @@ fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result
             table,
             export,
             on_exit: Some(Box::new(move || closing.shutdown())),
+            largest_payload,
         });
     }
     if let Some(socket) = &arguments.hosted {
@@ -234,6 +252,7 @@ fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result
             table,
             export: arguments.export(),
             on_exit: None,
+            largest_payload: MEBIBYTE,
         });
     }
     let Some(address) = &arguments.tcp else {
@@ -259,6 +278,7 @@ fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result
         table: None,
         export: arguments.export(),
         on_exit: None,
+        largest_payload: MEBIBYTE,
     })
 }
 
@@ -299,7 +319,13 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
         Arc::clone(&connection.nfs),
         Arc::clone(&statistics),
     ));
-    let settings = settings(&client, &root, &arguments, connection.table.is_some())?;
+    let settings = settings(
+        &client,
+        &root,
+        &arguments,
+        connection.table.is_some(),
+        connection.largest_payload,
+    )?;
     log::info!("mount settings: {settings:?}");
 
     let notifier = Arc::new(OnceLock::new());
@@ -419,8 +445,8 @@ fn settings(
     root: &nfs3::FileHandle,
     arguments: &MountArgs,
     coherent: bool,
+    largest_payload: u32,
 ) -> anyhow::Result<fs::Settings> {
-    const MEBIBYTE: u32 = 1024 * 1024;
     let caller = Caller::root();
     let information = client
         .file_system_information(
@@ -444,7 +470,7 @@ fn settings(
         .map_or(255, |configuration| configuration.name_maximum)
         // Linux's NAME_MAX: programs size name buffers by statfs's answer.
         .min(255);
-    let clamp = |maximum: u32| maximum.clamp(4096, MEBIBYTE);
+    let clamp = |maximum: u32| maximum.min(largest_payload).clamp(4096, MEBIBYTE);
     let seconds = |value: f64| Duration::from_secs_f64(value.max(0.0));
     // With a metadata table the kernel caches for long and the watcher
     // keeps it coherent. Without one, attributes are not cached (each stat

@@ -72,6 +72,9 @@ pub struct DeviceChoice {
     pub backend: Option<String>,
     /// `--export PATH` when given explicitly.
     pub export: Option<String>,
+    /// `--pool-pages N`: pages granted as the data pool (at most what the
+    /// backend allows) [default: [`XEN_PARAMETERS`]'s].
+    pub pool_pages: Option<u32>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -302,10 +305,21 @@ fn wait_backend(
     }
 }
 
+/// See [`XenTransport::largest_payload`].
+fn largest_payload(pool_pages: u32) -> u32 {
+    let bytes = pool_pages.saturating_sub(1).saturating_mul(vrpc::PAGE_SIZE as u32);
+    let power = match bytes.checked_ilog2() {
+        Some(log) => 1u32 << log,
+        None => 0,
+    };
+    power.clamp(4096, 1024 * 1024)
+}
+
 /// Runs the handshake once.
 fn connect_once(
     store: &Xenstore,
     device: &Device,
+    wanted: RingParameters,
     deadline: Instant,
 ) -> Result<XenConnection, ConnectFailure> {
     let frontend = &device.frontend;
@@ -323,15 +337,15 @@ fn connect_once(
         Ok(read_number(store, &format!("{backend}/{key}"))?.unwrap_or(default))
     };
     let parameters = RingParameters {
-        slot_count: XEN_PARAMETERS
+        slot_count: wanted
             .slot_count
-            .min(limit(keys::MAX_SLOT_COUNT, XEN_PARAMETERS.slot_count)?),
-        slot_size: XEN_PARAMETERS
+            .min(limit(keys::MAX_SLOT_COUNT, wanted.slot_count)?),
+        slot_size: wanted
             .slot_size
-            .min(limit(keys::MAX_SLOT_SIZE, XEN_PARAMETERS.slot_size)?),
-        pool_pages: XEN_PARAMETERS
+            .min(limit(keys::MAX_SLOT_SIZE, wanted.slot_size)?),
+        pool_pages: wanted
             .pool_pages
-            .min(limit(keys::MAX_POOL_PAGES, XEN_PARAMETERS.pool_pages)?),
+            .min(limit(keys::MAX_POOL_PAGES, wanted.pool_pages)?),
     }
     .validate()
     .map_err(|error| anyhow!("the backend's limits leave no usable ring: {error}"))?;
@@ -493,6 +507,8 @@ fn teardown(store: &Xenstore, device: &Device, connection: XenConnection) {
 struct Shared {
     store: Xenstore,
     device: Device,
+    /// The ring this guest asks for (the backend's limits may shrink it).
+    wanted: RingParameters,
     current: Mutex<Option<Arc<XenConnection>>>,
     stopping: AtomicBool,
 }
@@ -518,7 +534,12 @@ impl XenTransport {
     pub fn connect(choice: &DeviceChoice) -> anyhow::Result<Self> {
         let store = Xenstore::open().context("opening xenstore (/dev/xen/xenbus)")?;
         let device = find_device(&store, choice, FIRST_CONNECT)?;
-        let connection = match connect_once(&store, &device, Instant::now() + FIRST_CONNECT) {
+        let wanted = RingParameters {
+            pool_pages: choice.pool_pages.unwrap_or(XEN_PARAMETERS.pool_pages),
+            ..XEN_PARAMETERS
+        };
+        let connection = match connect_once(&store, &device, wanted, Instant::now() + FIRST_CONNECT)
+        {
             Ok(connection) => connection,
             Err(ConnectFailure::Refused(reason)) => {
                 let _ = write_state(&store, &device.frontend, XenbusState::Closed);
@@ -535,6 +556,7 @@ impl XenTransport {
         let shared = Arc::new(Shared {
             store,
             device,
+            wanted,
             current: Mutex::new(Some(Arc::new(connection))),
             stopping: AtomicBool::new(false),
         });
@@ -544,6 +566,15 @@ impl XenTransport {
             .spawn(move || supervise(&supervisor))
             .context("starting the connection supervisor")?;
         Ok(Self { shared })
+    }
+
+    /// The largest READ or WRITE payload to send or ask for: what the
+    /// pool this guest asked for holds with a page to spare, rounded down
+    /// to a power of two, at most 1 MiB (480 pages: 1 MiB; 16 pages:
+    /// 32 KiB). A larger call could never be carried; calls of this size
+    /// wait for each other's pages when several are in flight.
+    pub fn largest_payload(&self) -> u32 {
+        largest_payload(self.shared.wanted.pool_pages)
     }
 
     /// The export the device is attached to.
@@ -617,6 +648,7 @@ fn supervise(shared: &Shared) {
             match connect_once(
                 &shared.store,
                 &shared.device,
+                shared.wanted,
                 Instant::now() + Duration::from_secs(5),
             ) {
                 Ok(connection) => {
@@ -698,5 +730,23 @@ impl AttributeTable for XenTable {
         }
         let table = metatab::Reader::attach(connection.table.as_ref()?).ok()?;
         crate::fs::table::changes_in(&table, since, changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{largest_payload, XEN_PARAMETERS};
+
+    #[test]
+    fn the_largest_payload_fits_the_pool_with_a_page_to_spare() {
+        assert_eq!(largest_payload(XEN_PARAMETERS.pool_pages), 1024 * 1024);
+        assert_eq!(largest_payload(257), 1024 * 1024);
+        assert_eq!(largest_payload(256), 512 * 1024);
+        assert_eq!(largest_payload(16), 32 * 1024);
+        assert_eq!(largest_payload(65536), 1024 * 1024);
+        // Smaller than a page's worth: the smallest size FUSE accepts.
+        assert_eq!(largest_payload(1), 4096);
+        assert_eq!(largest_payload(2), 4096);
+        assert_eq!(largest_payload(3), 8192);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Design (`docs/guest-driver.md`, "Consistency"): with a metadata table
 //! the kernel caches attributes and names (found and not found) for long
-//! timeouts. Every [`INTERVAL`] the watcher reads the slots the storage
+//! timeouts. Every [`INTERVAL`] ([`IDLE_INTERVAL`] once the journal has
+//! been still for [`QUIET`]) the watcher reads the slots the storage
 //! domain wrote since its last pass (`metatab`'s journal; everything after
 //! an overrun or on another table) and, for each node whose file maps to
 //! such a slot, compares the slot with [`Known`], the state the kernel's
@@ -38,7 +39,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{INodeNo, Notifier};
 
@@ -47,8 +48,17 @@ use super::nodes::{Known, NodeTable};
 use super::table::{AttributeTable, Changed, Cursor};
 use crate::stats::Stats;
 
-/// Time between two looks at the journal.
+/// Time between two looks at the journal while it moves.
 pub const INTERVAL: Duration = Duration::from_millis(2);
+
+/// Time between two looks once the journal was still for [`QUIET`]: an
+/// idle mount wakes 100 times a second instead of 500 (measured hosted:
+/// an idle mount's driver used 1% of a CPU at 2 ms), and a change that
+/// ends a quiet spell still shows within about 10 ms.
+pub const IDLE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long the journal must be still before the watcher slows down.
+pub const QUIET: Duration = Duration::from_secs(1);
 
 /// Longest a node with this driver's calls in flight is left unjudged.
 pub const MAX_DEFERRAL: Duration = Duration::from_millis(100);
@@ -113,17 +123,22 @@ pub fn spawn(watcher: Watcher) -> WatcherHandle {
             let mut cursor = None;
             let mut slots = Vec::new();
             let mut deferred = Vec::new();
+            let mut last_moved = Instant::now();
             while !stopped.load(Ordering::Relaxed) {
-                thread::sleep(INTERVAL);
+                let interval = if last_moved.elapsed() < QUIET {
+                    INTERVAL
+                } else {
+                    IDLE_INTERVAL
+                };
+                thread::sleep(interval);
                 let Some(notifier) = watcher.notifier.get() else {
                     continue;
                 };
-                if watcher
-                    .pass(&mut cursor, &mut slots, &mut deferred, notifier)
-                    .is_err()
-                {
+                match watcher.pass(&mut cursor, &mut slots, &mut deferred, notifier) {
+                    Ok(Moved(true)) => last_moved = Instant::now(),
+                    Ok(Moved(false)) => {}
                     // The mount is gone.
-                    return;
+                    Err(Unmounted) => return,
                 }
             }
         });
@@ -137,6 +152,10 @@ pub fn spawn(watcher: Watcher) -> WatcherHandle {
 #[derive(Debug)]
 pub struct Unmounted;
 
+/// Whether a pass found the journal moved (or had nodes to judge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved(pub bool);
+
 impl Watcher {
     /// One pass: reads the journal since `cursor` and invalidates what
     /// changed; `deferred` holds the nodes put off by an earlier pass.
@@ -146,7 +165,7 @@ impl Watcher {
         slots: &mut Vec<u32>,
         deferred: &mut Vec<u64>,
         notifier: &Notifier,
-    ) -> Result<(), Unmounted> {
+    ) -> Result<Moved, Unmounted> {
         slots.clear();
         let Some(changed) = self.table.changes(*cursor, &mut |slot| slots.push(slot)) else {
             // No usable table now: the connection is lost. What the kernel
@@ -159,7 +178,7 @@ impl Watcher {
                     self.forget_cached(id, notifier)?;
                 }
             }
-            return Ok(());
+            return Ok(Moved(false));
         };
         let (new_cursor, everything) = match changed {
             Changed::Slots(new_cursor) => (new_cursor, false),
@@ -167,7 +186,7 @@ impl Watcher {
         };
         *cursor = Some(new_cursor);
         if !everything && slots.is_empty() && deferred.is_empty() {
-            return Ok(());
+            return Ok(Moved(false));
         }
         let mut candidates: Vec<u64> = {
             let mut nodes = lock(&self.nodes);
@@ -192,7 +211,7 @@ impl Watcher {
                 deferred.push(id);
             }
         }
-        Ok(())
+        Ok(Moved(true))
     }
 
     /// Invalidates everything the kernel caches of node `id`.
