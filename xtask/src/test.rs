@@ -11,6 +11,7 @@ use std::time::Instant;
 
 /// The no_std library crates: each must build for the bare-metal target.
 const NO_STD_PACKAGES: &[&str] = &[
+    "byte-size",
     "xdr",
     "nfs3",
     "vfs",

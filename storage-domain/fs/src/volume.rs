@@ -38,8 +38,8 @@ const SLACK_BLOCKS: u64 = 8;
 /// Largest inode record accepted when reading (bounds a forged chain).
 const MAX_RECORD_BYTES: usize = 256 << 20;
 
-/// Smallest device `format` accepts, in blocks.
-const MIN_BLOCKS: u64 = 64;
+/// Smallest device `format` accepts, in blocks (256 KiB).
+pub const MIN_BLOCKS: u64 = 64;
 
 /// What `format` writes besides the layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
