@@ -42,13 +42,16 @@ pub struct QuickstartArgs {
 }
 
 /// A child process stopped with SIGTERM when dropped.
-struct Running {
+pub(crate) struct Running {
     name: &'static str,
     child: Child,
 }
 
 impl Running {
-    fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub(crate) fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
@@ -172,7 +175,7 @@ fn is_mounted(path: &Path) -> bool {
 }
 
 /// Start the server and wait for its ready line; returns its TCP port.
-fn start_server(
+pub(crate) fn start_server(
     binary: &Path,
     image: &Path,
     size: u64,
