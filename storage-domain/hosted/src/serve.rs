@@ -276,6 +276,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let server = Arc::new(Mutex::new(server));
+    let activity = Arc::new(crate::status::Activity::default());
+    let canonical_disk = args.disk.canonicalize()?;
+    crate::status::serve(&canonical_disk, Arc::clone(&activity), Arc::clone(&server))
+        .context("starting the stats socket")?;
     let stopping = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stopping, address)?;
     let vrpc = match (&args.vrpc_socket, tables) {
@@ -284,6 +288,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&server),
             tables,
             Arc::clone(&stopping),
+            Arc::clone(&activity),
         )?),
         _ => None,
     };
@@ -294,19 +299,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for index in 0..args.workers.max(1) {
         let queue = Arc::clone(&queue);
         let server = Arc::clone(&server);
+        let activity = Arc::clone(&activity);
         workers.push(
             thread::Builder::new()
                 .name(format!("nfs-worker-{index}"))
-                .spawn(move || worker(&queue, &server))?,
+                .spawn(move || worker(&queue, &server, &activity))?,
         );
     }
     let committer = {
         let server = Arc::clone(&server);
         let stopping = Arc::clone(&stopping);
+        let activity = Arc::clone(&activity);
         let interval = Duration::from_secs(args.commit_interval.max(1));
         thread::Builder::new()
             .name("committer".into())
-            .spawn(move || committer(&server, &stopping, interval))?
+            .spawn(move || committer(&server, &stopping, interval, &activity))?
     };
 
     let vrpc_note = match &args.vrpc_socket {
@@ -334,10 +341,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let calls = calls.clone();
         let stopping = Arc::clone(&stopping);
+        let activity = Arc::clone(&activity);
         match thread::Builder::new()
             .name("nfs-connection".into())
-            .spawn(move || reader(stream, &calls, &stopping))
-        {
+            .spawn(move || {
+                let _open = activity.tcp_connection();
+                reader(stream, &calls, &stopping)
+            }) {
             Ok(handle) => readers.push(handle),
             Err(error) => log::warn!("cannot start a connection thread: {error}"),
         }
@@ -478,7 +488,11 @@ fn reader(stream: TcpStream, calls: &mpsc::Sender<Call>, stopping: &AtomicBool) 
     log::debug!("{peer}: disconnected");
 }
 
-fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
+fn worker(
+    queue: &Mutex<mpsc::Receiver<Call>>,
+    server: &Mutex<HostedServer>,
+    activity: &crate::status::Activity,
+) {
     loop {
         let call = match lock(queue).recv() {
             Ok(call) => call,
@@ -493,7 +507,7 @@ fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
             continue;
         };
         let bytes = if reply.needs_commit() {
-            lock(server).finish(reply)
+            activity.timed(&mut lock(server), |server| server.finish(reply))
         } else {
             reply.into_bytes_unchecked_durability()
         };
@@ -501,7 +515,12 @@ fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
     }
 }
 
-fn committer(server: &Mutex<HostedServer>, stopping: &AtomicBool, interval: Duration) {
+fn committer(
+    server: &Mutex<HostedServer>,
+    stopping: &AtomicBool,
+    interval: Duration,
+    activity: &crate::status::Activity,
+) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     while !stopping.load(Ordering::SeqCst) {
@@ -511,7 +530,7 @@ fn committer(server: &Mutex<HostedServer>, stopping: &AtomicBool, interval: Dura
             continue;
         }
         waited = Duration::ZERO;
-        if let Err(error) = lock(server).sync() {
+        if let Err(error) = activity.timed(&mut lock(server), HostedServer::sync) {
             log::error!("background commit failed: {error}");
         }
     }
