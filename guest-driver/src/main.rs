@@ -12,6 +12,7 @@
 mod client;
 mod errno;
 mod fs;
+mod mount_helper;
 mod stats;
 
 use std::path::PathBuf;
@@ -143,13 +144,41 @@ struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    /// A kernel mount flag for the FUSE mount (repeatable): ro, nosuid,
+    /// nodev, noexec, noatime, sync, dirsync and their opposites. FUSE
+    /// mounts are nosuid and nodev unless suid or dev is given.
+    #[arg(long, value_name = "FLAG", value_parser = clap::builder::PossibleValuesParser::new(mount_helper::KERNEL_FLAGS.map(|(flag, _)| flag)))]
+    kernel_option: Vec<String>,
+    /// The mount's source as /proc/mounts shows it [default:
+    /// nfs:TRANSPORT:EXPORT]; mount.guest-driver passes the fstab's first
+    /// field.
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
+    /// Once the mount is live, point standard output and error at
+    /// /dev/null, so whoever started the daemon and reads its output
+    /// (mount.guest-driver) sees the end of it; later messages are lost.
+    #[arg(long)]
+    detach_output: bool,
     /// The mount point.
     dir: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    // Called as /sbin/mount.guest-driver by mount(8).
+    if mount_helper::called_as_helper() {
+        return mount_helper::run();
+    }
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mount(arguments) => mount(arguments),
         Command::Ping { transport, count } => ping(&transport, count),
@@ -337,14 +366,25 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
         connection.table.take(),
         Arc::clone(&statistics),
     );
+    let source = arguments
+        .source
+        .clone()
+        .unwrap_or_else(|| format!("nfs:{}", connection.source));
     let mut options = vec![
-        MountOption::FSName(format!("nfs:{}", connection.source)),
+        MountOption::FSName(source),
         // As a kernel option, so /proc/mounts shows `fuse.guest-driver`.
         MountOption::CUSTOM("subtype=guest-driver".into()),
     ];
     if settings.kernel_permissions {
         options.push(MountOption::DefaultPermissions);
     }
+    // clap admitted only names of mount_helper::KERNEL_FLAGS.
+    options.extend(
+        arguments
+            .kernel_option
+            .iter()
+            .filter_map(|flag| mount_helper::kernel_flag(flag)),
+    );
     let mut config = Config::default();
     config.mount_options = options;
     config.n_threads = Some(arguments.threads.max(1));
@@ -366,6 +406,14 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
         connection.source,
         dir.display()
     );
+    if arguments.detach_output {
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .context("opening /dev/null")?;
+        nix::unistd::dup2_stdout(&null).context("detaching standard output")?;
+        nix::unistd::dup2_stderr(&null).context("detaching standard error")?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

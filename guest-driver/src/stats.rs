@@ -91,7 +91,10 @@ impl Stats {
         for procedure in Procedure::ALL {
             let count = self.calls(*procedure);
             total += count;
-            text.push_str(&format!("rpc.{} {count}\n", procedure_name(*procedure)));
+            text.push_str(&format!(
+                "rpc.{} {count}\n",
+                nfs3::procedure_name(*procedure)
+            ));
         }
         text.push_str(&format!("rpc.total {total}\n"));
         text.push_str(&format!(
@@ -110,34 +113,6 @@ impl Stats {
             self.local_misses.load(Ordering::Relaxed)
         ));
         text
-    }
-}
-
-/// The RFC 1813 name of a procedure.
-pub fn procedure_name(procedure: Procedure) -> &'static str {
-    match procedure {
-        Procedure::Null => "NULL",
-        Procedure::GetAttributes => "GETATTR",
-        Procedure::SetAttributes => "SETATTR",
-        Procedure::Lookup => "LOOKUP",
-        Procedure::Access => "ACCESS",
-        Procedure::ReadLink => "READLINK",
-        Procedure::Read => "READ",
-        Procedure::Write => "WRITE",
-        Procedure::Create => "CREATE",
-        Procedure::MakeDirectory => "MKDIR",
-        Procedure::Symlink => "SYMLINK",
-        Procedure::MakeNode => "MKNOD",
-        Procedure::Remove => "REMOVE",
-        Procedure::RemoveDirectory => "RMDIR",
-        Procedure::Rename => "RENAME",
-        Procedure::Link => "LINK",
-        Procedure::ReadDirectory => "READDIR",
-        Procedure::ReadDirectoryPlus => "READDIRPLUS",
-        Procedure::FileSystemStatistics => "FSSTAT",
-        Procedure::FileSystemInformation => "FSINFO",
-        Procedure::PathConfiguration => "PATHCONF",
-        Procedure::Commit => "COMMIT",
     }
 }
 

@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod deb;
 mod fuzz;
+mod package_test;
 mod process;
 mod quickstart;
 mod test;
@@ -34,6 +36,10 @@ enum Command {
     QemuTest,
     /// Side-by-side benchmarks: local ext4, VRPC, TCP, nfs-ganesha, bindfs (root).
     Bench(bench::BenchArgs),
+    /// Build the Debian packages (guest and dom0) into target/deb/.
+    Deb(deb::DebArgs),
+    /// Install the guest package here and mount through /etc/fstab (root).
+    PackageTest,
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +50,8 @@ fn main() -> std::process::ExitCode {
         Command::Fuzz(args) => fuzz::run(args),
         Command::QemuTest => test::qemu_test(),
         Command::Bench(args) => bench::run(args),
+        Command::Deb(args) => deb::run(args).map(|_| ()),
+        Command::PackageTest => package_test::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,9 +30,11 @@ pub struct QuickstartArgs {
     /// Directory for the disk image, the mount point and the logs.
     #[arg(long, default_value = "quickstart-data")]
     pub directory: PathBuf,
-    /// Size of the image when it is created.
-    #[arg(long, default_value = "1G")]
-    pub size: String,
+    /// Size of the image when it is created, e.g. 4G, 512MiB, 10GB. K, M,
+    /// G, T and KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB are
+    /// powers of 1000.
+    #[arg(long, default_value = "1G", value_parser = byte_size::parse_size)]
+    pub size: u64,
     /// Run the demonstration, then unmount and stop at once instead of
     /// waiting for Ctrl-C (for scripted checks of the quick start).
     #[arg(long)]
@@ -40,13 +42,16 @@ pub struct QuickstartArgs {
 }
 
 /// A child process stopped with SIGTERM when dropped.
-struct Running {
+pub(crate) struct Running {
     name: &'static str,
     child: Child,
 }
 
 impl Running {
-    fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub(crate) fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
@@ -110,7 +115,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     })
     .context("cannot handle Ctrl-C")?;
 
-    let (mut server, port) = start_server(&server_binary, &image, &args.size, &socket, &directory)?;
+    let (mut server, port) = start_server(&server_binary, &image, args.size, &socket, &directory)?;
     demonstrate(port, &directory)?;
     let mut mount = start_mount(&driver_binary, &socket, &mount_point, &directory)?;
 
@@ -170,10 +175,10 @@ fn is_mounted(path: &Path) -> bool {
 }
 
 /// Start the server and wait for its ready line; returns its TCP port.
-fn start_server(
+pub(crate) fn start_server(
     binary: &Path,
     image: &Path,
-    size: &str,
+    size: u64,
     socket: &Path,
     directory: &Path,
 ) -> anyhow::Result<(Running, u16)> {
@@ -185,7 +190,9 @@ fn start_server(
         .arg("serve")
         .arg("--disk")
         .arg(image)
-        .args(["--size", size, "--listen", "127.0.0.1:0"])
+        .arg("--size")
+        .arg(size.to_string())
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--vrpc-socket")
         .arg(socket)
         // The quick start is a local share for the machine's own users,

@@ -52,3 +52,31 @@ pub const PROGRAM: u32 = 100_003;
 pub const VERSION: u32 = 3;
 /// The NFS port by convention (also registered with PORTMAP).
 pub const PORT: u16 = 2049;
+
+/// The RFC 1813 name of a procedure.
+pub fn procedure_name(procedure: Procedure) -> &'static str {
+    match procedure {
+        Procedure::Null => "NULL",
+        Procedure::GetAttributes => "GETATTR",
+        Procedure::SetAttributes => "SETATTR",
+        Procedure::Lookup => "LOOKUP",
+        Procedure::Access => "ACCESS",
+        Procedure::ReadLink => "READLINK",
+        Procedure::Read => "READ",
+        Procedure::Write => "WRITE",
+        Procedure::Create => "CREATE",
+        Procedure::MakeDirectory => "MKDIR",
+        Procedure::Symlink => "SYMLINK",
+        Procedure::MakeNode => "MKNOD",
+        Procedure::Remove => "REMOVE",
+        Procedure::RemoveDirectory => "RMDIR",
+        Procedure::Rename => "RENAME",
+        Procedure::Link => "LINK",
+        Procedure::ReadDirectory => "READDIR",
+        Procedure::ReadDirectoryPlus => "READDIRPLUS",
+        Procedure::FileSystemStatistics => "FSSTAT",
+        Procedure::FileSystemInformation => "FSINFO",
+        Procedure::PathConfiguration => "PATHCONF",
+        Procedure::Commit => "COMMIT",
+    }
+}

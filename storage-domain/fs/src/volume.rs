@@ -38,8 +38,8 @@ const SLACK_BLOCKS: u64 = 8;
 /// Largest inode record accepted when reading (bounds a forged chain).
 const MAX_RECORD_BYTES: usize = 256 << 20;
 
-/// Smallest device `format` accepts, in blocks.
-const MIN_BLOCKS: u64 = 64;
+/// Smallest device `format` accepts, in blocks (256 KiB).
+pub const MIN_BLOCKS: u64 = 64;
 
 /// What `format` writes besides the layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +92,9 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) cache_limit: usize,
     pub(crate) cache_bytes: usize,
     pub(crate) tick: u64,
+    /// Inode lookups the cache answered, and those that read the disk.
+    pub(crate) cache_hits: u64,
+    pub(crate) cache_misses: u64,
     pub(crate) applied: u64,
     pub(crate) durable: u64,
     pub(crate) failed: bool,
@@ -267,6 +270,8 @@ impl<D: BlockDevice> Volume<D> {
             cache_limit: cache_bytes,
             cache_bytes: 0,
             tick: 0,
+            cache_hits: 0,
+            cache_misses: 0,
             applied: 0,
             durable: 0,
             failed: false,
@@ -456,7 +461,10 @@ impl<D: BlockDevice> Volume<D> {
     /// [`FsError::Stale`] when the inode is not allocated.
     pub(crate) fn cached(&mut self, number: u64) -> Result<&mut Cached, FsError> {
         self.tick += 1;
-        if !self.cache.contains_key(&number) {
+        if self.cache.contains_key(&number) {
+            self.cache_hits += 1;
+        } else {
+            self.cache_misses += 1;
             match self.slot(number) {
                 Some(slot) if slot.record != 0 && slot.record != PENDING => {}
                 _ => return Err(FsError::Stale),
@@ -830,6 +838,11 @@ impl<D: BlockDevice> Volume<D> {
     /// Total blocks.
     pub fn block_count(&self) -> u64 {
         self.superblock.block_count
+    }
+
+    /// Inode lookups since open: (answered from the cache, read from disk).
+    pub fn cache_statistics(&self) -> (u64, u64) {
+        (self.cache_hits, self.cache_misses)
     }
 
     /// The device, for inspection (tests count recorded events).

@@ -5,9 +5,10 @@
 //! any risk to it (stop the storage domain first: the image then holds its
 //! last commit).
 
-use crate::image::{parse_size, random_bytes, ImageFile, SystemClock};
+use crate::image::{random_bytes, ImageFile, SystemClock};
 use anyhow::{bail, Context};
-use sdfs::{FormatOptions, Volume};
+use byte_size::{parse_size, ByteSize};
+use sdfs::{FormatOptions, Volume, BLOCK_SIZE, MIN_BLOCKS};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -25,7 +26,9 @@ const TOOL_CACHE_BYTES: usize = 64 << 20;
 pub struct MkfsArgs {
     /// The image file to create.
     pub image: PathBuf,
-    /// Size of the image, e.g. 1G, 512M (at least 256K).
+    /// Size of the image, e.g. 1G, 512MiB, 10GB (at least 256K). K, M, G,
+    /// T and KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB are
+    /// powers of 1000.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub size: u64,
     /// Overwrite an image that already holds a file system.
@@ -91,13 +94,50 @@ pub enum SnapshotCommand {
     },
 }
 
-/// Format a new image at `path` of `size` bytes.
+/// The smallest image [`format_image`] accepts, in bytes.
+pub const MIN_IMAGE_BYTES: u64 = MIN_BLOCKS * BLOCK_SIZE as u64;
+
+/// Refuse an image size no file system fits in, or no file can have.
 ///
 /// # Errors
-/// When the image holds a file system and `force` is not set, or the file
-/// cannot be written.
+/// Below [`MIN_IMAGE_BYTES`] (the message names the minimum), or above
+/// the largest file Linux can address (`i64::MAX` bytes).
+pub fn check_image_size(size: u64) -> anyhow::Result<()> {
+    if size / (BLOCK_SIZE as u64) < MIN_BLOCKS {
+        bail!(
+            "a size of {} is too small for a file system: the smallest is {} ({MIN_IMAGE_BYTES} bytes)",
+            ByteSize(size),
+            ByteSize(MIN_IMAGE_BYTES)
+        );
+    }
+    if i64::try_from(size).is_err() {
+        bail!(
+            "a size of {} is larger than any file can be (at most {} bytes)",
+            ByteSize(size),
+            i64::MAX
+        );
+    }
+    Ok(())
+}
+
+/// Format a new image at `path` of `size` bytes.
+///
+/// A size too small for a file system is refused before anything is
+/// created. When `path` did not exist, a failure removes the file this
+/// call created, so a failed start never leaves an empty image behind
+/// that the next start would refuse as damaged.
+///
+/// # Errors
+/// When `size` is below [`MIN_IMAGE_BYTES`], the image holds a file system
+/// and `force` is not set, or the file cannot be written.
 pub fn format_image(path: &Path, size: u64, force: bool) -> anyhow::Result<()> {
-    if !force && path.exists() {
+    check_image_size(size)?;
+    let options = FormatOptions {
+        uuid: random_bytes()?,
+        handle_secret: random_bytes()?,
+    };
+    let fresh = std::fs::symlink_metadata(path).is_err();
+    if !fresh && !force {
         if let Ok(device) = ImageFile::open_read_only(path) {
             if Volume::open(device, Box::new(SystemClock), 0).is_ok() {
                 bail!(
@@ -107,14 +147,19 @@ pub fn format_image(path: &Path, size: u64, force: bool) -> anyhow::Result<()> {
             }
         }
     }
-    let mut device = ImageFile::create(path, size)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    let options = FormatOptions {
-        uuid: random_bytes()?,
-        handle_secret: random_bytes()?,
-    };
-    Volume::format(&mut device, options, &SystemClock)
-        .map_err(|error| anyhow::anyhow!("cannot format {}: {error}", path.display()))
+    let mut device = if fresh {
+        ImageFile::create_new(path, size)
+    } else {
+        ImageFile::create(path, size)
+    }
+    .with_context(|| format!("cannot create {}", path.display()))?;
+    let formatted = Volume::format(&mut device, options, &SystemClock)
+        .map_err(|error| anyhow::anyhow!("cannot format {}: {error}", path.display()));
+    drop(device);
+    if formatted.is_err() && fresh {
+        let _ = std::fs::remove_file(path);
+    }
+    formatted
 }
 
 /// Open an image (or one of its snapshots) read-only.

@@ -63,6 +63,30 @@ impl ImageFile {
         Self::from_file(file, true)
     }
 
+    /// Create an image of `size` bytes (rounded down to whole blocks) at a
+    /// path where nothing exists yet. When sizing fails (a size the host
+    /// file system cannot hold), the file it created is removed again.
+    ///
+    /// # Errors
+    /// When `path` exists, or the file cannot be created or sized.
+    pub fn create_new(path: &Path, size: u64) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        match file
+            .set_len(size - size % BLOCK_SIZE as u64)
+            .and_then(|()| Self::from_file(file, true))
+        {
+            Ok(image) => Ok(image),
+            Err(error) => {
+                let _ = std::fs::remove_file(path);
+                Err(error)
+            }
+        }
+    }
+
     fn from_file(file: File, writable: bool) -> std::io::Result<Self> {
         // One writer or several readers: a second server on the same image,
         // or fsck of an image being served, is refused instead of racing.
@@ -177,26 +201,6 @@ impl vfs::Clock for SystemClock {
     }
 }
 
-/// Parse a size such as `1G`, `512M`, `64K` or a plain byte count.
-///
-/// # Errors
-/// A message naming the bad input.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, multiplier) = match text.char_indices().last() {
-        Some((index, 'K' | 'k')) => (&text[..index], 1u64 << 10),
-        Some((index, 'M' | 'm')) => (&text[..index], 1 << 20),
-        Some((index, 'G' | 'g')) => (&text[..index], 1 << 30),
-        Some((index, 'T' | 't')) => (&text[..index], 1 << 40),
-        _ => (text, 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|value| value.checked_mul(multiplier))
-        .ok_or_else(|| format!("invalid size {text:?} (examples: 1G, 512M, 65536)"))
-}
-
 /// Random bytes from the kernel, for volume identities and secrets.
 ///
 /// # Errors
@@ -205,18 +209,4 @@ pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     std::io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut bytes)?;
     Ok(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 }

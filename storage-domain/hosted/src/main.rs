@@ -8,6 +8,7 @@
 mod fstools;
 mod image;
 mod serve;
+mod status;
 mod vrpc_serve;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,12 @@ enum Command {
     Ls(fstools::LsArgs),
     /// Copy a file or tree out of an image (offline, read-only).
     Get(fstools::GetArgs),
+    /// Print the figures of the running server of IMAGE: connections,
+    /// attached guests, calls per procedure, commits, cache, space.
+    Stats {
+        /// The image the server serves (its --disk).
+        image: std::path::PathBuf,
+    },
     /// Create, list or delete snapshots of an image (offline).
     #[command(subcommand)]
     Snapshot(fstools::SnapshotCommand),
@@ -47,6 +54,18 @@ fn main() -> std::process::ExitCode {
         Command::Ls(args) => fstools::ls(args),
         Command::Get(args) => fstools::get(args),
         Command::Snapshot(command) => fstools::snapshot(command),
+        Command::Stats { image } => image
+            .canonicalize()
+            .map_err(|error| anyhow::anyhow!("{}: {error}", image.display()))
+            .and_then(|image| {
+                status::fetch(&image).map_err(|error| {
+                    anyhow::anyhow!("no server of {} runs here: {error}", image.display())
+                })
+            })
+            .map(|text| {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }),
     };
     match result {
         Ok(code) => code,

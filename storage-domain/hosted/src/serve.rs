@@ -13,9 +13,10 @@
 //! accepting, let running calls finish, commit, and exit 0; `fsck` on the
 //! image then reports it clean.
 
-use crate::fstools::format_image;
-use crate::image::{parse_size, random_bytes, ImageFile, SystemClock};
+use crate::fstools::{check_image_size, format_image};
+use crate::image::{random_bytes, ImageFile, SystemClock};
 use anyhow::Context;
+use byte_size::{parse_size, ByteSize};
 use nfs_server::{ClientAddress, ExportConfig, Server, ServerConfig, MAX_RECORD_SIZE};
 use sdfs::Volume;
 use std::io::{Read, Write};
@@ -39,7 +40,9 @@ pub struct ServeArgs {
     /// The disk image; created and formatted (at --size) when missing.
     #[arg(long)]
     pub disk: PathBuf,
-    /// Size of a newly created image, e.g. 1G, 512M.
+    /// Size of a newly created image, e.g. 1G, 512MiB, 10GB (at least
+    /// 256K). K, M, G, T and KiB, MiB, GiB, TiB are powers of 1024; KB,
+    /// MB, GB, TB are powers of 1000.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub size: u64,
     /// Address and port for NFS, MOUNT and PORTMAP (port 0 picks a free
@@ -58,7 +61,8 @@ pub struct ServeArgs {
     /// Seconds between background commits of unstable writes.
     #[arg(long, default_value_t = 5)]
     pub commit_interval: u64,
-    /// Inode cache size, e.g. 64M.
+    /// Inode cache size, e.g. 64M, 256MiB (units as for --size: K..T and
+    /// KiB..TiB are powers of 1024, KB..TB powers of 1000).
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,
     /// Worker threads running calls.
@@ -168,25 +172,33 @@ pub fn exports(args: &ServeArgs) -> anyhow::Result<Vec<ExportConfig>> {
     Ok(exports)
 }
 
-/// Open the image (formatting it first when missing) and build the server.
+/// A disk image this start created: removed again unless the server got
+/// as far as serving, so a failed first start leaves nothing behind.
+struct NewImage<'a> {
+    path: &'a Path,
+    keep: bool,
+}
+
+impl Drop for NewImage<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            log::info!("removing {}: the server did not start", self.path.display());
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
+/// Open the image and build the server.
 ///
 /// # Errors
-/// An image that cannot be created or opened, a damaged file system, or an
-/// unusable export.
+/// An image that cannot be opened, a damaged file system, or an unusable
+/// export.
 pub fn open_server(
     disk: &Path,
-    size: u64,
     cache_bytes: u64,
     exports: Vec<ExportConfig>,
     port: u16,
 ) -> anyhow::Result<HostedServer> {
-    if !disk.exists() {
-        log::info!(
-            "{} does not exist: formatting a new {size}-byte image",
-            disk.display()
-        );
-        format_image(disk, size, false)?;
-    }
     let device =
         ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
     let mut volume = Volume::open(
@@ -239,13 +251,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
-    let server = open_server(
-        &args.disk,
-        args.size,
-        args.cache_size,
-        exports,
-        address.port(),
-    )?;
+    let mut new_image = None;
+    if std::fs::symlink_metadata(&args.disk).is_err() {
+        check_image_size(args.size)?;
+        log::info!(
+            "{} does not exist: formatting a new {} image",
+            args.disk.display(),
+            ByteSize(args.size)
+        );
+        format_image(&args.disk, args.size, false)?;
+        new_image = Some(NewImage {
+            path: &args.disk,
+            keep: false,
+        });
+    }
+    let server = open_server(&args.disk, args.cache_size, exports, address.port())?;
     let mut server = server;
     let names = server.export_names().join(" ");
     let tables = match &args.vrpc_socket {
@@ -256,6 +276,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let server = Arc::new(Mutex::new(server));
+    let activity = Arc::new(crate::status::Activity::default());
+    let canonical_disk = args.disk.canonicalize()?;
+    crate::status::serve(&canonical_disk, Arc::clone(&activity), Arc::clone(&server))
+        .context("starting the stats socket")?;
     let stopping = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stopping, address)?;
     let vrpc = match (&args.vrpc_socket, tables) {
@@ -264,6 +288,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&server),
             tables,
             Arc::clone(&stopping),
+            Arc::clone(&activity),
         )?),
         _ => None,
     };
@@ -274,25 +299,30 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for index in 0..args.workers.max(1) {
         let queue = Arc::clone(&queue);
         let server = Arc::clone(&server);
+        let activity = Arc::clone(&activity);
         workers.push(
             thread::Builder::new()
                 .name(format!("nfs-worker-{index}"))
-                .spawn(move || worker(&queue, &server))?,
+                .spawn(move || worker(&queue, &server, &activity))?,
         );
     }
     let committer = {
         let server = Arc::clone(&server);
         let stopping = Arc::clone(&stopping);
+        let activity = Arc::clone(&activity);
         let interval = Duration::from_secs(args.commit_interval.max(1));
         thread::Builder::new()
             .name("committer".into())
-            .spawn(move || committer(&server, &stopping, interval))?
+            .spawn(move || committer(&server, &stopping, interval, &activity))?
     };
 
     let vrpc_note = match &args.vrpc_socket {
         Some(socket) => format!(", VRPC on {}", socket.display()),
         None => String::new(),
     };
+    if let Some(new_image) = &mut new_image {
+        new_image.keep = true;
+    }
     log::info!(
         "ready: NFSv3, MOUNT v3 and PORTMAP v2 on {address}{vrpc_note}, disk {}, exports: {names}",
         args.disk.display()
@@ -311,10 +341,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let calls = calls.clone();
         let stopping = Arc::clone(&stopping);
+        let activity = Arc::clone(&activity);
         match thread::Builder::new()
             .name("nfs-connection".into())
-            .spawn(move || reader(stream, &calls, &stopping))
-        {
+            .spawn(move || {
+                let _open = activity.tcp_connection();
+                reader(stream, &calls, &stopping)
+            }) {
             Ok(handle) => readers.push(handle),
             Err(error) => log::warn!("cannot start a connection thread: {error}"),
         }
@@ -455,7 +488,11 @@ fn reader(stream: TcpStream, calls: &mpsc::Sender<Call>, stopping: &AtomicBool) 
     log::debug!("{peer}: disconnected");
 }
 
-fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
+fn worker(
+    queue: &Mutex<mpsc::Receiver<Call>>,
+    server: &Mutex<HostedServer>,
+    activity: &crate::status::Activity,
+) {
     loop {
         let call = match lock(queue).recv() {
             Ok(call) => call,
@@ -470,7 +507,7 @@ fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
             continue;
         };
         let bytes = if reply.needs_commit() {
-            lock(server).finish(reply)
+            activity.timed(&mut lock(server), |server| server.finish(reply))
         } else {
             reply.into_bytes_unchecked_durability()
         };
@@ -478,7 +515,12 @@ fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
     }
 }
 
-fn committer(server: &Mutex<HostedServer>, stopping: &AtomicBool, interval: Duration) {
+fn committer(
+    server: &Mutex<HostedServer>,
+    stopping: &AtomicBool,
+    interval: Duration,
+    activity: &crate::status::Activity,
+) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     while !stopping.load(Ordering::SeqCst) {
@@ -488,7 +530,7 @@ fn committer(server: &Mutex<HostedServer>, stopping: &AtomicBool, interval: Dura
             continue;
         }
         waited = Duration::ZERO;
-        if let Err(error) = lock(server).sync() {
+        if let Err(error) = activity.timed(&mut lock(server), HostedServer::sync) {
             log::error!("background commit failed: {error}");
         }
     }

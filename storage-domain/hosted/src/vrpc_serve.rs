@@ -68,6 +68,7 @@ pub fn start(
     server: Arc<Mutex<HostedServer>>,
     tables: Tables,
     stopping: Arc<AtomicBool>,
+    activity: Arc<crate::status::Activity>,
 ) -> anyhow::Result<thread::JoinHandle<()>> {
     let listener =
         Listener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
@@ -84,9 +85,12 @@ pub fn start(
                         let server = Arc::clone(&server);
                         let tables = Arc::clone(&tables);
                         let stopping = Arc::clone(&stopping);
+                        let activity = Arc::clone(&activity);
                         let spawned = thread::Builder::new().name("vrpc-connection".into()).spawn(
                             move || match incoming.handshake(Duration::from_secs(10)) {
-                                Ok(pending) => admit(pending, &server, &tables, &stopping),
+                                Ok(pending) => {
+                                    admit(pending, &server, &tables, &stopping, &activity)
+                                }
                                 Err(error) => log::warn!("vrpc: handshake failed: {error}"),
                             },
                         );
@@ -118,6 +122,7 @@ fn admit(
     server: &Mutex<HostedServer>,
     tables: &Tables,
     stopping: &AtomicBool,
+    activity: &crate::status::Activity,
 ) {
     let name = String::from_utf8_lossy(&nfs_server::config::normalize_path(
         pending.export().as_bytes(),
@@ -135,7 +140,8 @@ fn admit(
     match pending.accept(table.map(|table| &**table), nfs_server::MAX_RECORD_SIZE) {
         Ok(connection) => {
             log::info!("vrpc: guest attached to export {name}");
-            match serve(connection, server, stopping) {
+            let _open = activity.vrpc_connection(&name);
+            match serve(connection, server, stopping, activity) {
                 Ok(()) => log::info!("vrpc: guest detached from export {name}"),
                 Err(error) => log::warn!("vrpc: dropped a guest of export {name}: {error}"),
             }
@@ -149,6 +155,7 @@ fn serve(
     mut connection: Connection,
     server: &Mutex<HostedServer>,
     stopping: &AtomicBool,
+    activity: &crate::status::Activity,
 ) -> Result<(), ConnectionError> {
     static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     // Its own identity for the duplicate request cache (xids are numbered
@@ -181,10 +188,12 @@ fn serve(
             // One commit for everything this guest had in flight.
             let replies: Vec<_> = {
                 let mut server = lock(server);
-                waiting
-                    .drain(..)
-                    .map(|(request, reply)| (request, server.finish(reply)))
-                    .collect()
+                activity.timed(&mut server, |server| {
+                    waiting
+                        .drain(..)
+                        .map(|(request, reply)| (request, server.finish(reply)))
+                        .collect()
+                })
             };
             for (request, bytes) in replies {
                 connection.respond(request, &bytes)?;

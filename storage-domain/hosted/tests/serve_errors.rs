@@ -663,6 +663,68 @@ fn a_damaged_image_is_refused_at_start_and_left_unchanged() {
     );
 }
 
+/// Everything in `directory`, by name.
+fn entries(directory: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_size_too_small_is_refused_before_anything_is_created() {
+    let directory = scratch();
+    let image = directory.path().join("new.img");
+    let output = match ServerProcess::try_start(&image, "10", &[]) {
+        Ok(_) => panic!("serve started on a 10-byte image"),
+        Err(output) => output,
+    };
+    assert!(output.contains("exited: exit status: 2"), "{output}");
+    assert!(
+        output.contains("too small for a file system: the smallest is 256 KiB (262144 bytes)"),
+        "names the minimum: {output}"
+    );
+    assert!(
+        !output.contains("no space"),
+        "the old ENOSPC message: {output}"
+    );
+    assert_eq!(entries(directory.path()), Vec::<String>::new());
+    // One block short of the minimum, in another spelling.
+    let output = match ServerProcess::try_start(&image, "252KiB", &[]) {
+        Ok(_) => panic!("serve started on a 63-block image"),
+        Err(output) => output,
+    };
+    assert!(
+        output.contains("a size of 252 KiB is too small"),
+        "{output}"
+    );
+    assert_eq!(entries(directory.path()), Vec::<String>::new());
+
+    // A start that fails after formatting (the VRPC socket cannot be
+    // bound) removes the image it made.
+    let unbindable = directory.path().join("missing-directory/vrpc.sock");
+    let output = match ServerProcess::try_start(
+        &image,
+        "1MiB",
+        &["--vrpc-socket", unbindable.to_str().unwrap()],
+    ) {
+        Ok(_) => panic!("serve started with an unbindable VRPC socket"),
+        Err(output) => output,
+    };
+    assert!(output.contains("cannot listen on"), "{output}");
+    assert!(output.contains("the server did not start"), "{output}");
+    assert_eq!(entries(directory.path()), Vec::<String>::new());
+
+    // The next start, at a size that fits, makes the image as asked.
+    let server = ServerProcess::start(&image, "1MiB", &[]);
+    assert_serving(&server);
+    server.stop_and_fsck();
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 1 << 20);
+    assert_eq!(entries(directory.path()), ["new.img"]);
+}
+
 /// Words of a raw record, big-endian.
 fn words(values: &[u32]) -> Vec<u8> {
     values

@@ -343,3 +343,119 @@ fn connections_have_their_own_duplicate_request_cache_entries() {
     drop((first, second));
     server.stop_and_check();
 }
+
+/// `name value` lines of `storage-domain-hosted stats IMAGE`, as a map.
+fn stats(image: &Path) -> std::collections::BTreeMap<String, String> {
+    let output = Command::new(BINARY)
+        .arg("stats")
+        .arg(image)
+        .output()
+        .expect("run stats");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(' ').expect("name value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn stats_shows_guests_calls_commits_cache_and_space() {
+    // vrpc=sync: the FILE_SYNC writes commit before their replies.
+    let server = Server::start(&[
+        "/,no_root_squash,vrpc=sync",
+        "/data,path=/data,no_root_squash",
+    ]);
+    let before = stats(&server.image);
+    assert_eq!(before["connections.vrpc"], "0");
+    assert_eq!(before["rpc.CREATE"], "0");
+    let first = connect(&server.socket, "/");
+    let second = connect(&server.socket, "/data");
+    let root = mount(&first, "/");
+    let created = match call(
+        &first,
+        Arguments::Create(CreateArguments {
+            location: DirectoryOperationArguments {
+                directory: root.clone(),
+                name: b"counted".to_vec(),
+            },
+            how: CreateHow::Unchecked(Default::default()),
+        }),
+        &[],
+        0,
+    ) {
+        Results::Create(result) => result.into_result().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let file = created.object.unwrap();
+    let data = vec![7u8; 1 << 20];
+    for _ in 0..2 {
+        match call(
+            &first,
+            Arguments::Write(WriteArguments {
+                file: file.clone(),
+                offset: 0,
+                count: data.len() as u32,
+                stable: StableHow::FileSync,
+                data: Vec::new(),
+            }),
+            &data,
+            0,
+        ) {
+            Results::Write(result) => assert!(result.into_result().is_ok()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let during = stats(&server.image);
+    assert_eq!(during["connections.vrpc"], "2", "{during:?}");
+    assert_eq!(during["guests./"], "1", "{during:?}");
+    assert_eq!(during["guests./data"], "1", "{during:?}");
+    assert_eq!(during["rpc.CREATE"], "1", "{during:?}");
+    assert_eq!(during["rpc.WRITE"], "2", "{during:?}");
+    assert_eq!(during["mount.calls"], "1", "{during:?}");
+    let commits: u64 = during["commits"].parse().unwrap();
+    assert!(commits >= 2, "FILE_SYNC writes commit: {during:?}");
+    assert!(
+        during["commit.mean_us"].parse::<f64>().unwrap() > 0.0,
+        "{during:?}"
+    );
+    let hits: u64 = during["cache.hits"].parse().unwrap();
+    assert!(hits > 0, "{during:?}");
+    let ratio: f64 = during["cache.hit_ratio"].parse().unwrap();
+    assert!(ratio > 0.0 && ratio <= 1.0, "{during:?}");
+    let used: u64 = during["space.used_bytes"].parse().unwrap();
+    let used_before: u64 = before["space.used_bytes"].parse().unwrap();
+    assert!(used >= used_before + (1 << 20), "{before:?} {during:?}");
+    assert_eq!(during["space.total_bytes"], (64u64 << 20).to_string());
+    drop(first);
+    drop(second);
+    // The guests' threads notice the closed rings within moments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats(&server.image)["connections.vrpc"] != "0" {
+        assert!(std::time::Instant::now() < deadline, "guests still counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop_and_check();
+    // An image no server serves.
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("idle.img");
+    std::fs::write(&image, b"").unwrap();
+    let gone = Command::new(BINARY)
+        .arg("stats")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("no server of"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+}

@@ -66,6 +66,60 @@ fn mkfs_fsck_ls_get_round_trip() {
 }
 
 #[test]
+fn mkfs_sizes_as_people_write_them() {
+    let directory = scratch("sizes");
+    let image = directory.join("disk.img");
+    let image_text = image.to_str().unwrap();
+    for (size, bytes) in [
+        ("512KiB", 512 << 10),
+        ("1M", 1 << 20),
+        ("2 MiB", 2 << 20),
+        ("1MB", 1_000_000 - 1_000_000 % 4096),
+        ("262144", 262_144),
+    ] {
+        let made = tool(&["mkfs", image_text, "--size", size, "--force"]);
+        assert!(made.status.success(), "{size}: {}", text(&made));
+        assert_eq!(std::fs::metadata(&image).unwrap().len(), bytes, "{size}");
+        assert!(tool(&["fsck", image_text]).status.success(), "{size}");
+    }
+    std::fs::remove_file(&image).unwrap();
+
+    // Refused before anything is created: nothing is left behind.
+    for (size, message) in [
+        (
+            "10",
+            "a size of 10 bytes is too small for a file system: the smallest is 256 KiB (262144 bytes)",
+        ),
+        ("262143", "the smallest is 256 KiB"),
+        ("1.5G", "fractions are not accepted"),
+        ("12Q", "unknown unit"),
+        ("", "no size given"),
+        ("-1", "whole decimal number"),
+        ("99999999999T", "too large"),
+        ("16777215T", "larger than any file can be"),
+    ] {
+        let refused = tool(&["mkfs", image_text, &format!("--size={size}")]);
+        assert!(!refused.status.success(), "{size:?} accepted");
+        assert!(text(&refused).contains(message), "{size:?}: {}", text(&refused));
+        assert!(!image.exists(), "{size:?} left {} behind", image.display());
+    }
+
+    // A size refused over an existing image leaves it as it was.
+    assert!(tool(&["mkfs", image_text, "--size", "1M"]).status.success());
+    let before = std::fs::read(&image).unwrap();
+    let refused = tool(&["mkfs", image_text, "--size", "4K", "--force"]);
+    assert!(!refused.status.success());
+    assert_eq!(std::fs::read(&image).unwrap(), before);
+
+    let help = text(&tool(&["mkfs", "--help"]));
+    assert!(
+        help.contains("KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB are powers of 1000"),
+        "{help}"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[test]
 fn fsck_names_damage_and_exits_non_zero() {
     let directory = scratch("damage");
     let image = directory.join("disk.img");

@@ -6,7 +6,9 @@
 //! - `export=LINE`, repeatable: an export in the NFS server's export-line
 //!   syntax (`nfs_server::ExportConfig::parse`: `/data,path=/srv,ro,
 //!   allow=domain:3`, no spaces); default: `/`, read-write, root squashed.
-//! - `cache=SIZE[K|M]`: bytes of file-system metadata cache (default 4M).
+//! - `cache=SIZE`: bytes of file-system metadata cache (default 4M); the
+//!   sizes of `byte_size::parse_size` (`8M`, `8MiB`: powers of 1024; `8MB`:
+//!   of 1000).
 //! - `ip=A.B.C.D/PREFIX`: the network interface's static IPv4 address, or
 //!   `ip=dhcp`: an address leased by DHCPv4 (no `ip=`: the interface stays
 //!   down and nothing is served over TCP).
@@ -123,11 +125,11 @@ impl Config {
                         .warnings
                         .push(format!("ignored export `{value}`: {error}")),
                 },
-                "cache" => match parse_size(value) {
-                    Some(bytes) => config.cache_bytes = bytes,
-                    None => config
+                "cache" => match byte_size::parse_size(value) {
+                    Ok(bytes) => config.cache_bytes = usize::try_from(bytes).unwrap_or(usize::MAX),
+                    Err(error) => config
                         .warnings
-                        .push(format!("ignored cache size `{value}`")),
+                        .push(format!("ignored cache size `{value}`: {error}")),
                 },
                 "ip" if value == "dhcp" => config.address = Some(Address::Dhcp),
                 "ip" => match parse_cidr(value) {
@@ -216,15 +218,6 @@ fn parse_cidr(value: &str) -> Option<(Ipv4Addr, u8)> {
     };
     let address = address.parse::<Ipv4Addr>().ok()?;
     ((1..=32).contains(&prefix) && !address.is_unspecified()).then_some((address, prefix))
-}
-
-fn parse_size(value: &str) -> Option<usize> {
-    let (digits, multiplier) = match value.as_bytes().last()? {
-        b'K' | b'k' => (&value[..value.len() - 1], 1usize << 10),
-        b'M' | b'm' => (&value[..value.len() - 1], 1usize << 20),
-        _ => (value, 1),
-    };
-    digits.parse::<usize>().ok()?.checked_mul(multiplier)
 }
 
 #[cfg(test)]
@@ -328,6 +321,16 @@ mod tests {
             ]
         );
         assert!(config.wants(TestAction::Churn) && !config.wants(TestAction::Panic));
+    }
+
+    #[test]
+    fn cache_takes_every_size_unit() {
+        assert_eq!(Config::parse(b"cache=8MiB").cache_bytes, 8 << 20);
+        assert_eq!(Config::parse(b"cache=8MB").cache_bytes, 8_000_000);
+        assert_eq!(Config::parse(b"cache=512k").cache_bytes, 512 << 10);
+        let bad = Config::parse(b"cache=1.5M");
+        assert_eq!(bad.cache_bytes, DEFAULT_CACHE_BYTES);
+        assert!(bad.warnings[0].contains("fractions"), "{:?}", bad.warnings);
     }
 
     #[test]

@@ -1,0 +1,219 @@
+//! `stats`: the figures of a running server, read over a control socket.
+//!
+//! Design: as guest-driver's `stats` (its counters are served on an
+//! abstract unix socket named after the mount point), the server serves
+//! text lines `name value` on the Linux abstract socket
+//! `storage-domain-stats:<canonical image path>`, so `storage-domain-hosted
+//! stats IMAGE` finds the server of that image, nothing is added to the
+//! file system, and nothing is left to clean up when the server dies. One
+//! connection gets one snapshot.
+
+use crate::serve::{lock, HostedServer};
+use std::io::{self, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use vfs::FileSystem;
+
+/// Counters the transports keep besides the server's own.
+#[derive(Debug, Default)]
+pub struct Activity {
+    tcp_open: AtomicU64,
+    tcp_total: AtomicU64,
+    vrpc_open: AtomicU64,
+    vrpc_total: AtomicU64,
+    /// Guests attached over VRPC, by export name.
+    guests: Mutex<std::collections::BTreeMap<String, u64>>,
+    commit_nanoseconds: AtomicU64,
+    commit_maximum_nanoseconds: AtomicU64,
+    timed_commits: AtomicU64,
+}
+
+/// Counts one open connection until dropped.
+#[derive(Debug)]
+pub struct ConnectionCount<'a> {
+    activity: &'a Activity,
+    export: Option<String>,
+}
+
+impl Drop for ConnectionCount<'_> {
+    fn drop(&mut self) {
+        match &self.export {
+            None => self.activity.tcp_open.fetch_sub(1, Ordering::Relaxed),
+            Some(export) => {
+                let mut guests = lock(&self.activity.guests);
+                if let Some(count) = guests.get_mut(export) {
+                    *count -= 1;
+                    if *count == 0 {
+                        guests.remove(export);
+                    }
+                }
+                self.activity.vrpc_open.fetch_sub(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+impl Activity {
+    /// A TCP client connected.
+    pub fn tcp_connection(&self) -> ConnectionCount<'_> {
+        self.tcp_open.fetch_add(1, Ordering::Relaxed);
+        self.tcp_total.fetch_add(1, Ordering::Relaxed);
+        ConnectionCount {
+            activity: self,
+            export: None,
+        }
+    }
+
+    /// A guest attached to `export` over VRPC.
+    pub fn vrpc_connection(&self, export: &str) -> ConnectionCount<'_> {
+        self.vrpc_open.fetch_add(1, Ordering::Relaxed);
+        self.vrpc_total.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.guests).entry(export.to_owned()).or_default() += 1;
+        ConnectionCount {
+            activity: self,
+            export: Some(export.to_owned()),
+        }
+    }
+
+    /// Run `body` on the server and, when it committed, count the time.
+    pub fn timed<T>(
+        &self,
+        server: &mut HostedServer,
+        body: impl FnOnce(&mut HostedServer) -> T,
+    ) -> T {
+        let commits = server.statistics().commits;
+        let started = Instant::now();
+        let result = body(server);
+        if server.statistics().commits > commits {
+            let nanoseconds = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.commit_nanoseconds
+                .fetch_add(nanoseconds, Ordering::Relaxed);
+            self.commit_maximum_nanoseconds
+                .fetch_max(nanoseconds, Ordering::Relaxed);
+            self.timed_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The text `stats` prints.
+    pub fn render(&self, server: &Mutex<HostedServer>) -> String {
+        let mut server = lock(server);
+        let statistics = server.statistics();
+        let (hits, misses) = server.filesystem().cache_statistics();
+        let space = server.filesystem().statfs().ok();
+        drop(server);
+        let mut text = String::new();
+        let mut line = |name: &str, value: String| {
+            text.push_str(name);
+            text.push(' ');
+            text.push_str(&value);
+            text.push('\n');
+        };
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        line("connections.tcp", load(&self.tcp_open).to_string());
+        line("connections.tcp.total", load(&self.tcp_total).to_string());
+        line("connections.vrpc", load(&self.vrpc_open).to_string());
+        line("connections.vrpc.total", load(&self.vrpc_total).to_string());
+        for (export, count) in lock(&self.guests).iter() {
+            line(&format!("guests.{export}"), count.to_string());
+        }
+        // Every procedure, named and ordered as guest-driver's `stats`.
+        for procedure in nfs3::Procedure::ALL {
+            let calls = statistics
+                .nfs_calls
+                .get(procedure.to_u32() as usize)
+                .copied()
+                .unwrap_or(0);
+            line(
+                &format!("rpc.{}", nfs3::procedure_name(*procedure)),
+                calls.to_string(),
+            );
+        }
+        line(
+            "rpc.total",
+            statistics.nfs_calls.iter().sum::<u64>().to_string(),
+        );
+        line("mount.calls", statistics.mount_calls.to_string());
+        line("portmap.calls", statistics.portmap_calls.to_string());
+        line("rpc.rejected", statistics.rejected.to_string());
+        line("rpc.replayed", statistics.duplicates.to_string());
+        line("commits", statistics.commits.to_string());
+        let timed = load(&self.timed_commits);
+        let mean = load(&self.commit_nanoseconds)
+            .checked_div(timed)
+            .unwrap_or(0);
+        line("commit.mean_us", format!("{:.1}", mean as f64 / 1e3));
+        line(
+            "commit.max_us",
+            format!("{:.1}", load(&self.commit_maximum_nanoseconds) as f64 / 1e3),
+        );
+        line("cache.hits", hits.to_string());
+        line("cache.misses", misses.to_string());
+        let ratio = match hits + misses {
+            0 => 0.0,
+            lookups => hits as f64 / lookups as f64,
+        };
+        line("cache.hit_ratio", format!("{ratio:.3}"));
+        if let Some(space) = space {
+            let block = u64::from(space.block_size);
+            line(
+                "space.total_bytes",
+                (space.total_blocks * block).to_string(),
+            );
+            line(
+                "space.used_bytes",
+                ((space.total_blocks - space.free_blocks.min(space.total_blocks)) * block)
+                    .to_string(),
+            );
+            line("space.free_bytes", (space.free_blocks * block).to_string());
+            line(
+                "inodes.used",
+                (space.total_inodes - space.free_inodes.min(space.total_inodes)).to_string(),
+            );
+        }
+        text
+    }
+}
+
+fn socket_address(image: &Path) -> io::Result<SocketAddr> {
+    let mut name = b"storage-domain-stats:".to_vec();
+    name.extend_from_slice(image.as_os_str().as_encoded_bytes());
+    SocketAddr::from_abstract_name(name)
+}
+
+/// Serve `activity` for the server of `image` (canonical path) until the
+/// process exits.
+///
+/// # Errors
+/// When the socket cannot be bound (another server of the same image).
+pub fn serve(
+    image: &Path,
+    activity: Arc<Activity>,
+    server: Arc<Mutex<HostedServer>>,
+) -> io::Result<()> {
+    let listener = UnixListener::bind_addr(&socket_address(image)?)?;
+    std::thread::Builder::new()
+        .name("stats".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.write_all(activity.render(&server).as_bytes());
+            }
+        })?;
+    Ok(())
+}
+
+/// The figures of the server serving `image`.
+///
+/// # Errors
+/// When no server of `image` runs here.
+pub fn fetch(image: &Path) -> io::Result<String> {
+    let mut stream = UnixStream::connect_addr(&socket_address(image)?)?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
