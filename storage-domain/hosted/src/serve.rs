@@ -17,7 +17,7 @@ use crate::fstools::format_image;
 use crate::image::{parse_size, random_bytes, ImageFile, SystemClock};
 use anyhow::Context;
 use nfs_server::{ClientAddress, ExportConfig, Server, ServerConfig, MAX_RECORD_SIZE};
-use sdfs::Volume;
+use sdfs::{FaultControl, FaultDevice, FaultPlan, Volume};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -30,8 +30,9 @@ use std::time::Duration;
 use vfs::FileSystem;
 use xdr::{Pushed, RecordReassembler};
 
-/// The served file system.
-pub type HostedServer = Server<Volume<ImageFile>>;
+/// The served file system (its device injects faults only with
+/// `--fault`).
+pub type HostedServer = Server<Volume<FaultDevice<ImageFile>>>;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -72,6 +73,19 @@ pub struct ServeArgs {
     /// each).
     #[arg(long, default_value_t = 65_536)]
     pub metatab_slots: u32,
+    /// For tests only: make the disk fail as SPEC says once the server is
+    /// ready, e.g. `flush=3`, `write=12`, `tear=5`, `write=1%,seed=7`,
+    /// `after=1000` (see docs/reliability.md). Off by default.
+    #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
+    pub fault: Option<FaultPlan>,
+}
+
+fn parse_fault(spec: &str) -> Result<FaultPlan, String> {
+    FaultPlan::parse(spec).map_err(|error| error.to_string())
+}
+
+fn report_fault(fault: &sdfs::fault::InjectedFault) {
+    log::warn!("{fault}");
 }
 
 /// Everything a worker needs for one call.
@@ -179,7 +193,8 @@ pub fn open_server(
     cache_bytes: u64,
     exports: Vec<ExportConfig>,
     port: u16,
-) -> anyhow::Result<HostedServer> {
+    fault: Option<FaultPlan>,
+) -> anyhow::Result<(HostedServer, std::sync::Arc<FaultControl>)> {
     if !disk.exists() {
         log::info!(
             "{} does not exist: formatting a new {size}-byte image",
@@ -189,6 +204,8 @@ pub fn open_server(
     }
     let device =
         ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
+    let device = FaultDevice::new(device, fault.unwrap_or_default()).with_report(report_fault);
+    let control = device.control();
     let mut volume = Volume::open(
         device,
         Box::new(SystemClock),
@@ -226,7 +243,8 @@ pub fn open_server(
         file_system_id: u64::from_be_bytes(file_system_id),
         port,
     };
-    Server::new(volume, config).map_err(|error| anyhow::anyhow!("{error}"))
+    let server = Server::new(volume, config).map_err(|error| anyhow::anyhow!("{error}"))?;
+    Ok((server, control))
 }
 
 /// `serve`.
@@ -239,14 +257,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
-    let server = open_server(
+    let (mut server, faults) = open_server(
         &args.disk,
         args.size,
         args.cache_size,
         exports,
         address.port(),
+        args.fault.clone(),
     )?;
-    let mut server = server;
     let names = server.export_names().join(" ");
     let tables = match &args.vrpc_socket {
         Some(_) => Some(crate::vrpc_serve::create_tables(
@@ -293,6 +311,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(socket) => format!(", VRPC on {}", socket.display()),
         None => String::new(),
     };
+    if let Some(plan) = &args.fault {
+        log::warn!("fault injection armed: the disk fails as `{plan}` says (for tests only)");
+        faults.arm();
+    }
     log::info!(
         "ready: NFSv3, MOUNT v3 and PORTMAP v2 on {address}{vrpc_note}, disk {}, exports: {names}",
         args.disk.display()
@@ -481,8 +503,16 @@ fn worker(queue: &Mutex<mpsc::Receiver<Call>>, server: &Mutex<HostedServer>) {
 fn committer(server: &Mutex<HostedServer>, stopping: &AtomicBool, interval: Duration) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
+    let mut failure_reported = false;
     while !stopping.load(Ordering::SeqCst) {
         thread::sleep(tick);
+        if !failure_reported && lock(server).filesystem().is_failed() {
+            log::error!(
+                "the disk failed: refusing every change (NFS3ERR_IO) until restarted; \
+                 committed data can still be read"
+            );
+            failure_reported = true;
+        }
         waited += tick;
         if waited < interval {
             continue;
