@@ -24,10 +24,12 @@ impl HostedTransport {
     /// Connects to the storage domain's socket for `export`.
     ///
     /// # Errors
-    /// When the handshake fails or the server refuses the export.
-    pub fn connect(socket: &Path, export: &str) -> Result<Self, vrpc_hosted::ConnectError> {
+    /// When the handshake fails or the server refuses the export; a
+    /// refusal of this user (the socket's permissions, or the export's
+    /// `allow=` options) says so.
+    pub fn connect(socket: &Path, export: &str) -> anyhow::Result<Self> {
         Ok(HostedTransport {
-            client: Arc::new(vrpc_hosted::connect(socket, export)?),
+            client: Arc::new(connect_explained(socket, export)?),
         })
     }
 
@@ -55,6 +57,37 @@ impl HostedTransport {
             log::warn!("no liveness probe ({error}): a dead server is noticed by the next call");
         }
     }
+}
+
+/// `vrpc_hosted::connect`, with the refusals of this user explained.
+fn connect_explained(socket: &Path, export: &str) -> anyhow::Result<vrpc_hosted::Client> {
+    let user = || {
+        format!(
+            "uid {}, gid {}",
+            nix::unistd::geteuid(),
+            nix::unistd::getegid()
+        )
+    };
+    vrpc_hosted::connect(socket, export).map_err(|error| match error {
+        vrpc_hosted::ConnectError::Io(io)
+            if io.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            anyhow::anyhow!(
+                "permission denied: {} does not let this user ({}) connect; the server's \
+                 --vrpc-socket-mode and --vrpc-socket-group decide who may",
+                socket.display(),
+                user()
+            )
+        }
+        vrpc_hosted::ConnectError::Refused(vrpc_hosted::handshake::Status::NotAdmitted) => {
+            anyhow::anyhow!(
+                "the storage domain does not admit this user ({}) to export {export}: \
+                 the export's allow= options decide who may (allow=uid:N, allow=gid:N, allow=local)",
+                user()
+            )
+        }
+        other => anyhow::Error::new(other),
+    })
 }
 
 impl Transport for HostedTransport {

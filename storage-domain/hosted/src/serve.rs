@@ -69,6 +69,15 @@ pub struct ServeArgs {
     /// unix socket, with a metadata table per export.
     #[arg(long, value_name = "PATH")]
     pub vrpc_socket: Option<PathBuf>,
+    /// Permissions of the VRPC socket, in octal: who may connect at all
+    /// (connecting needs write permission). Which connected users may
+    /// mount an export is then up to its allow= options (uid:N, gid:N).
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    pub vrpc_socket_mode: u32,
+    /// Group owning the VRPC socket (a name or a number) [default: the
+    /// server's group].
+    #[arg(long, value_name = "GROUP")]
+    pub vrpc_socket_group: Option<String>,
     /// Slots in each export's metadata table (a power of two; 128 bytes
     /// each).
     #[arg(long, default_value_t = 65_536)]
@@ -78,6 +87,13 @@ pub struct ServeArgs {
     /// `after=1000` (see docs/reliability.md). Off by default.
     #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
     pub fault: Option<FaultPlan>,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not a permission mode in octal (such as 660 or 600)"))
 }
 
 fn parse_fault(spec: &str) -> Result<FaultPlan, String> {
@@ -279,6 +295,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let vrpc = match (&args.vrpc_socket, tables) {
         (Some(socket), Some(tables)) => Some(crate::vrpc_serve::start(
             socket,
+            crate::vrpc_serve::SocketAccess::resolve(
+                args.vrpc_socket_mode,
+                args.vrpc_socket_group.as_deref(),
+            )?,
             Arc::clone(&server),
             tables,
             Arc::clone(&stopping),
