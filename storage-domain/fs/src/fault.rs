@@ -185,9 +185,11 @@ impl FaultPlan {
                     })?;
                     continue;
                 }
-                _ => return Err(spec_error(alloc::format!(
+                _ => {
+                    return Err(spec_error(alloc::format!(
                     "`{clause}`: unknown key `{key}` (keys: read, write, flush, tear, after, seed)"
-                ))),
+                )))
+                }
             };
             plan.rules.push(rule);
         }
