@@ -538,6 +538,10 @@ fn committer(server: &Mutex<HostedServer>, stopping: &AtomicBool, interval: Dura
             continue;
         }
         waited = Duration::ZERO;
+        if failure_reported {
+            // Every commit is refused now; said once above.
+            continue;
+        }
         if let Err(error) = lock(server).sync() {
             log::error!("background commit failed: {error}");
         }
