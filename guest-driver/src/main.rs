@@ -263,16 +263,21 @@ fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result
     if let Some(socket) = &arguments.hosted {
         let transport = client::hosted::HostedTransport::connect(socket, &arguments.export())
             .with_context(|| format!("connecting to {}", socket.display()))?;
-        let table: Option<Arc<dyn fs::table::AttributeTable>> =
-            match (no_metadata_table, transport.client().metadata_table()) {
-                (false, Some(_)) => Some(Arc::new(fs::table::HostedTable(transport.client()))),
-                (false, None) => {
-                    log::warn!("the server shares no metadata table: every GETATTR is an RPC");
-                    None
-                }
-                (true, _) => None,
-            };
-        transport.spawn_liveness_probe(Duration::from_millis(100));
+        let table = match (no_metadata_table, transport.has_table()) {
+            (false, true) => Some(transport.table()),
+            (false, false) => {
+                log::warn!("the server shares no metadata table: every GETATTR is an RPC");
+                None
+            }
+            (true, _) => None,
+        };
+        if let Err(error) = transport.spawn_supervisor(Duration::from_millis(100)) {
+            log::warn!(
+                "no connection supervisor ({error}): a dead server is noticed by the next call \
+                 and the mount does not reconnect"
+            );
+        }
+        let closing = transport.clone();
         let transport: Arc<dyn Transport> = Arc::new(transport);
         return Ok(Connection {
             nfs: Arc::clone(&transport),
@@ -280,7 +285,7 @@ fn connect(arguments: &TransportArgs, no_metadata_table: bool) -> anyhow::Result
             source: format!("hosted:{}:{}", socket.display(), arguments.export()),
             table,
             export: arguments.export(),
-            on_exit: None,
+            on_exit: Some(Box::new(move || closing.shutdown())),
             largest_payload: MEBIBYTE,
         });
     }

@@ -349,7 +349,7 @@ fn a_dead_server_gives_eio_and_a_clean_unmount() {
         fs::write(&file, b"data").unwrap();
         // Dropping the server kills it (SIGKILL). Within a moment (the
         // kernel's clock tick, during which attributes may be reused even
-        // with a zero timeout, and the hosted liveness probe's 100 ms), stat
+        // with a zero timeout, and the hosted supervisor's 100 ms), stat
         // must fail with EIO; no stat may hang.
         drop(server);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -25,7 +25,7 @@ use crate::region::MappedRegion;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The server refused.
-    #[error("server refused the connection: {0:?}")]
+    #[error("the server refused the connection: {0}")]
     Refused(Status),
     /// The ring parameters are out of bounds.
     #[error("invalid ring parameters")]

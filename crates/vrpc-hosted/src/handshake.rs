@@ -51,6 +51,22 @@ pub enum Status {
     /// 4: the shared files are missing, not memfds, unsealed, too small, or
     /// the ring header disagrees with the parameters.
     BadRegions,
+    /// 5: the export exists but does not admit this peer's credentials
+    /// (its user and group ids, as the kernel reports them for the socket).
+    NotAdmitted,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Accepted => "accepted",
+            Self::VersionMismatch => "the server speaks another version of the handshake",
+            Self::ExportRefused => "no such export, or this client may not mount it",
+            Self::BadParameters => "ring parameters out of bounds",
+            Self::BadRegions => "the shared memory regions are unusable",
+            Self::NotAdmitted => "the export does not admit this user (its allow= options)",
+        })
+    }
 }
 
 impl Status {
@@ -62,6 +78,7 @@ impl Status {
             Self::ExportRefused => 2,
             Self::BadParameters => 3,
             Self::BadRegions => 4,
+            Self::NotAdmitted => 5,
         }
     }
 
@@ -73,6 +90,7 @@ impl Status {
             2 => Some(Self::ExportRefused),
             3 => Some(Self::BadParameters),
             4 => Some(Self::BadRegions),
+            5 => Some(Self::NotAdmitted),
             _ => None,
         }
     }

@@ -42,7 +42,9 @@ pub mod server;
 
 pub use client::{connect, CallError, Client, ConnectError};
 pub use region::MappedRegion;
-pub use server::{Connection, ConnectionError, Incoming, Listener, PendingConnection};
+pub use server::{
+    Connection, ConnectionError, Incoming, Listener, PeerCredentials, PendingConnection,
+};
 
 /// Creates an export's metadata table: a memfd of
 /// [`metatab::layout::table_bytes`]`(slot_count)` bytes, formatted for a

@@ -35,6 +35,35 @@ pub enum ConnectionError {
     Io(#[from] io::Error),
 }
 
+/// The credentials of the process that connected (`SO_PEERCRED`: the
+/// kernel records them at `connect`, so the peer cannot forge them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Its process id (in the server's pid namespace).
+    pub pid: i32,
+    /// Its effective user id.
+    pub uid: u32,
+    /// Its effective group id.
+    pub gid: u32,
+}
+
+impl PeerCredentials {
+    /// Reads the credentials of `stream`'s peer.
+    ///
+    /// # Errors
+    /// The `getsockopt` failure.
+    pub fn of(stream: &UnixStream) -> io::Result<Self> {
+        let credentials =
+            nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(io::Error::from)?;
+        Ok(Self {
+            pid: credentials.pid(),
+            uid: credentials.uid(),
+            gid: credentials.gid(),
+        })
+    }
+}
+
 /// Listens for guest drivers on a unix socket.
 #[derive(Debug)]
 pub struct Listener {
@@ -92,6 +121,7 @@ impl Incoming {
     /// is told the reason where one applies.
     pub fn handshake(self, timeout: Duration) -> Result<PendingConnection, ConnectionError> {
         self.stream.set_read_timeout(Some(timeout))?;
+        let peer = PeerCredentials::of(&self.stream)?;
         let hello = receive_hello(&self.stream)?;
         self.stream.set_read_timeout(None)?;
         let refuse = |status: Status| {
@@ -120,6 +150,7 @@ impl Incoming {
         };
         Ok(PendingConnection {
             stream: self.stream,
+            peer,
             export: hello.export,
             parameters,
             ring,
@@ -135,6 +166,7 @@ impl Incoming {
 #[derive(Debug)]
 pub struct PendingConnection {
     stream: UnixStream,
+    peer: PeerCredentials,
     export: String,
     parameters: RingParameters,
     ring: MappedRegion,
@@ -144,6 +176,11 @@ pub struct PendingConnection {
 }
 
 impl PendingConnection {
+    /// Who connected, as the kernel saw it at `connect` time.
+    pub fn peer(&self) -> PeerCredentials {
+        self.peer
+    }
+
     /// The export path the guest asked for.
     pub fn export(&self) -> &str {
         &self.export
@@ -199,6 +236,15 @@ impl PendingConnection {
     /// The socket failure.
     pub fn refuse(self) -> io::Result<()> {
         send_welcome(&self.stream, Status::ExportRefused, None)
+    }
+
+    /// Refuses this peer: the export exists, but does not admit its
+    /// credentials ([`PendingConnection::peer`]).
+    ///
+    /// # Errors
+    /// The socket failure.
+    pub fn refuse_peer(self) -> io::Result<()> {
+        send_welcome(&self.stream, Status::NotAdmitted, None)
     }
 }
 

@@ -154,6 +154,39 @@ fn unknown_export_is_refused() {
 }
 
 #[test]
+fn the_server_learns_the_peers_credentials_and_may_refuse_them() {
+    let path = socket_path("credentials");
+    let listener = Listener::bind(&path).unwrap();
+    let server = thread::spawn(move || {
+        let pending = listener
+            .accept()
+            .unwrap()
+            .handshake(Duration::from_secs(5))
+            .unwrap();
+        let peer = pending.peer();
+        pending.refuse_peer().unwrap();
+        peer
+    });
+    match connect(&path, "/export") {
+        Err(vrpc_hosted::ConnectError::Refused(Status::NotAdmitted)) => {}
+        other => panic!("expected a refusal of this user, got {other:?}"),
+    }
+    let peer = server.join().unwrap();
+    assert_eq!(peer.pid, std::process::id() as i32);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = |key: &str| -> u32 {
+        let line = status.lines().find(|line| line.starts_with(key)).unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert_eq!(peer.uid, effective("Uid:"));
+    assert_eq!(peer.gid, effective("Gid:"));
+    assert_eq!(
+        Status::from_wire(Status::NotAdmitted.to_wire()),
+        Some(Status::NotAdmitted)
+    );
+}
+
+#[test]
 fn many_threads_many_in_flight_out_of_order() {
     let path = socket_path("threads");
     let listener = Listener::bind(&path).unwrap();

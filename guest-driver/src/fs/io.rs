@@ -7,7 +7,8 @@
 //! writes, so the next open anywhere sees the data. A commit whose verifier
 //! differs from the writes' means the server restarted and lost them: the
 //! close (or fsync) fails with EIO, as the Linux NFS client would after
-//! failing to resend (this driver keeps no copy to resend).
+//! failing to resend (this driver keeps no copy to resend). The loss is
+//! reported once: the file's later writes and fsyncs work again.
 
 use std::ffi::OsStr;
 
@@ -270,9 +271,12 @@ impl NfsFilesystem {
     pub(super) fn do_commit(&self, file: u64) -> Result<(), Errno> {
         self.settle_writes(file)?;
         let (handle, caller, verifier) = {
-            let files = lock(&self.files);
-            let open = files.get(&file).ok_or(Errno::EBADF)?;
+            let mut files = lock(&self.files);
+            let open = files.get_mut(&file).ok_or(Errno::EBADF)?;
             if open.lost_writes {
+                // Reported once, as Linux reports a writeback error once
+                // per file: the file's later writes and fsyncs go on.
+                open.lost_writes = false;
                 return Err(Errno::EIO);
             }
             match open.uncommitted {
@@ -292,7 +296,11 @@ impl NfsFilesystem {
         if let Some(open) = files.get_mut(&file) {
             if ok.verifier != verifier {
                 log::error!("the server restarted and lost uncommitted writes");
-                open.lost_writes = true;
+                // Reported now; writes made since carry the new verifier
+                // (and, if any, `lost_writes`, which reports again).
+                if open.uncommitted == Some(verifier) {
+                    open.uncommitted = None;
+                }
                 return Err(Errno::EIO);
             }
             if open.uncommitted == Some(verifier) {

@@ -89,7 +89,8 @@ struct OpenFile {
     caller: Caller,
     /// UNSTABLE writes not yet committed, and the verifier they got.
     uncommitted: Option<nfs3::WriteVerifier>,
-    /// A commit found the server lost uncommitted writes: report EIO.
+    /// A write found the server restarted since the file's earlier UNSTABLE
+    /// writes (lost with it): the next commit reports EIO, once.
     lost_writes: bool,
 }
 

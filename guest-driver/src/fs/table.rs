@@ -7,8 +7,6 @@
 //! (slot empty or holding another file) or a slot being written twice in a
 //! row falls back to the RPC. Counted in [`crate::stats::Stats`].
 
-use std::sync::Arc;
-
 use nfs3::{FileAttributes, FileHandle};
 
 /// A consistent copy of one slot.
@@ -53,28 +51,6 @@ pub trait AttributeTable: Send + Sync + std::fmt::Debug {
     /// The slots written since `since` (each passed to `changed`), or
     /// `None` when no table is usable now (the connection is down).
     fn changes(&self, since: Option<Cursor>, changed: &mut dyn FnMut(u32)) -> Option<Changed>;
-}
-
-/// The table a hosted VRPC connection maps.
-#[derive(Debug)]
-pub struct HostedTable(pub Arc<vrpc_hosted::Client>);
-
-impl AttributeTable for HostedTable {
-    fn lookup(&self, file_id: u64, handle: &FileHandle) -> Option<TableEntry> {
-        // A dead server's table stays mapped but is frozen: not an answer.
-        if !self.0.is_connected() {
-            return None;
-        }
-        let table = self.0.metadata_table()?;
-        lookup_in(&table, file_id, handle)
-    }
-
-    fn changes(&self, since: Option<Cursor>, changed: &mut dyn FnMut(u32)) -> Option<Changed> {
-        if !self.0.is_connected() {
-            return None;
-        }
-        changes_in(&self.0.metadata_table()?, since, changed)
-    }
 }
 
 /// [`AttributeTable::changes`] over a mapped table (any platform's).

@@ -100,7 +100,13 @@ impl Sender {
                 let mut files = lock(&self.files);
                 if let Some(open) = files.get_mut(&file) {
                     match open.uncommitted {
-                        Some(verifier) if verifier != ok.verifier => open.lost_writes = true,
+                        // The server restarted since the file's earlier
+                        // UNSTABLE writes: they are lost. The next commit
+                        // reports it, then covers the writes from here on.
+                        Some(verifier) if verifier != ok.verifier => {
+                            open.lost_writes = true;
+                            open.uncommitted = Some(ok.verifier);
+                        }
                         _ => open.uncommitted = Some(ok.verifier),
                     }
                 }

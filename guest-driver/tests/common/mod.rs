@@ -105,6 +105,8 @@ pub struct Server {
     pub socket: Option<PathBuf>,
     /// The disk image.
     pub image: PathBuf,
+    /// What `serve` was given besides the disk, size and address.
+    arguments: Vec<String>,
 }
 
 impl Server {
@@ -116,7 +118,14 @@ impl Server {
     /// Serves a fresh image on a free port and, if `vrpc`, on a hosted
     /// VRPC socket in `directory` too.
     pub fn start_with(directory: &Path, vrpc: bool) -> Server {
-        Server::launch(directory, vrpc, "127.0.0.1:0")
+        Server::start_with_arguments(directory, vrpc, &["--export", "/,no_root_squash"])
+    }
+
+    /// As [`Server::start_with`], with `arguments` (exports included)
+    /// instead of the default export.
+    pub fn start_with_arguments(directory: &Path, vrpc: bool, arguments: &[&str]) -> Server {
+        let arguments: Vec<String> = arguments.iter().map(|text| text.to_string()).collect();
+        Server::launch(directory, vrpc, "127.0.0.1:0", arguments)
     }
 
     /// Stops the server cleanly (SIGTERM) and serves the same image on the
@@ -125,7 +134,8 @@ impl Server {
         let mut child = self.child.take().expect("running");
         let status = terminate(&mut child);
         assert!(status.success(), "server exit: {status}");
-        Server::launch(directory, self.socket.is_some(), &self.address)
+        let arguments = std::mem::take(&mut self.arguments);
+        Server::launch(directory, self.socket.is_some(), &self.address, arguments)
     }
 
     /// Kills the server (SIGKILL: nothing is committed on the way out) and
@@ -134,21 +144,19 @@ impl Server {
         let mut child = self.child.take().expect("running");
         child.kill().expect("SIGKILL");
         let _ = child.wait();
-        Server::launch(directory, self.socket.is_some(), &self.address)
+        let arguments = std::mem::take(&mut self.arguments);
+        Server::launch(directory, self.socket.is_some(), &self.address, arguments)
     }
 
-    fn launch(directory: &Path, vrpc: bool, listen: &str) -> Server {
+    fn launch(directory: &Path, vrpc: bool, listen: &str, arguments: Vec<String>) -> Server {
         let image = directory.join("disk.img");
         let socket = vrpc.then(|| directory.join("vrpc.sock"));
         let mut command = Command::new(server_binary());
-        command.args(["serve", "--disk"]).arg(&image).args([
-            "--size",
-            "256M",
-            "--listen",
-            listen,
-            "--export",
-            "/,no_root_squash",
-        ]);
+        command
+            .args(["serve", "--disk"])
+            .arg(&image)
+            .args(["--size", "256M", "--listen", listen])
+            .args(&arguments);
         if let Some(socket) = &socket {
             command.arg("--vrpc-socket").arg(socket);
         }
@@ -185,6 +193,7 @@ impl Server {
             address,
             socket,
             image,
+            arguments,
         }
     }
 

@@ -26,6 +26,7 @@ mod bitmap;
 mod checksum;
 mod codec;
 pub mod device;
+pub mod fault;
 mod file_map;
 mod fsck;
 mod layout;
@@ -35,6 +36,7 @@ mod snapshot;
 mod volume;
 
 pub use checksum::crc32c;
+pub use fault::{FaultControl, FaultDevice, FaultPlan, FaultSpecError};
 pub use fsck::{fsck, FsckReport};
 pub use layout::{BLOCK_SIZE, MAX_INODES};
 pub use snapshot::{SnapshotInfo, MAX_SNAPSHOTS};

@@ -227,16 +227,22 @@ impl<D: BlockDevice> Volume<D> {
     }
 }
 
-impl<D: BlockDevice> FileSystem for Volume<D> {
-    fn root(&self) -> InodeId {
-        InodeId(1)
+impl<D: BlockDevice> Volume<D> {
+    /// A change that failed on the device (or met a damaged record) may
+    /// have been applied in part: the volume then refuses every further
+    /// change, so that part never reaches a commit.
+    fn settle<T>(&mut self, result: Result<T, FsError>) -> Result<T, FsError> {
+        if matches!(result, Err(FsError::Io | FsError::Corrupt(_))) {
+            self.failed = true;
+        }
+        result
     }
 
-    fn getattr(&mut self, inode: InodeId) -> Result<Attributes, FsError> {
-        Ok(self.inode(inode.0)?.attributes)
-    }
-
-    fn setattr(&mut self, inode: InodeId, changes: &SetAttributes) -> Result<Attributes, FsError> {
+    fn apply_setattr(
+        &mut self,
+        inode: InodeId,
+        changes: &SetAttributes,
+    ) -> Result<Attributes, FsError> {
         let number = inode.0;
         let file_type = self.inode(number)?.attributes.file_type;
         if changes.size.is_some() && file_type != FileType::Regular {
@@ -255,69 +261,12 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         Ok(result)
     }
 
-    fn lookup(&mut self, directory: InodeId, name: &[u8]) -> Result<Attributes, FsError> {
-        let target = match name {
-            b"." => {
-                self.directory(directory.0)?;
-                directory.0
-            }
-            b".." => self.directory(directory.0)?.parent,
-            _ => {
-                validate_name(name)?;
-                self.child(directory.0, name)?.inode
-            }
-        };
-        self.getattr(InodeId(target))
-    }
-
-    fn read(&mut self, inode: InodeId, offset: u64, buffer: &mut [u8]) -> Result<usize, FsError> {
-        let entry = self.inode(inode.0)?;
-        let Content::File(blocks) = &entry.content else {
-            return Err(wrong_kind(entry.attributes.file_type));
-        };
-        let size = entry.attributes.size;
-        if offset >= size {
-            return Ok(0);
-        }
-        let length = (size - offset).min(buffer.len() as u64) as usize;
-        // Split the range into pieces: holes, partial blocks, and runs of
-        // whole blocks that are consecutive on the device (one request each).
-        let mut plan: Vec<(usize, usize, usize, Option<u64>)> = Vec::new();
-        let mut done = 0usize;
-        while done < length {
-            let position = offset + done as u64;
-            let within = (position % BLOCK) as usize;
-            let count = (BLOCK_SIZE - within).min(length - done);
-            let physical = blocks.get(position / BLOCK);
-            match (plan.last_mut(), physical) {
-                (Some((_, 0, run, Some(previous))), Some(next))
-                    if within == 0
-                        && count == BLOCK_SIZE
-                        && *run % BLOCK_SIZE == 0
-                        && *previous + (*run / BLOCK_SIZE) as u64 == next =>
-                {
-                    *run += BLOCK_SIZE
-                }
-                _ => plan.push((done, within, count, physical)),
-            }
-            done += count;
-        }
-        for (at, within, count, physical) in plan {
-            let target = &mut buffer[at..at + count];
-            match physical {
-                Some(block) if within == 0 && count % BLOCK_SIZE == 0 => {
-                    self.read_run(block, target)?
-                }
-                Some(block) => {
-                    target.copy_from_slice(&self.read_data(block)?[within..within + count])
-                }
-                None => target.fill(0),
-            }
-        }
-        Ok(length)
-    }
-
-    fn write(&mut self, inode: InodeId, offset: u64, data: &[u8]) -> Result<Attributes, FsError> {
+    fn apply_write(
+        &mut self,
+        inode: InodeId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Attributes, FsError> {
         let number = inode.0;
         let end = offset
             .checked_add(data.len() as u64)
@@ -388,14 +337,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         self.getattr(inode)
     }
 
-    fn readlink(&mut self, inode: InodeId) -> Result<Vec<u8>, FsError> {
-        match &self.inode(inode.0)?.content {
-            Content::Symlink(target) => Ok(target.clone()),
-            _ => Err(FsError::Invalid),
-        }
-    }
-
-    fn create(
+    fn apply_create(
         &mut self,
         directory: InodeId,
         name: &[u8],
@@ -471,7 +413,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         Ok(attributes)
     }
 
-    fn unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+    fn apply_unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
         validate_name(name)?;
         let entry = self.child(directory.0, name)?;
         if entry.file_type == FileType::Directory {
@@ -486,7 +428,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         Ok(())
     }
 
-    fn rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+    fn apply_rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
         if name == b"." || name == b".." {
             return Err(FsError::Invalid);
         }
@@ -507,7 +449,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         Ok(())
     }
 
-    fn rename(
+    fn apply_rename(
         &mut self,
         from_directory: InodeId,
         from_name: &[u8],
@@ -585,7 +527,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         Ok(())
     }
 
-    fn link(
+    fn apply_link(
         &mut self,
         inode: InodeId,
         directory: InodeId,
@@ -613,6 +555,137 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         self.touch(directory.0, true);
         self.done();
         self.getattr(inode)
+    }
+}
+
+impl<D: BlockDevice> FileSystem for Volume<D> {
+    fn root(&self) -> InodeId {
+        InodeId(1)
+    }
+
+    fn getattr(&mut self, inode: InodeId) -> Result<Attributes, FsError> {
+        Ok(self.inode(inode.0)?.attributes)
+    }
+
+    fn setattr(&mut self, inode: InodeId, changes: &SetAttributes) -> Result<Attributes, FsError> {
+        let result = self.apply_setattr(inode, changes);
+        self.settle(result)
+    }
+
+    fn lookup(&mut self, directory: InodeId, name: &[u8]) -> Result<Attributes, FsError> {
+        let target = match name {
+            b"." => {
+                self.directory(directory.0)?;
+                directory.0
+            }
+            b".." => self.directory(directory.0)?.parent,
+            _ => {
+                validate_name(name)?;
+                self.child(directory.0, name)?.inode
+            }
+        };
+        self.getattr(InodeId(target))
+    }
+
+    fn read(&mut self, inode: InodeId, offset: u64, buffer: &mut [u8]) -> Result<usize, FsError> {
+        let entry = self.inode(inode.0)?;
+        let Content::File(blocks) = &entry.content else {
+            return Err(wrong_kind(entry.attributes.file_type));
+        };
+        let size = entry.attributes.size;
+        if offset >= size {
+            return Ok(0);
+        }
+        let length = (size - offset).min(buffer.len() as u64) as usize;
+        // Split the range into pieces: holes, partial blocks, and runs of
+        // whole blocks that are consecutive on the device (one request each).
+        let mut plan: Vec<(usize, usize, usize, Option<u64>)> = Vec::new();
+        let mut done = 0usize;
+        while done < length {
+            let position = offset + done as u64;
+            let within = (position % BLOCK) as usize;
+            let count = (BLOCK_SIZE - within).min(length - done);
+            let physical = blocks.get(position / BLOCK);
+            match (plan.last_mut(), physical) {
+                (Some((_, 0, run, Some(previous))), Some(next))
+                    if within == 0
+                        && count == BLOCK_SIZE
+                        && *run % BLOCK_SIZE == 0
+                        && *previous + (*run / BLOCK_SIZE) as u64 == next =>
+                {
+                    *run += BLOCK_SIZE
+                }
+                _ => plan.push((done, within, count, physical)),
+            }
+            done += count;
+        }
+        for (at, within, count, physical) in plan {
+            let target = &mut buffer[at..at + count];
+            match physical {
+                Some(block) if within == 0 && count % BLOCK_SIZE == 0 => {
+                    self.read_run(block, target)?
+                }
+                Some(block) => {
+                    target.copy_from_slice(&self.read_data(block)?[within..within + count])
+                }
+                None => target.fill(0),
+            }
+        }
+        Ok(length)
+    }
+
+    fn write(&mut self, inode: InodeId, offset: u64, data: &[u8]) -> Result<Attributes, FsError> {
+        let result = self.apply_write(inode, offset, data);
+        self.settle(result)
+    }
+
+    fn readlink(&mut self, inode: InodeId) -> Result<Vec<u8>, FsError> {
+        match &self.inode(inode.0)?.content {
+            Content::Symlink(target) => Ok(target.clone()),
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    fn create(
+        &mut self,
+        directory: InodeId,
+        name: &[u8],
+        node: &NewNode,
+        owner: &Ownership,
+    ) -> Result<Attributes, FsError> {
+        let result = self.apply_create(directory, name, node, owner);
+        self.settle(result)
+    }
+
+    fn unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+        let result = self.apply_unlink(directory, name);
+        self.settle(result)
+    }
+
+    fn rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
+        let result = self.apply_rmdir(directory, name);
+        self.settle(result)
+    }
+
+    fn rename(
+        &mut self,
+        from_directory: InodeId,
+        from_name: &[u8],
+        to_directory: InodeId,
+        to_name: &[u8],
+    ) -> Result<(), FsError> {
+        let result = self.apply_rename(from_directory, from_name, to_directory, to_name);
+        self.settle(result)
+    }
+
+    fn link(
+        &mut self,
+        inode: InodeId,
+        directory: InodeId,
+        name: &[u8],
+    ) -> Result<Attributes, FsError> {
+        let result = self.apply_link(inode, directory, name);
+        self.settle(result)
     }
 
     fn readdir(

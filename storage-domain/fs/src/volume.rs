@@ -626,12 +626,34 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Read consecutive data blocks in one device request.
     pub(crate) fn read_run(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), FsError> {
+        self.refuse_uncommitted(first, buffer.len().div_ceil(BLOCK_SIZE) as u64)?;
         self.device.read_blocks(first, buffer).map_err(device_error)
     }
 
     /// Read a data block.
     pub(crate) fn read_data(&mut self, block: u64) -> Result<Block, FsError> {
+        self.refuse_uncommitted(block, 1)?;
         read(&mut self.device, block)
+    }
+
+    /// After a failure, data written since the last commit may never have
+    /// reached the device (or reached it torn): only committed data is
+    /// served, the rest answers [`FsError::Io`].
+    fn refuse_uncommitted(&self, first: u64, count: u64) -> Result<(), FsError> {
+        if self.failed
+            && (first..first.saturating_add(count))
+                .any(|block| block < self.superblock.block_count && self.fresh.get(block))
+        {
+            return Err(FsError::Io);
+        }
+        Ok(())
+    }
+
+    /// Whether a device error (or damage met during a change) has failed
+    /// the volume: every change and commit then answers [`FsError::Io`]
+    /// until it is opened again; committed data can still be read.
+    pub fn is_failed(&self) -> bool {
+        self.failed
     }
 
     /// Make every applied change durable.

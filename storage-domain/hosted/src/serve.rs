@@ -18,7 +18,7 @@ use crate::image::{random_bytes, ImageFile, SystemClock};
 use anyhow::Context;
 use byte_size::{parse_size, ByteSize};
 use nfs_server::{ClientAddress, ExportConfig, Server, ServerConfig, MAX_RECORD_SIZE};
-use sdfs::Volume;
+use sdfs::{FaultControl, FaultDevice, FaultPlan, Volume};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,8 +31,9 @@ use std::time::Duration;
 use vfs::FileSystem;
 use xdr::{Pushed, RecordReassembler};
 
-/// The served file system.
-pub type HostedServer = Server<Volume<ImageFile>>;
+/// The served file system (its device injects faults only with
+/// `--fault`).
+pub type HostedServer = Server<Volume<FaultDevice<ImageFile>>>;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -72,10 +73,39 @@ pub struct ServeArgs {
     /// unix socket, with a metadata table per export.
     #[arg(long, value_name = "PATH")]
     pub vrpc_socket: Option<PathBuf>,
+    /// Permissions of the VRPC socket, in octal: who may connect at all
+    /// (connecting needs write permission). Which connected users may
+    /// mount an export is then up to its allow= options (uid:N, gid:N).
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    pub vrpc_socket_mode: u32,
+    /// Group owning the VRPC socket (a name or a number) [default: the
+    /// server's group].
+    #[arg(long, value_name = "GROUP")]
+    pub vrpc_socket_group: Option<String>,
     /// Slots in each export's metadata table (a power of two; 128 bytes
     /// each).
     #[arg(long, default_value_t = 65_536)]
     pub metatab_slots: u32,
+    /// For tests only: make the disk fail as SPEC says once the server is
+    /// ready, e.g. `flush=3`, `write=12`, `tear=5`, `write=1%,seed=7`,
+    /// `after=1000` (see docs/reliability.md). Off by default.
+    #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
+    pub fault: Option<FaultPlan>,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not a permission mode in octal (such as 660 or 600)"))
+}
+
+fn parse_fault(spec: &str) -> Result<FaultPlan, String> {
+    FaultPlan::parse(spec).map_err(|error| error.to_string())
+}
+
+fn report_fault(fault: &sdfs::fault::InjectedFault) {
+    log::warn!("{fault}");
 }
 
 /// Everything a worker needs for one call.
@@ -198,9 +228,12 @@ pub fn open_server(
     cache_bytes: u64,
     exports: Vec<ExportConfig>,
     port: u16,
-) -> anyhow::Result<HostedServer> {
+    fault: Option<FaultPlan>,
+) -> anyhow::Result<(HostedServer, std::sync::Arc<FaultControl>)> {
     let device =
         ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
+    let device = FaultDevice::new(device, fault.unwrap_or_default()).with_report(report_fault);
+    let control = device.control();
     let mut volume = Volume::open(
         device,
         Box::new(SystemClock),
@@ -238,7 +271,8 @@ pub fn open_server(
         file_system_id: u64::from_be_bytes(file_system_id),
         port,
     };
-    Server::new(volume, config).map_err(|error| anyhow::anyhow!("{error}"))
+    let server = Server::new(volume, config).map_err(|error| anyhow::anyhow!("{error}"))?;
+    Ok((server, control))
 }
 
 /// `serve`.
@@ -265,8 +299,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             keep: false,
         });
     }
-    let server = open_server(&args.disk, args.cache_size, exports, address.port())?;
-    let mut server = server;
+    let (mut server, faults) = open_server(
+        &args.disk,
+        args.cache_size,
+        exports,
+        address.port(),
+        args.fault.clone(),
+    )?;
     let names = server.export_names().join(" ");
     let tables = match &args.vrpc_socket {
         Some(_) => Some(crate::vrpc_serve::create_tables(
@@ -285,6 +324,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let vrpc = match (&args.vrpc_socket, tables) {
         (Some(socket), Some(tables)) => Some(crate::vrpc_serve::start(
             socket,
+            crate::vrpc_serve::SocketAccess::resolve(
+                args.vrpc_socket_mode,
+                args.vrpc_socket_group.as_deref(),
+            )?,
             Arc::clone(&server),
             tables,
             Arc::clone(&stopping),
@@ -322,6 +365,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(new_image) = &mut new_image {
         new_image.keep = true;
+    }
+    if let Some(plan) = &args.fault {
+        log::warn!("fault injection armed: the disk fails as `{plan}` says (for tests only)");
+        faults.arm();
     }
     log::info!(
         "ready: NFSv3, MOUNT v3 and PORTMAP v2 on {address}{vrpc_note}, disk {}, exports: {names}",
@@ -523,13 +570,25 @@ fn committer(
 ) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
+    let mut failure_reported = false;
     while !stopping.load(Ordering::SeqCst) {
         thread::sleep(tick);
+        if !failure_reported && lock(server).filesystem().is_failed() {
+            log::error!(
+                "the disk failed: refusing every change (NFS3ERR_IO) until restarted; \
+                 committed data can still be read"
+            );
+            failure_reported = true;
+        }
         waited += tick;
         if waited < interval {
             continue;
         }
         waited = Duration::ZERO;
+        if failure_reported {
+            // Every commit is refused now; said once above.
+            continue;
+        }
         if let Err(error) = activity.timed(&mut lock(server), HostedServer::sync) {
             log::error!("background commit failed: {error}");
         }

@@ -8,6 +8,14 @@
 //! has in flight share a commit (and with other guests' and TCP clients',
 //! through the server's durable sequence).
 //!
+//! Who may connect: the socket is created with `--vrpc-socket-mode`
+//! (default 0660) and `--vrpc-socket-group` (default the server's group),
+//! so only those users can connect at all. Each connection's credentials
+//! (`SO_PEERCRED`: user and group id, recorded by the kernel at connect)
+//! become its [`ClientAddress::Local`], which the export's `allow=` filter
+//! (`local`, `uid:N`, `gid:N`) admits or refuses, at the handshake and on
+//! every call.
+//!
 //! The metadata tables: one memfd per export, created at start with a fresh
 //! boot id, sealed so guests can map it only read-only; the server's
 //! attribute observer (`nfs_server::table::TablePublisher`, shared with the
@@ -17,7 +25,7 @@
 use crate::serve::{lock, HostedServer};
 use anyhow::Context;
 use nfs_server::table::TablePublisher;
-use nfs_server::{ClientAddress, ExportId};
+use nfs_server::{ClientAddress, ExportId, LocalPeer};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,19 +67,69 @@ pub fn create_tables(server: &mut HostedServer, slots: u32) -> anyhow::Result<Ta
     Ok(Tables { by_name })
 }
 
+/// Who may connect to the socket: its mode and group.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketAccess {
+    mode: u32,
+    group: Option<nix::unistd::Gid>,
+}
+
+impl SocketAccess {
+    /// `mode` (permission bits) and `group` (a name or a number; `None`:
+    /// the server's own).
+    ///
+    /// # Errors
+    /// No such group.
+    pub fn resolve(mode: u32, group: Option<&str>) -> anyhow::Result<Self> {
+        let group = match group {
+            None => None,
+            Some(text) => Some(match text.parse::<u32>() {
+                Ok(number) => nix::unistd::Gid::from_raw(number),
+                Err(_) => {
+                    nix::unistd::Group::from_name(text)
+                        .with_context(|| format!("looking up group {text}"))?
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--vrpc-socket-group: no group named {text}")
+                        })?
+                        .gid
+                }
+            }),
+        };
+        Ok(Self { mode, group })
+    }
+}
+
+/// Binds the socket so that nobody outside `access` can ever connect: it
+/// is created owner-only (umask), then given its group and mode.
+fn bind(socket: &Path, access: SocketAccess) -> anyhow::Result<Listener> {
+    use nix::sys::stat::{umask, Mode};
+    use std::os::unix::fs::PermissionsExt;
+    let previous = umask(Mode::from_bits_truncate(0o177));
+    let bound = Listener::bind(socket);
+    umask(previous);
+    let listener = bound.with_context(|| format!("cannot listen on {}", socket.display()))?;
+    if let Some(group) = access.group {
+        std::os::unix::fs::chown(socket, None, Some(group.as_raw()))
+            .with_context(|| format!("cannot give {} to group {group}", socket.display()))?;
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(access.mode))
+        .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
+    Ok(listener)
+}
+
 /// Accept guest-driver connections on `socket` until `stopping`.
 ///
 /// # Errors
-/// When the socket cannot be bound.
+/// When the socket cannot be bound or given its group and mode.
 pub fn start(
     socket: &Path,
+    access: SocketAccess,
     server: Arc<Mutex<HostedServer>>,
     tables: Tables,
     stopping: Arc<AtomicBool>,
     activity: Arc<crate::status::Activity>,
 ) -> anyhow::Result<thread::JoinHandle<()>> {
-    let listener =
-        Listener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let listener = bind(socket, access)?;
     listener.socket().set_nonblocking(true)?;
     let tables = Arc::new(tables);
     let socket = socket.to_path_buf();
@@ -128,20 +186,51 @@ fn admit(
         pending.export().as_bytes(),
     ))
     .into_owned();
-    let admitted = lock(server)
+    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let credentials = pending.peer();
+    // Its own identity for the duplicate request cache (xids are numbered
+    // per connection), with the credentials the export filters on.
+    let peer = LocalPeer {
+        connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
+        uid: credentials.uid,
+        gid: credentials.gid,
+    };
+    let client = ClientAddress::Local(peer);
+    let (exists, admitted) = lock(server)
         .exports()
-        .any(|(config, _)| config.name == name && config.admits(&ClientAddress::Local(0)));
+        .filter(|(config, _)| config.name == name)
+        .fold((false, false), |(_, admitted), (config, _)| {
+            (true, admitted || config.admits(&client))
+        });
     let table = tables.by_name.get(&name);
-    if !admitted || table.is_none() {
-        log::warn!("vrpc: a guest asked for export {name:?}, which it may not use");
+    if !exists || table.is_none() {
+        log::warn!(
+            "vrpc: pid {} asked for export {name:?}, which does not exist",
+            credentials.pid
+        );
         let _ = pending.refuse();
+        return;
+    }
+    if !admitted {
+        log::warn!(
+            "vrpc: refused pid {} (uid {}, gid {}): export {name} does not admit it (allow=)",
+            credentials.pid,
+            credentials.uid,
+            credentials.gid
+        );
+        let _ = pending.refuse_peer();
         return;
     }
     match pending.accept(table.map(|table| &**table), nfs_server::MAX_RECORD_SIZE) {
         Ok(connection) => {
-            log::info!("vrpc: guest attached to export {name}");
+            log::info!(
+                "vrpc: guest attached to export {name} (pid {}, uid {}, gid {})",
+                credentials.pid,
+                credentials.uid,
+                credentials.gid
+            );
             let _open = activity.vrpc_connection(&name);
-            match serve(connection, server, stopping, activity) {
+            match serve(connection, client, server, stopping, activity) {
                 Ok(()) => log::info!("vrpc: guest detached from export {name}"),
                 Err(error) => log::warn!("vrpc: dropped a guest of export {name}: {error}"),
             }
@@ -153,14 +242,11 @@ fn admit(
 /// Serve one guest until it goes, breaks the protocol, or the server stops.
 fn serve(
     mut connection: Connection,
+    client: ClientAddress,
     server: &Mutex<HostedServer>,
     stopping: &AtomicBool,
     activity: &crate::status::Activity,
 ) -> Result<(), ConnectionError> {
-    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    // Its own identity for the duplicate request cache (xids are numbered
-    // per connection).
-    let client = ClientAddress::Local(CONNECTIONS.fetch_add(1, Ordering::Relaxed));
     let mut waiting = Vec::new();
     loop {
         if stopping.load(Ordering::SeqCst) {

@@ -16,8 +16,10 @@
 //! answered, see [`ExportConfig::vrpc_local`]); `root_squash` (default),
 //! `no_root_squash`, `all_squash`; `anonuid=`, `anongid=` (default 65534);
 //! `allow=` a client address, network (`ADDR/PREFIX`), `*` (any client, the
-//! default when no `allow=` is given), `local` (hosted unix-socket peers) or
-//! `domain:N` (Xen guest domain N).
+//! default when no `allow=` is given), `local` (hosted unix-socket peers),
+//! `uid:N` / `gid:N` (hosted unix-socket peers whose user / primary group
+//! id, as the kernel reports it for the socket, is N) or `domain:N` (Xen
+//! guest domain N).
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -29,20 +31,36 @@ use core::net::IpAddr;
 pub enum ClientAddress {
     /// A TCP peer.
     Ip(IpAddr),
-    /// A peer on the hosted unix socket (VRPC between local processes),
-    /// numbered per connection: each guest-driver connection numbers its
-    /// calls' xids on its own, so the duplicate request cache must tell
-    /// connections apart.
-    Local(u64),
+    /// A peer on the hosted unix socket (VRPC between local processes).
+    Local(LocalPeer),
     /// A Xen guest domain attached over VRPC.
     Domain(u32),
+}
+
+/// A process connected to the hosted unix socket: its connection's number
+/// and the credentials the kernel vouches for (`SO_PEERCRED`, taken when
+/// it connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalPeer {
+    /// Numbered per connection: each guest-driver connection numbers its
+    /// calls' xids on its own, so the duplicate request cache must tell
+    /// connections apart.
+    pub connection: u64,
+    /// The peer's user id.
+    pub uid: u32,
+    /// The peer's (primary) group id.
+    pub gid: u32,
 }
 
 impl fmt::Display for ClientAddress {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientAddress::Ip(address) => write!(formatter, "{address}"),
-            ClientAddress::Local(connection) => write!(formatter, "local:{connection}"),
+            ClientAddress::Local(peer) => write!(
+                formatter,
+                "local:{} (uid {}, gid {})",
+                peer.connection, peer.uid, peer.gid
+            ),
             ClientAddress::Domain(domain) => write!(formatter, "domain:{domain}"),
         }
     }
@@ -55,6 +73,10 @@ pub enum ClientFilter {
     Any,
     /// Peers on the hosted unix socket.
     Local,
+    /// Peers on the hosted unix socket running as this user id.
+    LocalUid(u32),
+    /// Peers on the hosted unix socket whose primary group is this id.
+    LocalGid(u32),
     /// One Xen guest domain.
     Domain(u32),
     /// An IP network: address and prefix length (a host is a full-length
@@ -73,13 +95,20 @@ impl ClientFilter {
         match (self, client) {
             (ClientFilter::Any, _) => true,
             (ClientFilter::Local, ClientAddress::Local(_)) => true,
+            (ClientFilter::LocalUid(uid), ClientAddress::Local(peer)) => peer.uid == *uid,
+            (ClientFilter::LocalGid(gid), ClientAddress::Local(peer)) => peer.gid == *gid,
             (ClientFilter::Domain(wanted), ClientAddress::Domain(domain)) => wanted == domain,
             (ClientFilter::Network { address, prefix }, ClientAddress::Ip(client)) => {
                 in_network(*address, *prefix, *client)
             }
-            (ClientFilter::Local | ClientFilter::Domain(_) | ClientFilter::Network { .. }, _) => {
-                false
-            }
+            (
+                ClientFilter::Local
+                | ClientFilter::LocalUid(_)
+                | ClientFilter::LocalGid(_)
+                | ClientFilter::Domain(_)
+                | ClientFilter::Network { .. },
+                _,
+            ) => false,
         }
     }
 
@@ -90,6 +119,18 @@ impl ClientFilter {
         }
         if text == "local" {
             return Ok(ClientFilter::Local);
+        }
+        if let Some(uid) = text.strip_prefix("uid:") {
+            return uid
+                .parse()
+                .map(ClientFilter::LocalUid)
+                .map_err(|_| invalid());
+        }
+        if let Some(gid) = text.strip_prefix("gid:") {
+            return gid
+                .parse()
+                .map(ClientFilter::LocalGid)
+                .map_err(|_| invalid());
         }
         if let Some(domain) = text.strip_prefix("domain:") {
             return domain
@@ -119,6 +160,8 @@ impl fmt::Display for ClientFilter {
         match self {
             ClientFilter::Any => formatter.write_str("*"),
             ClientFilter::Local => formatter.write_str("local"),
+            ClientFilter::LocalUid(uid) => write!(formatter, "uid:{uid}"),
+            ClientFilter::LocalGid(gid) => write!(formatter, "gid:{gid}"),
             ClientFilter::Domain(domain) => write!(formatter, "domain:{domain}"),
             ClientFilter::Network { address, prefix } => write!(formatter, "{address}/{prefix}"),
         }
@@ -335,8 +378,8 @@ pub enum ConfigError {
     /// An export name or path is not absolute, or holds `.`/`..` or an
     /// over-long component.
     InvalidPath(String),
-    /// An `allow=` value is not an address, network, `*`, `local` or
-    /// `domain:N`.
+    /// An `allow=` value is not an address, network, `*`, `local`,
+    /// `uid:N`, `gid:N` or `domain:N`.
     InvalidClient(String),
     /// An option's value does not parse.
     InvalidValue(String),
@@ -364,7 +407,7 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::InvalidClient(client) => write!(
                 formatter,
-                "invalid client {client:?}: expected an address, ADDRESS/PREFIX, *, local or domain:N"
+                "invalid client {client:?}: expected an address, ADDRESS/PREFIX, *, local, uid:N, gid:N or domain:N"
             ),
             ConfigError::InvalidValue(option) => write!(formatter, "invalid value in {option:?}"),
             ConfigError::UnknownOption(option) => write!(

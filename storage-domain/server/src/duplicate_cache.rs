@@ -46,7 +46,7 @@ impl CallKey {
             ClientAddress::Ip(core::net::IpAddr::V6(address)) => {
                 ClientKey::V6(u128::from(*address))
             }
-            ClientAddress::Local(connection) => ClientKey::Local(*connection),
+            ClientAddress::Local(peer) => ClientKey::Local(peer.connection),
             ClientAddress::Domain(domain) => ClientKey::Domain(*domain),
         };
         let xid = xdr::rpc::peek_xid(record).unwrap_or(0);
@@ -131,8 +131,22 @@ mod tests {
         assert_ne!(CallKey::new(&one, &call), CallKey::new(&two, &call));
         // Two hosted connections number their xids independently.
         assert_ne!(
-            CallKey::new(&ClientAddress::Local(1), &call),
-            CallKey::new(&ClientAddress::Local(2), &call)
+            CallKey::new(
+                &ClientAddress::Local(crate::LocalPeer {
+                    connection: 1,
+                    uid: 0,
+                    gid: 0
+                }),
+                &call
+            ),
+            CallKey::new(
+                &ClientAddress::Local(crate::LocalPeer {
+                    connection: 2,
+                    uid: 0,
+                    gid: 0
+                }),
+                &call
+            )
         );
         assert_ne!(CallKey::new(&one, &call), CallKey::new(&one, &other_body));
         assert_ne!(CallKey::new(&one, &call), CallKey::new(&one, &other_xid));
@@ -141,7 +155,11 @@ mod tests {
     #[test]
     fn bounded_oldest_first() {
         let mut cache = DuplicateCache::default();
-        let client = ClientAddress::Local(1);
+        let client = ClientAddress::Local(crate::LocalPeer {
+            connection: 1,
+            uid: 0,
+            gid: 0,
+        });
         let key = |index: u32| CallKey::new(&client, &index.to_be_bytes());
         for index in 0..(CAPACITY as u32 + 10) {
             cache.insert(

@@ -43,7 +43,9 @@ use nfs3::{Nfs3, RpcProgram};
 use vfs::{Attributes, FileSystem, Generation, InodeId};
 use xdr::{AuthStatus, CallHeader, Credential, RejectedReply, ReplyHeader};
 
-pub use config::{ClientAddress, ClientFilter, ConfigError, ExportConfig, ServerConfig, Squash};
+pub use config::{
+    ClientAddress, ClientFilter, ConfigError, ExportConfig, LocalPeer, ServerConfig, Squash,
+};
 pub use convert::file_attributes;
 pub use handle::{ExportId, HandleContents, HandleKey};
 

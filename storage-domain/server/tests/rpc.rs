@@ -490,7 +490,14 @@ fn vrpc_guests_get_local_durability_unless_the_export_says_sync() {
         mkdir(&mut client, b"tcp"),
         "a TCP client on a sync export waits"
     );
-    for guest in [ClientAddress::Local(7), ClientAddress::Domain(3)] {
+    for guest in [
+        ClientAddress::Local(nfs_server::LocalPeer {
+            connection: 7,
+            uid: 0,
+            gid: 0,
+        }),
+        ClientAddress::Domain(3),
+    ] {
         client.client = guest;
         assert!(
             !mkdir(&mut client, format!("{guest}").as_bytes()),

@@ -209,8 +209,61 @@ fn clients_outside_the_allowed_list_are_refused() {
     assert_eq!(client.mount("/"), Err(nfs3::mount::MountError::Access));
     client.client = ClientAddress::Ip("::ffff:10.9.9.9".parse().unwrap());
     assert!(client.getattr(&lan).is_ok(), "IPv4-mapped IPv6 matches");
-    client.client = ClientAddress::Local(1);
+    client.client = ClientAddress::Local(nfs_server::LocalPeer {
+        connection: 1,
+        uid: 0,
+        gid: 0,
+    });
     assert_eq!(client.getattr(&lan), Err(NfsError::Access));
+}
+
+#[test]
+fn local_peers_are_admitted_by_their_uid_or_group() {
+    let mut client = Client::new(
+        common::memfs(),
+        &[
+            "/,no_root_squash,allow=uid:1000,allow=gid:50",
+            "/any-local,path=/,allow=local",
+        ],
+    );
+    let peer = |uid, gid| {
+        ClientAddress::Local(nfs_server::LocalPeer {
+            connection: 9,
+            uid,
+            gid,
+        })
+    };
+    client.client = peer(1000, 1000);
+    let root = client.mount("/").unwrap();
+    assert!(client.getattr(&root).is_ok());
+    client.client = peer(2000, 50);
+    assert!(client.getattr(&root).is_ok(), "admitted by its group");
+    for refused in [peer(0, 0), peer(2000, 2000)] {
+        client.client = refused;
+        assert_eq!(client.getattr(&root), Err(NfsError::Access), "{refused}");
+        assert_eq!(client.mount("/"), Err(nfs3::mount::MountError::Access));
+        assert!(client.mount("/any-local").is_ok());
+    }
+    // A TCP client never matches a uid filter.
+    client.client = ClientAddress::Ip("127.0.0.1".parse().unwrap());
+    assert_eq!(client.getattr(&root), Err(NfsError::Access));
+    for bad in [
+        "/,allow=uid:",
+        "/,allow=uid:x",
+        "/,allow=gid:-1",
+        "/,allow=user:bob",
+    ] {
+        assert!(nfs_server::ExportConfig::parse(bad).is_err(), "{bad}");
+    }
+    let filter = nfs_server::ExportConfig::parse("/,allow=uid:7,allow=gid:8").unwrap();
+    assert_eq!(
+        filter
+            .clients
+            .iter()
+            .map(|client| client.to_string())
+            .collect::<Vec<_>>(),
+        ["uid:7", "gid:8"]
+    );
 }
 
 #[test]
