@@ -35,6 +35,25 @@ done
 ok "boot $(uname -r)"
 mkdir -p /mnt/share
 
+# Destroy cycles (gdt=cycle on the kernel command line): mount, write a
+# file and keep it open, say so, and wait for dom0's xl destroy.
+if grep -q 'gdt=cycle' /proc/cmdline; then
+    guest-driver mount --xen --export /vrpc /mnt/share >/tmp/guest-driver.log 2>&1 &
+    for i in $(seq 1 300); do
+        grep -q ' /mnt/share fuse' /proc/mounts && break
+        sleep 0.2
+    done
+    name=$(xenstore-read name 2>/dev/null)
+    if echo "written by $name" > "/mnt/share/$name.txt" && exec 3< "/mnt/share/$name.txt" \
+        && [ "$(cat <&3)" = "written by $name" ]; then
+        ok "cycle mounted, wrote and holds /$name.txt open"
+    else
+        fail "cycle mount"
+        sed 's/^/GDT-INFO guest-driver: /' /tmp/guest-driver.log
+    fi
+    while true; do sleep 3600; done
+fi
+
 # 1. Mount: guest-driver finds device/vrpc/0 (written by dom0's
 #    storage-domain-ctl attach) and connects.
 t0=$(uptime_s)

@@ -307,7 +307,9 @@ fn wait_backend(
 
 /// See [`XenTransport::largest_payload`].
 fn largest_payload(pool_pages: u32) -> u32 {
-    let bytes = pool_pages.saturating_sub(1).saturating_mul(vrpc::PAGE_SIZE as u32);
+    let bytes = pool_pages
+        .saturating_sub(1)
+        .saturating_mul(vrpc::PAGE_SIZE as u32);
     let power = match bytes.checked_ilog2() {
         Some(log) => 1u32 << log,
         None => 0,

@@ -497,11 +497,13 @@ impl VrpcService {
             let reason = DetachReason::ProtocolError(format!("writing state Connected: {error}"));
             return self.detach(index, reason, xenstore, true);
         }
+        let (heap_used, _) = memory::heap_usage();
         println!(
-            "vrpc: {id} connected to export {} (ring {} pages, pool {} pages)",
+            "vrpc: {id} connected to export {} (ring {} pages, pool {} pages), heap {} KiB used",
             self.devices[index].export,
             parameters.ring_bytes() / PAGE_SIZE,
-            parameters.pool_pages
+            parameters.pool_pages,
+            heap_used >> 10
         );
     }
 
@@ -734,7 +736,7 @@ fn grant_table(guest: DomainId, frames: &[MachineFrame]) -> Result<Vec<HeldGrant
     let needed = frames.len() + frames.len().div_ceil(references_per_page);
     if grants::free_entries() < needed + GRANT_RESERVE {
         return Err(DeviceError::Local(format!(
-            "out of grant entries ({} free, the table needs {needed})",
+            "out of grant entries ({} free, the table needs {needed} and {GRANT_RESERVE} stay in reserve)",
             grants::free_entries()
         )));
     }
