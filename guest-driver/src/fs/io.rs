@@ -74,12 +74,19 @@ impl NfsFilesystem {
             }
         };
         let file = self.register_open(node.0, handle, caller);
-        let flags = if unchanged {
+        let mut open_flags = if unchanged {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::empty()
         };
-        Ok((file, flags, !unchanged))
+        // A read-only handle never has writes to send or commit, so its
+        // close needs no FLUSH: the kernel then returns from close(2)
+        // without an upcall (one round trip less for every header a
+        // compiler reads).
+        if flags.acc_mode() == OpenAccMode::O_RDONLY {
+            open_flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
+        Ok((file, open_flags, !unchanged))
     }
 
     /// Close-to-open with cached attributes: when the file changed since
