@@ -8,10 +8,14 @@
 mod bench;
 mod deb;
 mod fuzz;
+mod hosted;
 mod package_test;
 mod process;
 mod quickstart;
+mod soak;
 mod test;
+mod torture;
+mod workload;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +44,10 @@ enum Command {
     Deb(deb::DebArgs),
     /// Install the guest package here and mount through /etc/fstab (root).
     PackageTest,
+    /// Kill campaign: SIGKILL the hosted server under mixed clients, check every durable write.
+    Torture(torture::TortureArgs),
+    /// Many guests, long: VRPC and TCP mounts under mixed clients; errors, RSS, coherence, latency.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +60,8 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Deb(args) => deb::run(args).map(|_| ()),
         Command::PackageTest => package_test::run(),
+        Command::Torture(args) => torture::run(args),
+        Command::Soak(args) => soak::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

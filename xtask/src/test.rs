@@ -117,6 +117,24 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     step("tests", &|| {
         execute(cargo().args(["test", "--workspace", "--no-fail-fast"]))
     });
+    // Bounded forms of the long runs (docs/reliability.md); both print
+    // why and pass when not root or without /dev/fuse.
+    step("kill campaign (5 kills)", &|| {
+        crate::torture::run(crate::torture::TortureArgs {
+            kills: 5,
+            seed: 1,
+            duration: None,
+        })
+    });
+    step("soak (8 VRPC + 2 TCP mounts, 25 s)", &|| {
+        crate::soak::run(crate::soak::SoakArgs {
+            mounts: 8,
+            tcp_clients: 2,
+            duration: std::time::Duration::from_secs(25),
+            seed: 1,
+            rss_growth_mib: 64,
+        })
+    });
     if args.fuzz_seconds > 0 {
         step("fuzz", &|| {
             crate::fuzz::run(crate::fuzz::FuzzArgs {

@@ -34,8 +34,6 @@ impl NfsFilesystem {
                 node,
                 handle,
                 caller: caller.clone(),
-                uncommitted: None,
-                lost_writes: false,
             },
         );
         file
@@ -274,52 +272,85 @@ impl NfsFilesystem {
         }
     }
 
-    /// COMMIT the file's UNSTABLE writes, if any (after its queued writes).
-    pub(super) fn do_commit(&self, file: u64) -> Result<(), Errno> {
+    /// COMMIT the file (after its queued writes): `fsync` (`always`), and
+    /// `close` with commit on close (only when UNSTABLE writes wait).
+    ///
+    /// `fsync` sends a COMMIT even when no UNSTABLE write of the file is
+    /// known to wait: its own creation, and writes made before a restart
+    /// of this driver, must be durable too when it returns (`sync FILE`
+    /// opens read-only and fsyncs). Whether a server restart lost some of
+    /// the file's writes is known from the verifiers they got, through any
+    /// descriptor: kept per file handle (not per descriptor, and
+    /// past the kernel forgetting the node).
+    pub(super) fn do_commit(&self, file: u64, always: bool) -> Result<(), Errno> {
         self.settle_writes(file)?;
-        let (handle, caller, verifier) = {
-            let mut files = lock(&self.files);
-            let open = files.get_mut(&file).ok_or(Errno::EBADF)?;
-            if open.lost_writes {
-                // Reported once, as Linux reports a writeback error once
-                // per file: the file's later writes and fsyncs go on.
-                open.lost_writes = false;
-                return Err(Errno::EIO);
-            }
-            match open.uncommitted {
+        let (handle, caller, _) = self.open_file(file)?;
+        let expected = {
+            let mut nodes = lock(&self.nodes);
+            match nodes.unstable(&handle) {
+                Some(unstable) if unstable.lost => {
+                    // Reported once, as Linux reports a writeback error
+                    // once per file: the file's later writes and fsyncs
+                    // go on (those since the restart are still waiting).
+                    unstable.lost = false;
+                    log::error!("the server restarted and lost uncommitted writes");
+                    return Err(Errno::EIO);
+                }
+                Some(unstable) => Some(*unstable),
+                None if always => None,
                 None => return Ok(()),
-                Some(verifier) => (open.handle.clone(), open.caller.clone(), verifier),
             }
         };
         let ok = nfs(self.client.commit(
             &caller,
             CommitArguments {
-                file: handle,
+                file: handle.clone(),
                 offset: 0,
                 count: 0,
             },
         ))?;
-        let mut files = lock(&self.files);
-        if let Some(open) = files.get_mut(&file) {
-            if ok.verifier != verifier {
-                log::error!("the server restarted and lost uncommitted writes");
-                // Reported now; writes made since carry the new verifier
-                // (and, if any, `lost_writes`, which reports again).
-                if open.uncommitted == Some(verifier) {
-                    open.uncommitted = None;
-                }
-                return Err(Errno::EIO);
-            }
-            if open.uncommitted == Some(verifier) {
-                open.uncommitted = None;
-            }
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        // Forget what this COMMIT covered, unless more writes came since.
+        lock(&self.nodes).committed(&handle, expected);
+        if ok.verifier != expected.verifier {
+            log::error!("the server restarted and lost uncommitted writes");
+            return Err(Errno::EIO);
         }
         Ok(())
     }
 
+    /// `fsync` of a directory: a COMMIT of the directory. The storage
+    /// domain commits every change at once, names included, so this makes
+    /// the directory's creations, removals and renames durable when the
+    /// export answered them before their commit (`vrpc=local`, `async`).
+    /// A server that refuses a COMMIT of a directory (RFC 1813 names a
+    /// regular file: NFS3ERR_ISDIR, INVAL or NOTSUPP) follows the RFC's
+    /// rule that a namespace change is committed before its reply: nothing
+    /// is left to wait for.
+    pub(super) fn do_sync_directory(&self, caller: &Caller, node: INodeNo) -> Result<(), Errno> {
+        let handle = self.handle_of(node)?;
+        let committed = self.client.commit(
+            caller,
+            CommitArguments {
+                file: handle,
+                offset: 0,
+                count: 0,
+            },
+        );
+        match committed {
+            Ok(nfs3::ProcedureResult::Failed {
+                status: NfsError::IsDirectory | NfsError::Invalid | NfsError::NotSupported,
+                ..
+            }) => Ok(()),
+            other => nfs(other).map(drop),
+        }
+    }
+
     pub(super) fn do_release(&self, file: u64) -> Result<(), Errno> {
         let committed = if self.settings.commit_on_close {
-            self.do_commit(file)
+            self.do_commit(file, false)
         } else {
             self.settle_writes(file)
         };

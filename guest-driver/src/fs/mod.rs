@@ -87,11 +87,6 @@ struct OpenFile {
     handle: FileHandle,
     /// The opener, used for data calls the kernel makes on its behalf.
     caller: Caller,
-    /// UNSTABLE writes not yet committed, and the verifier they got.
-    uncommitted: Option<nfs3::WriteVerifier>,
-    /// A write found the server restarted since the file's earlier UNSTABLE
-    /// writes (lost with it): the next commit reports EIO, once.
-    lost_writes: bool,
 }
 
 /// The FUSE side of a mount.
@@ -206,7 +201,6 @@ impl NfsFilesystem {
             writes::Sender {
                 client: Arc::clone(&client),
                 nodes: Arc::clone(&nodes),
-                files: Arc::clone(&files),
                 coherent: coherence.is_some(),
                 write_size: settings.write_size,
             },
@@ -906,7 +900,7 @@ impl Filesystem for NfsFilesystem {
         // Every close sends the queued data (close-to-open); only with
         // commit on close does it wait for durability too.
         let settled = if self.settings.commit_on_close {
-            self.do_commit(file.0)
+            self.do_commit(file.0, false)
         } else {
             self.settle_writes(file.0)
         };
@@ -940,7 +934,7 @@ impl Filesystem for NfsFilesystem {
         _data_only: bool,
         reply: ReplyEmpty,
     ) {
-        match self.do_commit(file.0) {
+        match self.do_commit(file.0, true) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }
@@ -989,15 +983,16 @@ impl Filesystem for NfsFilesystem {
 
     fn fsyncdir(
         &self,
-        _request: &Request,
-        _node: INodeNo,
+        request: &Request,
+        node: INodeNo,
         _file: FuseHandle,
         _data_only: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory operations are synchronous on the server (RFC 1813
-        // section 3.3: namespace changes are committed before the reply).
-        reply.ok();
+        match self.do_sync_directory(&self.request_caller(request), node) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
+        }
     }
 
     fn statfs(&self, request: &Request, _node: INodeNo, reply: ReplyStatfs) {

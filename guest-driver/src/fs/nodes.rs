@@ -57,6 +57,36 @@ pub struct Node {
     pub own: OwnChanges,
 }
 
+/// A file's UNSTABLE writes waiting for a COMMIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unstable {
+    /// The verifier the latest of them got.
+    pub verifier: nfs3::WriteVerifier,
+    /// A write got another verifier than the ones before it: the server
+    /// restarted and lost those; the next commit reports EIO, once.
+    pub lost: bool,
+    /// How many there were (a commit clears only the writes it saw).
+    pub count: u64,
+}
+
+impl Unstable {
+    /// The state after one more write answered UNSTABLE with `verifier`.
+    pub fn after_write(previous: Option<Unstable>, verifier: nfs3::WriteVerifier) -> Unstable {
+        match previous {
+            Some(previous) => Unstable {
+                verifier,
+                lost: previous.lost || previous.verifier != verifier,
+                count: previous.count + 1,
+            },
+            None => Unstable {
+                verifier,
+                lost: false,
+                count: 1,
+            },
+        }
+    }
+}
+
 /// What this driver itself did to a node, for the watcher to tell its own
 /// changes from another guest's.
 #[derive(Debug, Clone, Default)]
@@ -219,7 +249,18 @@ pub struct NodeTable {
     slot_count: Option<u32>,
     /// Table set (its first slot) to the nodes whose file id maps there.
     by_slot: HashMap<u32, Vec<u64>>,
+    /// UNSTABLE writes not yet covered by a COMMIT, per file handle: kept
+    /// past the kernel's FORGET of the node and whatever descriptor wrote
+    /// them, so that an `fsync` through any later descriptor commits them
+    /// and reports their loss (see [`Unstable`]).
+    unstable: HashMap<FileHandle, Unstable>,
 }
+
+/// Files whose UNSTABLE writes are remembered at most; beyond, one whose
+/// loss was not seen yet is forgotten (a restart's loss of its writes would
+/// then go unreported). Programs that never fsync keep it full; 64 Ki
+/// entries of about 100 bytes.
+pub const UNSTABLE_FILES: usize = 65_536;
 
 impl NodeTable {
     /// A table holding only the root.
@@ -230,6 +271,7 @@ impl NodeTable {
             next_id: ROOT + 1,
             slot_count: None,
             by_slot: HashMap::new(),
+            unstable: HashMap::new(),
         };
         table.by_handle.insert(root.clone(), ROOT);
         table.nodes.insert(
@@ -250,6 +292,36 @@ impl NodeTable {
             },
         );
         table
+    }
+
+    /// A WRITE to `handle` was answered UNSTABLE with `verifier`.
+    pub fn note_unstable(&mut self, handle: &FileHandle, verifier: nfs3::WriteVerifier) {
+        if self.unstable.len() >= UNSTABLE_FILES && !self.unstable.contains_key(handle) {
+            if let Some(victim) = self
+                .unstable
+                .iter()
+                .find(|(_, unstable)| !unstable.lost)
+                .map(|(handle, _)| handle.clone())
+            {
+                self.unstable.remove(&victim);
+            }
+        }
+        let previous = self.unstable.get(handle).copied();
+        self.unstable
+            .insert(handle.clone(), Unstable::after_write(previous, verifier));
+    }
+
+    /// The UNSTABLE writes of `handle` waiting for a COMMIT, if any.
+    pub fn unstable(&mut self, handle: &FileHandle) -> Option<&mut Unstable> {
+        self.unstable.get_mut(handle)
+    }
+
+    /// A COMMIT of `handle` answered: forgets the writes `covered` named
+    /// (unless more came since).
+    pub fn committed(&mut self, handle: &FileHandle, covered: Unstable) {
+        if self.unstable.get(handle) == Some(&covered) {
+            self.unstable.remove(handle);
+        }
     }
 
     /// The node `id`, if the kernel may still use it.

@@ -23,7 +23,7 @@ use nfs3::procedures::data::WriteArguments;
 use nfs3::{FileHandle, StableHow};
 
 use super::nodes::NodeTable;
-use super::{lock, nfs, note_data_version, record_own_change, OpenFile, OwnCalls};
+use super::{lock, nfs, note_data_version, record_own_change, OwnCalls};
 use crate::client::{Caller, NfsClient};
 
 /// Most bytes queued and not yet written, per mount.
@@ -60,7 +60,6 @@ struct Queue {
 pub(super) struct Sender {
     pub client: Arc<NfsClient>,
     pub nodes: Arc<Mutex<NodeTable>>,
-    pub files: Arc<Mutex<HashMap<u64, OpenFile>>>,
     /// Record own changes for the table watcher.
     pub coherent: bool,
     /// Largest WRITE.
@@ -68,11 +67,10 @@ pub(super) struct Sender {
 }
 
 impl Sender {
-    /// Writes `data` at `offset` through open file `file` now, in WRITEs of
-    /// at most the write size; returns the bytes written.
+    /// Writes `data` at `offset` to `node` now, in WRITEs of at most the
+    /// write size; returns the bytes written.
     pub fn write_now(
         &self,
-        file: u64,
         node: u64,
         handle: &FileHandle,
         caller: &Caller,
@@ -97,19 +95,10 @@ impl Sender {
                 record_own_change(&self.nodes, node, &ok.file_wcc, |_| {});
             }
             if ok.committed == StableHow::Unstable {
-                let mut files = lock(&self.files);
-                if let Some(open) = files.get_mut(&file) {
-                    match open.uncommitted {
-                        // The server restarted since the file's earlier
-                        // UNSTABLE writes: they are lost. The next commit
-                        // reports it, then covers the writes from here on.
-                        Some(verifier) if verifier != ok.verifier => {
-                            open.lost_writes = true;
-                            open.uncommitted = Some(ok.verifier);
-                        }
-                        _ => open.uncommitted = Some(ok.verifier),
-                    }
-                }
+                // Kept per file: a restart since the file's earlier
+                // UNSTABLE writes (another verifier) lost them, and the
+                // file's next commit, through any descriptor, reports it.
+                lock(&self.nodes).note_unstable(handle, ok.verifier);
             }
             let count = (ok.count as usize).min(chunk.len());
             if count == 0 {
@@ -189,7 +178,7 @@ impl WriteBehind {
             let written = self
                 .shared
                 .sender
-                .write_now(file, node, &handle, &caller, offset, data);
+                .write_now(node, &handle, &caller, offset, data);
             drop(own);
             return written;
         };
@@ -307,14 +296,9 @@ impl Shared {
     fn run(&self, job: Job, merged: &[u64]) {
         let length = job.data.len() as u64;
         let writes = 1 + merged.len() as u32;
-        let result = self.sender.write_now(
-            job.file,
-            job.node,
-            &job.handle,
-            &job.caller,
-            job.offset,
-            &job.data,
-        );
+        let result =
+            self.sender
+                .write_now(job.node, &job.handle, &job.caller, job.offset, &job.data);
         // The change is recorded: the watcher may judge the file again.
         drop(job._own);
         let mut queue = lock(&self.queue);

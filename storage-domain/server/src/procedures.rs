@@ -739,13 +739,16 @@ impl Core {
             after: Some(self.attributes(resolved.export, &attributes)),
         };
         match attributes.file_type {
-            FileType::Regular => ProcedureResult::Ok(CommitOk {
+            // NOTE: RFC 1813 section 3.3.21 names a regular file. A commit
+            // here makes every change durable at once, so a COMMIT of a
+            // directory is answered as one of a file: it is how a client
+            // makes names durable (guest-driver's `fsync` of a directory)
+            // on an export that answers changes before their commit
+            // (`async`, VRPC guests under `vrpc=local`).
+            FileType::Regular | FileType::Directory => ProcedureResult::Ok(CommitOk {
                 file_wcc,
                 verifier: self.write_verifier,
             }),
-            FileType::Directory => {
-                ProcedureResult::failed(NfsError::IsDirectory, FileWccFailed { file_wcc })
-            }
             _ => ProcedureResult::failed(NfsError::Invalid, FileWccFailed { file_wcc }),
         }
     }

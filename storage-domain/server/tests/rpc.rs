@@ -8,7 +8,7 @@ use common::{status, Client};
 use nfs3::mount::Mount3;
 use nfs3::portmap::{Mapping, Portmap2, PROTOCOL_TCP};
 use nfs3::procedures::remove::RemoveArguments;
-use nfs3::{Arguments, Nfs3, NfsError, StableHow};
+use nfs3::{Arguments, Nfs3, NfsError, Results, StableHow};
 use nfs_server::{ClientAddress, Server};
 use vfs::{
     Attributes, DirectoryPage, FileSystem, FsError, InodeId, NewNode, Ownership, SetAttributes,
@@ -465,6 +465,42 @@ fn async_exports_reply_before_committing_but_honour_commit() {
     client.server.finish(reply);
     let filesystem = client.server.filesystem();
     assert_eq!(filesystem.durable_sequence(), filesystem.applied_sequence());
+}
+
+/// A COMMIT of a directory makes the names made before it durable (the
+/// `fsync` of a directory on an export that answers before committing);
+/// it answers with the write verifier, as a COMMIT of a file does.
+#[test]
+fn commit_of_a_directory_makes_names_durable() {
+    let mut client = Client::new(common::volume(1024), &["/,no_root_squash,async"]);
+    let root = client.root();
+    client.create(&root, b"name").unwrap();
+    let filesystem = client.server.filesystem();
+    assert!(filesystem.durable_sequence() < filesystem.applied_sequence());
+    let commit = client.nfs_record(&Arguments::Commit(
+        nfs3::procedures::data::CommitArguments {
+            file: root.clone(),
+            offset: 0,
+            count: 0,
+        },
+    ));
+    let reply = client.server.handle(&commit, client.client).unwrap();
+    assert!(reply.needs_commit(), "a COMMIT of a directory waits too");
+    let bytes = client.server.finish(reply);
+    let filesystem = client.server.filesystem();
+    assert_eq!(filesystem.durable_sequence(), filesystem.applied_sequence());
+    let file = client.create(&root, b"file").unwrap();
+    let written = client.write(&file, 0, b"x", StableHow::Unstable).unwrap();
+    let committed = match client.nfs(Arguments::Commit(nfs3::procedures::data::CommitArguments {
+        file: root,
+        offset: 0,
+        count: 0,
+    })) {
+        Results::Commit(result) => result.into_result().expect("COMMIT of a directory"),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(committed.verifier, written.verifier);
+    assert!(!bytes.is_empty());
 }
 
 /// `vrpc=local` (the default): a VRPC guest's changes are answered before
