@@ -7,8 +7,9 @@
 //! [`VISIBILITY_LIMIT`](crate::workload::mount_client::VISIBILITY_LIMIT).
 //! Reported: operations and latency percentiles per kind, the server's
 //! RSS at start, after the warm-up and at the end (the run fails if it
-//! grew by more than `--rss-growth-mib` after the warm-up), and at the
-//! end the whole tree compared with the ledgers, then fsck.
+//! grew by more than `--rss-growth-mib` after the warm-up), and, once the
+//! mounts are unmounted, the whole tree compared with the ledgers, then
+//! fsck.
 
 use crate::hosted::{self, GuestMount, MountTransport, Server};
 use crate::torture::{start_client, stop_clients, Running, Scratch};
@@ -40,6 +41,9 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 64)]
     pub rss_growth_mib: u64,
 }
+
+/// A client's ledger, shared with its thread.
+type SharedLedger = Arc<Mutex<ClientLedger>>;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
@@ -95,12 +99,14 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
     }
     drop(mounts);
-    let report = outcome?;
+    let (mut problems, ledgers) = outcome?;
+    // After the unmounts: every release (and the removal of a hidden name
+    // it may owe) is done.
+    problems.extend(check_final_tree(&server.address, &ledgers)?);
     server.stop()?;
     if let Err(text) = server.fsck()? {
         bail!("fsck after the soak:\n{text}");
     }
-    let problems = report;
     if !problems.is_empty() {
         for problem in &problems {
             eprintln!("soak: {problem}");
@@ -116,7 +122,7 @@ fn soak(
     server: &Server,
     mounts: &[GuestMount],
     rss_start: u64,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<(Vec<String>, Vec<SharedLedger>)> {
     let control = Arc::new(Control::default());
     let mut setup = NfsFiles::new(&server.address, args.seed)?;
     let mut clients: Vec<Running> = Vec::new();
@@ -158,7 +164,6 @@ fn soak(
     let rss_warm = rss_warm.unwrap_or(rss_end);
     let mut problems = measurements.unexpected.clone();
     problems.extend(measurements.violations.iter().cloned());
-    problems.extend(check_final_tree(&server.address, &ledgers)?);
     report(
         args,
         &measurements,
@@ -176,15 +181,12 @@ fn soak(
             args.rss_growth_mib
         ));
     }
-    Ok(problems)
+    Ok((problems, ledgers))
 }
 
 /// Every file each client kept is on the server with exactly the bytes
 /// written; every file it removed is gone; nothing else is there.
-fn check_final_tree(
-    address: &str,
-    ledgers: &[Arc<Mutex<ClientLedger>>],
-) -> anyhow::Result<Vec<String>> {
+fn check_final_tree(address: &str, ledgers: &[SharedLedger]) -> anyhow::Result<Vec<String>> {
     let tree = read_tree(address)?;
     let mut problems = Vec::new();
     let mut expected_directories = 0;
@@ -224,10 +226,21 @@ fn check_final_tree(
             }
         }
         if entries.len() != kept {
+            let unknown: Vec<&str> = entries
+                .keys()
+                .filter(|name| {
+                    !name
+                        .strip_prefix('f')
+                        .and_then(|number| number.parse::<u32>().ok())
+                        .is_some_and(|file| ledger.files.contains_key(&file))
+                })
+                .map(String::as_str)
+                .collect();
             problems.push(format!(
-                "{}: /{directory} holds {} entries, {kept} expected",
+                "{}: /{directory} holds {} entries, {kept} expected; nobody made {}",
                 ledger.label,
-                entries.len()
+                entries.len(),
+                unknown.join(", ")
             ));
         }
     }

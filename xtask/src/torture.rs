@@ -263,6 +263,7 @@ fn kill_loop(
     let duration = args.duration.unwrap_or(2.0 * f64::from(args.kills.max(1)));
     let mean_ms = (duration * 1000.0 / f64::from(args.kills + 1)) as u64;
     let mut reported = BTreeSet::new();
+    let mut hidden = BTreeSet::new();
     let mut clean = 0;
     for kill in 1..=args.kills {
         let gap = random.range(mean_ms / 4, mean_ms * 7 / 4 + 1);
@@ -273,6 +274,9 @@ fn kill_loop(
             .pause(clients.len(), Duration::from_secs(60))
             .context("pausing the clients after the kill")?;
         let paused = killed.elapsed();
+        for client in clients {
+            client.ledger.lock().expect("ledger").server_restarted();
+        }
         let fsck = server.fsck()?;
         let checked = killed.elapsed();
         server.restart()?;
@@ -291,8 +295,10 @@ fn kill_loop(
             .map(|client| client.ledger.lock().expect("ledger"))
             .collect();
         let views: Vec<&ClientLedger> = ledgers.iter().map(|ledger| &**ledger).collect();
-        let violations = check_tree(&views, &tree);
+        let report = check_tree(&views, &tree);
         drop(ledgers);
+        let violations = report.violations;
+        hidden.extend(report.hidden_leftovers);
         let files: usize = tree.values().map(|entries| entries.len()).sum();
         let new: Vec<String> = violations
             .into_iter()
@@ -322,10 +328,29 @@ fn kill_loop(
         .map(|client| client.ledger.lock().expect("ledger"))
         .collect();
     let views: Vec<&ClientLedger> = ledgers.iter().map(|ledger| &**ledger).collect();
-    for violation in check_tree(&views, &tree) {
+    let report = check_tree(&views, &tree);
+    let records = views.iter().flat_map(|ledger| ledger.files.values());
+    let (mut durable_writes, mut durable_names) = (0, 0);
+    for record in records {
+        durable_writes += record.writes.iter().filter(|write| write.durable).count();
+        durable_names += usize::from(record.create_durable) + usize::from(record.remove_durable);
+    }
+    eprintln!(
+        "torture: acknowledged as durable during the run (each checked at every later kill \
+         while its file lived): {durable_writes} writes, {durable_names} creations and removals"
+    );
+    for violation in report.violations {
         if reported.insert(violation.clone()) {
             eprintln!("torture: LOST (final check): {violation}");
         }
+    }
+    hidden.extend(report.hidden_leftovers);
+    if !hidden.is_empty() {
+        eprintln!(
+            "torture: {} hidden names of files unlinked while open were left by kills: {}",
+            hidden.len(),
+            hidden.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     Ok((clean, reported.len()))
 }

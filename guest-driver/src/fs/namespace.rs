@@ -256,8 +256,28 @@ impl NfsFilesystem {
             children.remove(&name_bytes(name));
             children.insert(hidden.as_bytes().to_vec());
         });
-        if let Some(node) = lock(&self.nodes).get_mut(node) {
-            node.silly_name = Some((directory.clone(), hidden.into_bytes()));
+        // The file's last release may have run while the RENAME was in
+        // flight (FUSE sends RELEASE after `close` returned, so a program's
+        // `close; unlink` races it): it found no hidden name to remove.
+        // Checked under the lock the release takes, so exactly one of the
+        // two removes the hidden name (the soak found such names left).
+        let still_open = match lock(&self.nodes).get_mut(node) {
+            Some(node) if node.open_count > 0 => {
+                node.silly_name = Some((directory.clone(), hidden.clone().into_bytes()));
+                true
+            }
+            _ => false,
+        };
+        if !still_open {
+            let removed = nfs(self.client.remove(
+                caller,
+                RemoveArguments {
+                    object: location(directory.clone(), OsStr::new(&hidden)),
+                },
+            ))?;
+            self.own_directory_change(parent, &removed.directory_wcc, |children| {
+                children.remove(hidden.as_bytes());
+            });
         }
         Ok(true)
     }

@@ -117,34 +117,54 @@ pub fn check_file(label: &str, record: &FileRecord, found: Option<&[u8]>) -> Vec
     Vec::new()
 }
 
+/// The prefix of the hidden name guest-driver gives a file unlinked while
+/// open (the NFS "silly rename"); removed at the file's last close, left
+/// behind if the server dies first (as NFS clients leave `.nfsXXXX`).
+pub const HIDDEN_PREFIX: &str = ".guest-driver-";
+
+/// What [`check_tree`] found.
+#[derive(Debug, Default)]
+pub struct TreeReport {
+    /// What the durability rules do not allow.
+    pub violations: Vec<String>,
+    /// Hidden names of files unlinked while open that a restart left.
+    pub hidden_leftovers: Vec<String>,
+}
+
 /// Checks the whole tree: every client's directory and files, and that
 /// nothing else exists.
-pub fn check_tree(ledgers: &[&ClientLedger], tree: &Tree) -> Vec<String> {
-    let mut violations = Vec::new();
+pub fn check_tree(ledgers: &[&ClientLedger], tree: &Tree) -> TreeReport {
+    let mut report = TreeReport::default();
     let expected: BTreeMap<String, &ClientLedger> = ledgers
         .iter()
         .map(|ledger| (format!("c{}", ledger.client), *ledger))
         .collect();
     for name in tree.keys() {
         if !expected.contains_key(name) {
-            violations.push(format!("/{name} exists, but no client made it"));
+            report
+                .violations
+                .push(format!("/{name} exists, but no client made it"));
         }
     }
     for (directory, ledger) in &expected {
         let Some(entries) = tree.get(directory) else {
-            violations.push(format!(
+            report.violations.push(format!(
                 "{}: its directory /{directory} is missing (made durable before the run)",
                 ledger.label
             ));
             continue;
         };
         for name in entries.keys() {
+            if name.starts_with(HIDDEN_PREFIX) {
+                report.hidden_leftovers.push(format!("/{directory}/{name}"));
+                continue;
+            }
             let known = name
                 .strip_prefix('f')
                 .and_then(|number| number.parse::<u32>().ok())
                 .is_some_and(|file| ledger.files.contains_key(&file));
             if !known {
-                violations.push(format!(
+                report.violations.push(format!(
                     "{}: /{directory}/{name} exists, but the client never created it",
                     ledger.label
                 ));
@@ -152,10 +172,12 @@ pub fn check_tree(ledgers: &[&ClientLedger], tree: &Tree) -> Vec<String> {
         }
         for (file, record) in &ledger.files {
             let found = entries.get(&format!("f{file}")).map(Vec::as_slice);
-            violations.extend(check_file(&ledger.label, record, found));
+            report
+                .violations
+                .extend(check_file(&ledger.label, record, found));
         }
     }
-    violations
+    report
 }
 
 #[cfg(test)]

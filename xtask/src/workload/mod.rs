@@ -315,6 +315,15 @@ impl ClientLedger {
         }
     }
 
+    /// The server was killed and started again: creations and removals it
+    /// answered before its commit and no directory `fsync` covered are
+    /// lost or not, and a directory `fsync` on the new server does not
+    /// vouch for them (a guest-driver mount cannot tell a name the restart
+    /// lost: docs/guest-driver.md, "Durability").
+    pub fn server_restarted(&mut self) {
+        self.directory_sync_failed();
+    }
+
     /// An `fsync` of the directory failed: the error is reported once.
     pub fn directory_sync_failed(&mut self) {
         for record in self.files.values_mut() {
