@@ -26,6 +26,7 @@ pub struct Stats {
     invalidated_nodes: AtomicU64,
     invalidated_names: AtomicU64,
     local_misses: AtomicU64,
+    deferred_setattrs: AtomicU64,
 }
 
 impl Default for Stats {
@@ -38,6 +39,7 @@ impl Default for Stats {
             invalidated_nodes: AtomicU64::new(0),
             invalidated_names: AtomicU64::new(0),
             local_misses: AtomicU64::new(0),
+            deferred_setattrs: AtomicU64::new(0),
         }
     }
 }
@@ -79,6 +81,12 @@ impl Stats {
         self.local_misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a setattr answered at once and sent later (merged with the
+    /// file's other changes where possible).
+    pub fn count_deferred_setattr(&self) {
+        self.deferred_setattrs.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a MOUNT protocol call.
     pub fn count_mount_call(&self) {
         self.mount_calls.fetch_add(1, Ordering::Relaxed);
@@ -111,6 +119,10 @@ impl Stats {
             self.invalidated_nodes.load(Ordering::Relaxed),
             self.invalidated_names.load(Ordering::Relaxed),
             self.local_misses.load(Ordering::Relaxed)
+        ));
+        text.push_str(&format!(
+            "setattr.deferred {}\n",
+            self.deferred_setattrs.load(Ordering::Relaxed)
         ));
         text
     }

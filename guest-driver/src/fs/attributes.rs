@@ -93,6 +93,68 @@ pub fn to_set_time(time: Option<TimeOrNow>) -> SetTime {
     }
 }
 
+/// Whether the server will certainly allow `caller_uid` to make the
+/// attribute change `new` (no size change) to a file with `base`, so that
+/// it may be answered before it is sent. `root_effective`: root's calls
+/// are known to act as root on this export. Conservative: `false` where
+/// the server's answer could depend on more than `base` (a group change by
+/// a non-root owner, which needs the server's view of the caller's
+/// groups; set-group-id set by one, which the server may drop).
+pub fn certainly_permitted(
+    caller_uid: u32,
+    root_effective: bool,
+    base: &FileAttributes,
+    new: &nfs3::SettableAttributes,
+) -> bool {
+    if new.size.is_some() {
+        return false;
+    }
+    if caller_uid == 0 {
+        return root_effective;
+    }
+    base.uid == caller_uid
+        && new.uid.is_none_or(|uid| uid == base.uid)
+        && new.gid.is_none_or(|gid| gid == base.gid)
+        && new.mode.is_none_or(|mode| mode & 0o2000 == 0)
+}
+
+/// The attributes a file with `base` has after the server applies `new`
+/// (no size change) at `now`, as the server applies it: a change of owner
+/// or group without a mode drops set-user-id, and set-group-id when the
+/// file is group-executable; ctime becomes `now`.
+pub fn apply(
+    mut base: FileAttributes,
+    new: &nfs3::SettableAttributes,
+    now: SystemTime,
+) -> FileAttributes {
+    let now = to_nfs_time(now);
+    if let Some(mode) = new.mode {
+        base.mode = mode & 0o7777;
+    } else if (new.uid.is_some() || new.gid.is_some())
+        && base.file_type != FileType::Directory
+        && base.mode & 0o6000 != 0
+    {
+        base.mode &= !0o4000;
+        if base.mode & 0o010 != 0 {
+            base.mode &= !0o2000;
+        }
+    }
+    base.uid = new.uid.unwrap_or(base.uid);
+    base.gid = new.gid.unwrap_or(base.gid);
+    match new.access_time {
+        SetTime::DontChange => {}
+        SetTime::ServerTime => base.access_time = now,
+        SetTime::ClientTime(time) => base.access_time = time,
+    }
+    match new.modify_time {
+        SetTime::DontChange => {}
+        SetTime::ServerTime => base.modify_time = now,
+        SetTime::ClientTime(time) => base.modify_time = time,
+    }
+    base.change_time = now;
+    base
+}
+
 /// Linux's 32-bit device number encoding (`new_encode_dev`), which FUSE
 /// carries in `rdev`.
 pub fn encode_device(major: u32, minor: u32) -> u32 {
@@ -139,6 +201,104 @@ pub fn parse_groups(status: &str) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(uid: u32, gid: u32, mode: u32) -> FileAttributes {
+        FileAttributes {
+            file_type: FileType::Regular,
+            mode,
+            link_count: 1,
+            uid,
+            gid,
+            size: 10,
+            used: 4096,
+            device: nfs3::DeviceNumbers::default(),
+            file_system_id: 1,
+            file_id: 7,
+            access_time: Time::default(),
+            modify_time: Time::default(),
+            change_time: Time::default(),
+        }
+    }
+
+    fn change(
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        modify_time: SetTime,
+    ) -> nfs3::SettableAttributes {
+        nfs3::SettableAttributes {
+            mode,
+            uid,
+            gid,
+            size: None,
+            access_time: SetTime::DontChange,
+            modify_time,
+        }
+    }
+
+    #[test]
+    fn only_changes_the_server_certainly_allows_are_deferrable() {
+        let time = SetTime::ClientTime(Time {
+            seconds: 5,
+            nanoseconds: 0,
+        });
+        let owned = file(1000, 100, 0o644);
+        // Root: only where root is known to act as root.
+        let chown = change(None, Some(1000), Some(1000), SetTime::DontChange);
+        assert!(certainly_permitted(0, true, &owned, &chown));
+        assert!(!certainly_permitted(0, false, &owned, &chown));
+        // The owner: mode and times, an unchanged owner and group.
+        let chmod = change(Some(0o600), None, None, time);
+        assert!(certainly_permitted(1000, false, &owned, &chmod));
+        let same = change(None, Some(1000), Some(100), SetTime::DontChange);
+        assert!(certainly_permitted(1000, false, &owned, &same));
+        // Not the owner, a new owner or group, set-group-id, a size.
+        assert!(!certainly_permitted(1001, false, &owned, &chmod));
+        let give = change(None, Some(1001), None, SetTime::DontChange);
+        assert!(!certainly_permitted(1000, false, &owned, &give));
+        let group = change(None, None, Some(101), SetTime::DontChange);
+        assert!(!certainly_permitted(1000, false, &owned, &group));
+        let setgid = change(Some(0o2755), None, None, SetTime::DontChange);
+        assert!(!certainly_permitted(1000, false, &owned, &setgid));
+        let mut truncate = change(None, None, None, SetTime::DontChange);
+        truncate.size = Some(0);
+        assert!(!certainly_permitted(0, true, &owned, &truncate));
+    }
+
+    #[test]
+    fn applying_a_change_predicts_what_the_server_does() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let time = Time {
+            seconds: 5,
+            nanoseconds: 6,
+        };
+        let after = apply(
+            file(0, 0, 0o600),
+            &change(
+                Some(0o640),
+                Some(1000),
+                Some(100),
+                SetTime::ClientTime(time),
+            ),
+            now,
+        );
+        assert_eq!((after.mode, after.uid, after.gid), (0o640, 1000, 100));
+        assert_eq!(after.modify_time, time);
+        assert_eq!(after.change_time.seconds, 1_000);
+        assert_eq!(after.size, 10);
+        // A chown without a mode drops set-user-id, and set-group-id of a
+        // group-executable file, as the server does.
+        let chown = change(None, Some(1000), None, SetTime::DontChange);
+        assert_eq!(apply(file(0, 0, 0o6755), &chown, now).mode, 0o755);
+        assert_eq!(apply(file(0, 0, 0o6745), &chown, now).mode, 0o2745);
+        let touch = nfs3::SettableAttributes {
+            access_time: SetTime::ServerTime,
+            ..change(None, None, None, SetTime::ServerTime)
+        };
+        let touched = apply(file(0, 0, 0o644), &touch, now);
+        assert_eq!(touched.modify_time.seconds, 1_000);
+        assert_eq!(touched.access_time.seconds, 1_000);
+    }
 
     #[test]
     fn device_numbers_round_trip_through_the_fuse_encoding() {

@@ -170,8 +170,10 @@ impl NfsFilesystem {
                 }),
             },
         );
+        let mut made_here = false;
         let (handle, attributes) = match nfs(created) {
             Ok(created) => {
+                made_here = true;
                 self.own_directory_change(parent, &created.directory_wcc, |children| {
                     children.insert(name_bytes(name));
                 });
@@ -195,7 +197,14 @@ impl NfsFilesystem {
             }
             Err(error) => return Err(error),
         };
+        let made = made_here
+            .then(|| caller.uid == 0 && attributes.as_ref().is_some_and(|found| found.uid == 0));
         let attributes = self.entry(caller, &handle, attributes)?;
+        if made.is_some() {
+            if let Some(entry) = lock(&self.nodes).get_mut(attributes.ino.0) {
+                entry.made_here = made;
+            }
+        }
         Ok((attributes, handle))
     }
 
@@ -266,7 +275,11 @@ impl NfsFilesystem {
     pub(super) fn settle_writes(&self, file: u64) -> Result<(), Errno> {
         let (_, _, node) = self.open_file(file)?;
         self.writes.drain(node);
-        match self.writes.take_error(file) {
+        match self
+            .writes
+            .take_error(file)
+            .or_else(|| self.writes.take_node_error(node))
+        {
             Some(error) => Err(error),
             None => Ok(()),
         }

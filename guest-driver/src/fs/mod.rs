@@ -494,7 +494,16 @@ impl NfsFilesystem {
         self.entry(caller, &found.object, found.object_attributes)
     }
 
-    fn do_getattr(&self, request: &Request, node: INodeNo) -> Result<fuser::FileAttr, Errno> {
+    /// GETATTR, and how long the kernel may cache the answer.
+    fn do_getattr(
+        &self,
+        request: &Request,
+        node: INodeNo,
+    ) -> Result<(fuser::FileAttr, Duration), Errno> {
+        if let Some(attributes) = self.attributes_while_deferred(node.0) {
+            // Not cached: the server's ctime will differ.
+            return Ok((attributes::to_fuse(node.0, &attributes), Duration::ZERO));
+        }
         self.writes.drain(node.0);
         let (handle, hidden, file_id) = {
             let nodes = lock(&self.nodes);
@@ -513,36 +522,67 @@ impl NfsFilesystem {
             // made, so fstat shows the count without it, as for a local file.
             attributes.link_count = attributes.link_count.saturating_sub(1);
         }
-        Ok(attributes::to_fuse(node.0, &attributes))
+        Ok((
+            attributes::to_fuse(node.0, &attributes),
+            self.settings.attribute_timeout,
+        ))
     }
 
+    /// The attributes of a file whose deferred attribute changes wait
+    /// (see `writes.rs`), without sending them; `None` when none wait (or
+    /// the table cannot say, or the file is unlinked while open).
+    fn attributes_while_deferred(&self, node: u64) -> Option<FileAttributes> {
+        let table = self.table.as_ref()?;
+        let (handle, file_id) = {
+            let nodes = lock(&self.nodes);
+            let found = nodes.get(node)?;
+            if found.silly_name.is_some() {
+                return None;
+            }
+            (found.handle.clone(), found.file_id()?)
+        };
+        self.writes.attributes_while_deferred(node, || {
+            table.lookup(file_id, &handle).map(|entry| entry.attributes)
+        })
+    }
+
+    /// SETATTR. Returns the attributes and how long the kernel may cache
+    /// them: not at all when the change was deferred (`writes.rs`), since
+    /// the server's ctime will differ from the one answered.
     #[allow(clippy::too_many_arguments)] // One argument per settable attribute, as FUSE sends them.
     fn do_setattr(
         &self,
         caller: &Caller,
         node: INodeNo,
+        file: Option<u64>,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
         access_time: Option<TimeOrNow>,
         modify_time: Option<TimeOrNow>,
-    ) -> Result<fuser::FileAttr, Errno> {
+    ) -> Result<(fuser::FileAttr, Duration), Errno> {
         let handle = self.handle_of(node)?;
+        let new_attributes = nfs3::SettableAttributes {
+            mode: mode.map(|mode| mode & 0o7777),
+            uid,
+            gid,
+            size,
+            access_time: attributes::to_set_time(access_time),
+            modify_time: attributes::to_set_time(modify_time),
+        };
+        if let Some(predicted) = self.defer_setattr(caller, node.0, file, &handle, &new_attributes)
+        {
+            self.stats.count_deferred_setattr();
+            return Ok((attributes::to_fuse(node.0, &predicted), Duration::ZERO));
+        }
         self.writes.drain(node.0);
         let _own = self.own_calls(&[node.0]);
         let result = nfs(self.client.set_attributes(
             caller,
             SetAttributesArguments {
                 object: handle.clone(),
-                new_attributes: nfs3::SettableAttributes {
-                    mode: mode.map(|mode| mode & 0o7777),
-                    uid,
-                    gid,
-                    size,
-                    access_time: attributes::to_set_time(access_time),
-                    modify_time: attributes::to_set_time(modify_time),
-                },
+                new_attributes,
                 guard: None,
             },
         ))?;
@@ -555,7 +595,50 @@ impl NfsFilesystem {
             None => self.get_attributes(caller, &handle)?,
         };
         self.handed(node.0, &attributes, None);
-        Ok(attributes::to_fuse(node.0, &attributes))
+        Ok((
+            attributes::to_fuse(node.0, &attributes),
+            self.settings.attribute_timeout,
+        ))
+    }
+
+    /// Defers a SETATTR (see `writes.rs`) when the server will certainly
+    /// allow it and its outcome is known: a regular file this mount
+    /// created (so the export is writable to it), no size change, the
+    /// metadata table holding the file's attributes, and a caller who is
+    /// root (not squashed: the file was created by root and owned by root)
+    /// or the owner changing mode (without set-group-id, which the server
+    /// may drop) or times. Returns the attributes the change gives.
+    fn defer_setattr(
+        &self,
+        caller: &Caller,
+        node: u64,
+        file: Option<u64>,
+        handle: &FileHandle,
+        new: &nfs3::SettableAttributes,
+    ) -> Option<FileAttributes> {
+        let table = self.table.as_ref()?;
+        if new.size.is_some() || !self.writes.enabled() {
+            return None;
+        }
+        let (root_effective, file_id) = {
+            let nodes = lock(&self.nodes);
+            let found = nodes.get(node)?;
+            (found.made_here?, found.file_id()?)
+        };
+        let own = self.own_calls(&[node]);
+        self.writes.defer_attributes(
+            node,
+            file,
+            handle.clone(),
+            caller.clone(),
+            new.clone(),
+            own,
+            || table.lookup(file_id, handle).map(|entry| entry.attributes),
+            |before| {
+                before.file_type == nfs3::FileType::Regular
+                    && attributes::certainly_permitted(caller.uid, root_effective, before, new)
+            },
+        )
     }
 
     /// After this driver changed a file's data: the cached pages still
@@ -627,6 +710,8 @@ impl NfsFilesystem {
 
 impl Filesystem for NfsFilesystem {
     fn destroy(&mut self) {
+        // Deferred attribute changes of files nobody holds open go out.
+        self.writes.drain_all();
         if let Some(watcher) = self.watcher.take() {
             watcher.stop();
         }
@@ -694,8 +779,8 @@ impl Filesystem for NfsFilesystem {
     ) {
         let mark = self.mark();
         match self.do_getattr(request, node) {
-            Ok(attributes) => {
-                reply.attr(&self.settings.attribute_timeout, &attributes);
+            Ok((attributes, timeout)) => {
+                reply.attr(&timeout, &attributes);
                 self.recheck(mark, node.0);
             }
             Err(error) => reply.error(error),
@@ -713,7 +798,7 @@ impl Filesystem for NfsFilesystem {
         access_time: Option<TimeOrNow>,
         modify_time: Option<TimeOrNow>,
         _change_time: Option<SystemTime>,
-        _file: Option<FuseHandle>,
+        file: Option<FuseHandle>,
         _creation_time: Option<SystemTime>,
         _change_time_macos: Option<SystemTime>,
         _backup_time: Option<SystemTime>,
@@ -724,6 +809,7 @@ impl Filesystem for NfsFilesystem {
         match self.do_setattr(
             &self.request_caller(request),
             node,
+            file.map(|file| file.0),
             mode,
             uid,
             gid,
@@ -731,8 +817,8 @@ impl Filesystem for NfsFilesystem {
             access_time,
             modify_time,
         ) {
-            Ok(attributes) => {
-                reply.attr(&self.settings.attribute_timeout, &attributes);
+            Ok((attributes, timeout)) => {
+                reply.attr(&timeout, &attributes);
                 self.recheck(mark, node.0);
             }
             Err(error) => reply.error(error),

@@ -55,6 +55,11 @@ pub struct Node {
     /// This driver's own changes to the node the watcher has not matched
     /// yet (see `fs/watch.rs`).
     pub own: OwnChanges,
+    /// Set when this driver's CREATE made the file: the export lets this
+    /// mount change it. `true` when the caller was root and the file came
+    /// back owned by root, so root is not squashed there. Attribute changes
+    /// the server will certainly allow may then be deferred (`fs/writes.rs`).
+    pub made_here: Option<bool>,
 }
 
 /// A file's UNSTABLE writes waiting for a COMMIT.
@@ -289,6 +294,7 @@ impl NodeTable {
                 names_stale_at: 0,
                 children: None,
                 own: OwnChanges::default(),
+                made_here: None,
             },
         );
         table
@@ -363,6 +369,7 @@ impl NodeTable {
                 names_stale_at: 0,
                 children: None,
                 own: OwnChanges::default(),
+                made_here: None,
             },
         );
         (id, true)

@@ -12,16 +12,28 @@
 //! reported by the file's next `write`, `fsync` or `close`, as the Linux
 //! NFS client reports asynchronous write errors. Queued data is bounded
 //! ([`QUEUE_LIMIT`]): a writer beyond it waits.
+//!
+//! Each node's newest job is parked for up to [`PARK_TIME`] so that the
+//! next can merge into it: a write continuing it (one WRITE per file for a
+//! program writing in pieces), or an attribute change (`docs/guest-driver.md`,
+//! "Deferred attribute changes": a `chmod`, `chown` or `utimes` of a file
+//! this mount created, which the server will certainly allow, is answered
+//! at once). Anything waiting for the file (close, fsync, stat, read,
+//! open, a job that does not merge) sends it first. `tar x` thus costs one
+//! WRITE and one SETATTR per file instead of about two and three.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
 use nfs3::procedures::data::WriteArguments;
-use nfs3::{FileHandle, StableHow};
+use nfs3::procedures::inspect::SetAttributesArguments;
+use nfs3::{FileAttributes, FileHandle, SetTime, SettableAttributes, StableHow};
 
+use super::attributes::apply;
 use super::nodes::NodeTable;
 use super::{lock, nfs, note_data_version, record_own_change, OwnCalls};
 use crate::client::{Caller, NfsClient};
@@ -32,27 +44,91 @@ pub const QUEUE_LIMIT: u64 = 16 << 20;
 /// Threads sending queued WRITEs.
 const WORKERS: usize = 4;
 
-/// One queued write.
+/// Longest a deferred attribute change waits for others to merge with
+/// before it is sent anyway.
+pub const PARK_TIME: Duration = Duration::from_millis(20);
+
+/// Most nodes whose failed deferred attribute change waits to be reported.
+const NODE_ERRORS: usize = 4096;
+
+/// One queued write, or a deferred attribute change (`attributes`).
 struct Job {
+    /// The open file it came through (0: none, a change by path).
     file: u64,
     node: u64,
     handle: FileHandle,
     caller: Caller,
     offset: u64,
     data: Vec<u8>,
+    /// A SETATTR instead of a WRITE.
+    attributes: Option<SettableAttributes>,
     /// Keeps the watcher from judging the file until the write's change
     /// is recorded.
     _own: OwnCalls,
 }
 
+/// A job not yet handed to a worker: later ones of the same node merge
+/// into it (contiguous data of one open file, or attribute changes).
+struct Parked {
+    job: Job,
+    since: Instant,
+}
+
 /// What is queued.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Queue {
     bytes: u64,
-    /// Writes queued or in flight, per node.
+    /// Writes and attribute changes queued, parked or in flight, per node.
     pending: HashMap<u64, u32>,
     /// The first failure of a queued write, per open file, until reported.
     errors: HashMap<u64, Errno>,
+    /// The failure of a deferred attribute change, per node, until the
+    /// node's next close or fsync reports it.
+    node_errors: HashMap<u64, Errno>,
+    /// End of the furthest queued write, per node with writes pending.
+    ends: HashMap<u64, u64>,
+    /// A job per node not yet handed to a worker (`Parked`).
+    parked: HashMap<u64, Parked>,
+    /// Per node, the deferred attribute changes the server has not
+    /// answered yet (parked or sent), oldest first, with when each was
+    /// made: what the server's attributes lack of what was answered.
+    unapplied: HashMap<u64, Vec<(SettableAttributes, SystemTime)>>,
+    /// The queue is being dropped: the parking thread ends.
+    closing: bool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Queue")
+            .field("bytes", &self.bytes)
+            .field("pending", &self.pending.len())
+            .field("parked", &self.parked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `next` may be merged into the parked `parked` (sent as one
+/// SETATTR with the same outcome as the two in order): not a change of
+/// owner after one of mode, which the owner change would have stripped of
+/// its set-id bits.
+fn mergeable(parked: &SettableAttributes, next: &SettableAttributes) -> bool {
+    parked.size.is_none()
+        && next.size.is_none()
+        && !(parked.mode.is_some() && (next.uid.is_some() || next.gid.is_some()))
+}
+
+/// `next` applied over `parked`: later values win.
+fn merge(parked: &mut SettableAttributes, next: SettableAttributes) {
+    parked.mode = next.mode.or(parked.mode);
+    parked.uid = next.uid.or(parked.uid);
+    parked.gid = next.gid.or(parked.gid);
+    if next.access_time != SetTime::DontChange {
+        parked.access_time = next.access_time;
+    }
+    if next.modify_time != SetTime::DontChange {
+        parked.modify_time = next.modify_time;
+    }
 }
 
 /// What sending a WRITE needs, shared with the workers.
@@ -115,15 +191,30 @@ struct Shared {
     sender: Sender,
     queue: Mutex<Queue>,
     changed: Condvar,
+    /// A change was parked, or the queue is closing: for the thread that
+    /// sends parked changes when their time is up.
+    parked_changed: Condvar,
+    /// One queue per worker; a node's jobs always go to the same one,
+    /// so they reach the server in the order the kernel sent them.
+    jobs: Mutex<Vec<mpsc::Sender<Job>>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Job")
+            .field("node", &self.node)
+            .field("offset", &self.offset)
+            .field("length", &self.data.len())
+            .field("attributes", &self.attributes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The write-behind queue of one mount.
 #[derive(Debug)]
 pub(super) struct WriteBehind {
     shared: Arc<Shared>,
-    /// One queue per worker; a node's writes always go to the same one,
-    /// so they reach the server in the order the kernel sent them.
-    jobs: Mutex<Vec<mpsc::Sender<Job>>>,
 }
 
 impl WriteBehind {
@@ -134,6 +225,8 @@ impl WriteBehind {
             sender,
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
+            parked_changed: Condvar::new(),
+            jobs: Mutex::new(Vec::new()),
         });
         let mut jobs = Vec::new();
         if enabled {
@@ -149,10 +242,20 @@ impl WriteBehind {
                 }
             }
         }
-        WriteBehind {
-            shared,
-            jobs: Mutex::new(jobs),
+        if !jobs.is_empty() {
+            let parker = Arc::clone(&shared);
+            let spawned = thread::Builder::new()
+                .name("write-behind-park".into())
+                .spawn(move || parker.send_parked_when_due());
+            if let Err(error) = spawned {
+                // Without it parked changes would wait for the next drain:
+                // defer nothing.
+                log::warn!("no thread for deferred attribute changes: {error}");
+                jobs.clear();
+            }
         }
+        *lock(&shared.jobs) = jobs;
+        WriteBehind { shared }
     }
 
     /// Writes `data`: queued when write-behind runs (answered at once),
@@ -170,7 +273,7 @@ impl WriteBehind {
         own: OwnCalls,
     ) -> Result<u32, Errno> {
         let queue = {
-            let jobs = lock(&self.jobs);
+            let jobs = lock(&self.shared.jobs);
             // A node's writes keep to one worker: they stay in order.
             (!jobs.is_empty()).then(|| jobs[(node % jobs.len() as u64) as usize].clone())
         };
@@ -183,10 +286,22 @@ impl WriteBehind {
             return written;
         };
         let length = data.len() as u64;
-        {
+        let write_size = u64::from(self.shared.sender.write_size);
+        let mut unsent = Vec::new();
+        let direct = {
             let mut queue = lock(&self.shared.queue);
             if let Some(error) = queue.errors.remove(&file) {
                 return Err(error);
+            }
+            if queue.bytes > 0 && queue.bytes + length > QUEUE_LIMIT {
+                // What is parked counts: send it rather than wait for it.
+                let nodes: Vec<u64> = queue.parked.keys().copied().collect();
+                for parked in nodes {
+                    unsent.extend(self.shared.unpark(&mut queue, parked));
+                }
+                drop(queue);
+                self.shared.run_unsent(std::mem::take(&mut unsent));
+                queue = lock(&self.shared.queue);
             }
             while queue.bytes > 0 && queue.bytes + length > QUEUE_LIMIT {
                 queue = self
@@ -196,27 +311,211 @@ impl WriteBehind {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             queue.bytes += length;
+            let end = queue.ends.entry(node).or_insert(0);
+            *end = (*end).max(offset + length);
+            // Appended to the file's parked write when it continues it;
+            // otherwise what is parked goes first (the server then sees the
+            // file's changes in the order the program made them) and this
+            // write is parked in its place, or sent when it is full size.
+            let appended = match queue.parked.get_mut(&node) {
+                Some(parked)
+                    if parked.job.attributes.is_none()
+                        && parked.job.file == file
+                        && parked.job.offset + parked.job.data.len() as u64 == offset
+                        && parked.job.data.len() as u64 + length <= write_size =>
+                {
+                    parked.job.data.extend_from_slice(data);
+                    true
+                }
+                _ => false,
+            };
+            if appended {
+                drop(queue);
+                drop(own);
+                return Ok(length as u32);
+            }
+            unsent.extend(self.shared.unpark(&mut queue, node));
             *queue.pending.entry(node).or_insert(0) += 1;
-        }
-        let job = Job {
-            file,
-            node,
-            handle,
-            caller,
-            offset,
-            data: data.to_vec(),
-            _own: own,
+            let job = Job {
+                file,
+                node,
+                handle,
+                caller,
+                offset,
+                data: data.to_vec(),
+                attributes: None,
+                _own: own,
+            };
+            if length >= write_size {
+                Some(job)
+            } else {
+                queue.parked.insert(
+                    node,
+                    Parked {
+                        job,
+                        since: Instant::now(),
+                    },
+                );
+                self.shared.parked_changed.notify_all();
+                None
+            }
         };
-        if let Err(mpsc::SendError(job)) = jobs.send(job) {
-            // The worker is gone: send it here.
-            self.shared.run(job, &[]);
+        self.shared.run_unsent(unsent);
+        if let Some(job) = direct {
+            if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                // The worker is gone: send it here.
+                self.shared.run(job, &[]);
+            }
         }
         Ok(length as u32)
     }
 
-    /// Waits until node `node` has no queued or unfinished write.
+    /// Whether writes (and attribute changes) can be deferred at all.
+    pub fn enabled(&self) -> bool {
+        !lock(&self.shared.jobs).is_empty()
+    }
+
+    /// Defers a SETATTR of `node` and returns the attributes it gives,
+    /// when `permitted` allows it given the attributes the file will have
+    /// before it: the server's (`server`, read from the metadata table in
+    /// the queue's lock) with the queued writes' size and the node's
+    /// unanswered deferred changes applied. `None`: nothing was deferred
+    /// (send it now).
+    #[allow(clippy::too_many_arguments)] // One per part of the change.
+    pub fn defer_attributes(
+        &self,
+        node: u64,
+        file: Option<u64>,
+        handle: FileHandle,
+        caller: Caller,
+        attributes: SettableAttributes,
+        own: OwnCalls,
+        server: impl FnOnce() -> Option<FileAttributes>,
+        permitted: impl FnOnce(&FileAttributes) -> bool,
+    ) -> Option<FileAttributes> {
+        if !self.enabled() || attributes.size.is_some() {
+            return None;
+        }
+        let (predicted, unsent, unused) = {
+            let mut queue = lock(&self.shared.queue);
+            let before = expected(&queue, node, server()?);
+            if !permitted(&before) {
+                return None;
+            }
+            let now = SystemTime::now();
+            let predicted = apply(before, &attributes, now);
+            let mut unsent = Vec::new();
+            // Dropped after the lock (it takes the node table's).
+            let mut unused = None;
+            let merged = match queue.parked.get_mut(&node) {
+                Some(parked) => match &mut parked.job.attributes {
+                    Some(changes) if mergeable(changes, &attributes) => {
+                        merge(changes, attributes.clone());
+                        if parked.job.file == 0 {
+                            parked.job.file = file.unwrap_or(0);
+                        }
+                        true
+                    }
+                    _ => false,
+                },
+                None => false,
+            };
+            if merged {
+                unused = Some(own);
+                if let Some(last) = queue
+                    .unapplied
+                    .get_mut(&node)
+                    .and_then(|changes| changes.last_mut())
+                {
+                    merge(&mut last.0, attributes);
+                    last.1 = now;
+                }
+            } else {
+                unsent = self.shared.unpark(&mut queue, node);
+                queue.parked.insert(
+                    node,
+                    Parked {
+                        job: Job {
+                            file: file.unwrap_or(0),
+                            node,
+                            handle,
+                            caller,
+                            offset: 0,
+                            data: Vec::new(),
+                            attributes: Some(attributes.clone()),
+                            _own: own,
+                        },
+                        since: Instant::now(),
+                    },
+                );
+                *queue.pending.entry(node).or_insert(0) += 1;
+                queue
+                    .unapplied
+                    .entry(node)
+                    .or_default()
+                    .push((attributes, now));
+            }
+            self.shared.parked_changed.notify_all();
+            (predicted, unsent, unused)
+        };
+        drop(unused);
+        self.shared.run_unsent(unsent);
+        Some(predicted)
+    }
+
+    /// For a `stat` of `node` while deferred attribute changes of it wait:
+    /// waits for its queued writes only (not for the changes, which would
+    /// send a parked one before the file's other changes could merge into
+    /// it) and returns the attributes with the changes applied to the
+    /// server's (`server`, read in the queue's lock). `None`: no change
+    /// waits; ask as usual.
+    pub fn attributes_while_deferred(
+        &self,
+        node: u64,
+        server: impl FnOnce() -> Option<FileAttributes>,
+    ) -> Option<FileAttributes> {
+        let mut queue = lock(&self.shared.queue);
+        if queue.unapplied.contains_key(&node)
+            && queue
+                .parked
+                .get(&node)
+                .is_some_and(|parked| parked.job.attributes.is_none())
+        {
+            // A parked write is waited for: it goes now.
+            let unsent = self.shared.unpark(&mut queue, node);
+            drop(queue);
+            self.shared.run_unsent(unsent);
+            queue = lock(&self.shared.queue);
+        }
+        loop {
+            let changes = queue.unapplied.get(&node).map_or(0, Vec::len) as u32;
+            if changes == 0 {
+                return None;
+            }
+            // Only changes left: the server has every write.
+            if queue.pending.get(&node).copied().unwrap_or(0) <= changes {
+                break;
+            }
+            queue = self
+                .shared
+                .changed
+                .wait(queue)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let server = server()?;
+        Some(expected(&queue, node, server))
+    }
+
+    /// Waits until node `node` has no queued or unfinished write (a
+    /// parked attribute change is sent first).
     pub fn drain(&self, node: u64) {
         let mut queue = lock(&self.shared.queue);
+        if queue.parked.contains_key(&node) {
+            let unsent = self.shared.unpark(&mut queue, node);
+            drop(queue);
+            self.shared.run_unsent(unsent);
+            queue = lock(&self.shared.queue);
+        }
         while queue.pending.contains_key(&node) {
             queue = self
                 .shared
@@ -226,8 +525,17 @@ impl WriteBehind {
         }
     }
 
-    /// Waits until no write of the mount is queued or unfinished.
+    /// Waits until no write of the mount is queued or unfinished (parked
+    /// attribute changes are sent first).
     pub fn drain_all(&self) {
+        let mut queue = lock(&self.shared.queue);
+        let nodes: Vec<u64> = queue.parked.keys().copied().collect();
+        let mut unsent = Vec::new();
+        for node in nodes {
+            unsent.extend(self.shared.unpark(&mut queue, node));
+        }
+        drop(queue);
+        self.shared.run_unsent(unsent);
         let mut queue = lock(&self.shared.queue);
         while !queue.pending.is_empty() {
             queue = self
@@ -248,12 +556,22 @@ impl WriteBehind {
     pub fn take_error(&self, file: u64) -> Option<Errno> {
         lock(&self.shared.queue).errors.remove(&file)
     }
+
+    /// After [`WriteBehind::drain`]: the failure of a deferred attribute
+    /// change of `node` not yet reported, taken.
+    pub fn take_node_error(&self, node: u64) -> Option<Errno> {
+        lock(&self.shared.queue).node_errors.remove(&node)
+    }
 }
 
 impl Drop for WriteBehind {
     fn drop(&mut self) {
-        // Workers end when the channel closes; what they hold finishes.
-        lock(&self.jobs).clear();
+        // Parked changes are sent; workers end when their channels close,
+        // and what they hold finishes.
+        self.drain_all();
+        lock(&self.shared.queue).closing = true;
+        self.shared.parked_changed.notify_all();
+        lock(&self.shared.jobs).clear();
     }
 }
 
@@ -276,7 +594,9 @@ impl Shared {
                 let Ok(following) = receiver.try_recv() else {
                     break;
                 };
-                let contiguous = following.file == job.file
+                let contiguous = following.attributes.is_none()
+                    && job.attributes.is_none()
+                    && following.file == job.file
                     && following.offset == job.offset + job.data.len() as u64
                     && job.data.len() + following.data.len() <= self.sender.write_size as usize;
                 if !contiguous {
@@ -294,6 +614,9 @@ impl Shared {
     /// Sends `job`, whose data holds its own write followed by merged ones
     /// of `merged` bytes each (accounted as separate queued writes).
     fn run(&self, job: Job, merged: &[u64]) {
+        if let Some(attributes) = job.attributes.clone() {
+            return self.run_attributes(job, attributes);
+        }
         let length = job.data.len() as u64;
         let writes = 1 + merged.len() as u32;
         let result =
@@ -303,12 +626,7 @@ impl Shared {
         drop(job._own);
         let mut queue = lock(&self.queue);
         queue.bytes = queue.bytes.saturating_sub(length);
-        if let Some(count) = queue.pending.get_mut(&job.node) {
-            *count = count.saturating_sub(writes);
-            if *count == 0 {
-                queue.pending.remove(&job.node);
-            }
-        }
+        finish(&mut queue, job.node, writes);
         match result {
             Ok(written) if u64::from(written) == length => {}
             Ok(_) => {
@@ -321,5 +639,214 @@ impl Shared {
         }
         drop(queue);
         self.changed.notify_all();
+    }
+
+    /// Sends a deferred attribute change.
+    fn run_attributes(&self, job: Job, attributes: SettableAttributes) {
+        let result = nfs(self.sender.client.set_attributes(
+            &job.caller,
+            SetAttributesArguments {
+                object: job.handle.clone(),
+                new_attributes: attributes,
+                guard: None,
+            },
+        ));
+        if let Ok(ok) = &result {
+            if self.sender.coherent {
+                record_own_change(&self.sender.nodes, job.node, &ok.object_wcc, |_| {});
+            }
+        }
+        drop(job._own);
+        let mut queue = lock(&self.queue);
+        // A node's changes are answered in the order they were made.
+        if let Some(changes) = queue.unapplied.get_mut(&job.node) {
+            if !changes.is_empty() {
+                changes.remove(0);
+            }
+            if changes.is_empty() {
+                queue.unapplied.remove(&job.node);
+            }
+        }
+        finish(&mut queue, job.node, 1);
+        if let Err(error) = result.filter_stale() {
+            // Answered already: reported by the file's next close or
+            // fsync, as a write-behind failure is.
+            log::warn!("a deferred attribute change failed: {error:?}");
+            if job.file != 0 {
+                queue.errors.entry(job.file).or_insert(error);
+            }
+            if queue.node_errors.len() < NODE_ERRORS {
+                queue.node_errors.entry(job.node).or_insert(error);
+            }
+        }
+        drop(queue);
+        self.changed.notify_all();
+    }
+
+    /// Hands node `node`'s parked change, if any, to its worker (in the
+    /// queue's lock, so nothing of the node is queued in between); what no
+    /// worker took is returned, to be run by the caller after the lock.
+    fn unpark(&self, queue: &mut Queue, node: u64) -> Vec<Job> {
+        let Some(parked) = queue.parked.remove(&node) else {
+            return Vec::new();
+        };
+        let job = parked.job;
+        let jobs = lock(&self.jobs);
+        if jobs.is_empty() {
+            return vec![job];
+        }
+        match jobs[(node % jobs.len() as u64) as usize].send(job) {
+            Ok(()) => Vec::new(),
+            Err(mpsc::SendError(job)) => vec![job],
+        }
+    }
+
+    /// Runs jobs no worker took, here.
+    fn run_unsent(&self, unsent: Vec<Job>) {
+        for job in unsent {
+            self.run(job, &[]);
+        }
+    }
+
+    /// The parking thread: sends each parked change [`PARK_TIME`] after it
+    /// was parked, unless something waiting for its file sent it earlier.
+    fn send_parked_when_due(&self) {
+        let mut queue = lock(&self.queue);
+        loop {
+            if queue.closing {
+                return;
+            }
+            let now = Instant::now();
+            let due: Vec<u64> = queue
+                .parked
+                .iter()
+                .filter(|(_, parked)| now.duration_since(parked.since) >= PARK_TIME)
+                .map(|(node, _)| *node)
+                .collect();
+            if !due.is_empty() {
+                let mut unsent = Vec::new();
+                for node in due {
+                    unsent.extend(self.unpark(&mut queue, node));
+                }
+                drop(queue);
+                self.run_unsent(unsent);
+                queue = lock(&self.queue);
+                continue;
+            }
+            let next = queue
+                .parked
+                .values()
+                .map(|parked| parked.since + PARK_TIME)
+                .min();
+            queue = match next {
+                None => self
+                    .parked_changed
+                    .wait(queue)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(at) => {
+                    self.parked_changed
+                        .wait_timeout(queue, at.saturating_duration_since(now))
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// A deferred change's outcome, where a file removed meanwhile (its
+/// last name unlinked before the change went out: STALE) is no failure:
+/// the change would have been invisible anyway.
+trait FilterStale {
+    fn filter_stale(self) -> Result<(), Errno>;
+}
+
+impl<T> FilterStale for Result<T, Errno> {
+    fn filter_stale(self) -> Result<(), Errno> {
+        match self {
+            Err(error) if error == Errno::ESTALE => Ok(()),
+            Err(error) => Err(error),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+/// The attributes `node` will have once its queued writes and deferred
+/// changes reach the server, from the server's `attributes` now: the size
+/// covers the queued writes, and the unanswered changes are applied again
+/// (harmless for one the server applied meanwhile: applying a change twice
+/// gives what applying it once does).
+fn expected(queue: &Queue, node: u64, mut attributes: FileAttributes) -> FileAttributes {
+    if let Some(end) = queue.ends.get(&node) {
+        attributes.size = attributes.size.max(*end);
+    }
+    for (change, at) in queue.unapplied.get(&node).into_iter().flatten() {
+        attributes = apply(attributes, change, *at);
+    }
+    attributes
+}
+
+/// `jobs` jobs of `node` are done.
+fn finish(queue: &mut Queue, node: u64, jobs: u32) {
+    if let Some(count) = queue.pending.get_mut(&node) {
+        *count = count.saturating_sub(jobs);
+        if *count == 0 {
+            queue.pending.remove(&node);
+            queue.ends.remove(&node);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(mode: Option<u32>, uid: Option<u32>, modify: SetTime) -> SettableAttributes {
+        SettableAttributes {
+            mode,
+            uid,
+            modify_time: modify,
+            ..SettableAttributes::default()
+        }
+    }
+
+    #[test]
+    fn tar_s_three_changes_merge_into_one() {
+        let time = SetTime::ClientTime(nfs3::Time {
+            seconds: 9,
+            nanoseconds: 0,
+        });
+        // utimensat, fchown, fchmod: what GNU tar does to each file.
+        let mut parked = change(None, None, time);
+        let chown = change(None, Some(1000), SetTime::DontChange);
+        assert!(mergeable(&parked, &chown));
+        merge(&mut parked, chown);
+        let chmod = change(Some(0o640), None, SetTime::DontChange);
+        assert!(mergeable(&parked, &chmod));
+        merge(&mut parked, chmod);
+        assert_eq!(parked.mode, Some(0o640));
+        assert_eq!(parked.uid, Some(1000));
+        assert_eq!(parked.modify_time, time);
+    }
+
+    #[test]
+    fn an_owner_change_after_a_mode_change_is_not_merged() {
+        // chmod 4755 then chown leaves 0755 locally; one SETATTR with both
+        // would keep set-user-id.
+        let parked = change(Some(0o4755), None, SetTime::DontChange);
+        assert!(!mergeable(
+            &parked,
+            &change(None, Some(1), SetTime::DontChange)
+        ));
+        let size = SettableAttributes {
+            size: Some(0),
+            ..SettableAttributes::default()
+        };
+        assert!(!mergeable(&parked, &size));
+        // A later value wins.
+        let mut parked = change(Some(0o600), None, SetTime::ServerTime);
+        merge(&mut parked, change(Some(0o644), None, SetTime::DontChange));
+        assert_eq!(parked.mode, Some(0o644));
+        assert_eq!(parked.modify_time, SetTime::ServerTime);
     }
 }
