@@ -134,6 +134,14 @@ pub struct VrpcService {
     history: Vec<(DeviceId, DeviceCounters)>,
 }
 
+/// Gives back the room of a list that grew for many guests at once and
+/// now holds a quarter of it or less.
+fn shrink_when_sparse<T>(list: &mut Vec<T>) {
+    if list.len() <= list.capacity() / 4 {
+        list.shrink_to_fit();
+    }
+}
+
 fn report_table_error(export: nfs_server::ExportId, file_id: u64, error: metatab::TableError) {
     println!(
         "metatab: export {:#x}: cannot update inode {file_id}: {error}",
@@ -332,6 +340,7 @@ impl VrpcService {
             );
             self.detach(index, DetachReason::BackendRemoved, xenstore, false);
             let device = self.devices.swap_remove(index);
+            shrink_when_sparse(&mut self.devices);
             if device.watching {
                 let _ = xenstore.unwatch(&format!("{}/state", device.id.frontend_path()), TOKEN);
             }
@@ -519,12 +528,19 @@ impl VrpcService {
     }
 
     fn retry_lingering(&mut self) {
+        if self.lingering.is_empty() {
+            return;
+        }
         self.lingering
             .retain(|grant| match grants::end(grant.reference) {
                 Ok(()) => false,
                 Err(GrantError::InUse) => true,
                 Err(_) => false,
             });
+        // Every guest's table grants land here when many detach at once
+        // (259 a guest by default, 16 bytes each): give the room back once
+        // they are ended, or it stays as a high-water mark of the heap.
+        shrink_when_sparse(&mut self.lingering);
     }
 
     /// Tear the device down: unmap the ring, close the port, end the
