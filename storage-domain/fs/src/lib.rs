@@ -23,6 +23,7 @@
 extern crate alloc;
 
 mod bitmap;
+pub mod block_cache;
 mod checksum;
 mod codec;
 pub mod device;
@@ -35,6 +36,7 @@ mod record;
 mod snapshot;
 mod volume;
 
+pub use block_cache::{CacheCounters, CachedDevice};
 pub use checksum::crc32c;
 pub use fault::{FaultControl, FaultDevice, FaultPlan, FaultSpecError};
 pub use fsck::{fsck, FsckReport};

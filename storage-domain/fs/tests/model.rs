@@ -11,11 +11,13 @@ mod common;
 
 use common::*;
 use sdfs::device::MemoryDevice;
-use sdfs::Volume;
+use sdfs::{CachedDevice, Volume};
 use vfs::memfs::{MemFs, MemFsLimits};
 use vfs::FileSystem;
 
-fn run(seed: u64, steps: u64, cache_bytes: usize) {
+/// `data_cache`: bytes of [`CachedDevice`] in front of the device (zero:
+/// reads go straight through); each remount starts it empty.
+fn run(seed: u64, steps: u64, cache_bytes: usize, data_cache: u64) {
     let mut random = Random(seed);
     let mut model = MemFs::new(
         clock(),
@@ -24,7 +26,8 @@ fn run(seed: u64, steps: u64, cache_bytes: usize) {
             inodes: 1 << 30,
         },
     );
-    let mut volume = Volume::open(formatted(16_384), clock(), cache_bytes).expect("open");
+    let cached = |device| CachedDevice::new(device, data_cache);
+    let mut volume = Volume::open(cached(formatted(16_384)), clock(), cache_bytes).expect("open");
     let mut tree = dump(&mut model);
     // Snapshots taken so far, with the tree they must show forever.
     let mut snapshots: Vec<(Vec<u8>, Tree)> = Vec::new();
@@ -61,7 +64,7 @@ fn run(seed: u64, steps: u64, cache_bytes: usize) {
         }
         if random.chance(3) {
             volume.commit().expect("commit");
-            let device: MemoryDevice = volume.into_device();
+            let device: MemoryDevice = volume.into_device().into_inner();
             let report = sdfs::fsck(device.clone(), clock());
             assert!(
                 report.is_clean(),
@@ -92,7 +95,7 @@ fn run(seed: u64, steps: u64, cache_bytes: usize) {
                 );
                 assert_eq!(refused, Err(vfs::FsError::ReadOnly));
             }
-            volume = Volume::open(device, clock(), cache_bytes).expect("reopen");
+            volume = Volume::open(cached(device), clock(), cache_bytes).expect("reopen");
             let names: Vec<_> = volume
                 .snapshots()
                 .iter()
@@ -113,7 +116,7 @@ fn run(seed: u64, steps: u64, cache_bytes: usize) {
         }
     }
     volume.commit().expect("final commit");
-    let report = sdfs::fsck(volume.into_device(), clock());
+    let report = sdfs::fsck(volume.into_device().into_inner(), clock());
     assert!(
         report.is_clean(),
         "seed {seed}: final fsck: {:?}",
@@ -126,7 +129,18 @@ fn random_sequences_match_the_model() {
     let seeds = env_number("SDFS_MODEL_SEEDS", 6);
     let steps = env_number("SDFS_MODEL_STEPS", 400);
     for seed in 0..seeds {
-        run(0x5EED_0000 + seed, steps, 64 << 20);
+        run(0x5EED_0000 + seed, steps, 64 << 20, 0);
+    }
+}
+
+#[test]
+fn random_sequences_match_the_model_through_a_small_data_cache() {
+    // 64 blocks of data cache: constant eviction, read-ahead, and writes
+    // replacing cached copies of blocks the copy-on-write reuses.
+    let seeds = env_number("SDFS_MODEL_SEEDS", 6).div_ceil(3);
+    let steps = env_number("SDFS_MODEL_STEPS", 400);
+    for seed in 0..seeds {
+        run(0xDA7A_0000 + seed, steps, 64 << 20, 64 * 4096);
     }
 }
 
@@ -136,6 +150,6 @@ fn random_sequences_match_the_model_with_a_tiny_cache() {
     let seeds = env_number("SDFS_MODEL_SEEDS", 6).div_ceil(3);
     let steps = env_number("SDFS_MODEL_STEPS", 400);
     for seed in 0..seeds {
-        run(0xCAC4_E000 + seed, steps, 2_000);
+        run(0xCAC4_E000 + seed, steps, 2_000, 0);
     }
 }

@@ -18,7 +18,7 @@ use crate::image::{random_bytes, ImageFile, SystemClock};
 use anyhow::Context;
 use byte_size::{parse_size, ByteSize};
 use nfs_server::{ClientAddress, ExportConfig, Server, ServerConfig, MAX_RECORD_SIZE};
-use sdfs::{FaultControl, FaultDevice, FaultPlan, Volume};
+use sdfs::{CachedDevice, FaultControl, FaultDevice, FaultPlan, Volume};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,9 +31,9 @@ use std::time::Duration;
 use vfs::FileSystem;
 use xdr::{Pushed, RecordReassembler};
 
-/// The served file system (its device injects faults only with
-/// `--fault`).
-pub type HostedServer = Server<Volume<FaultDevice<ImageFile>>>;
+/// The served file system: the image behind the data cache
+/// (`--data-cache`), injecting faults only with `--fault`.
+pub type HostedServer = Server<Volume<CachedDevice<FaultDevice<ImageFile>>>>;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// KiB..TiB are powers of 1024, KB..TB powers of 1000).
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Data block cache in front of the image, with read-ahead for
+    /// sequential reads (units as for --size; 0 turns it off). Its room
+    /// is reserved at start and filled as blocks are read.
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    pub data_cache: u64,
     /// Worker threads running calls.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
@@ -226,6 +231,7 @@ impl Drop for NewImage<'_> {
 pub fn open_server(
     disk: &Path,
     cache_bytes: u64,
+    data_cache_bytes: u64,
     exports: Vec<ExportConfig>,
     port: u16,
     fault: Option<FaultPlan>,
@@ -234,6 +240,7 @@ pub fn open_server(
         ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
     let device = FaultDevice::new(device, fault.unwrap_or_default()).with_report(report_fault);
     let control = device.control();
+    let device = CachedDevice::new(device, data_cache_bytes);
     let mut volume = Volume::open(
         device,
         Box::new(SystemClock),
@@ -302,6 +309,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (mut server, faults) = open_server(
         &args.disk,
         args.cache_size,
+        args.data_cache,
         exports,
         address.port(),
         args.fault.clone(),

@@ -104,6 +104,7 @@ impl Activity {
         let mut server = lock(server);
         let statistics = server.statistics();
         let (hits, misses) = server.filesystem().cache_statistics();
+        let data = server.filesystem().device().counters();
         let space = server.filesystem().statfs().ok();
         drop(server);
         let mut text = String::new();
@@ -158,6 +159,14 @@ impl Activity {
             lookups => hits as f64 / lookups as f64,
         };
         line("cache.hit_ratio", format!("{ratio:.3}"));
+        line("data_cache.hits", data.hits.to_string());
+        line("data_cache.misses", data.misses.to_string());
+        line("data_cache.read_ahead", data.read_ahead.to_string());
+        let ratio = match data.hits + data.misses {
+            0 => 0.0,
+            blocks => data.hits as f64 / blocks as f64,
+        };
+        line("data_cache.hit_ratio", format!("{ratio:.3}"));
         if let Some(space) = space {
             let block = u64::from(space.block_size);
             line(

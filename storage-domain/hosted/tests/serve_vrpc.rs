@@ -413,12 +413,37 @@ fn stats_shows_guests_calls_commits_cache_and_space() {
             other => panic!("{other:?}"),
         }
     }
+    // Read twice: the second is answered by the data cache.
+    for _ in 0..2 {
+        match call(
+            &first,
+            Arguments::Read(ReadArguments {
+                file: file.clone(),
+                offset: 0,
+                count: 256 << 10,
+            }),
+            &[],
+            (256 << 10) + 4096,
+        ) {
+            Results::Read(result) => {
+                assert!(result.into_result().unwrap().data == data[..256 << 10])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     let during = stats(&server.image);
+    let data_hits: u64 = during["data_cache.hits"].parse().unwrap();
+    assert!(data_hits >= 64, "{during:?}");
+    assert!(
+        during["data_cache.hit_ratio"].parse::<f64>().unwrap() > 0.0,
+        "{during:?}"
+    );
     assert_eq!(during["connections.vrpc"], "2", "{during:?}");
     assert_eq!(during["guests./"], "1", "{during:?}");
     assert_eq!(during["guests./data"], "1", "{during:?}");
     assert_eq!(during["rpc.CREATE"], "1", "{during:?}");
     assert_eq!(during["rpc.WRITE"], "2", "{during:?}");
+    assert_eq!(during["rpc.READ"], "2", "{during:?}");
     assert_eq!(during["mount.calls"], "1", "{during:?}");
     let commits: u64 = during["commits"].parse().unwrap();
     assert!(commits >= 2, "FILE_SYNC writes commit: {during:?}");

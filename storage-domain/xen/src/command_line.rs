@@ -9,6 +9,9 @@
 //! - `cache=SIZE`: bytes of file-system metadata cache (default 4M); the
 //!   sizes of `byte_size::parse_size` (`8M`, `8MiB`: powers of 1024; `8MB`:
 //!   of 1000).
+//! - `data_cache=SIZE`: bytes of data block cache with read-ahead (default
+//!   1M; 0: none), taken from the heap at boot and at most a quarter of
+//!   what is free then.
 //! - `ip=A.B.C.D/PREFIX`: the network interface's static IPv4 address, or
 //!   `ip=dhcp`: an address leased by DHCPv4 (no `ip=`: the interface stays
 //!   down and nothing is served over TCP).
@@ -71,6 +74,8 @@ pub struct Config {
     pub exports: Vec<ExportConfig>,
     /// Metadata cache size handed to the file system.
     pub cache_bytes: usize,
+    /// Data block cache size (`data_cache=`).
+    pub data_cache_bytes: u64,
     /// The IPv4 address (`ip=`).
     pub address: Option<Address>,
     /// The default gateway (`gw=`).
@@ -90,6 +95,9 @@ pub struct Config {
 /// Default metadata cache: 4 MiB of a 32 MiB domain.
 pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 
+/// Default data block cache: 1 MiB of the 16 MiB heap.
+pub const DEFAULT_DATA_CACHE_BYTES: u64 = 1 << 20;
+
 /// Default TCP port: NFS's registered port.
 pub const DEFAULT_PORT: u16 = 2049;
 
@@ -103,6 +111,7 @@ impl Config {
         let mut config = Config {
             exports: Vec::new(),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            data_cache_bytes: DEFAULT_DATA_CACHE_BYTES,
             address: None,
             gateway: None,
             port: DEFAULT_PORT,
@@ -130,6 +139,12 @@ impl Config {
                     Err(error) => config
                         .warnings
                         .push(format!("ignored cache size `{value}`: {error}")),
+                },
+                "data_cache" => match byte_size::parse_size(value) {
+                    Ok(bytes) => config.data_cache_bytes = bytes,
+                    Err(error) => config
+                        .warnings
+                        .push(format!("ignored data cache size `{value}`: {error}")),
                 },
                 "ip" if value == "dhcp" => config.address = Some(Address::Dhcp),
                 "ip" => match parse_cidr(value) {
@@ -328,6 +343,11 @@ mod tests {
         assert_eq!(Config::parse(b"cache=8MiB").cache_bytes, 8 << 20);
         assert_eq!(Config::parse(b"cache=8MB").cache_bytes, 8_000_000);
         assert_eq!(Config::parse(b"cache=512k").cache_bytes, 512 << 10);
+        assert_eq!(Config::parse(b"data_cache=2M").data_cache_bytes, 2 << 20);
+        assert_eq!(Config::parse(b"data_cache=0").data_cache_bytes, 0);
+        let bad = Config::parse(b"data_cache=lots");
+        assert_eq!(bad.data_cache_bytes, DEFAULT_DATA_CACHE_BYTES);
+        assert_eq!(bad.warnings.len(), 1);
         let bad = Config::parse(b"cache=1.5M");
         assert_eq!(bad.cache_bytes, DEFAULT_CACHE_BYTES);
         assert!(bad.warnings[0].contains("fractions"), "{:?}", bad.warnings);

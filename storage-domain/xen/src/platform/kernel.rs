@@ -95,7 +95,24 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         disk.flush_method()
     );
 
-    let mut volume = sdfs::Volume::open(&mut disk, Box::new(PvClock), config.cache_bytes)
+    // The data cache's room is taken now, before the heap is budgeted for
+    // connections and tables, and never more than a quarter of what is
+    // free.
+    let (heap_used, heap_size) = memory::heap_usage();
+    let data_cache = config
+        .data_cache_bytes
+        .min((heap_size.saturating_sub(heap_used) / 4) as u64);
+    let cached = sdfs::CachedDevice::new(&mut disk, data_cache);
+    println!(
+        "data cache: {} KiB{}",
+        cached.capacity_bytes() >> 10,
+        if cached.capacity_bytes() < config.data_cache_bytes {
+            " (less than asked: a quarter of the free heap at most)"
+        } else {
+            ""
+        }
+    );
+    let mut volume = sdfs::Volume::open(cached, Box::new(PvClock), config.cache_bytes)
         .map_err(|error| format!("opening the file system: {error:?}"))?;
     println!(
         "file system: {} blocks of 4096 bytes, at commit {}",
@@ -376,10 +393,10 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
 /// The NFS server over the volume, with the configured exports (their
 /// directories created when missing).
 fn start_server<'disk>(
-    mut volume: sdfs::Volume<&'disk mut Blkfront>,
+    mut volume: sdfs::Volume<sdfs::CachedDevice<&'disk mut Blkfront>>,
     config: &Config,
     on_tcp: bool,
-) -> Result<nfs_server::Server<sdfs::Volume<&'disk mut Blkfront>>, String> {
+) -> Result<nfs_server::Server<sdfs::Volume<sdfs::CachedDevice<&'disk mut Blkfront>>>, String> {
     for export in &config.exports {
         nfs_server::ensure_directory(&mut volume, &export.path)
             .map_err(|error| format!("export {}: {error:?}", export.name))?;

@@ -1,0 +1,368 @@
+//! A bounded cache of device blocks with read-ahead: [`CachedDevice`].
+//!
+//! Design: a wrapper that is itself a [`BlockDevice`], so the volume, fsck
+//! and every test device stack as before (`Volume<CachedDevice<D>>`). Its
+//! room is a fixed arena of blocks allocated when it is made (on Xen at
+//! boot, before the heap is budgeted for connections), never grown: a slot
+//! per cached block, recycled least recently used first.
+//!
+//! - **Reads** are answered from the arena when every block of the request
+//!   is there; otherwise the device is asked once for the whole request,
+//!   extended by the read-ahead window, and every block read is kept.
+//! - **Read-ahead**: a request that starts where the previous read ended
+//!   is sequential; the window then doubles from [`READ_AHEAD_START`] up to
+//!   [`READ_AHEAD_MAX`] blocks (clamped to the device's end), and any other
+//!   request resets it. The file system lays files out in runs, so the
+//!   blocks after a run are usually the file's next ones.
+//! - **Writes** go to the device first (write-through: nothing is held
+//!   that a crash could lose), then replace the cached copies of the
+//!   blocks written; a write the device fails evicts them instead, since a
+//!   failed or torn write leaves their content unknown. Blocks written are
+//!   not added (a commit writes many blocks that are read rarely).
+//! - **Flush** passes through. Caching adds no ordering of its own: what
+//!   the device holds after a crash is exactly what it would hold without
+//!   the cache.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::layout::BLOCK_SIZE;
+use crate::{BlockDevice, DeviceError};
+
+/// The read-ahead window's first size, in blocks (128 KiB).
+pub const READ_AHEAD_START: u64 = 32;
+
+/// The read-ahead window's largest size, in blocks (1 MiB).
+pub const READ_AHEAD_MAX: u64 = 256;
+
+/// Counters of a [`CachedDevice`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    /// Blocks read that the cache held.
+    pub hits: u64,
+    /// Blocks read that it did not hold (read from the device).
+    pub misses: u64,
+    /// Blocks read from the device ahead of any request for them.
+    pub read_ahead: u64,
+    /// Blocks evicted to make room.
+    pub evictions: u64,
+}
+
+/// A [`BlockDevice`] with a bounded block cache in front of `D`.
+#[derive(Clone, Debug)]
+pub struct CachedDevice<D> {
+    inner: D,
+    /// One slot per cachable block.
+    arena: Vec<[u8; BLOCK_SIZE]>,
+    /// Cached block number to `(slot, last use)`.
+    map: BTreeMap<u64, (usize, u64)>,
+    /// Last use to cached block number: the least recently used first.
+    by_use: BTreeMap<u64, u64>,
+    /// Slots not holding a block.
+    free: Vec<usize>,
+    clock: u64,
+    /// The block after the last read request: where a sequential read
+    /// continues.
+    next_sequential: Option<u64>,
+    window: u64,
+    counters: CacheCounters,
+}
+
+impl<D: BlockDevice> CachedDevice<D> {
+    /// Caches up to `bytes` of `inner`'s blocks (rounded down to whole
+    /// blocks; zero caches nothing and reads through). The arena is
+    /// allocated now; when the memory is not there, nothing is cached
+    /// ([`CachedDevice::capacity_bytes`] says so) rather than failing.
+    pub fn new(inner: D, bytes: u64) -> CachedDevice<D> {
+        let slots = usize::try_from(bytes / BLOCK_SIZE as u64).unwrap_or(usize::MAX);
+        let mut arena: Vec<[u8; BLOCK_SIZE]> = Vec::new();
+        let slots = match arena.try_reserve_exact(slots) {
+            Ok(()) => slots,
+            Err(_) => 0,
+        };
+        arena.resize(slots, [0u8; BLOCK_SIZE]);
+        CachedDevice {
+            inner,
+            free: (0..slots).rev().collect(),
+            arena,
+            map: BTreeMap::new(),
+            by_use: BTreeMap::new(),
+            clock: 0,
+            next_sequential: None,
+            window: 0,
+            counters: CacheCounters::default(),
+        }
+    }
+
+    /// The device underneath.
+    pub fn into_inner(self) -> D {
+        self.inner
+    }
+
+    /// The device underneath, for its own controls.
+    pub fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+
+    /// Bytes of blocks the cache can hold.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.arena.len() as u64 * BLOCK_SIZE as u64
+    }
+
+    /// What the cache did so far.
+    pub fn counters(&self) -> CacheCounters {
+        self.counters
+    }
+
+    fn touch(&mut self, block: u64) -> Option<usize> {
+        let (slot, used) = *self.map.get(&block)?;
+        self.clock += 1;
+        self.by_use.remove(&used);
+        self.by_use.insert(self.clock, block);
+        self.map.insert(block, (slot, self.clock));
+        Some(slot)
+    }
+
+    fn evict(&mut self, block: u64) {
+        if let Some((slot, used)) = self.map.remove(&block) {
+            self.by_use.remove(&used);
+            self.free.push(slot);
+        }
+    }
+
+    /// Keeps a copy of `data` as `block`'s content.
+    fn keep(&mut self, block: u64, data: &[u8]) {
+        if self.arena.is_empty() {
+            return;
+        }
+        let slot = match self.touch(block) {
+            Some(slot) => slot,
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        let Some((_, oldest)) = self.by_use.pop_first() else {
+                            return;
+                        };
+                        self.counters.evictions += 1;
+                        match self.map.remove(&oldest) {
+                            Some((slot, _)) => slot,
+                            None => return,
+                        }
+                    }
+                };
+                self.clock += 1;
+                self.map.insert(block, (slot, self.clock));
+                self.by_use.insert(self.clock, block);
+                slot
+            }
+        };
+        self.arena[slot].copy_from_slice(data);
+    }
+
+    /// Replaces the cached copies of the blocks from `first` with `data`
+    /// (after the device took them), or evicts them (`data` `None`: the
+    /// write failed).
+    fn written(&mut self, first: u64, count: u64, data: Option<&[u8]>) {
+        for index in 0..count {
+            let block = first + index;
+            let Some(&(slot, _)) = self.map.get(&block) else {
+                continue;
+            };
+            match data {
+                Some(data) => {
+                    let at = index as usize * BLOCK_SIZE;
+                    let piece = &data[at..(at + BLOCK_SIZE).min(data.len())];
+                    self.arena[slot][..piece.len()].copy_from_slice(piece);
+                    self.arena[slot][piece.len()..].fill(0);
+                }
+                None => self.evict(block),
+            }
+        }
+    }
+}
+
+impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
+    fn block_count(&self) -> u64 {
+        self.inner.block_count()
+    }
+
+    fn read_block(&mut self, block: u64, buffer: &mut [u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        self.read_blocks(block, &mut buffer[..])
+    }
+
+    fn read_blocks(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), DeviceError> {
+        let count = buffer.len().div_ceil(BLOCK_SIZE) as u64;
+        let end = first.checked_add(count).ok_or(DeviceError::OutOfRange)?;
+        if end > self.inner.block_count() {
+            return Err(DeviceError::OutOfRange);
+        }
+        let sequential = self.next_sequential == Some(first);
+        self.next_sequential = Some(end);
+        self.window = if sequential {
+            (self.window * 2).clamp(READ_AHEAD_START, READ_AHEAD_MAX)
+        } else {
+            0
+        };
+        if self.arena.is_empty() {
+            return self.inner.read_blocks(first, buffer);
+        }
+        if (first..end).all(|block| self.map.contains_key(&block)) {
+            for (index, chunk) in buffer.chunks_mut(BLOCK_SIZE).enumerate() {
+                if let Some(slot) = self.touch(first + index as u64) {
+                    chunk.copy_from_slice(&self.arena[slot][..chunk.len()]);
+                }
+            }
+            self.counters.hits += count;
+            return Ok(());
+        }
+        // One request for everything asked, and the window after it (never
+        // more than the cache holds, so what is read ahead stays).
+        let ahead = self
+            .window
+            .min(self.inner.block_count() - end)
+            .min((self.arena.len() as u64).saturating_sub(count));
+        let mut read = alloc::vec![0u8; ((count + ahead) as usize) * BLOCK_SIZE];
+        self.inner.read_blocks(first, &mut read)?;
+        buffer.copy_from_slice(&read[..buffer.len()]);
+        for index in 0..count + ahead {
+            let at = index as usize * BLOCK_SIZE;
+            self.keep(first + index, &read[at..at + BLOCK_SIZE]);
+        }
+        self.counters.misses += count;
+        self.counters.read_ahead += ahead;
+        Ok(())
+    }
+
+    fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
+        self.write_blocks(block, &data[..])
+    }
+
+    fn write_blocks(&mut self, first: u64, data: &[u8]) -> Result<(), DeviceError> {
+        let count = data.len().div_ceil(BLOCK_SIZE) as u64;
+        let result = self.inner.write_blocks(first, data);
+        self.written(first, count, result.is_ok().then_some(data));
+        result
+    }
+
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::MemoryDevice;
+    use crate::fault::{FaultDevice, FaultPlan};
+
+    /// splitmix64, enough for test sequences.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, limit: u64) -> u64 {
+            self.next() % limit
+        }
+    }
+
+    #[test]
+    fn random_reads_and_writes_match_an_uncached_device() {
+        const BLOCKS: u64 = 300;
+        for seed in 0..20 {
+            let mut random = Random(seed);
+            // From no room, through room for a few blocks, to all of them.
+            let room = [0, 1, 7, 64, BLOCKS + 10][seed as usize % 5];
+            let mut plain = MemoryDevice::new(BLOCKS);
+            let mut cached = CachedDevice::new(MemoryDevice::new(BLOCKS), room * BLOCK_SIZE as u64);
+            for step in 0..2_000 {
+                let first = random.below(BLOCKS);
+                let count = 1 + random.below(12.min(BLOCKS - first));
+                let mut length = count as usize * BLOCK_SIZE;
+                if random.below(4) == 0 {
+                    // A partial last block.
+                    length -= random.below(BLOCK_SIZE as u64) as usize;
+                }
+                match random.below(3) {
+                    0 => {
+                        let fill = random.next() as u8;
+                        let data: Vec<u8> = (0..length)
+                            .map(|index| fill.wrapping_add(index as u8))
+                            .collect();
+                        plain.write_blocks(first, &data).unwrap();
+                        cached.write_blocks(first, &data).unwrap();
+                    }
+                    _ => {
+                        let mut expected = alloc::vec![0u8; length];
+                        let mut actual = alloc::vec![1u8; length];
+                        plain.read_blocks(first, &mut expected).unwrap();
+                        cached.read_blocks(first, &mut actual).unwrap();
+                        assert_eq!(actual, expected, "seed {seed} step {step}");
+                    }
+                }
+            }
+            let counters = cached.counters();
+            if room >= 64 {
+                assert!(counters.hits > 0, "seed {seed}: no hit: {counters:?}");
+            }
+            assert!(cached.map.len() as u64 <= room);
+            assert_eq!(cached.map.len(), cached.by_use.len());
+            assert_eq!(cached.into_inner().to_image(), plain.to_image());
+        }
+    }
+
+    #[test]
+    fn sequential_reads_read_ahead_and_then_hit() {
+        let mut device = CachedDevice::new(MemoryDevice::new(4_096), 2 << 20);
+        let mut buffer = alloc::vec![0u8; 8 * BLOCK_SIZE];
+        for chunk in 0..64 {
+            device.read_blocks(chunk * 8, &mut buffer).unwrap();
+        }
+        let counters = device.counters();
+        assert!(counters.read_ahead > 0, "{counters:?}");
+        // Most of the 512 blocks came from blocks read ahead.
+        assert!(counters.hits >= 400, "{counters:?}");
+        // A random read does not read ahead.
+        let before = device.counters().read_ahead;
+        device.read_blocks(3_000, &mut buffer).unwrap();
+        assert_eq!(device.counters().read_ahead, before);
+        // Never past the device's end.
+        let mut last = [0u8; BLOCK_SIZE];
+        for block in 4_090..4_096 {
+            device.read_block(block, &mut last).unwrap();
+        }
+        assert_eq!(
+            device.read_block(4_096, &mut last),
+            Err(DeviceError::OutOfRange)
+        );
+    }
+
+    #[test]
+    fn a_failed_write_drops_the_cached_copy() {
+        let mut device = MemoryDevice::new(16);
+        device.write_block(3, &[7u8; BLOCK_SIZE]).unwrap();
+        let faulty = FaultDevice::new(device, FaultPlan::parse("tear=1").unwrap());
+        let control = faulty.control();
+        let mut cached = CachedDevice::new(faulty, 16 * BLOCK_SIZE as u64);
+        let mut buffer = [0u8; BLOCK_SIZE];
+        cached.read_block(3, &mut buffer).unwrap();
+        assert_eq!(buffer, [7u8; BLOCK_SIZE]);
+        // The device tears the write and fails it: the block holds neither
+        // for sure, so the next read asks the device.
+        control.arm();
+        assert!(cached.write_blocks(2, &[9u8; 2 * BLOCK_SIZE]).is_err());
+        control.disarm();
+        let misses = cached.counters().misses;
+        cached.read_block(3, &mut buffer).unwrap();
+        assert_eq!(cached.counters().misses, misses + 1);
+        let mut direct = [0u8; BLOCK_SIZE];
+        cached.inner_mut().read_block(3, &mut direct).unwrap();
+        assert_eq!(buffer, direct);
+    }
+}
