@@ -27,6 +27,7 @@ pub mod attributes;
 mod list;
 pub mod message;
 pub mod mount;
+pub mod nlm;
 pub mod portmap;
 pub mod procedures;
 mod program;

@@ -27,6 +27,7 @@ mod directory;
 pub mod duplicate_cache;
 pub mod handle;
 pub mod identity;
+pub mod locks;
 mod mount;
 mod namespace;
 mod procedures;
@@ -116,6 +117,8 @@ pub struct Statistics {
     pub duplicates: u64,
     /// Commits run by [`Server::finish`].
     pub commits: u64,
+    /// NLM (lock) calls.
+    pub lock_calls: u64,
 }
 
 pub(crate) struct Export {
@@ -147,6 +150,10 @@ pub(crate) struct Core {
     /// The export of the call being run (set when its first handle
     /// resolves): decides whether its reply waits for a commit.
     call_export: Option<usize>,
+    /// Byte-range locks (NLM).
+    locks: locks::LockTable,
+    /// The last session handed out.
+    last_session: u64,
 }
 
 /// The NFS server over one file system.
@@ -219,6 +226,8 @@ impl<F: FileSystem> Server<F> {
                 observer: None,
                 statistics: Statistics::default(),
                 call_export: None,
+                locks: locks::LockTable::default(),
+                last_session: locks::NO_SESSION,
             },
         })
     }
@@ -294,8 +303,38 @@ impl<F: FileSystem> Server<F> {
     }
 
     /// Run one call record from `client`. `None` means send nothing (the
-    /// bytes are not a call, or not even an xid could be read).
+    /// bytes are not a call, or not even an xid could be read). Locks it
+    /// takes belong to no session (see [`Server::handle_in_session`]).
     pub fn handle(&mut self, record: &[u8], client: ClientAddress) -> Option<Reply> {
+        self.handle_in_session(record, client, locks::NO_SESSION)
+    }
+
+    /// A new session: a client whose departure its transport sees (a VRPC
+    /// guest). The locks its calls take go when [`Server::end_session`]
+    /// says it went.
+    pub fn begin_session(&mut self) -> u64 {
+        self.core.last_session += 1;
+        self.core.last_session
+    }
+
+    /// The client of `session` is gone: its locks are released.
+    pub fn end_session(&mut self, session: u64) {
+        self.core.locks.end_session(session);
+    }
+
+    /// The locks held now.
+    pub fn locks(&self) -> &locks::LockTable {
+        &self.core.locks
+    }
+
+    /// [`Server::handle`] for a call made in `session` (from
+    /// [`Server::begin_session`], or [`locks::NO_SESSION`]).
+    pub fn handle_in_session(
+        &mut self,
+        record: &[u8],
+        client: ClientAddress,
+        session: u64,
+    ) -> Option<Reply> {
         let program = record
             .get(12..16)
             .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -321,6 +360,23 @@ impl<F: FileSystem> Server<F> {
                 };
                 self.core.statistics.portmap_calls += 1;
                 let results = self.core.portmap(arguments);
+                Some(plain(message::encode_reply(
+                    header.xid,
+                    &results,
+                    Vec::new(),
+                )))
+            }
+            Some(nfs3::nlm::PROGRAM) => {
+                let (header, arguments, caller) =
+                    match self.core.accept::<nfs3::nlm::Nlm4>(record, client) {
+                        Ok(call) => call,
+                        Err(rejection) => return rejection.map(plain),
+                    };
+                self.core.statistics.lock_calls += 1;
+                let results = self
+                    .core
+                    .nlm(&mut self.filesystem, &caller, arguments, session);
+                self.core.call_export = None;
                 Some(plain(message::encode_reply(
                     header.xid,
                     &results,

@@ -148,6 +148,7 @@ impl Core {
             (nfs3::portmap::PROGRAM, nfs3::portmap::VERSION),
             (nfs3::mount::PROGRAM, nfs3::mount::VERSION),
             (nfs3::PROGRAM, nfs3::VERSION),
+            (nfs3::nlm::PROGRAM, nfs3::nlm::VERSION),
         ]
         .into_iter()
         .map(|(program, version)| Mapping {

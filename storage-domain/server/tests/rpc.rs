@@ -148,9 +148,14 @@ fn mount_and_portmap() {
         portmap(get(nfs3::mount::PROGRAM, 3)),
         nfs3::portmap::Results::GetPort(2049)
     );
-    assert_eq!(portmap(get(100_021, 4)), nfs3::portmap::Results::GetPort(0));
+    // NLM v4 (locks) on the same port; NLM's older versions not at all.
+    assert_eq!(
+        portmap(get(100_021, 4)),
+        nfs3::portmap::Results::GetPort(2049)
+    );
+    assert_eq!(portmap(get(100_021, 1)), nfs3::portmap::Results::GetPort(0));
     match portmap(nfs3::portmap::Arguments::Dump(())) {
-        nfs3::portmap::Results::Dump(list) => assert_eq!(list.mappings.len(), 3),
+        nfs3::portmap::Results::Dump(list) => assert_eq!(list.mappings.len(), 4),
         other => panic!("{other:?}"),
     }
     let _ = Mount3;
