@@ -27,6 +27,7 @@ pub struct Stats {
     invalidated_names: AtomicU64,
     local_misses: AtomicU64,
     deferred_setattrs: AtomicU64,
+    lock_calls: AtomicU64,
 }
 
 impl Default for Stats {
@@ -40,6 +41,7 @@ impl Default for Stats {
             invalidated_names: AtomicU64::new(0),
             local_misses: AtomicU64::new(0),
             deferred_setattrs: AtomicU64::new(0),
+            lock_calls: AtomicU64::new(0),
         }
     }
 }
@@ -87,6 +89,11 @@ impl Stats {
         self.deferred_setattrs.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an NLM (lock) call.
+    pub fn count_lock_call(&self) {
+        self.lock_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a MOUNT protocol call.
     pub fn count_mount_call(&self) {
         self.mount_calls.fetch_add(1, Ordering::Relaxed);
@@ -121,8 +128,9 @@ impl Stats {
             self.local_misses.load(Ordering::Relaxed)
         ));
         text.push_str(&format!(
-            "setattr.deferred {}\n",
-            self.deferred_setattrs.load(Ordering::Relaxed)
+            "setattr.deferred {}\nnlm.calls {}\n",
+            self.deferred_setattrs.load(Ordering::Relaxed),
+            self.lock_calls.load(Ordering::Relaxed)
         ));
         text
     }

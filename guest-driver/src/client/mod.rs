@@ -249,6 +249,39 @@ impl NfsClient {
     }
 }
 
+impl NfsClient {
+    /// One NLM (lock manager) call, to the same server over the same
+    /// transport.
+    ///
+    /// # Errors
+    /// [`ClientError`]; a server without NLM answers PROG_UNAVAIL.
+    pub fn lock_call(
+        &self,
+        caller: &Caller,
+        arguments: nfs3::nlm::Arguments,
+    ) -> CallResult<nfs3::nlm::Results> {
+        self.stats.count_lock_call();
+        let credential = caller.credential(&self.machine_name, self.stamp);
+        call_program::<nfs3::nlm::Nlm4>(
+            self.transport.as_ref(),
+            self.xids.next(),
+            credential,
+            &arguments,
+        )
+    }
+
+    /// This mount's NLM `caller_name`: the host, the daemon and a number
+    /// of its own, so that two mounts on one host are two lock clients
+    /// (FREE_ALL of one leaves the other's locks alone).
+    pub fn lock_client_name(&self) -> Vec<u8> {
+        let mut name = self.machine_name.clone();
+        name.extend_from_slice(
+            format!(":guest-driver:{}:{:08x}", std::process::id(), self.stamp).as_bytes(),
+        );
+        name
+    }
+}
+
 procedures! {
     /// GETATTR.
     get_attributes => GetAttributes(inspect::GetAttributesArguments) -> inspect::GetAttributesResult;

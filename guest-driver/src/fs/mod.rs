@@ -21,6 +21,7 @@ mod attributes;
 mod callers;
 mod directory;
 mod io;
+mod locks;
 mod namespace;
 pub mod nodes;
 pub mod table;
@@ -109,6 +110,10 @@ pub struct NfsFilesystem {
     watcher: Option<watch::WatcherHandle>,
     /// The watcher's invalidation epoch, when a watcher runs.
     coherence: Option<Arc<watch::Coherence>>,
+    /// The server answers NLM: `fcntl` and `flock` locks go to it.
+    locking: bool,
+    /// Which owners hold locks through this mount (`locks.rs`).
+    locks: locks::HeldLocks,
 }
 
 /// Calls in flight that may change some nodes (see
@@ -216,7 +221,20 @@ impl NfsFilesystem {
             })),
             _ => None,
         };
+        // Locks exclude other mounts only where the server keeps them;
+        // elsewhere the kernel keeps them for this guest, as before.
+        let locking = matches!(
+            client.lock_call(&Caller::root(), nfs3::nlm::Arguments::Null(())),
+            Ok(nfs3::nlm::Results::Null(()))
+        );
+        if !locking {
+            log::info!(
+                "the server has no lock manager (NLM v4): locks hold within this guest only"
+            );
+        }
         NfsFilesystem {
+            locking,
+            locks: locks::HeldLocks::default(),
             client,
             settings,
             nodes,
@@ -712,6 +730,7 @@ impl Filesystem for NfsFilesystem {
     fn destroy(&mut self) {
         // Deferred attribute changes of files nobody holds open go out.
         self.writes.drain_all();
+        self.free_all_locks();
         if let Some(watcher) = self.watcher.take() {
             watcher.stop();
         }
@@ -727,6 +746,16 @@ impl Filesystem for NfsFilesystem {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
         ] {
+            if config.add_capabilities(capability).is_err() {
+                log::info!("the kernel lacks {capability:?}");
+            }
+        }
+        let locking = if self.locking {
+            &[InitFlags::FUSE_POSIX_LOCKS, InitFlags::FUSE_FLOCK_LOCKS][..]
+        } else {
+            &[]
+        };
+        for &capability in locking {
             if config.add_capabilities(capability).is_err() {
                 log::info!("the kernel lacks {capability:?}");
             }
@@ -977,10 +1006,10 @@ impl Filesystem for NfsFilesystem {
 
     fn flush(
         &self,
-        _request: &Request,
-        _node: INodeNo,
+        request: &Request,
+        node: INodeNo,
         file: FuseHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // Every close sends the queued data (close-to-open); only with
@@ -990,6 +1019,9 @@ impl Filesystem for NfsFilesystem {
         } else {
             self.settle_writes(file.0)
         };
+        // A close releases the closing process's locks on the file (after
+        // its data reached the server, for the next holder to see).
+        self.release_locks(node.0, lock_owner.0, &self.request_caller(request));
         match settled {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
@@ -998,14 +1030,17 @@ impl Filesystem for NfsFilesystem {
 
     fn release(
         &self,
-        _request: &Request,
-        _node: INodeNo,
+        request: &Request,
+        node: INodeNo,
         file: FuseHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Locks taken through this open file that no FLUSH released: its
+        // `flock`s, and those of a file opened without flush.
+        self.release_file_locks(node.0, file.0, &self.request_caller(request));
         match self.do_release(file.0) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
@@ -1024,6 +1059,57 @@ impl Filesystem for NfsFilesystem {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
         }
+    }
+
+    fn getlk(
+        &self,
+        request: &Request,
+        node: INodeNo,
+        _file: FuseHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        kind: i32,
+        pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        self.do_getlk(
+            &self.request_caller(request),
+            node.0,
+            lock_owner.0,
+            start,
+            end,
+            kind,
+            pid,
+            reply,
+        );
+    }
+
+    fn setlk(
+        &self,
+        request: &Request,
+        node: INodeNo,
+        file: FuseHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        kind: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.do_setlk(
+            &self.request_caller(request),
+            node.0,
+            file.0,
+            lock_owner.0,
+            start,
+            end,
+            kind,
+            pid,
+            sleep,
+            reply,
+        );
     }
 
     fn opendir(&self, request: &Request, node: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -299,6 +299,14 @@ impl Mount {
             .collect()
     }
 
+    /// The daemon dies (SIGKILL); the dead mount is detached lazily.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+
     /// Unmounts with SIGTERM and checks the daemon exited cleanly.
     pub fn stop(mut self) {
         let mut child = self.child.take().expect("running");

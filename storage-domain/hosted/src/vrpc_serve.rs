@@ -230,10 +230,13 @@ fn admit(
                 credentials.gid
             );
             let _open = activity.vrpc_connection(&name);
-            match serve(connection, client, server, stopping, activity) {
+            // The guest's locks last as long as its connection.
+            let session = lock(server).begin_session();
+            match serve(connection, client, session, server, stopping, activity) {
                 Ok(()) => log::info!("vrpc: guest detached from export {name}"),
                 Err(error) => log::warn!("vrpc: dropped a guest of export {name}: {error}"),
             }
+            lock(server).end_session(session);
         }
         Err(error) => log::warn!("vrpc: cannot attach a guest: {error}"),
     }
@@ -243,6 +246,7 @@ fn admit(
 fn serve(
     mut connection: Connection,
     client: ClientAddress,
+    session: u64,
     server: &Mutex<HostedServer>,
     stopping: &AtomicBool,
     activity: &crate::status::Activity,
@@ -260,7 +264,7 @@ fn serve(
         };
         let mut next = Some(first);
         while let Some(request) = next {
-            let reply = lock(server).handle(request.record(), client);
+            let reply = lock(server).handle_in_session(request.record(), client, session);
             match reply {
                 None => connection.respond_no_reply(request)?,
                 Some(reply) if reply.needs_commit() => waiting.push((request, reply)),

@@ -1,9 +1,10 @@
 //! Byte-range locks across clients: the lock table behind NLM v4
 //! (`nfs3::nlm`), carried over TCP and, unchanged, over VRPC rings.
 //!
-//! Design: POSIX `fcntl` semantics between owners. An owner is what NLM
-//! names one (the client's `caller_name`, its owner handle `oh` and its
-//! `svid`); its locks on a file never conflict with each other: a new lock
+//! Design: POSIX `fcntl` semantics between owners. An owner is the
+//! client's `caller_name` and its owner handle `oh` (NLM's `svid` is only
+//! reported back in TEST's answer: a client may use several processes for
+//! one owner, as an inherited `flock` does); its locks on a file never conflict with each other: a new lock
 //! replaces the owner's locks where it overlaps them (an upgrade, a
 //! downgrade or a split), and an unlock trims or splits them. Two owners
 //! conflict where their ranges overlap and either lock is exclusive.
@@ -43,8 +44,6 @@ pub struct LockOwner {
     pub caller_name: Vec<u8>,
     /// NLM `oh`: the owner on that host.
     pub owner: Vec<u8>,
-    /// NLM `svid`: the owning process.
-    pub svid: i32,
 }
 
 /// A file, as locks key it (a new file reusing the inode number has
@@ -58,6 +57,9 @@ pub struct HeldLock {
     pub file: LockFile,
     /// Who holds it.
     pub owner: LockOwner,
+    /// NLM `svid` of the call that took it: the process, as the client
+    /// names it (reported by TEST).
+    pub svid: i32,
     /// First byte.
     pub start: u64,
     /// One past the last byte; `u64::MAX`: to the end and beyond.
@@ -136,10 +138,12 @@ impl LockTable {
     ///
     /// # Errors
     /// [`LockRefusal`]: a conflicting lock of another owner, or no room.
+    #[allow(clippy::too_many_arguments)] // One per part of a lock.
     pub fn lock(
         &mut self,
         file: LockFile,
         owner: &LockOwner,
+        svid: i32,
         start: u64,
         end: u64,
         exclusive: bool,
@@ -159,6 +163,7 @@ impl LockTable {
         let mut new = HeldLock {
             file,
             owner: owner.clone(),
+            svid,
             start,
             end,
             exclusive,
@@ -275,6 +280,7 @@ impl crate::Core {
                         match self.locks.lock(
                             file,
                             &owner,
+                            arguments.lock.svid,
                             start,
                             end,
                             arguments.exclusive,
@@ -346,7 +352,6 @@ impl crate::Core {
             LockOwner {
                 caller_name: lock.caller_name.clone(),
                 owner: lock.owner.clone(),
-                svid: lock.svid,
             },
         ))
     }
@@ -356,7 +361,7 @@ impl crate::Core {
 fn holder(held: &HeldLock) -> nlm::Holder {
     nlm::Holder {
         exclusive: held.exclusive,
-        svid: held.owner.svid,
+        svid: held.svid,
         owner: held.owner.owner.clone(),
         offset: held.start,
         length: if held.end == u64::MAX {
@@ -372,11 +377,10 @@ mod tests {
     use super::*;
     use alloc::vec;
 
-    fn owner(name: &[u8], svid: i32) -> LockOwner {
+    fn owner(name: &[u8], number: u8) -> LockOwner {
         LockOwner {
             caller_name: name.to_vec(),
-            owner: vec![svid as u8],
-            svid,
+            owner: vec![number],
         }
     }
 
@@ -396,18 +400,18 @@ mod tests {
     fn owners_conflict_where_ranges_overlap_and_one_is_exclusive() {
         let (a, b) = (owner(b"a", 1), owner(b"b", 2));
         let mut table = LockTable::default();
-        table.lock(FILE, &a, 0, 100, false, 1).unwrap();
+        table.lock(FILE, &a, 0, 0, 100, false, 1).unwrap();
         // Shared with shared: fine; exclusive over it: refused.
-        table.lock(FILE, &b, 50, 150, false, 2).unwrap();
-        let refused = table.lock(FILE, &b, 90, 200, true, 2).unwrap_err();
+        table.lock(FILE, &b, 0, 50, 150, false, 2).unwrap();
+        let refused = table.lock(FILE, &b, 0, 90, 200, true, 2).unwrap_err();
         assert!(matches!(refused, LockRefusal::Conflict(held) if held.owner == a));
         // Past a's range, b may take it exclusively; another file is free.
-        table.lock(FILE, &b, 100, 200, true, 2).unwrap();
+        table.lock(FILE, &b, 0, 100, 200, true, 2).unwrap();
         let other = (InodeId(6), Generation(1));
-        table.lock(other, &b, 0, u64::MAX, true, 2).unwrap();
+        table.lock(other, &b, 0, 0, u64::MAX, true, 2).unwrap();
         // A new file in the same inode number is another file.
         table
-            .lock((InodeId(5), Generation(2)), &a, 0, 10, true, 1)
+            .lock((InodeId(5), Generation(2)), &a, 0, 0, 10, true, 1)
             .unwrap();
         assert!(table.conflict(FILE, &a, 120, 130, false).is_some());
         assert!(table.conflict(FILE, &a, 200, 300, true).is_none());
@@ -417,9 +421,9 @@ mod tests {
     fn an_owner_s_locks_split_upgrade_and_merge() {
         let a = owner(b"a", 1);
         let mut table = LockTable::default();
-        table.lock(FILE, &a, 0, 100, false, 1).unwrap();
+        table.lock(FILE, &a, 0, 0, 100, false, 1).unwrap();
         // Upgrading the middle splits the shared lock in three.
-        table.lock(FILE, &a, 40, 60, true, 1).unwrap();
+        table.lock(FILE, &a, 0, 40, 60, true, 1).unwrap();
         assert_eq!(
             ranges(&table, &a),
             [(0, 40, false), (40, 60, true), (60, 100, false)]
@@ -431,7 +435,7 @@ mod tests {
             [(0, 30, false), (50, 60, true), (60, 100, false)]
         );
         // Downgrading brings the shared pieces together again.
-        table.lock(FILE, &a, 30, 60, false, 1).unwrap();
+        table.lock(FILE, &a, 0, 30, 60, false, 1).unwrap();
         assert_eq!(ranges(&table, &a), [(0, 100, false)]);
         // Unlocking the whole file clears it.
         table.unlock(FILE, &a, 0, u64::MAX);
@@ -442,9 +446,9 @@ mod tests {
     fn sessions_and_free_all_release_only_their_own() {
         let (a, b, c) = (owner(b"a", 1), owner(b"b", 2), owner(b"tcp", 3));
         let mut table = LockTable::default();
-        table.lock(FILE, &a, 0, 10, true, 7).unwrap();
-        table.lock(FILE, &b, 10, 20, true, 8).unwrap();
-        table.lock(FILE, &c, 20, 30, true, NO_SESSION).unwrap();
+        table.lock(FILE, &a, 0, 0, 10, true, 7).unwrap();
+        table.lock(FILE, &b, 0, 10, 20, true, 8).unwrap();
+        table.lock(FILE, &c, 0, 20, 30, true, NO_SESSION).unwrap();
         table.end_session(7);
         assert!(ranges(&table, &a).is_empty());
         assert_eq!(ranges(&table, &b), [(10, 20, true)]);
@@ -464,10 +468,10 @@ mod tests {
         let who = owner(b"many", 1);
         for index in 0..(MAX_LOCKS as u64 - 1) {
             let file = (InodeId(index), Generation(1));
-            table.lock(file, &who, 0, 1, true, 1).unwrap();
+            table.lock(file, &who, 0, 0, 1, true, 1).unwrap();
         }
         assert_eq!(table.len(), MAX_LOCKS - 1);
-        let refused = table.lock(FILE, &owner(b"late", 9), u64::MAX - 5, u64::MAX, true, 1);
+        let refused = table.lock(FILE, &owner(b"late", 9), 0, u64::MAX - 5, u64::MAX, true, 1);
         assert_eq!(refused, Err(LockRefusal::NoLocks));
     }
 }

@@ -26,6 +26,9 @@ use vrpc::{Backend, Doorbell, ProtocolError, Request, SharedMemory};
 pub struct GuestRing<R, P, D> {
     backend: Backend<R, P, D>,
     client: ClientAddress,
+    /// The server session of the guest's calls (begun at its first call;
+    /// ended by the platform when the device goes, releasing its locks).
+    pub session: u64,
     failure: Option<ProtocolError>,
     /// Requests taken off the ring.
     pub requests: u64,
@@ -39,6 +42,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
         GuestRing {
             backend,
             client,
+            session: nfs_server::locks::NO_SESSION,
             failure: None,
             requests: 0,
             replies: 0,
@@ -107,7 +111,10 @@ where
             };
             taken += 1;
             ring.requests += 1;
-            match server.handle(request.record(), ring.client) {
+            if ring.session == nfs_server::locks::NO_SESSION {
+                ring.session = server.begin_session();
+            }
+            match server.handle_in_session(request.record(), ring.client, ring.session) {
                 None => match ring.backend.respond_no_reply(request) {
                     Ok(()) => ring.replies += 1,
                     Err(error) => ring.failure = Some(error),

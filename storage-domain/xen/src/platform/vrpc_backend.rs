@@ -132,6 +132,9 @@ pub struct VrpcService {
     rescan_after: Option<u64>,
     /// Counters of forgotten devices.
     history: Vec<(DeviceId, DeviceCounters)>,
+    /// Server sessions of devices torn down, to end (their locks go) at
+    /// the next pass.
+    ended_sessions: Vec<u64>,
 }
 
 /// Gives back the room of a list that grew for many guests at once and
@@ -197,6 +200,7 @@ impl VrpcService {
             dirty: true,
             rescan_after: None,
             history: Vec::new(),
+            ended_sessions: Vec::new(),
         })
     }
 
@@ -560,6 +564,9 @@ impl VrpcService {
             device.counters.requests += connection.ring.requests;
             device.counters.replies += connection.ring.replies;
             let port = connection.port;
+            if connection.ring.session != nfs_server::locks::NO_SESSION {
+                self.ended_sessions.push(connection.ring.session);
+            }
             // Dropping the backend unmaps the ring and restores the heap
             // pages' own mappings (or leaks them if Xen refuses).
             drop(connection);
@@ -597,6 +604,10 @@ impl VrpcService {
     /// (`crate::vrpc_serve::serve_pass`). Returns whether any guest may
     /// have more work right away.
     pub fn serve<F: FileSystem>(&mut self, server: &mut Server<F>) -> bool {
+        // Guests gone since the last pass lose their locks.
+        for session in self.ended_sessions.drain(..) {
+            server.end_session(session);
+        }
         // Grants guests still mapped when their device went (no xenstore
         // needed: only the grant entries are looked at).
         self.retry_lingering();
