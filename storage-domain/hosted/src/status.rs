@@ -105,6 +105,7 @@ impl Activity {
         let statistics = server.statistics();
         let (hits, misses) = server.filesystem().cache_statistics();
         let data = server.filesystem().device().counters();
+        let locks_held = server.locks().len();
         let space = server.filesystem().statfs().ok();
         drop(server);
         let mut text = String::new();
@@ -139,6 +140,8 @@ impl Activity {
             statistics.nfs_calls.iter().sum::<u64>().to_string(),
         );
         line("mount.calls", statistics.mount_calls.to_string());
+        line("nlm.calls", statistics.lock_calls.to_string());
+        line("locks.held", locks_held.to_string());
         line("portmap.calls", statistics.portmap_calls.to_string());
         line("rpc.rejected", statistics.rejected.to_string());
         line("rpc.replayed", statistics.duplicates.to_string());

@@ -444,6 +444,8 @@ fn stats_shows_guests_calls_commits_cache_and_space() {
     assert_eq!(during["rpc.CREATE"], "1", "{during:?}");
     assert_eq!(during["rpc.WRITE"], "2", "{during:?}");
     assert_eq!(during["rpc.READ"], "2", "{during:?}");
+    assert_eq!(during["locks.held"], "0", "{during:?}");
+    assert_eq!(during["nlm.calls"], "0", "{during:?}");
     assert_eq!(during["mount.calls"], "1", "{during:?}");
     let commits: u64 = during["commits"].parse().unwrap();
     assert!(commits >= 2, "FILE_SYNC writes commit: {during:?}");
