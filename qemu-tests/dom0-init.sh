@@ -575,6 +575,30 @@ if vrpc_sd_up; then
         else
             fail "vrpc many: $written of $many_count wrote, $seen read back through device $first"
         fi
+        # Locks across mounts over the rings (NLM v4): a flock taken
+        # through one mount excludes a process on another, and goes with
+        # its holder.
+        second=$(echo $many_devices | cut -d' ' -f2)
+        if [ -n "$second" ]; then
+            flock -o -x /mnt/many/$first/many/f$first sleep 120 &
+            lock_holder=$!
+            excluded=""
+            for i in $(seq 1 100); do
+                flock -n -x /mnt/many/$second/many/f$first true 2>/dev/null || { excluded=yes; break; }
+                sleep 0.1
+            done
+            kill $lock_holder 2>/dev/null; wait $lock_holder 2>/dev/null
+            released=""
+            for i in $(seq 1 100); do
+                flock -n -x /mnt/many/$second/many/f$first true 2>/dev/null && { released=yes; break; }
+                sleep 0.1
+            done
+            if [ -n "$excluded" ] && [ -n "$released" ]; then
+                ok "vrpc locks: a flock through device $first excluded a process on device $second, and went with its holder"
+            else
+                fail "vrpc locks: excluded '${excluded:-no}', released after the holder died '${released:-no}' (devices $first and $second)"
+            fi
+        fi
         for d in $many_devices; do : > /mnt/many/$first/many/f$d; done
         for pid in $many_pids; do kill -TERM $pid 2>/dev/null; done
         for pid in $many_pids; do wait $pid 2>/dev/null; done
