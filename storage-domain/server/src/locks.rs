@@ -443,6 +443,18 @@ mod tests {
     }
 
     #[test]
+    fn an_owner_is_its_host_and_handle_whatever_process_calls() {
+        // An inherited flock: taken by one process, released by another.
+        let a = owner(b"a", 1);
+        let mut table = LockTable::default();
+        table.lock(FILE, &a, 100, 0, 10, true, 1).unwrap();
+        assert!(table.conflict(FILE, &a, 0, 10, true).is_none());
+        assert_eq!(table.iter().next().unwrap().svid, 100);
+        table.unlock(FILE, &a, 0, u64::MAX);
+        assert!(table.is_empty());
+    }
+
+    #[test]
     fn sessions_and_free_all_release_only_their_own() {
         let (a, b, c) = (owner(b"a", 1), owner(b"b", 2), owner(b"tcp", 3));
         let mut table = LockTable::default();
