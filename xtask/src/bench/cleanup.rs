@@ -286,4 +286,22 @@ impl ManagedProcess {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// CPU seconds (user and system) process `pid` used so far, from
+/// `/proc/PID/stat`; `None` when it is gone or the line is unreadable.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields count from after its `)`.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In USER_HZ, which Linux's user ABI fixes at 100 a second.
+    Some(ticks as f64 / 100.0)
 }

@@ -261,6 +261,27 @@ fn targets(medians: &Medians) -> Vec<String> {
         )
     })
     .collect();
+    // Issue 12's: the data path (a rate of at least 0.8x is a cost of at
+    // most 1.25x).
+    for (name, metric, limit) in [
+        ("sequential read (rate at least 0.8x)", "seq-read", 1.25),
+        ("durable sequential write", "seq-write", 1.10),
+        ("4 KiB random read, QD1", "rand-read", 1.10),
+    ] {
+        lines.push(format!(
+            "{name} on (b) at most {limit:.2}x local: {}",
+            verdict(ratio(medians, metric, vrpc), limit)
+        ));
+    }
+    let value = |metric: &str| medians.get(&(metric.to_owned(), vrpc.to_owned())).copied();
+    lines.push(match (value("mixed-writer"), value("mixed-alone")) {
+        (Some(with), Some(alone)) if alone > 0.0 => format!(
+            "readers' p99 on (b) with an fsyncing writer at most 2x without: {}",
+            verdict(Some(with / alone), 2.0)
+        ),
+        _ => "readers' p99 on (b) with an fsyncing writer at most 2x without: not measured"
+            .to_owned(),
+    });
     let mut behind = Vec::new();
     let mut compared = 0;
     for metric in METRICS {

@@ -335,6 +335,16 @@ impl<'e> Session<'e> {
         self.bring_up()
     }
 
+    /// CPU seconds the system's own processes (server, guest-driver,
+    /// ganesha, bindfs) used since they started; 0 for local ext4, whose
+    /// work is the kernel's.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.processes
+            .iter()
+            .filter_map(|process| process.pid().and_then(cleanup::cpu_seconds))
+            .sum()
+    }
+
     /// Keep the guest-driver counters since the last restart under `phase`.
     pub fn end_phase(&mut self, phase: &str) {
         if let Some(text) = self.counters() {

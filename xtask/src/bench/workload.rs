@@ -89,6 +89,18 @@ pub const METRICS: &[Metric] = &[
         unit: "IOPS",
         better: Better::Higher,
     },
+    Metric {
+        key: "mixed-alone",
+        label: "4 readers, p99 read latency (fio)",
+        unit: "us",
+        better: Better::Lower,
+    },
+    Metric {
+        key: "mixed-writer",
+        label: "4 readers + an fsyncing writer, p99 read latency",
+        unit: "us",
+        better: Better::Lower,
+    },
 ];
 
 /// The metric named `key`.
@@ -107,15 +119,19 @@ pub enum Group {
     Postmark,
     /// Sequential write and read, then random reads, of one large file.
     LargeFile,
+    /// Four readers of separate files, without and then with a writer
+    /// that fsyncs every write.
+    Mixed,
 }
 
 impl Group {
     /// Every group, in run order.
-    pub const ALL: [Group; 4] = [
+    pub const ALL: [Group; 5] = [
         Group::Apache,
         Group::Stat,
         Group::Postmark,
         Group::LargeFile,
+        Group::Mixed,
     ];
 
     /// Key for `--workloads` and logs.
@@ -125,6 +141,7 @@ impl Group {
             Group::Stat => "stat",
             Group::Postmark => "postmark",
             Group::LargeFile => "large-file",
+            Group::Mixed => "mixed",
         }
     }
 }
@@ -148,6 +165,10 @@ pub struct Scale {
     /// Seconds fio reads at random, at most (it stops earlier after
     /// reading a quarter of the file's blocks, each once).
     pub fio_seconds: u64,
+    /// Size of each of the mixed workload's four files.
+    pub mixed_file_bytes: u64,
+    /// Seconds each half of the mixed workload runs, at most.
+    pub mixed_seconds: u64,
 }
 
 impl Scale {
@@ -161,6 +182,8 @@ impl Scale {
             postmark_transactions: 2_000,
             large_file_bytes: 1 << 30,
             fio_seconds: 8,
+            mixed_file_bytes: 64 << 20,
+            mixed_seconds: 6,
         }
     }
 
@@ -174,6 +197,8 @@ impl Scale {
             postmark_transactions: 500,
             large_file_bytes: 128 << 20,
             fio_seconds: 3,
+            mixed_file_bytes: 16 << 20,
+            mixed_seconds: 2,
         }
     }
 
@@ -191,6 +216,8 @@ impl Scale {
             "postmark_transactions": self.postmark_transactions,
             "large_file_bytes": self.large_file_bytes,
             "fio_seconds": self.fio_seconds,
+            "mixed_file_bytes": self.mixed_file_bytes,
+            "mixed_seconds": self.mixed_seconds,
         })
     }
 }
@@ -230,6 +257,7 @@ pub fn run(
         Group::Stat => stat_storm(session, &inputs.scale),
         Group::Postmark => postmark(session, environment, &inputs.scale),
         Group::LargeFile => large_file(session, &inputs.scale),
+        Group::Mixed => mixed(session, &inputs.scale),
     }
 }
 
@@ -447,6 +475,8 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
     let megabytes = bytes as f64 / 1e6;
     let pattern: Vec<u8> = (0..CHUNK).map(|index| (index * 7 + 13) as u8).collect();
 
+    let gibibytes = bytes as f64 / f64::from(1u32 << 30);
+    let cpu_before = session.cpu_seconds();
     let started = Instant::now();
     let mut file = File::create(&path)?;
     for _ in 0..chunks {
@@ -455,8 +485,10 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
     file.sync_all()?;
     drop(file);
     let write = started.elapsed().as_secs_f64();
+    let write_cpu = (session.cpu_seconds() - cpu_before) / gibibytes;
 
     session.make_cold("seq-write")?;
+    let cpu_before = session.cpu_seconds();
     let started = Instant::now();
     let mut file = File::open(&path)?;
     let mut buffer = vec![0; CHUNK];
@@ -470,6 +502,7 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
     }
     drop(file);
     let read = started.elapsed().as_secs_f64();
+    let read_cpu = (session.cpu_seconds() - cpu_before) / gibibytes;
     if read_bytes != bytes {
         bail!("read {read_bytes} bytes back of {bytes}");
     }
@@ -515,12 +548,20 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
         Sample {
             metric: "seq-write",
             value: megabytes / write,
-            detail: json!({ "bytes": bytes, "seconds": write }),
+            detail: json!({
+                "bytes": bytes,
+                "seconds": write,
+                "system_cpu_s_per_gib": write_cpu,
+            }),
         },
         Sample {
             metric: "seq-read",
             value: megabytes / read,
-            detail: json!({ "bytes": bytes, "seconds": read }),
+            detail: json!({
+                "bytes": bytes,
+                "seconds": read,
+                "system_cpu_s_per_gib": read_cpu,
+            }),
         },
         Sample {
             metric: "rand-read",
@@ -533,6 +574,112 @@ fn large_file(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sa
             }),
         },
     ])
+}
+
+/// Four readers of separate files at random (4 KiB, QD1, each block once,
+/// so every read misses the page cache), for at most the scale's seconds:
+/// alone, then beside a writer of a fifth file that fsyncs every 4 KiB
+/// write. The readers' p50 and p99 completion latencies of both halves.
+fn mixed(session: &mut Session<'_>, scale: &Scale) -> anyhow::Result<Vec<Sample>> {
+    const READERS: usize = 4;
+    const CHUNK: usize = 1 << 20;
+    let dir = session.dir().to_owned();
+    let pattern: Vec<u8> = (0..CHUNK).map(|index| (index * 11 + 3) as u8).collect();
+    for reader in 0..READERS {
+        let mut file = File::create(dir.join(format!("reader{reader}.dat")))?;
+        for _ in 0..scale.mixed_file_bytes.div_ceil(CHUNK as u64) {
+            file.write_all(&pattern)?;
+        }
+        file.sync_all()?;
+    }
+    let halves = [("mixed-alone", false), ("mixed-writer", true)];
+    let mut samples = Vec::new();
+    for (metric, writer) in halves {
+        session.make_cold(if writer { "mixed-alone" } else { "mixed-setup" })?;
+        let mut fio = Command::new("fio");
+        fio.args([
+            "--output-format=json",
+            "--ioengine=psync",
+            "--iodepth=1",
+            "--bs=4k",
+            "--randrepeat=1",
+        ]);
+        for reader in 0..READERS {
+            fio.arg(format!("--name=reader{reader}"))
+                .arg(format!(
+                    "--filename={}",
+                    dir.join(format!("reader{reader}.dat")).display()
+                ))
+                .args(["--rw=randread", "--invalidate=1"])
+                .arg(format!("--size={}", scale.mixed_file_bytes))
+                .arg(format!("--io_size={}", scale.mixed_file_bytes / 4))
+                .arg(format!("--runtime={}", scale.mixed_seconds));
+        }
+        if writer {
+            fio.arg("--name=writer")
+                .arg(format!("--filename={}", dir.join("writer.dat").display()))
+                .args(["--rw=write", "--fsync=1", "--time_based"])
+                .arg(format!("--size={}", 16 << 20))
+                .arg(format!("--runtime={}", scale.mixed_seconds));
+        }
+        fio.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = cleanup::run_workload("fio (mixed)", &mut fio)?;
+        if !output.status.success() {
+            bail!(
+                "fio failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let report: Value =
+            serde_json::from_str(text.get(text.find('{').unwrap_or(0)..).unwrap_or(""))
+                .context("fio's JSON report")?;
+        let jobs = report["jobs"].as_array().context("fio reported no jobs")?;
+        let percentile = |job: &Value, which: &str| {
+            job["read"]["clat_ns"]["percentile"][which]
+                .as_f64()
+                .map(|ns| ns / 1e3)
+        };
+        let readers: Vec<&Value> = jobs
+            .iter()
+            .filter(|job| {
+                job["jobname"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with("reader"))
+            })
+            .collect();
+        // The worst reader's p99, the readers' mean p50.
+        let p99 = readers
+            .iter()
+            .filter_map(|job| percentile(job, "99.000000"))
+            .fold(f64::NAN, f64::max);
+        let p50s: Vec<f64> = readers
+            .iter()
+            .filter_map(|job| percentile(job, "50.000000"))
+            .collect();
+        if p99.is_nan() || p50s.len() != READERS {
+            bail!("fio reported no read latency percentiles");
+        }
+        let writes = jobs
+            .iter()
+            .find(|job| job["jobname"] == "writer")
+            .and_then(|job| job["write"]["total_ios"].as_u64());
+        samples.push(Sample {
+            metric,
+            value: p99,
+            detail: json!({
+                "readers_p50_us": p50s.iter().sum::<f64>() / p50s.len() as f64,
+                "readers_p99_us": p99,
+                "reads": readers.iter().filter_map(|job| job["read"]["total_ios"].as_u64()).sum::<u64>(),
+                "fsynced_writes": writes,
+            }),
+        });
+    }
+    session.end_phase("mixed-writer");
+    Ok(samples)
 }
 
 /// Run a command with its output appended to `log`; fail quoting the log.
