@@ -7,7 +7,7 @@
 
 use crate::layout::{LeafSlot, BLOCK_SIZE, RECORD_PAYLOAD};
 use crate::record::{Content, Directory, Entry, Inode};
-use crate::volume::{Volume, PENDING};
+use crate::volume::{SpaceUse, Volume, PENDING};
 use crate::BlockDevice;
 use alloc::vec::Vec;
 use vfs::{
@@ -248,7 +248,12 @@ impl<D: BlockDevice> Volume<D> {
         if changes.size.is_some() && file_type != FileType::Regular {
             return Err(wrong_kind(file_type));
         }
-        self.reserve(&[number], 1, 1)?;
+        let current = self.inode(number)?.attributes.size;
+        let space = match changes.size {
+            Some(size) if size > current => SpaceUse::Grows,
+            _ => SpaceUse::Keeps,
+        };
+        self.reserve(&[number], 1, 1, space)?;
         if let Some(size) = changes.size {
             self.resize(number, size)?;
         }
@@ -288,7 +293,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         // Each block placed anew can split a run into three (two more runs).
         let growth = (new_blocks * 48).div_ceil(RECORD_PAYLOAD as u64) + 1;
-        self.reserve(&[number], new_blocks, growth)?;
+        self.reserve(&[number], new_blocks, growth, SpaceUse::Grows)?;
         let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut done = 0usize;
         while done < data.len() {
@@ -362,7 +367,7 @@ impl<D: BlockDevice> Volume<D> {
             NewNode::Symlink(target) => (target.len() as u64).div_ceil(RECORD_PAYLOAD as u64) + 3,
             _ => 3,
         };
-        self.reserve(&[parent], 0, record_blocks + 1)?;
+        self.reserve(&[parent], 0, record_blocks + 1, SpaceUse::Grows)?;
         let (number, generation) = self.allocate_number()?;
         let now = self.clock.now();
         let (file_type, content) = match node {
@@ -419,8 +424,14 @@ impl<D: BlockDevice> Volume<D> {
         if entry.file_type == FileType::Directory {
             return Err(FsError::IsDirectory);
         }
-        self.cached(entry.inode)?;
-        self.reserve(&[directory.0, entry.inode], 0, 0)?;
+        let last_link = self.inode(entry.inode)?.attributes.nlink <= 1;
+        if last_link {
+            // The inode is freed, its record never written again: only
+            // its leaf slot changes (the leaf and its interior node).
+            self.reserve(&[directory.0], 0, 2, SpaceUse::Keeps)?;
+        } else {
+            self.reserve(&[directory.0, entry.inode], 0, 0, SpaceUse::Keeps)?;
+        }
         self.directory_mut(directory.0)?.remove(name);
         self.drop_link(entry.inode)?;
         self.touch(directory.0, true);
@@ -440,7 +451,9 @@ impl<D: BlockDevice> Volume<D> {
         if !self.directory(entry.inode)?.by_name.is_empty() {
             return Err(FsError::NotEmpty);
         }
-        self.reserve(&[directory.0], 0, 0)?;
+        // The freed directory's leaf slot changes too (its leaf and
+        // interior node).
+        self.reserve(&[directory.0], 0, 2, SpaceUse::Keeps)?;
         self.directory_mut(directory.0)?.remove(name);
         self.free_inode(entry.inode);
         self.inode_mut(directory.0)?.attributes.nlink -= 1;
@@ -496,7 +509,7 @@ impl<D: BlockDevice> Volume<D> {
             touched.push(target.inode);
         }
         self.cached(source.inode)?;
-        self.reserve(&touched, 0, 1)?;
+        self.reserve(&touched, 0, 1, SpaceUse::Keeps)?;
         if let Some(target) = existing {
             self.directory_mut(to)?.remove(to_name);
             if source_is_directory {
@@ -544,7 +557,7 @@ impl<D: BlockDevice> Volume<D> {
         if self.directory(directory.0)?.get(name).is_some() {
             return Err(FsError::Exists);
         }
-        self.reserve(&[inode.0, directory.0], 0, 1)?;
+        self.reserve(&[inode.0, directory.0], 0, 1, SpaceUse::Grows)?;
         self.directory_mut(directory.0)?.insert(Entry {
             name: name.to_vec(),
             inode: inode.0,
@@ -714,7 +727,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn statfs(&mut self) -> Result<StatFs, FsError> {
-        let free_blocks = self.free_blocks().saturating_sub(self.epoch_reserve + 8);
+        let free_blocks = self.available_blocks();
         let total_inodes = self.inode_capacity();
         Ok(StatFs {
             block_size: BLOCK_SIZE as u32,
