@@ -4,6 +4,10 @@
 //! Every mutating operation first reserves the blocks its commit will need
 //! ([`Volume::reserve`]), so a full disk fails the operation cleanly with
 //! `NoSpace` before anything changes, and a commit can always complete.
+//! An operation refused so, when a commit would give blocks back (blocks
+//! removed files held become free only once their removal is committed),
+//! commits and tries once more ([`Volume::with_room`]): a file removed on
+//! a full disk makes room for the next write at once.
 
 use crate::layout::{LeafSlot, BLOCK_SIZE, RECORD_PAYLOAD};
 use crate::record::{Content, Directory, Entry, Inode};
@@ -236,6 +240,22 @@ impl<D: BlockDevice> Volume<D> {
             self.failed = true;
         }
         result
+    }
+
+    /// Runs `change`; when it is refused for space (having changed
+    /// nothing) and a commit would give blocks back, commits and runs it
+    /// once more.
+    fn with_room<T>(
+        &mut self,
+        change: impl Fn(&mut Self) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let result = change(self);
+        if !matches!(result, Err(FsError::NoSpace)) || !self.commit_would_free() {
+            return self.settle(result);
+        }
+        self.commit_volume()?;
+        let result = change(self);
+        self.settle(result)
     }
 
     fn apply_setattr(
@@ -581,8 +601,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn setattr(&mut self, inode: InodeId, changes: &SetAttributes) -> Result<Attributes, FsError> {
-        let result = self.apply_setattr(inode, changes);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_setattr(inode, changes))
     }
 
     fn lookup(&mut self, directory: InodeId, name: &[u8]) -> Result<Attributes, FsError> {
@@ -648,8 +667,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn write(&mut self, inode: InodeId, offset: u64, data: &[u8]) -> Result<Attributes, FsError> {
-        let result = self.apply_write(inode, offset, data);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_write(inode, offset, data))
     }
 
     fn readlink(&mut self, inode: InodeId) -> Result<Vec<u8>, FsError> {
@@ -666,18 +684,15 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         node: &NewNode,
         owner: &Ownership,
     ) -> Result<Attributes, FsError> {
-        let result = self.apply_create(directory, name, node, owner);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_create(directory, name, node, owner))
     }
 
     fn unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
-        let result = self.apply_unlink(directory, name);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_unlink(directory, name))
     }
 
     fn rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
-        let result = self.apply_rmdir(directory, name);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_rmdir(directory, name))
     }
 
     fn rename(
@@ -687,8 +702,9 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         to_directory: InodeId,
         to_name: &[u8],
     ) -> Result<(), FsError> {
-        let result = self.apply_rename(from_directory, from_name, to_directory, to_name);
-        self.settle(result)
+        self.with_room(|volume| {
+            volume.apply_rename(from_directory, from_name, to_directory, to_name)
+        })
     }
 
     fn link(
@@ -697,8 +713,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         directory: InodeId,
         name: &[u8],
     ) -> Result<Attributes, FsError> {
-        let result = self.apply_link(inode, directory, name);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_link(inode, directory, name))
     }
 
     fn readdir(

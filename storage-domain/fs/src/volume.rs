@@ -590,6 +590,13 @@ impl<D: BlockDevice> Volume<D> {
             .saturating_sub(self.epoch_reserve + SLACK_BLOCKS + self.release_reserve())
     }
 
+    /// Whether a commit would give blocks back: blocks released since the
+    /// last commit (allocatable only after it), or room reserved for it
+    /// beyond what it will use.
+    pub(crate) fn commit_would_free(&self) -> bool {
+        !self.pending_free.is_empty() || self.epoch_reserve > 0
+    }
+
     /// Blocks not in use (pending frees count as used until the commit).
     pub(crate) fn free_blocks(&self) -> u64 {
         self.superblock.block_count - self.used.count()

@@ -510,3 +510,24 @@ fn a_disk_filled_by_small_committed_writes_still_allows_deletes() {
         assert!(report.is_clean(), "{:?}", report.problems);
     }
 }
+
+#[test]
+fn a_removal_on_a_full_disk_makes_room_for_the_next_write_before_any_commit() {
+    let mut volume = Volume::open(formatted(2048), clock(), 1 << 20).unwrap();
+    let root = volume.root();
+    fill_committing(&mut volume, root, 2, 64 * 1024);
+    let sequence = volume.commit_sequence();
+    // No commit between the removal and the write (an `async` export, a
+    // VRPC guest's `vrpc=local` calls): the removed file's blocks are
+    // free only once the removal is committed, so the write commits it.
+    volume.unlink(root, b"fill-0").unwrap();
+    let file = volume
+        .create(root, b"after", &NewNode::Regular, &OWNER)
+        .unwrap()
+        .inode;
+    volume.write(file, 0, &vec![3u8; 1 << 20]).unwrap();
+    assert!(volume.commit_sequence() > sequence, "no commit made room");
+    volume.commit().unwrap();
+    let report = sdfs::fsck(volume.into_device(), clock());
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
