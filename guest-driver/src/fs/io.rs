@@ -36,6 +36,7 @@ impl NfsFilesystem {
                 caller: caller.clone(),
             },
         );
+        self.writes.opened(file, node);
         file
     }
 
@@ -266,7 +267,7 @@ impl NfsFilesystem {
     pub(super) fn settle_writes(&self, file: u64) -> Result<(), Errno> {
         let (_, _, node) = self.open_file(file)?;
         self.writes.drain(node);
-        match self.writes.take_error(file) {
+        match self.writes.take_error(file, node) {
             Some(error) => Err(error),
             None => Ok(()),
         }
@@ -357,6 +358,7 @@ impl NfsFilesystem {
         let Some(open) = lock(&self.files).remove(&file) else {
             return Err(Errno::EBADF);
         };
+        self.writes.closed(file);
         let hidden = {
             let mut nodes = lock(&self.nodes);
             let hidden = match nodes.get_mut(open.node) {
