@@ -147,6 +147,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         step("fuzz", &|| {
             crate::fuzz::run(crate::fuzz::FuzzArgs {
                 seconds: args.fuzz_seconds,
+                minimum_runs: 0,
+                sanitizer: "none".into(),
+                update_corpus: false,
                 targets: Vec::new(),
             })
         });
