@@ -3,7 +3,16 @@
 //! volume per input. Panics are bugs, and so are: a reply whose xid is not
 //! the call's, a reply that does not decode as an RPC reply, the reply of
 //! a well-formed call that does not decode as that procedure's results,
-//! and a file system that `fsck` finds damaged after the calls.
+//! and a file system that `fsck` finds damaged after the calls (checked
+//! when the calls committed anything: otherwise the image is the
+//! template's, which is clean).
+//!
+//! The volume is small (128 blocks) and nearly full: a file `big` leaves
+//! about 8 blocks (32 KiB) for new data, so WRITE, CREATE and SETATTR meet
+//! NFS3ERR_NOSPC and the full-disk paths (the release reserve, the commit
+//! that makes room) are explored, while REMOVE of `big` makes room. Each
+//! input reopens the template image (a few blocks: cheap), so runs stay
+//! reproducible.
 //!
 //! Input: one flags byte, then records, each a big-endian `u16` length and
 //! that many bytes (the last may be cut short).
@@ -39,10 +48,15 @@ const EXPORTS: [&str; 2] = ["/,no_root_squash", "/ro,path=/ro,ro,allow=127.0.0.1
 const HANDLE_SIZE: usize = 40;
 const MARKER: &[u8; 3] = b"@FH";
 const MAXIMUM_RECORDS: usize = 64;
+/// Blocks of the volume, and those left free for new data.
+const BLOCKS: u64 = 128;
+const FREE_BLOCKS: u64 = 8;
 
 /// A populated image, made once per process, and the handles into it.
 struct Template {
     device: MemoryDevice,
+    /// The commit the image holds.
+    sequence: u64,
     secret: [u8; 32],
     handles: Vec<[u8; HANDLE_SIZE]>,
 }
@@ -50,7 +64,7 @@ struct Template {
 fn template() -> &'static Template {
     static TEMPLATE: OnceLock<Template> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
-        let mut device = MemoryDevice::new(1024);
+        let mut device = MemoryDevice::new(BLOCKS);
         let options = FormatOptions {
             uuid: [7; 16],
             handle_secret: [0x42; 32],
@@ -99,6 +113,25 @@ fn template() -> &'static Template {
             .expect("readme");
         volume.write(readme.inode, 0, b"read only").expect("readme");
         volume.commit().expect("commit");
+        let big = volume
+            .create(root, b"big", &NewNode::Regular, &owner(0o666, 1000))
+            .expect("big");
+        // Most of it in one write (one run of blocks: a short record to
+        // read at every open), the rest a block at a time.
+        let free = volume.statfs().expect("statfs").free_blocks;
+        let first = free.saturating_sub(FREE_BLOCKS + 16) * 4096;
+        volume
+            .write(big.inode, 0, &vec![0xb1; first as usize])
+            .expect("filling big");
+        volume.commit().expect("commit");
+        let mut size = first;
+        while volume.statfs().expect("statfs").free_blocks > FREE_BLOCKS {
+            volume
+                .write(big.inode, size, &[0xb1; 4096])
+                .expect("filling big");
+            size += 4096;
+            volume.commit().expect("commit");
+        }
         let secret = volume.handle_secret();
         let key = HandleKey::new(&secret);
         let mut handle = |export: &str, inode: vfs::InodeId| {
@@ -117,6 +150,7 @@ fn template() -> &'static Template {
             handle("/ro", read_only.inode),
         ];
         Template {
+            sequence: volume.commit_sequence(),
             device: volume.into_device(),
             secret,
             handles,
@@ -225,7 +259,11 @@ fuzz_target!(|input: &[u8]| {
         check_results::<Portmap2>(&record, &reply);
     }
     server.sync().expect("the final commit");
-    let device = server.into_filesystem().into_device();
+    let volume = server.into_filesystem();
+    if volume.commit_sequence() == template.sequence {
+        return;
+    }
+    let device = volume.into_device();
     let report = sdfs::fsck(device, Box::new(StepClock::new(START + 200)));
     assert!(
         report.is_clean(),

@@ -7,6 +7,7 @@
 
 mod bench;
 mod deb;
+mod fill;
 mod fuzz;
 mod hosted;
 mod package_test;
@@ -48,6 +49,8 @@ enum Command {
     Torture(torture::TortureArgs),
     /// Many guests, long: VRPC and TCP mounts under mixed clients; errors, RSS, coherence, latency.
     Soak(soak::SoakArgs),
+    /// Full disk: many writers over VRPC and TCP fill a small image; NOSPC, nothing lost, room again.
+    Fill(fill::FillArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::PackageTest => package_test::run(),
         Command::Torture(args) => torture::run(args),
         Command::Soak(args) => soak::run(args),
+        Command::Fill(args) => fill::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

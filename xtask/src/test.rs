@@ -117,8 +117,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     step("tests", &|| {
         execute(cargo().args(["test", "--workspace", "--no-fail-fast"]))
     });
-    // Bounded forms of the long runs (docs/reliability.md); both print
-    // why and pass when not root or without /dev/fuse.
+    // Bounded forms of the long runs (docs/reliability.md); each prints
+    // why and passes when not root or without /dev/fuse.
     step("kill campaign (5 kills)", &|| {
         crate::torture::run(crate::torture::TortureArgs {
             kills: 5,
@@ -135,10 +135,21 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             rss_growth_mib: 64,
         })
     });
+    step("full disk (4 writers, 64 MiB, 1 round)", &|| {
+        crate::fill::run(crate::fill::FillArgs {
+            size: "64M".into(),
+            rounds: 1,
+            hold: 2.0,
+            file_bytes: 1 << 20,
+        })
+    });
     if args.fuzz_seconds > 0 {
         step("fuzz", &|| {
             crate::fuzz::run(crate::fuzz::FuzzArgs {
                 seconds: args.fuzz_seconds,
+                minimum_runs: 0,
+                sanitizer: "none".into(),
+                update_corpus: false,
                 targets: Vec::new(),
             })
         });

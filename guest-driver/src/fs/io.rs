@@ -36,6 +36,7 @@ impl NfsFilesystem {
                 caller: caller.clone(),
             },
         );
+        self.writes.opened(file, node);
         file
     }
 
@@ -275,11 +276,7 @@ impl NfsFilesystem {
     pub(super) fn settle_writes(&self, file: u64) -> Result<(), Errno> {
         let (_, _, node) = self.open_file(file)?;
         self.writes.drain(node);
-        match self
-            .writes
-            .take_error(file)
-            .or_else(|| self.writes.take_node_error(node))
-        {
+        match self.writes.take_error(file, node) {
             Some(error) => Err(error),
             None => Ok(()),
         }
@@ -370,6 +367,7 @@ impl NfsFilesystem {
         let Some(open) = lock(&self.files).remove(&file) else {
             return Err(Errno::EBADF);
         };
+        self.writes.closed(file);
         let hidden = {
             let mut nodes = lock(&self.nodes);
             let hidden = match nodes.get_mut(open.node) {

@@ -9,9 +9,11 @@
 //! that returns the file all wait for the file's queued writes first, so
 //! the kernel is never handed a size older than its own and the next
 //! `open` anywhere sees the data (close-to-open). A failed WRITE is
-//! reported by the file's next `write`, `fsync` or `close`, as the Linux
-//! NFS client reports asynchronous write errors. Queued data is bounded
-//! ([`QUEUE_LIMIT`]): a writer beyond it waits.
+//! reported by the next `write`, `fsync` or `close` of every descriptor
+//! open on the file, once each, and by those opened later while no
+//! descriptor has reported it yet: Linux's rule for writeback errors
+//! (`errseq_t`, kept per file, sampled per descriptor at open). Queued
+//! data is bounded ([`QUEUE_LIMIT`]): a writer beyond it waits.
 //!
 //! Each node's newest job is parked for up to [`PARK_TIME`] so that the
 //! next can merge into it: a write continuing it (one WRITE per file for a
@@ -48,9 +50,6 @@ const WORKERS: usize = 4;
 /// before it is sent anyway.
 pub const PARK_TIME: Duration = Duration::from_millis(20);
 
-/// Most nodes whose failed deferred attribute change waits to be reported.
-const NODE_ERRORS: usize = 4096;
-
 /// One queued write, or a deferred attribute change (`attributes`).
 struct Job {
     /// The open file it came through (0: none, a change by path).
@@ -74,17 +73,30 @@ struct Parked {
     since: Instant,
 }
 
+/// A failed queued write of a node.
+#[derive(Debug)]
+struct WriteError {
+    error: Errno,
+    /// Numbers the failures: a descriptor reports each failure it has
+    /// not reported yet, once.
+    sequence: u64,
+    /// Whether a descriptor has reported it (until then, descriptors
+    /// opened later report it too).
+    seen: bool,
+}
+
 /// What is queued.
 #[derive(Default)]
 struct Queue {
     bytes: u64,
     /// Writes and attribute changes queued, parked or in flight, per node.
     pending: HashMap<u64, u32>,
-    /// The first failure of a queued write, per open file, until reported.
-    errors: HashMap<u64, Errno>,
-    /// The failure of a deferred attribute change, per node, until the
-    /// node's next close or fsync reports it.
-    node_errors: HashMap<u64, Errno>,
+    /// The last failure of a queued write, per node.
+    errors: HashMap<u64, WriteError>,
+    /// Per open file: its node, and the failure sequence it has reported
+    /// (or found seen when it was opened).
+    reported: HashMap<u64, (u64, u64)>,
+    next_sequence: u64,
     /// End of the furthest queued write, per node with writes pending.
     ends: HashMap<u64, u64>,
     /// A job per node not yet handed to a worker (`Parked`).
@@ -128,6 +140,39 @@ fn merge(parked: &mut SettableAttributes, next: SettableAttributes) {
     }
     if next.modify_time != SetTime::DontChange {
         parked.modify_time = next.modify_time;
+    }
+}
+
+impl Queue {
+    /// Records a failed write of `node`: an earlier failure nobody has
+    /// reported yet stands for both (Linux keeps the first as well).
+    fn fail(&mut self, node: u64, error: Errno) {
+        if self.errors.get(&node).is_some_and(|known| !known.seen) {
+            return;
+        }
+        self.next_sequence += 1;
+        let sequence = self.next_sequence;
+        self.errors.insert(
+            node,
+            WriteError {
+                error,
+                sequence,
+                seen: false,
+            },
+        );
+    }
+
+    /// The failure open file `file` of `node` has not reported yet,
+    /// marked reported by it.
+    fn take(&mut self, file: u64, node: u64) -> Option<Errno> {
+        let error = self.errors.get_mut(&node)?;
+        let reported = self.reported.entry(file).or_insert((node, 0));
+        if reported.1 >= error.sequence {
+            return None;
+        }
+        reported.1 = error.sequence;
+        error.seen = true;
+        Some(error.error)
     }
 }
 
@@ -290,7 +335,7 @@ impl WriteBehind {
         let mut unsent = Vec::new();
         let direct = {
             let mut queue = lock(&self.shared.queue);
-            if let Some(error) = queue.errors.remove(&file) {
+            if let Some(error) = queue.take(file, node) {
                 return Err(error);
             }
             if queue.bytes > 0 && queue.bytes + length > QUEUE_LIMIT {
@@ -551,16 +596,35 @@ impl WriteBehind {
         lock(&self.shared.queue).pending.contains_key(&node)
     }
 
-    /// After [`WriteBehind::drain`]: the first failure of a queued write
-    /// on open file `file` not yet reported, taken.
-    pub fn take_error(&self, file: u64) -> Option<Errno> {
-        lock(&self.shared.queue).errors.remove(&file)
+    /// After [`WriteBehind::drain`]: the failure of a queued write to
+    /// `node` that open file `file` has not reported yet (whichever
+    /// descriptor made the write), marked reported by `file`.
+    pub fn take_error(&self, file: u64, node: u64) -> Option<Errno> {
+        lock(&self.shared.queue).take(file, node)
     }
 
-    /// After [`WriteBehind::drain`]: the failure of a deferred attribute
-    /// change of `node` not yet reported, taken.
-    pub fn take_node_error(&self, node: u64) -> Option<Errno> {
-        lock(&self.shared.queue).node_errors.remove(&node)
+    /// Open file `file` of `node` was opened: it reports the failures
+    /// from now on, and an earlier one no descriptor has reported yet.
+    pub fn opened(&self, file: u64, node: u64) {
+        let mut queue = lock(&self.shared.queue);
+        let reported = match queue.errors.get(&node) {
+            Some(error) if error.seen => error.sequence,
+            _ => 0,
+        };
+        queue.reported.insert(file, (node, reported));
+    }
+
+    /// Open file `file` was released; a failure every descriptor has
+    /// reported is forgotten with the file's last descriptor.
+    pub fn closed(&self, file: u64) {
+        let mut queue = lock(&self.shared.queue);
+        let Some((node, _)) = queue.reported.remove(&file) else {
+            return;
+        };
+        let still_open = queue.reported.values().any(|&(other, _)| other == node);
+        if !still_open && queue.errors.get(&node).is_some_and(|error| error.seen) {
+            queue.errors.remove(&node);
+        }
     }
 }
 
@@ -629,12 +693,10 @@ impl Shared {
         finish(&mut queue, job.node, writes);
         match result {
             Ok(written) if u64::from(written) == length => {}
-            Ok(_) => {
-                queue.errors.entry(job.file).or_insert(Errno::EIO);
-            }
+            Ok(_) => queue.fail(job.node, Errno::EIO),
             Err(error) => {
                 log::warn!("a queued write failed: {error:?}");
-                queue.errors.entry(job.file).or_insert(error);
+                queue.fail(job.node, error);
             }
         }
         drop(queue);
@@ -672,12 +734,7 @@ impl Shared {
             // Answered already: reported by the file's next close or
             // fsync, as a write-behind failure is.
             log::warn!("a deferred attribute change failed: {error:?}");
-            if job.file != 0 {
-                queue.errors.entry(job.file).or_insert(error);
-            }
-            if queue.node_errors.len() < NODE_ERRORS {
-                queue.node_errors.entry(job.node).or_insert(error);
-            }
+            queue.fail(job.node, error);
         }
         drop(queue);
         self.changed.notify_all();

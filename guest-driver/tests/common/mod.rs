@@ -107,6 +107,8 @@ pub struct Server {
     pub image: PathBuf,
     /// What `serve` was given besides the disk, size and address.
     arguments: Vec<String>,
+    /// The size of a fresh image.
+    size: String,
 }
 
 impl Server {
@@ -124,8 +126,13 @@ impl Server {
     /// As [`Server::start_with`], with `arguments` (exports included)
     /// instead of the default export.
     pub fn start_with_arguments(directory: &Path, vrpc: bool, arguments: &[&str]) -> Server {
+        Server::start_sized(directory, vrpc, "256M", arguments)
+    }
+
+    /// As [`Server::start_with_arguments`], on a fresh image of `size`.
+    pub fn start_sized(directory: &Path, vrpc: bool, size: &str, arguments: &[&str]) -> Server {
         let arguments: Vec<String> = arguments.iter().map(|text| text.to_string()).collect();
-        Server::launch(directory, vrpc, "127.0.0.1:0", arguments)
+        Server::launch(directory, vrpc, "127.0.0.1:0", arguments, size.to_string())
     }
 
     /// Stops the server cleanly (SIGTERM) and serves the same image on the
@@ -135,7 +142,14 @@ impl Server {
         let status = terminate(&mut child);
         assert!(status.success(), "server exit: {status}");
         let arguments = std::mem::take(&mut self.arguments);
-        Server::launch(directory, self.socket.is_some(), &self.address, arguments)
+        let size = std::mem::take(&mut self.size);
+        Server::launch(
+            directory,
+            self.socket.is_some(),
+            &self.address,
+            arguments,
+            size,
+        )
     }
 
     /// Kills the server (SIGKILL: nothing is committed on the way out) and
@@ -145,17 +159,30 @@ impl Server {
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         let arguments = std::mem::take(&mut self.arguments);
-        Server::launch(directory, self.socket.is_some(), &self.address, arguments)
+        let size = std::mem::take(&mut self.size);
+        Server::launch(
+            directory,
+            self.socket.is_some(),
+            &self.address,
+            arguments,
+            size,
+        )
     }
 
-    fn launch(directory: &Path, vrpc: bool, listen: &str, arguments: Vec<String>) -> Server {
+    fn launch(
+        directory: &Path,
+        vrpc: bool,
+        listen: &str,
+        arguments: Vec<String>,
+        size: String,
+    ) -> Server {
         let image = directory.join("disk.img");
         let socket = vrpc.then(|| directory.join("vrpc.sock"));
         let mut command = Command::new(server_binary());
         command
             .args(["serve", "--disk"])
             .arg(&image)
-            .args(["--size", "256M", "--listen", listen])
+            .args(["--size", &size, "--listen", listen])
             .args(&arguments);
         if let Some(socket) = &socket {
             command.arg("--vrpc-socket").arg(socket);
@@ -194,6 +221,7 @@ impl Server {
             socket,
             image,
             arguments,
+            size,
         }
     }
 

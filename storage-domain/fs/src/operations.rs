@@ -4,10 +4,14 @@
 //! Every mutating operation first reserves the blocks its commit will need
 //! ([`Volume::reserve`]), so a full disk fails the operation cleanly with
 //! `NoSpace` before anything changes, and a commit can always complete.
+//! An operation refused so, when a commit would give blocks back (blocks
+//! removed files held become free only once their removal is committed),
+//! commits and tries once more ([`Volume::with_room`]): a file removed on
+//! a full disk makes room for the next write at once.
 
 use crate::layout::{LeafSlot, BLOCK_SIZE, RECORD_PAYLOAD};
 use crate::record::{Content, Directory, Entry, Inode};
-use crate::volume::{Volume, PENDING};
+use crate::volume::{SpaceUse, Volume, PENDING};
 use crate::BlockDevice;
 use alloc::vec::Vec;
 use vfs::{
@@ -238,6 +242,22 @@ impl<D: BlockDevice> Volume<D> {
         result
     }
 
+    /// Runs `change`; when it is refused for space (having changed
+    /// nothing) and a commit would give blocks back, commits and runs it
+    /// once more.
+    fn with_room<T>(
+        &mut self,
+        change: impl Fn(&mut Self) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let result = change(self);
+        if !matches!(result, Err(FsError::NoSpace)) || !self.commit_would_free() {
+            return self.settle(result);
+        }
+        self.commit_volume()?;
+        let result = change(self);
+        self.settle(result)
+    }
+
     fn apply_setattr(
         &mut self,
         inode: InodeId,
@@ -248,7 +268,12 @@ impl<D: BlockDevice> Volume<D> {
         if changes.size.is_some() && file_type != FileType::Regular {
             return Err(wrong_kind(file_type));
         }
-        self.reserve(&[number], 1, 1)?;
+        let current = self.inode(number)?.attributes.size;
+        let space = match changes.size {
+            Some(size) if size > current => SpaceUse::Grows,
+            _ => SpaceUse::Keeps,
+        };
+        self.reserve(&[number], 1, 1, space)?;
         if let Some(size) = changes.size {
             self.resize(number, size)?;
         }
@@ -288,7 +313,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         // Each block placed anew can split a run into three (two more runs).
         let growth = (new_blocks * 48).div_ceil(RECORD_PAYLOAD as u64) + 1;
-        self.reserve(&[number], new_blocks, growth)?;
+        self.reserve(&[number], new_blocks, growth, SpaceUse::Grows)?;
         let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut done = 0usize;
         while done < data.len() {
@@ -362,7 +387,7 @@ impl<D: BlockDevice> Volume<D> {
             NewNode::Symlink(target) => (target.len() as u64).div_ceil(RECORD_PAYLOAD as u64) + 3,
             _ => 3,
         };
-        self.reserve(&[parent], 0, record_blocks + 1)?;
+        self.reserve(&[parent], 0, record_blocks + 1, SpaceUse::Grows)?;
         let (number, generation) = self.allocate_number()?;
         let now = self.clock.now();
         let (file_type, content) = match node {
@@ -419,8 +444,14 @@ impl<D: BlockDevice> Volume<D> {
         if entry.file_type == FileType::Directory {
             return Err(FsError::IsDirectory);
         }
-        self.cached(entry.inode)?;
-        self.reserve(&[directory.0, entry.inode], 0, 0)?;
+        let last_link = self.inode(entry.inode)?.attributes.nlink <= 1;
+        if last_link {
+            // The inode is freed, its record never written again: only
+            // its leaf slot changes (the leaf and its interior node).
+            self.reserve(&[directory.0], 0, 2, SpaceUse::Keeps)?;
+        } else {
+            self.reserve(&[directory.0, entry.inode], 0, 0, SpaceUse::Keeps)?;
+        }
         self.directory_mut(directory.0)?.remove(name);
         self.drop_link(entry.inode)?;
         self.touch(directory.0, true);
@@ -440,7 +471,9 @@ impl<D: BlockDevice> Volume<D> {
         if !self.directory(entry.inode)?.by_name.is_empty() {
             return Err(FsError::NotEmpty);
         }
-        self.reserve(&[directory.0], 0, 0)?;
+        // The freed directory's leaf slot changes too (its leaf and
+        // interior node).
+        self.reserve(&[directory.0], 0, 2, SpaceUse::Keeps)?;
         self.directory_mut(directory.0)?.remove(name);
         self.free_inode(entry.inode);
         self.inode_mut(directory.0)?.attributes.nlink -= 1;
@@ -496,7 +529,7 @@ impl<D: BlockDevice> Volume<D> {
             touched.push(target.inode);
         }
         self.cached(source.inode)?;
-        self.reserve(&touched, 0, 1)?;
+        self.reserve(&touched, 0, 1, SpaceUse::Keeps)?;
         if let Some(target) = existing {
             self.directory_mut(to)?.remove(to_name);
             if source_is_directory {
@@ -544,7 +577,7 @@ impl<D: BlockDevice> Volume<D> {
         if self.directory(directory.0)?.get(name).is_some() {
             return Err(FsError::Exists);
         }
-        self.reserve(&[inode.0, directory.0], 0, 1)?;
+        self.reserve(&[inode.0, directory.0], 0, 1, SpaceUse::Grows)?;
         self.directory_mut(directory.0)?.insert(Entry {
             name: name.to_vec(),
             inode: inode.0,
@@ -568,8 +601,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn setattr(&mut self, inode: InodeId, changes: &SetAttributes) -> Result<Attributes, FsError> {
-        let result = self.apply_setattr(inode, changes);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_setattr(inode, changes))
     }
 
     fn lookup(&mut self, directory: InodeId, name: &[u8]) -> Result<Attributes, FsError> {
@@ -635,8 +667,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn write(&mut self, inode: InodeId, offset: u64, data: &[u8]) -> Result<Attributes, FsError> {
-        let result = self.apply_write(inode, offset, data);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_write(inode, offset, data))
     }
 
     fn readlink(&mut self, inode: InodeId) -> Result<Vec<u8>, FsError> {
@@ -653,18 +684,15 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         node: &NewNode,
         owner: &Ownership,
     ) -> Result<Attributes, FsError> {
-        let result = self.apply_create(directory, name, node, owner);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_create(directory, name, node, owner))
     }
 
     fn unlink(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
-        let result = self.apply_unlink(directory, name);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_unlink(directory, name))
     }
 
     fn rmdir(&mut self, directory: InodeId, name: &[u8]) -> Result<(), FsError> {
-        let result = self.apply_rmdir(directory, name);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_rmdir(directory, name))
     }
 
     fn rename(
@@ -674,8 +702,9 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         to_directory: InodeId,
         to_name: &[u8],
     ) -> Result<(), FsError> {
-        let result = self.apply_rename(from_directory, from_name, to_directory, to_name);
-        self.settle(result)
+        self.with_room(|volume| {
+            volume.apply_rename(from_directory, from_name, to_directory, to_name)
+        })
     }
 
     fn link(
@@ -684,8 +713,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         directory: InodeId,
         name: &[u8],
     ) -> Result<Attributes, FsError> {
-        let result = self.apply_link(inode, directory, name);
-        self.settle(result)
+        self.with_room(|volume| volume.apply_link(inode, directory, name))
     }
 
     fn readdir(
@@ -714,7 +742,7 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn statfs(&mut self) -> Result<StatFs, FsError> {
-        let free_blocks = self.free_blocks().saturating_sub(self.epoch_reserve + 8);
+        let free_blocks = self.available_blocks();
         let total_inodes = self.inode_capacity();
         Ok(StatFs {
             block_size: BLOCK_SIZE as u32,

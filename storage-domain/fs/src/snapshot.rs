@@ -9,7 +9,7 @@
 
 use crate::bitmap::Bitmap;
 use crate::codec::{Reader, Writer};
-use crate::volume::Volume;
+use crate::volume::{SpaceUse, Volume};
 use crate::BlockDevice;
 use alloc::boxed::Box;
 use alloc::format;
@@ -135,7 +135,7 @@ impl<D: BlockDevice> Volume<D> {
         if self.snapshots.len() >= MAX_SNAPSHOTS {
             return Err(FsError::NoSpace);
         }
-        self.reserve(&[], 0, self.table_blocks(name.len()))?;
+        self.reserve(&[], 0, self.table_blocks(name.len()), SpaceUse::Grows)?;
         self.commit_volume()?;
         let root = self.root_block;
         let blocks = walk(&mut self.device, root)?;
@@ -163,7 +163,7 @@ impl<D: BlockDevice> Volume<D> {
             .iter()
             .position(|snapshot| snapshot.name == name)
             .ok_or(FsError::NotFound)?;
-        self.reserve(&[], 0, self.table_blocks(0))?;
+        self.reserve(&[], 0, self.table_blocks(0), SpaceUse::Keeps)?;
         // Commit first so the live tree on disk is the whole live tree.
         self.commit_volume()?;
         let live = walk(&mut self.device, self.root_block)?;

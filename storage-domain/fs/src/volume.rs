@@ -70,6 +70,17 @@ pub(crate) struct Interior {
     pub dirty: bool,
 }
 
+/// Whether a change may use the [release reserve](Volume::release_reserve).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpaceUse {
+    /// It adds data, names or inodes (WRITE, CREATE, LINK, a snapshot,
+    /// growing a file): the release reserve stays free.
+    Grows,
+    /// It removes, renames, shrinks or changes attributes: once committed
+    /// it holds no more blocks than before, and may use the reserve.
+    Keeps,
+}
+
 /// An open file system on a [`BlockDevice`].
 pub struct Volume<D: BlockDevice> {
     pub(crate) device: D,
@@ -514,9 +525,14 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
-    /// Reserve room for the next commit before changing inode `number`:
-    /// the first change to an inode in an epoch reserves its whole record,
-    /// later ones `extra_records` more record blocks.
+    /// Reserve room for the next commit before changing the inodes
+    /// `numbers`: the first change to an inode in an epoch reserves its
+    /// whole record (with its leaf and interior node), and each change
+    /// `extra_records` more record blocks. A change that grows what the
+    /// volume holds ([`SpaceUse::Grows`]) must also leave the
+    /// [release reserve](Volume::release_reserve) free; one that does not
+    /// ([`SpaceUse::Keeps`]: a removal, a rename, a truncation, new
+    /// attributes) may use it, so a full disk still lets files be removed.
     ///
     /// # Errors
     /// [`FsError::NoSpace`] (nothing changed) or [`FsError::Io`].
@@ -525,6 +541,7 @@ impl<D: BlockDevice> Volume<D> {
         numbers: &[u64],
         data_blocks: u64,
         extra_records: u64,
+        space: SpaceUse,
     ) -> Result<(), FsError> {
         if self.read_only {
             return Err(FsError::ReadOnly);
@@ -543,12 +560,41 @@ impl<D: BlockDevice> Volume<D> {
                 metadata += bound + 2;
             }
         }
-        let needed = data_blocks + metadata + self.epoch_reserve + SLACK_BLOCKS;
+        let kept_free = match space {
+            SpaceUse::Grows => self.release_reserve(),
+            SpaceUse::Keeps => 0,
+        };
+        let needed = data_blocks + metadata + self.epoch_reserve + SLACK_BLOCKS + kept_free;
         if self.free_blocks() < needed {
             return Err(FsError::NoSpace);
         }
         self.epoch_reserve += metadata;
         Ok(())
+    }
+
+    /// Blocks that only changes which do not grow the volume's contents
+    /// may use ([`SpaceUse::Keeps`]): 1/64 of the volume, at least 16
+    /// blocks and at most 32,768 (128 MiB). Without it, writes could
+    /// take the disk down to the last blocks a commit needs, and then the
+    /// removal that would free space could not reserve the directory
+    /// record its own commit rewrites (copy on write): a full disk would
+    /// stay full for good.
+    pub(crate) fn release_reserve(&self) -> u64 {
+        (self.superblock.block_count / 64).clamp(16, 32_768)
+    }
+
+    /// Free blocks that changes which grow the volume's contents may use:
+    /// what `statfs` reports free.
+    pub(crate) fn available_blocks(&self) -> u64 {
+        self.free_blocks()
+            .saturating_sub(self.epoch_reserve + SLACK_BLOCKS + self.release_reserve())
+    }
+
+    /// Whether a commit would give blocks back: blocks released since the
+    /// last commit (allocatable only after it), or room reserved for it
+    /// beyond what it will use.
+    pub(crate) fn commit_would_free(&self) -> bool {
+        !self.pending_free.is_empty() || self.epoch_reserve > 0
     }
 
     /// Blocks not in use (pending frees count as used until the commit).

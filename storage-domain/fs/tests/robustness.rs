@@ -420,3 +420,114 @@ fn snapshots_keep_old_data_and_give_space_back_on_delete() {
     let mut reopened = Volume::open(device, clock(), 1 << 20).unwrap();
     assert_eq!(reopened.statfs().unwrap().free_blocks, empty);
 }
+
+/// Fills the disk as a `sync` export does (a commit after every write),
+/// in `chunk`-byte writes spread over `files` files in directory `at`;
+/// returns the files and how many writes were refused.
+fn fill_committing(
+    volume: &mut Volume<MemoryDevice>,
+    at: InodeId,
+    files: usize,
+    chunk: usize,
+) -> Vec<InodeId> {
+    let handles: Vec<InodeId> = (0..files)
+        .map(|index| {
+            let node = volume
+                .create(
+                    at,
+                    format!("fill-{index}").as_bytes(),
+                    &NewNode::Regular,
+                    &OWNER,
+                )
+                .unwrap()
+                .inode;
+            volume.commit().unwrap();
+            node
+        })
+        .collect();
+    let data = vec![0x5Au8; chunk];
+    let mut offsets = vec![0u64; files];
+    let mut refused = 0;
+    let mut turn = 0;
+    while refused < files * 2 {
+        let index = turn % files;
+        turn += 1;
+        match volume.write(handles[index], offsets[index], &data) {
+            Ok(_) => {
+                offsets[index] += chunk as u64;
+                volume.commit().unwrap();
+            }
+            Err(FsError::NoSpace) => refused += 1,
+            Err(other) => panic!("write: {other:?}"),
+        }
+        assert!(turn < 1_000_000, "the disk never filled");
+    }
+    volume.commit().unwrap();
+    handles
+}
+
+#[test]
+fn a_disk_filled_by_small_committed_writes_still_allows_deletes() {
+    for (files, chunk) in [(1, 4096), (3, 4096), (4, 10_000), (2, 64 * 1024)] {
+        let mut volume = Volume::open(formatted(2048), clock(), 1 << 20).unwrap();
+        let root = volume.root();
+        // A directory with many names: its record spans several blocks.
+        let crowded = volume
+            .create(root, b"crowded", &NewNode::Directory, &OWNER)
+            .unwrap()
+            .inode;
+        for index in 0..600 {
+            let name = format!("a-rather-long-name-to-grow-the-directory-{index:04}");
+            volume
+                .create(crowded, name.as_bytes(), &NewNode::Regular, &OWNER)
+                .unwrap();
+            volume.commit().unwrap();
+        }
+        fill_committing(&mut volume, crowded, files, chunk);
+        // Every delete works on the full disk, each one committed as a
+        // sync export does.
+        for index in 0..files {
+            volume
+                .unlink(crowded, format!("fill-{index}").as_bytes())
+                .unwrap_or_else(|error| {
+                    panic!("{files} files of {chunk}-byte writes: unlink fill-{index}: {error:?}")
+                });
+            volume.commit().unwrap();
+        }
+        for index in 0..20 {
+            let name = format!("a-rather-long-name-to-grow-the-directory-{index:04}");
+            volume.unlink(crowded, name.as_bytes()).unwrap();
+            volume.commit().unwrap();
+        }
+        // The space is back.
+        let again = volume
+            .create(root, b"again", &NewNode::Regular, &OWNER)
+            .unwrap()
+            .inode;
+        volume.write(again, 0, &vec![1u8; 256 * 1024]).unwrap();
+        volume.commit().unwrap();
+        let report = sdfs::fsck(volume.into_device(), clock());
+        assert!(report.is_clean(), "{:?}", report.problems);
+    }
+}
+
+#[test]
+fn a_removal_on_a_full_disk_makes_room_for_the_next_write_before_any_commit() {
+    let mut volume = Volume::open(formatted(2048), clock(), 1 << 20).unwrap();
+    let root = volume.root();
+    fill_committing(&mut volume, root, 2, 64 * 1024);
+    let sequence = volume.commit_sequence();
+    // No commit between the removal and the write (an `async` export, a
+    // VRPC guest's `vrpc=local` calls): the removed file's blocks are
+    // free only once the removal is committed, so the write commits it.
+    volume.unlink(root, b"fill-0").unwrap();
+    let file = volume
+        .create(root, b"after", &NewNode::Regular, &OWNER)
+        .unwrap()
+        .inode;
+    volume.write(file, 0, &vec![3u8; 1 << 20]).unwrap();
+    assert!(volume.commit_sequence() > sequence, "no commit made room");
+    volume.commit().unwrap();
+    let report = sdfs::fsck(volume.into_device(), clock());
+    assert!(report.is_clean(), "{:?}", report.problems);
+}

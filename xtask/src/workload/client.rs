@@ -141,6 +141,10 @@ impl<F: Files> Client<F> {
                     self.measurements.unexpected.push(message);
                 }
             }
+            Failure::NoSpace => {
+                let message = format!("{}: {operation} {}: no space", self.label(), key.path());
+                self.measurements.unexpected.push(message);
+            }
             Failure::Unexpected(text) => {
                 let message = format!("{}: {operation} {}: {text}", self.label(), key.path());
                 self.measurements.unexpected.push(message);

@@ -342,6 +342,9 @@ pub enum Failure {
     /// ENOENT or ESTALE: the file is gone (its creation was lost with a
     /// restart, if it was not durable).
     Gone,
+    /// ENOSPC, NFS3ERR_NOSPC: the disk is full (expected only by `cargo
+    /// xtask fill`).
+    NoSpace,
     /// Anything else: never expected.
     Unexpected(String),
 }
@@ -354,6 +357,7 @@ impl Failure {
                 Failure::Io
             }
             Some(code) if code == nix::libc::ENOENT || code == nix::libc::ESTALE => Failure::Gone,
+            Some(code) if code == nix::libc::ENOSPC => Failure::NoSpace,
             _ => Failure::Unexpected(error.to_string()),
         }
     }

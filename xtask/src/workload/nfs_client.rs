@@ -97,6 +97,7 @@ fn status_failure(status: nfsstat3) -> Failure {
     match status {
         nfsstat3::NFS3ERR_IO => Failure::Io,
         nfsstat3::NFS3ERR_NOENT | nfsstat3::NFS3ERR_STALE => Failure::Gone,
+        nfsstat3::NFS3ERR_NOSPC => Failure::NoSpace,
         other => Failure::Unexpected(format!("{other:?}")),
     }
 }
