@@ -218,16 +218,35 @@ impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
         }
         // One request for everything asked, and the window after it (never
         // more than the cache holds, so what is read ahead stays).
-        let ahead = self
+        let mut ahead = self
             .window
             .min(self.inner.block_count() - end)
             .min((self.arena.len() as u64).saturating_sub(count));
-        let mut read = alloc::vec![0u8; ((count + ahead) as usize) * BLOCK_SIZE];
-        self.inner.read_blocks(first, &mut read)?;
-        buffer.copy_from_slice(&read[..buffer.len()]);
-        for index in 0..count + ahead {
-            let at = index as usize * BLOCK_SIZE;
-            self.keep(first + index, &read[at..at + BLOCK_SIZE]);
+        // Room for the read-ahead is asked for, not assumed: without it
+        // (a full heap on Xen) the request is read as it came.
+        let mut read = Vec::new();
+        if ahead > 0
+            && read
+                .try_reserve_exact(((count + ahead) as usize) * BLOCK_SIZE)
+                .is_err()
+        {
+            ahead = 0;
+        }
+        if ahead == 0 {
+            self.inner.read_blocks(first, buffer)?;
+            for (index, chunk) in buffer.chunks(BLOCK_SIZE).enumerate() {
+                if chunk.len() == BLOCK_SIZE {
+                    self.keep(first + index as u64, chunk);
+                }
+            }
+        } else {
+            read.resize(((count + ahead) as usize) * BLOCK_SIZE, 0);
+            self.inner.read_blocks(first, &mut read)?;
+            buffer.copy_from_slice(&read[..buffer.len()]);
+            for index in 0..count + ahead {
+                let at = index as usize * BLOCK_SIZE;
+                self.keep(first + index, &read[at..at + BLOCK_SIZE]);
+            }
         }
         self.counters.misses += count;
         self.counters.read_ahead += ahead;
