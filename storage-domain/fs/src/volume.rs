@@ -103,6 +103,11 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) snapshots_dirty: bool,
     pub(crate) shared: Bitmap,
     pub(crate) read_only: bool,
+    /// Snapshots opened for reading while live, by sequence, with the
+    /// tick they were last used (see `snapshot.rs`).
+    pub(crate) views: BTreeMap<u64, (u64, Volume<crate::snapshot::Detached>)>,
+    /// When a snapshot was last taken or deleted.
+    pub(crate) snapshots_changed: vfs::Timestamp,
 }
 
 impl<D: BlockDevice> core::fmt::Debug for Volume<D> {
@@ -280,6 +285,8 @@ impl<D: BlockDevice> Volume<D> {
             snapshots_dirty: false,
             shared: Bitmap::new(block_count),
             read_only: index_root.is_some(),
+            views: BTreeMap::new(),
+            snapshots_changed: vfs::Timestamp::default(),
         };
         volume.used.set(0);
         volume.used.set(1);
@@ -294,6 +301,78 @@ impl<D: BlockDevice> Volume<D> {
                 "inode 1 (the root) is not a directory".into(),
             )),
         }
+    }
+
+    /// The same volume over another device (the snapshot views move
+    /// between the live device and none); returns the old device.
+    pub(crate) fn rebind<E: BlockDevice>(self, device: E) -> (Volume<E>, D) {
+        let Volume {
+            device: old,
+            clock,
+            superblock,
+            root_block,
+            interior,
+            leaves,
+            cache,
+            dirty,
+            free_numbers,
+            next_number,
+            live_inodes,
+            used,
+            fresh,
+            pending_free,
+            cursor,
+            epoch_reserve,
+            cache_limit,
+            cache_bytes,
+            tick,
+            cache_hits,
+            cache_misses,
+            applied,
+            durable,
+            failed,
+            snapshots,
+            snapshot_chain,
+            snapshots_dirty,
+            shared,
+            read_only,
+            views,
+            snapshots_changed,
+        } = self;
+        let volume = Volume {
+            device,
+            clock,
+            superblock,
+            root_block,
+            interior,
+            leaves,
+            cache,
+            dirty,
+            free_numbers,
+            next_number,
+            live_inodes,
+            used,
+            fresh,
+            pending_free,
+            cursor,
+            epoch_reserve,
+            cache_limit,
+            cache_bytes,
+            tick,
+            cache_hits,
+            cache_misses,
+            applied,
+            durable,
+            failed,
+            snapshots,
+            snapshot_chain,
+            snapshots_dirty,
+            shared,
+            read_only,
+            views,
+            snapshots_changed,
+        };
+        (volume, old)
     }
 
     /// Mark a committed block in use; a block referenced twice or out of
