@@ -22,7 +22,7 @@ use crate::{Caller, Core};
 const MAXIMUM_MOUNTS: usize = 1024;
 
 impl Core {
-    pub(crate) fn mount<F: FileSystem>(
+    pub(crate) fn mount<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -72,7 +72,7 @@ impl Core {
         }
     }
 
-    fn mount_export<F: FileSystem>(
+    fn mount_export<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
