@@ -56,6 +56,12 @@ impl NfsFilesystem {
         let (attributes, entry) =
             self.current_attributes_for(|| caller.clone(), &handle, file_id)?;
         self.revalidate_at_open(node.0, entry.as_ref());
+        // A snapshot's files (under `.snapshots`) can never be written:
+        // say so at open, as a read-only file system does, rather than at
+        // the first write's flush.
+        if flags.acc_mode() != OpenAccMode::O_RDONLY && is_snapshot_object(attributes.file_id) {
+            return Err(Errno::EROFS);
+        }
         if !self.settings.kernel_permissions {
             self.check_open_access(caller, &handle, flags)?;
         }
@@ -386,4 +392,11 @@ impl NfsFilesystem {
         }
         committed
     }
+}
+
+/// Whether a file id is one the storage domain gives objects under an
+/// export's `.snapshots` (the upper half of the range; live file ids are
+/// inode numbers: `docs/nfs-server.md`, "Snapshots").
+pub fn is_snapshot_object(file_id: u64) -> bool {
+    file_id >= 1 << 63
 }
