@@ -520,3 +520,52 @@ fn only_the_snapshot_directory_is_published() {
     assert_eq!(after_delete.len(), 1, "published when deleted");
     assert_ne!(after_delete[0], after_create[0]);
 }
+
+/// `EXPORT/.snapshots/NAME` mounts as an export of its own (read-only),
+/// and `EXPORT/.snapshots` lists them; unknown names and exports are
+/// NOENT, and the snapshot's mount goes stale when it is deleted.
+#[test]
+fn a_snapshot_mounts_as_an_export_of_its_own() {
+    let mut client = Client::new(common::volume(4096), &["/,no_root_squash", "/data"]);
+    let root = client.root();
+    let file = client.create(&root, b"f").unwrap();
+    client
+        .write(&file, 0, b"then", StableHow::FileSync)
+        .unwrap();
+    client.server.create_snapshot(b"weekly").unwrap();
+    client
+        .write(&file, 0, b"now!", StableHow::FileSync)
+        .unwrap();
+    let mounted = client.mount("/.snapshots/weekly").unwrap();
+    let snapshots = client.lookup(&root, b".snapshots").unwrap();
+    assert_eq!(mounted, client.lookup(&snapshots, b"weekly").unwrap());
+    assert_eq!(client.mount("//.snapshots/weekly/").unwrap(), mounted);
+    assert_eq!(client.mount("/.snapshots").unwrap(), snapshots);
+    let old = client.lookup(&mounted, b"f").unwrap();
+    assert_eq!(content(&mut client, &old).unwrap(), b"then");
+    assert_eq!(
+        client.create(&mounted, b"x").map(|_| ()),
+        Err(NfsError::ReadOnlyFileSystem)
+    );
+    // The subdirectory export's own view of the same snapshot.
+    let data = client.mount("/data/.snapshots/weekly").unwrap();
+    assert_ne!(data, mounted);
+    for missing in [
+        "/.snapshots/none",
+        "/nothing/.snapshots/weekly",
+        "/.snapshots/weekly/f",
+        "/f/.snapshots",
+    ] {
+        assert_eq!(
+            client.mount(missing).unwrap_err(),
+            nfs3::mount::MountError::NoEntry,
+            "{missing}"
+        );
+    }
+    client.server.delete_snapshot(b"weekly").unwrap();
+    assert_eq!(client.getattr(&mounted).unwrap_err(), NfsError::Stale);
+    assert_eq!(
+        client.mount("/.snapshots/weekly").unwrap_err(),
+        nfs3::mount::MountError::NoEntry
+    );
+}
