@@ -156,6 +156,11 @@ fn answer(stream: &mut UnixStream, server: &Mutex<HostedServer>) -> io::Result<(
             let peer = vrpc_hosted::server::PeerCredentials::of(stream)?;
             let own = nix::unistd::geteuid().as_raw();
             if request.changes() && peer.uid != 0 && peer.uid != own {
+                log::warn!(
+                    "control: user {} (pid {}) may not change snapshots",
+                    peer.uid,
+                    peer.pid
+                );
                 (
                     false,
                     format!(
@@ -249,5 +254,27 @@ mod tests {
         assert_eq!(Request::decode(b"format\0x"), None);
         assert_eq!(Request::decode(b"list\0x"), None);
         assert_eq!(Request::decode(b""), None);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases: [(FsError, &str); 6] = [
+            (FsError::Exists, "a snapshot named \"x\" exists already"),
+            (FsError::NotFound, "no snapshot named \"x\""),
+            (
+                FsError::InvalidName,
+                "bad snapshot name \"x\": a name has 1 to 255 bytes",
+            ),
+            (FsError::NameTooLong, "longer than 255 bytes"),
+            (
+                FsError::NoSpace,
+                "no space left on the file system (or 1024 snapshots",
+            ),
+            (FsError::Io, "snapshot \"x\": "),
+        ];
+        for (error, expected) in cases {
+            let text = explain(b"x", &error);
+            assert!(text.contains(expected), "{error:?}: {text}");
+        }
     }
 }

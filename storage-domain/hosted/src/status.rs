@@ -105,6 +105,7 @@ impl Activity {
         let statistics = server.statistics();
         let (hits, misses) = server.filesystem().cache_statistics();
         let space = server.filesystem().statfs().ok();
+        let snapshots = server.filesystem().snapshots().len();
         drop(server);
         let mut text = String::new();
         let mut line = |name: &str, value: String| {
@@ -151,6 +152,7 @@ impl Activity {
             "commit.max_us",
             format!("{:.1}", load(&self.commit_maximum_nanoseconds) as f64 / 1e3),
         );
+        line("snapshots", snapshots.to_string());
         line("cache.hits", hits.to_string());
         line("cache.misses", misses.to_string());
         let ratio = match hits + misses {
