@@ -8,8 +8,9 @@
 //! blocks only the deleted snapshot held become free.
 //!
 //! A live volume also serves its snapshots: [`Volume::with_snapshot`] runs
-//! a closure on a read-only view of one, opened on first use (a walk of
-//! its tree, like opening the volume) and kept between calls without a
+//! a closure on a read-only view of one, opened on first use (its index
+//! only: the tree was walked when the volume was opened or the snapshot
+//! taken) and kept between calls without a
 //! device (a view is a `Volume<Detached>` that is lent the live device
 //! for each call), at most [`MAX_OPEN_VIEWS`] at once. A snapshot's blocks
 //! are shared, so the live tree never writes them and a view never sees
@@ -185,11 +186,11 @@ impl<D: BlockDevice> Volume<D> {
         if self.read_only {
             return Err(FsError::Stale);
         }
-        let root = self
+        let (root, inodes) = self
             .snapshots
             .iter()
             .find(|snapshot| snapshot.sequence == sequence)
-            .map(|snapshot| snapshot.index_root)
+            .map(|snapshot| (snapshot.index_root, snapshot.inodes))
             .ok_or(FsError::Stale)?;
         self.tick += 1;
         let tick = self.tick;
@@ -198,12 +199,18 @@ impl<D: BlockDevice> Volume<D> {
             // answers Stale) does not nest generic types without end.
             Some((_, view)) => view.rebind(&mut self.device as &mut dyn BlockDevice).0,
             None => {
-                let mut view = Volume::open_at(
+                // Only the index is read: the tree's records and blocks
+                // were checked when this volume was opened (or when the
+                // snapshot was taken, a walk of the same tree), and
+                // nothing changes them since; records are read when used.
+                let mut view = Volume::open_tree(
                     &mut self.device as &mut dyn BlockDevice,
                     Box::new(NoClock),
                     VIEW_CACHE_BYTES,
                     Some(root),
+                    false,
                 )?;
+                view.live_inodes = inodes;
                 // A view allocates nothing: drop the maps only writers use.
                 view.used = Bitmap::new(0);
                 view.fresh = Bitmap::new(0);

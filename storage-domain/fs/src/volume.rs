@@ -223,10 +223,25 @@ impl<D: BlockDevice> Volume<D> {
     /// Open the live tree (`index_root` None) or, read-only, the tree under
     /// another index root (a snapshot).
     pub(crate) fn open_at(
+        device: D,
+        clock: Box<dyn Clock>,
+        cache_bytes: usize,
+        index_root: Option<u64>,
+    ) -> Result<Self, FsError> {
+        Self::open_tree(device, clock, cache_bytes, index_root, true)
+    }
+
+    /// [`Volume::open_at`], reading every inode record (checking each
+    /// block in range and referenced once, building the free map) only
+    /// when `walk_records`; otherwise only the index is read and records
+    /// are read when used, which suits a snapshot whose tree was walked
+    /// already (see `snapshot.rs`).
+    pub(crate) fn open_tree(
         mut device: D,
         clock: Box<dyn Clock>,
         cache_bytes: usize,
         index_root: Option<u64>,
+        walk_records: bool,
     ) -> Result<Self, FsError> {
         if device.block_count() < 2 {
             return Err(FsError::Corrupt(
@@ -291,7 +306,9 @@ impl<D: BlockDevice> Volume<D> {
         volume.used.set(0);
         volume.used.set(1);
         volume.load_index()?;
-        volume.load_inodes()?;
+        if walk_records {
+            volume.load_inodes()?;
+        }
         if index_root.is_none() {
             volume.load_snapshots()?;
         }
