@@ -29,8 +29,7 @@ use vfs::{validate_name, Clock, FsError, Timestamp};
 pub const MAX_SNAPSHOTS: usize = 1024;
 
 /// Snapshot views a live volume keeps open (least recently used closed
-/// first); each holds its tree's index and up to [`VIEW_CACHE_BYTES`] of
-/// inodes.
+/// first); each holds its tree's index and up to 1 MiB of inodes.
 pub const MAX_OPEN_VIEWS: usize = 4;
 
 /// The inode cache of each snapshot view.

@@ -195,7 +195,7 @@ impl Core {
     }
 
     /// Run one NFS call on `fs` (the live file system, or a snapshot's
-    /// when [`Core::call_tree`] says so).
+    /// when the call's tree says so).
     pub(crate) fn dispatch<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
