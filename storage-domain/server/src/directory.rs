@@ -23,7 +23,7 @@ use nfs3::{CookieVerifier, NfsError, ProcedureResult};
 use vfs::{Attributes, FileSystem, FileType, FsError, InodeId};
 
 use crate::convert::status;
-use crate::handle::MAX_HANDLE_SIZE;
+use crate::handle::{Tree, MAX_HANDLE_SIZE};
 use crate::identity::READ;
 use crate::procedures::Resolved;
 use crate::{Caller, Core, MAX_IO_SIZE};
@@ -150,9 +150,18 @@ impl Core {
             if !budget.take(2) {
                 return finish(listed, false);
             }
+            // Above a snapshot's root is `.snapshots`, which has no inode
+            // in the snapshot: inode 0 (never one of a file system) stands
+            // for it, with its file id and no attributes or handle (a
+            // client that wants them looks `..` up).
+            let inode = if self.call_tree != Tree::Live && self.is_export_root(directory) {
+                InodeId(0)
+            } else {
+                parent.inode
+            };
             listed.push(Listed {
                 name: b"..".to_vec(),
-                inode: parent.inode,
+                inode,
                 cookie: 2,
             });
         }

@@ -140,9 +140,12 @@ fn export_root_in(
 
 impl Core {
     /// The file id of `inode` in the tree the call reads.
+    /// (Inode 0 in a snapshot stands for `.snapshots`, the parent of the
+    /// snapshot's root in its listing.)
     pub(crate) fn file_id(&self, inode: InodeId) -> u64 {
         match self.call_tree {
             Tree::Live => inode.0,
+            Tree::Snapshot(_) if inode.0 == 0 => SNAPSHOT_DIRECTORY_FILE_ID,
             Tree::SnapshotDirectory => SNAPSHOT_DIRECTORY_FILE_ID,
             Tree::Snapshot(id) => snapshot_file_id(id, inode),
         }

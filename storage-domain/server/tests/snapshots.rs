@@ -23,11 +23,19 @@ use vfs::{FsError, InodeId};
 
 type SdfsClient = Client<Volume<MemoryDevice>>;
 
-/// (name, cookie) entries, end of file, cookie verifier.
-type Page = (Vec<(Vec<u8>, u64)>, bool, [u8; 8]);
+/// (name, cookie, file id) entries, end of file, cookie verifier.
+type Page = (Vec<(Vec<u8>, u64, u64)>, bool, [u8; 8]);
 
 fn names(client: &mut SdfsClient, directory: &FileHandle, plus: bool) -> Vec<Vec<u8>> {
-    let mut names = Vec::new();
+    listing(client, directory, plus)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Every entry's name and file id, through READDIR or READDIRPLUS pages.
+fn listing(client: &mut SdfsClient, directory: &FileHandle, plus: bool) -> Vec<(Vec<u8>, u64)> {
+    let mut listed = Vec::new();
     let mut cookie = 0;
     let mut verifier = [0; 8];
     loop {
@@ -45,15 +53,18 @@ fn names(client: &mut SdfsClient, directory: &FileHandle, plus: bool) -> Vec<Vec
                         .entries
                         .iter()
                         .map(|entry| {
-                            // `.` and `..` carry attributes and handles
-                            // whose file ids match the entry's.
-                            if entry.name == b"." || entry.name == b".." {
-                                let attributes = entry.attributes.as_ref().expect("attributes");
+                            // Attributes and handles, where given, match
+                            // the entry's file id; `.` always has them.
+                            if let Some(attributes) = &entry.attributes {
                                 assert_eq!(attributes.file_id, entry.file_id);
-                                let handle = entry.handle.as_ref().expect("handle");
+                            }
+                            if let Some(handle) = &entry.handle {
                                 assert_eq!(client.getattr(handle).unwrap().file_id, entry.file_id);
                             }
-                            (entry.name.clone(), entry.cookie)
+                            if entry.name == b"." {
+                                assert!(entry.attributes.is_some() && entry.handle.is_some());
+                            }
+                            (entry.name.clone(), entry.cookie, entry.file_id)
                         })
                         .collect();
                     (entries, ok.end_of_file, ok.cookie_verifier)
@@ -72,7 +83,7 @@ fn names(client: &mut SdfsClient, directory: &FileHandle, plus: bool) -> Vec<Vec
                     let entries = ok
                         .entries
                         .iter()
-                        .map(|entry| (entry.name.clone(), entry.cookie))
+                        .map(|entry| (entry.name.clone(), entry.cookie, entry.file_id))
                         .collect();
                     (entries, ok.end_of_file, ok.cookie_verifier)
                 }
@@ -80,12 +91,12 @@ fn names(client: &mut SdfsClient, directory: &FileHandle, plus: bool) -> Vec<Vec
             }
         };
         verifier = next_verifier;
-        for (name, entry_cookie) in entries {
-            names.push(name);
+        for (name, entry_cookie, file_id) in entries {
+            listed.push((name, file_id));
             cookie = entry_cookie;
         }
         if end {
-            return names;
+            return listed;
         }
     }
 }
@@ -237,6 +248,12 @@ fn a_snapshot_is_served_read_only_unchanged_and_goes_stale_when_deleted() {
     let old_link = client.lookup(&snapshot_root, b"l").unwrap();
     assert_eq!(readlink(&mut client, &old_link).unwrap(), b"f");
     for plus in [false, true] {
+        // `..` of the snapshot's root is `.snapshots`.
+        let dot_dot = listing(&mut client, &snapshot_root, plus)
+            .into_iter()
+            .find(|(name, _)| name == b"..")
+            .map(|(_, file_id)| file_id);
+        assert_eq!(dot_dot, Some(SNAPSHOT_DIRECTORY_FILE_ID));
         let mut listed = names(&mut client, &snapshot_root, plus);
         listed.sort();
         assert_eq!(
