@@ -255,9 +255,6 @@ impl Core {
         arguments: Arguments,
     ) -> Results {
         let procedure = arguments.procedure();
-        let Ok(listing) = fs.list_snapshots() else {
-            return failure(procedure, NfsError::Stale);
-        };
         let Some(export) = self.admitted_export(caller, &arguments) else {
             return failure(procedure, NfsError::Stale);
         };
@@ -265,11 +262,22 @@ impl Core {
             Ok(export) => export,
             Err(error) => return failure(procedure, error),
         };
-        if !listing.snapshots.iter().any(|snapshot| snapshot.id == id) {
-            return failure(procedure, NfsError::Stale);
-        }
         if is_non_idempotent(procedure) {
-            return failure(procedure, NfsError::ReadOnlyFileSystem);
+            // STALE for a deleted snapshot, ROFS for one that exists.
+            let error = match fs.in_snapshot(id, &mut |_| {}) {
+                Ok(()) => NfsError::ReadOnlyFileSystem,
+                Err(error) => status(&error),
+            };
+            return failure(procedure, error);
+        }
+        // Only LOOKUP needs the listing (`..` of the snapshot's root is
+        // `.snapshots`, whose attributes it makes); other calls do without
+        // copying it. A deleted snapshot is found by `in_snapshot` below.
+        if let Arguments::Lookup(_) = &arguments {
+            match fs.list_snapshots() {
+                Ok(listing) => self.call_listing = Some(listing),
+                Err(error) => return failure(procedure, status(&error)),
+            }
         }
         let components: Vec<Vec<u8>> = self.exports[export]
             .config
@@ -278,7 +286,6 @@ impl Core {
             .collect();
         let mut arguments = Some(arguments);
         let mut results = None;
-        self.call_listing = Some(listing);
         let outcome = fs.in_snapshot(id, &mut |view| {
             let Some(arguments) = arguments.take() else {
                 return;
