@@ -12,7 +12,8 @@
 //! only: the tree was walked when the volume was opened or the snapshot
 //! taken) and kept between calls without a
 //! device (a view is a `Volume<Detached>` that is lent the live device
-//! for each call), at most [`MAX_OPEN_VIEWS`] at once. A snapshot's blocks
+//! for each call), at most [`MAX_OPEN_VIEWS`] at once unless
+//! [`Volume::limit_snapshot_views`] says otherwise. A snapshot's blocks
 //! are shared, so the live tree never writes them and a view never sees
 //! them change.
 
@@ -28,12 +29,13 @@ use vfs::{validate_name, Clock, FsError, Timestamp};
 /// Most snapshots one file system keeps.
 pub const MAX_SNAPSHOTS: usize = 1024;
 
-/// Snapshot views a live volume keeps open (least recently used closed
-/// first); each holds its tree's index and up to 1 MiB of inodes.
+/// Snapshot views a live volume keeps open by default (least recently
+/// used closed first); each holds its tree's index and up to 1 MiB of
+/// inodes. See [`Volume::limit_snapshot_views`].
 pub const MAX_OPEN_VIEWS: usize = 4;
 
-/// The inode cache of each snapshot view.
-const VIEW_CACHE_BYTES: usize = 1 << 20;
+/// The inode cache of each snapshot view, by default.
+pub(crate) const VIEW_CACHE_BYTES: usize = 1 << 20;
 
 /// The device of a snapshot view between calls: none; every access fails
 /// (a view is only used while lent the live device).
@@ -205,7 +207,7 @@ impl<D: BlockDevice> Volume<D> {
                 let mut view = Volume::open_tree(
                     &mut self.device as &mut dyn BlockDevice,
                     Box::new(NoClock),
-                    VIEW_CACHE_BYTES,
+                    self.view_limit.1,
                     Some(root),
                     false,
                 )?;
@@ -219,7 +221,7 @@ impl<D: BlockDevice> Volume<D> {
         };
         let result = body(&mut view);
         let (view, _) = view.rebind(Detached);
-        if self.views.len() >= MAX_OPEN_VIEWS {
+        if self.views.len() >= self.view_limit.0 {
             let oldest = self
                 .views
                 .iter()
@@ -231,6 +233,15 @@ impl<D: BlockDevice> Volume<D> {
         }
         self.views.insert(sequence, (tick, view));
         Ok(result)
+    }
+
+    /// Keep at most `views` snapshot views open (at least 1), each with
+    /// about `cache_bytes` of inodes: the memory reading snapshots may
+    /// take besides each open one's index (defaults: [`MAX_OPEN_VIEWS`],
+    /// 1 MiB). Views open now are closed.
+    pub fn limit_snapshot_views(&mut self, views: usize, cache_bytes: usize) {
+        self.view_limit = (views.max(1), cache_bytes);
+        self.views.clear();
     }
 
     /// When a snapshot was last taken or deleted since the volume was

@@ -108,6 +108,8 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) views: BTreeMap<u64, (u64, Volume<crate::snapshot::Detached>)>,
     /// When a snapshot was last taken or deleted.
     pub(crate) snapshots_changed: vfs::Timestamp,
+    /// Most snapshot views kept open, and each one's inode cache.
+    pub(crate) view_limit: (usize, usize),
 }
 
 impl<D: BlockDevice> core::fmt::Debug for Volume<D> {
@@ -302,6 +304,10 @@ impl<D: BlockDevice> Volume<D> {
             read_only: index_root.is_some(),
             views: BTreeMap::new(),
             snapshots_changed: vfs::Timestamp::default(),
+            view_limit: (
+                crate::snapshot::MAX_OPEN_VIEWS,
+                crate::snapshot::VIEW_CACHE_BYTES,
+            ),
         };
         volume.used.set(0);
         volume.used.set(1);
@@ -355,6 +361,7 @@ impl<D: BlockDevice> Volume<D> {
             read_only,
             views,
             snapshots_changed,
+            view_limit,
         } = self;
         let volume = Volume {
             device,
@@ -388,6 +395,7 @@ impl<D: BlockDevice> Volume<D> {
             read_only,
             views,
             snapshots_changed,
+            view_limit,
         };
         (volume, old)
     }

@@ -97,6 +97,10 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
 
     let mut volume = sdfs::Volume::open(&mut disk, Box::new(PvClock), config.cache_bytes)
         .map_err(|error| format!("opening the file system: {error:?}"))?;
+    // Guests reading `.snapshots` share the 16 MiB heap: one snapshot view
+    // open at a time, with a small inode cache (reopening one reads only
+    // its index).
+    volume.limit_snapshot_views(1, 256 << 10);
     println!(
         "file system: {} blocks of 4096 bytes, at commit {}",
         volume.block_count(),
