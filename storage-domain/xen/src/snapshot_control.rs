@@ -16,9 +16,14 @@ use nfs_server::Server;
 use vfs::{FileSystem, FsError};
 use vrpc::xenstore::SnapshotRequest;
 
+/// Longest answer: a xenstore write carries at most 4096 bytes
+/// (`XENSTORE_PAYLOAD_MAX`) with the node's path.
+pub const MAX_ANSWER: usize = 3584;
+
 /// The answer to the request `value` (what dom0 wrote): `ok` or `error`,
-/// a newline, then the text to show. `None` for an empty value (the
-/// node's first watch event, or its own clearing).
+/// a newline, then the text to show, at most [`MAX_ANSWER`] bytes (a long
+/// listing ends with how many snapshots it leaves out). `None` for an
+/// empty value (the node's first watch event, or its own clearing).
 pub fn answer<F: FileSystem>(server: &mut Server<F>, value: &[u8]) -> Option<String> {
     if value.is_empty() {
         return None;
@@ -45,13 +50,23 @@ pub fn answer<F: FileSystem>(server: &mut Server<F>, value: &[u8]) -> Option<Str
         SnapshotRequest::List => match server.snapshots() {
             Ok(listing) => {
                 let mut text = String::from("ok\n");
-                for snapshot in &listing.snapshots {
-                    text.push_str(&format!(
+                let count = listing.snapshots.len();
+                for (index, snapshot) in listing.snapshots.iter().enumerate() {
+                    let line = format!(
                         "{}\tcommit {}\ttaken {}\n",
                         String::from_utf8_lossy(&snapshot.name),
                         snapshot.id,
                         snapshot.created.seconds
-                    ));
+                    );
+                    // Room for the line and the notice after the last one.
+                    if text.len() + line.len() + 80 > MAX_ANSWER {
+                        text.push_str(&format!(
+                            "... and {} more (an answer is limited to {MAX_ANSWER} bytes)\n",
+                            count - index
+                        ));
+                        break;
+                    }
+                    text.push_str(&line);
                 }
                 text
             }
@@ -139,5 +154,31 @@ mod tests {
         assert_eq!(answer(&mut server, b"list").unwrap(), "ok\n");
         let device = server.into_filesystem().into_device();
         assert!(sdfs::fsck(device, Box::new(StepClock::new(1_700_000_200))).is_clean());
+    }
+
+    #[test]
+    fn a_long_listing_fits_one_xenstore_write() {
+        let mut server = server();
+        let count = 40;
+        for index in 0..count {
+            let name = format!("{index:03}-{}", "n".repeat(200));
+            assert!(answer(&mut server, format!("create {name}").as_bytes())
+                .unwrap()
+                .starts_with("ok\n"));
+        }
+        let listed = answer(&mut server, b"list").unwrap();
+        assert!(listed.len() <= MAX_ANSWER, "{}", listed.len());
+        let shown = listed
+            .lines()
+            .filter(|line| line.contains("\tcommit "))
+            .count();
+        assert!(shown > 0 && shown < count);
+        assert!(
+            listed.ends_with(&format!(
+                "... and {} more (an answer is limited to {MAX_ANSWER} bytes)\n",
+                count - shown
+            )),
+            "{listed}"
+        );
     }
 }
