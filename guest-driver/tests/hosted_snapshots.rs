@@ -90,6 +90,11 @@ fn run(scratch: &Path, second_over_tcp: bool) {
         fs::read(b.join("notes.txt")).ok().as_deref() == Some(&b"version 1"[..])
     });
 
+    // The second mount looks for the snapshot before it exists (and may
+    // cache "not found", and the empty listing).
+    assert!(gone(fs::metadata(b.join(".snapshots/before"))));
+    assert!(names(&b.join(".snapshots")).is_empty());
+
     // Taken through the running server (the image is locked by it).
     let taken = snapshot(&server, &["create", "before"]);
     assert!(taken.status.success(), "{}", text(&taken.stderr));
@@ -111,6 +116,11 @@ fn run(scratch: &Path, second_over_tcp: bool) {
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     assert!(text(&listed.stdout).starts_with("before\t"));
 
+    // The second mount sees it by name at once: the "not found" its
+    // kernel cached is dropped (nothing else changed that would drop it).
+    let old = b.join(".snapshots/before");
+    within("the snapshot in the second mount", || old.is_dir());
+
     // The first mount changes the live tree.
     fs::write(a.join("notes.txt"), b"version 2, longer").unwrap();
     fs::remove_file(a.join("dir/inner")).unwrap();
@@ -118,8 +128,6 @@ fn run(scratch: &Path, second_over_tcp: bool) {
 
     // The second mount reads the old tree under `.snapshots`, hidden from
     // the root's listing but found by name.
-    let old = b.join(".snapshots/before");
-    within("the snapshot in the second mount", || old.is_dir());
     assert!(!names(&b).contains(&".snapshots".to_string()));
     assert_eq!(names(&b.join(".snapshots")), ["before"]);
     assert_eq!(names(&old), ["dir", "notes.txt"]);
