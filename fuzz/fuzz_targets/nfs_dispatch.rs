@@ -24,6 +24,11 @@
 //!   (`corpus/nfs_dispatch/`) are calls of every NFSv3, MOUNT and PORTMAP
 //!   procedure encoded by `nfs3::message::encode_call`, with those
 //!   placeholders as handles.
+//!   Every `@FS0`..`@FS4` starts a 48-byte window replaced by a handle
+//!   under `.snapshots` (snapshot `before`, taken of the same tree: the
+//!   `.snapshots` directory of `/`, the snapshot's root, `dir`,
+//!   `dir/file`, `link`), so the snapshot paths (reads, and the
+//!   ROFS answers to changes) are fuzzed too; seeds `nfs-snapshot-*`.
 //! - flags bit 1: the caller is 10.9.9.9, which `/ro` does not admit,
 //!   instead of 127.0.0.1.
 #![no_main]
@@ -36,7 +41,7 @@ use nfs3::mount::Mount3;
 use nfs3::portmap::Portmap2;
 use nfs3::{Nfs3, RpcProgram};
 use nfs_server::{
-    ClientAddress, ExportConfig, ExportId, HandleContents, HandleKey, Server, ServerConfig,
+    ClientAddress, ExportConfig, ExportId, HandleContents, HandleKey, Server, ServerConfig, Tree,
 };
 use sdfs::device::MemoryDevice;
 use sdfs::{FormatOptions, Volume};
@@ -46,7 +51,9 @@ use xdr::{Decoder, ReplyHeader};
 const START: i64 = 1_700_000_000;
 const EXPORTS: [&str; 2] = ["/,no_root_squash", "/ro,path=/ro,ro,allow=127.0.0.1"];
 const HANDLE_SIZE: usize = 40;
+const SNAPSHOT_HANDLE_SIZE: usize = 48;
 const MARKER: &[u8; 3] = b"@FH";
+const SNAPSHOT_MARKER: &[u8; 3] = b"@FS";
 const MAXIMUM_RECORDS: usize = 64;
 /// Blocks of the volume, and those left free for new data.
 const BLOCKS: u64 = 128;
@@ -59,6 +66,7 @@ struct Template {
     sequence: u64,
     secret: [u8; 32],
     handles: Vec<[u8; HANDLE_SIZE]>,
+    snapshot_handles: Vec<Vec<u8>>,
 }
 
 fn template() -> &'static Template {
@@ -113,6 +121,7 @@ fn template() -> &'static Template {
             .expect("readme");
         volume.write(readme.inode, 0, b"read only").expect("readme");
         volume.commit().expect("commit");
+        let snapshot = volume.create_snapshot(b"before").expect("snapshot").id;
         let big = volume
             .create(root, b"big", &NewNode::Regular, &owner(0o666, 1000))
             .expect("big");
@@ -149,11 +158,37 @@ fn template() -> &'static Template {
             handle("/", link.inode),
             handle("/ro", read_only.inode),
         ];
+        // The snapshot holds the same inodes as the live tree then.
+        let mut in_snapshot = |tree: Tree, inode: vfs::InodeId| {
+            let (inode, generation) = match tree {
+                Tree::SnapshotDirectory => (vfs::InodeId(0), vfs::Generation(0)),
+                Tree::Live | Tree::Snapshot(_) => {
+                    let attributes = volume.getattr(inode).expect("getattr");
+                    (attributes.inode, attributes.generation)
+                }
+            };
+            key.make_in(
+                tree,
+                &HandleContents {
+                    export: ExportId::of_name("/"),
+                    inode,
+                    generation,
+                },
+            )
+        };
+        let snapshot_handles = vec![
+            in_snapshot(Tree::SnapshotDirectory, root),
+            in_snapshot(Tree::Snapshot(snapshot), root),
+            in_snapshot(Tree::Snapshot(snapshot), directory.inode),
+            in_snapshot(Tree::Snapshot(snapshot), file.inode),
+            in_snapshot(Tree::Snapshot(snapshot), link.inode),
+        ];
         Template {
             sequence: volume.commit_sequence(),
             device: volume.into_device(),
             secret,
             handles,
+            snapshot_handles,
         }
     })
 }
@@ -178,14 +213,22 @@ fn server(template: &Template) -> Server<Volume<MemoryDevice>> {
     Server::new(volume, config).expect("server")
 }
 
-/// Replace every marked 40-byte window with the handle it names.
-fn splice(record: &mut [u8], handles: &[[u8; HANDLE_SIZE]]) {
+/// Replace every marked 40-byte window with the handle it names, and
+/// every marked 48-byte window with the snapshot handle it names.
+fn splice(record: &mut [u8], template: &Template) {
     let mut at = 0;
-    while at + HANDLE_SIZE <= record.len() {
-        if &record[at..at + 3] == MARKER {
-            let index = usize::from(record[at + 3].wrapping_sub(b'0')) % handles.len();
-            record[at..at + HANDLE_SIZE].copy_from_slice(&handles[index]);
+    while at + 4 <= record.len() {
+        let index = usize::from(record[at + 3].wrapping_sub(b'0'));
+        if &record[at..at + 3] == MARKER && at + HANDLE_SIZE <= record.len() {
+            let handle = &template.handles[index % template.handles.len()];
+            record[at..at + HANDLE_SIZE].copy_from_slice(handle);
             at += HANDLE_SIZE;
+        } else if &record[at..at + 3] == SNAPSHOT_MARKER
+            && at + SNAPSHOT_HANDLE_SIZE <= record.len()
+        {
+            let handle = &template.snapshot_handles[index % template.snapshot_handles.len()];
+            record[at..at + SNAPSHOT_HANDLE_SIZE].copy_from_slice(handle);
+            at += SNAPSHOT_HANDLE_SIZE;
         } else {
             at += 1;
         }
@@ -238,7 +281,7 @@ fuzz_target!(|input: &[u8]| {
         rest = tail;
         let mut record = record.to_vec();
         if flags & 1 != 0 {
-            splice(&mut record, &template.handles);
+            splice(&mut record, template);
         }
         let Some(reply) = server.handle(&record, client) else {
             continue;

@@ -230,4 +230,52 @@ pub trait FileSystem {
     /// [`FsError::Io`] when the device fails; the file system then refuses
     /// further changes rather than risk a torn state.
     fn commit(&mut self) -> Result<(), FsError>;
+
+    /// The snapshots, oldest first.
+    ///
+    /// # Errors
+    /// [`FsError::NotSupported`] (the default) for a file system without
+    /// snapshots.
+    fn list_snapshots(&mut self) -> Result<SnapshotListing, FsError> {
+        Err(FsError::NotSupported)
+    }
+
+    /// Take a read-only snapshot of everything applied so far (this
+    /// commits).
+    ///
+    /// # Errors
+    /// [`FsError::Exists`] for a name in use, name errors,
+    /// [`FsError::NoSpace`], [`FsError::Io`]; [`FsError::NotSupported`]
+    /// (the default) for a file system without snapshots.
+    fn create_snapshot(&mut self, name: &[u8]) -> Result<SnapshotSummary, FsError> {
+        let _ = name;
+        Err(FsError::NotSupported)
+    }
+
+    /// Delete a snapshot (this commits).
+    ///
+    /// # Errors
+    /// [`FsError::NotFound`], [`FsError::Io`]; [`FsError::NotSupported`]
+    /// (the default) for a file system without snapshots.
+    fn delete_snapshot(&mut self, name: &[u8]) -> Result<(), FsError> {
+        let _ = name;
+        Err(FsError::NotSupported)
+    }
+
+    /// Run `body` on snapshot `id`, a read-only file system whose every
+    /// change answers [`FsError::ReadOnly`] and whose inode numbers are its
+    /// own (they may equal live ones).
+    ///
+    /// # Errors
+    /// [`FsError::Stale`] when no snapshot has `id` (any more), errors
+    /// opening it; [`FsError::NotSupported`] (the default) for a file
+    /// system without snapshots.
+    fn in_snapshot(
+        &mut self,
+        id: u64,
+        body: &mut dyn FnMut(&mut dyn FileSystem),
+    ) -> Result<(), FsError> {
+        let _ = (id, body);
+        Err(FsError::NotSupported)
+    }
 }

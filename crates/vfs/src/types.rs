@@ -211,6 +211,29 @@ pub struct DirectoryPage {
     pub end: bool,
 }
 
+/// One snapshot, as [`crate::FileSystem::list_snapshots`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// Names the snapshot for as long as it exists, and never another one
+    /// (sdfs: the commit it preserves; never 0). A snapshot deleted and
+    /// taken again under the same name gets another id.
+    pub id: u64,
+    /// Its name (the rules of a file name).
+    pub name: Vec<u8>,
+    /// When it was taken.
+    pub created: Timestamp,
+}
+
+/// The snapshots of a file system.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotListing {
+    /// Oldest first (ids increase).
+    pub snapshots: Vec<SnapshotSummary>,
+    /// When a snapshot was last taken or deleted (since the file system
+    /// was opened; before that, when the newest was taken).
+    pub changed: Timestamp,
+}
+
 /// File-system totals for NFS FSSTAT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatFs {

@@ -126,9 +126,85 @@ pub fn parse_parameters(
     within.then_some(parameters)
 }
 
+/// The snapshot control request, relative to `/local/domain/<storage
+/// domain>/` (`docs/xenstore.md`, "Snapshots"): dom0 writes `create NAME`,
+/// `delete NAME` or `list`; the storage domain answers in
+/// [`SNAPSHOT_RESULT`] and then empties this node.
+pub const SNAPSHOT_REQUEST: &str = "control/snapshot";
+/// The answer to the last snapshot request: `ok` or `error`, a newline,
+/// then the text to show.
+pub const SNAPSHOT_RESULT: &str = "control/snapshot-result";
+
+/// A snapshot control request, as parsed from [`SNAPSHOT_REQUEST`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotRequest<'a> {
+    /// Take snapshot NAME.
+    Create(&'a [u8]),
+    /// Delete snapshot NAME.
+    Delete(&'a [u8]),
+    /// List the snapshots.
+    List,
+}
+
+impl<'a> SnapshotRequest<'a> {
+    /// The request in `value`: the operation, one space, the name (any
+    /// bytes after that space; `list` takes none). `None` for anything
+    /// else, the empty value included (no request).
+    pub fn parse(value: &'a [u8]) -> Option<SnapshotRequest<'a>> {
+        if value == b"list" {
+            return Some(SnapshotRequest::List);
+        }
+        let space = value.iter().position(|&byte| byte == b' ')?;
+        let (operation, name) = (&value[..space], &value[space + 1..]);
+        match operation {
+            b"create" => Some(SnapshotRequest::Create(name)),
+            b"delete" => Some(SnapshotRequest::Delete(name)),
+            _ => None,
+        }
+    }
+
+    /// The value [`SnapshotRequest::parse`] reads back.
+    pub fn encode(&self) -> alloc::vec::Vec<u8> {
+        let (operation, name): (&[u8], &[u8]) = match self {
+            SnapshotRequest::Create(name) => (b"create ", name),
+            SnapshotRequest::Delete(name) => (b"delete ", name),
+            SnapshotRequest::List => (b"list", b""),
+        };
+        let mut value = operation.to_vec();
+        value.extend_from_slice(name);
+        value
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_requests() {
+        for request in [
+            SnapshotRequest::Create(b"nightly"),
+            SnapshotRequest::Create(b"with space"),
+            SnapshotRequest::Delete(b"x"),
+            SnapshotRequest::List,
+        ] {
+            assert_eq!(SnapshotRequest::parse(&request.encode()), Some(request));
+        }
+        for bad in [
+            &b""[..],
+            b"list ",
+            b"create",
+            b"format x",
+            b"LIST",
+            b" create x",
+        ] {
+            assert_eq!(SnapshotRequest::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            SnapshotRequest::parse(b"create "),
+            Some(SnapshotRequest::Create(b""))
+        );
+    }
 
     #[test]
     fn numbers() {

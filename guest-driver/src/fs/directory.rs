@@ -268,7 +268,13 @@ impl NfsFilesystem {
                         nodes.set_file_id(id, entry.attributes.file_id);
                         match (in_table, nodes.get_mut(id)) {
                             (Some(found), Some(child)) => child.learn(&found),
-                            _ if self.coherence.is_some() => unconfirmed.push(id),
+                            // A snapshot's objects never change (and are
+                            // never in the table): nothing to recheck.
+                            _ if self.coherence.is_some()
+                                && !super::io::is_snapshot_object(entry.attributes.file_id) =>
+                            {
+                                unconfirmed.push(id)
+                            }
                             _ => {}
                         }
                     }

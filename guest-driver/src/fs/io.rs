@@ -56,7 +56,17 @@ impl NfsFilesystem {
         };
         let (attributes, entry) =
             self.current_attributes_for(|| caller.clone(), &handle, file_id)?;
-        self.revalidate_at_open(node.0, entry.as_ref());
+        // A snapshot's files never change: what the kernel holds of them
+        // is current (the watcher drops it when the snapshots change).
+        if !is_snapshot_object(attributes.file_id) {
+            self.revalidate_at_open(node.0, entry.as_ref());
+        }
+        // A snapshot's files (under `.snapshots`) can never be written:
+        // say so at open, as a read-only file system does, rather than at
+        // the first write's flush.
+        if flags.acc_mode() != OpenAccMode::O_RDONLY && is_snapshot_object(attributes.file_id) {
+            return Err(Errno::EROFS);
+        }
         if !self.settings.kernel_permissions {
             self.check_open_access(caller, &handle, flags)?;
         }
@@ -397,4 +407,15 @@ impl NfsFilesystem {
         }
         committed
     }
+}
+
+/// The file id the storage domain gives every export's `.snapshots`
+/// directory (`docs/nfs-server.md`, "Snapshots: `.snapshots`").
+pub const SNAPSHOT_DIRECTORY_FILE_ID: u64 = 1 << 63;
+
+/// Whether a file id is one the storage domain gives objects inside a
+/// snapshot (above [`SNAPSHOT_DIRECTORY_FILE_ID`]; live file ids are inode
+/// numbers): they never change, and are never in the metadata table.
+pub fn is_snapshot_object(file_id: u64) -> bool {
+    file_id > SNAPSHOT_DIRECTORY_FILE_ID
 }

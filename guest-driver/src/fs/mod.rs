@@ -293,6 +293,8 @@ impl NfsFilesystem {
         handle: &FileHandle,
         file_id: Option<u64>,
     ) -> Result<(FileAttributes, Option<TableEntry>), Errno> {
+        // A snapshot's objects are never in the table: ask the server.
+        let file_id = file_id.filter(|&file_id| !io::is_snapshot_object(file_id));
         if let (Some(table), Some(file_id)) = (&self.table, file_id) {
             match table.lookup(file_id, handle) {
                 Some(entry) => {
@@ -326,6 +328,12 @@ impl NfsFilesystem {
         let (Some(table), Some(coherence)) = (&self.table, &self.coherence) else {
             return;
         };
+        // A snapshot's objects never change and are never in the table:
+        // the kernel keeps them until the snapshots change (the watcher
+        // then drops them all, see `watch.rs`).
+        if io::is_snapshot_object(attributes.file_id) {
+            return;
+        }
         let entry = match entry {
             Some(entry) => Some(entry),
             None => {

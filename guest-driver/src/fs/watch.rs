@@ -310,7 +310,34 @@ impl Watcher {
         for name in names {
             deliver(notifier.inval_entry(INodeNo(id), OsStr::from_bytes(&name)))?;
         }
+        if file_id == super::io::SNAPSHOT_DIRECTORY_FILE_ID {
+            self.forget_snapshots(notifier)?;
+        }
         Ok(Checked::Done)
+    }
+
+    /// A snapshot was taken or deleted (`.snapshots` changed): the kernel
+    /// kept every snapshot object for long, since none ever changes, but
+    /// one may be gone now. Drop them all; the kernel asks again, and the
+    /// server answers STALE for the deleted snapshot's.
+    fn forget_snapshots(&self, notifier: &Notifier) -> Result<(), Unmounted> {
+        let snapshot_nodes: Vec<u64> = {
+            let nodes = lock(&self.nodes);
+            nodes
+                .all_with_file_id()
+                .into_iter()
+                .filter(|&id| {
+                    nodes
+                        .get(id)
+                        .and_then(|node| node.file_id())
+                        .is_some_and(super::io::is_snapshot_object)
+                })
+                .collect()
+        };
+        for id in snapshot_nodes {
+            self.forget_cached(id, notifier)?;
+        }
+        Ok(())
     }
 }
 

@@ -41,7 +41,7 @@ pub use checksum::crc32c;
 pub use fault::{FaultControl, FaultDevice, FaultPlan, FaultSpecError};
 pub use fsck::{fsck, FsckReport};
 pub use layout::{BLOCK_SIZE, MAX_INODES};
-pub use snapshot::{SnapshotInfo, MAX_SNAPSHOTS};
+pub use snapshot::{SnapshotInfo, MAX_OPEN_VIEWS, MAX_SNAPSHOTS};
 pub use volume::{FormatOptions, Volume, MIN_BLOCKS};
 
 use core::fmt;

@@ -16,8 +16,8 @@ use crate::BlockDevice;
 use alloc::vec::Vec;
 use vfs::{
     validate_name, Attributes, DirectoryEntry, DirectoryPage, FileSystem, FileType, FsError,
-    Generation, InodeId, NewNode, Ownership, SetAttributes, StatFs, LINK_MAX, MAX_FILE_SIZE,
-    SYMLINK_MAX,
+    Generation, InodeId, NewNode, Ownership, SetAttributes, SnapshotListing, SnapshotSummary,
+    StatFs, LINK_MAX, MAX_FILE_SIZE, SYMLINK_MAX,
 };
 
 const BLOCK: u64 = BLOCK_SIZE as u64;
@@ -742,7 +742,12 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn statfs(&mut self) -> Result<StatFs, FsError> {
-        let free_blocks = self.available_blocks();
+        // A snapshot view takes nothing more: it reports no free space.
+        let free_blocks = if self.read_only {
+            0
+        } else {
+            self.available_blocks()
+        };
         let total_inodes = self.inode_capacity();
         Ok(StatFs {
             block_size: BLOCK_SIZE as u32,
@@ -763,5 +768,44 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
 
     fn commit(&mut self) -> Result<(), FsError> {
         self.commit_volume()
+    }
+
+    fn list_snapshots(&mut self) -> Result<SnapshotListing, FsError> {
+        if self.read_only {
+            return Err(FsError::NotSupported);
+        }
+        Ok(SnapshotListing {
+            snapshots: self
+                .snapshots()
+                .iter()
+                .map(|snapshot| SnapshotSummary {
+                    id: snapshot.sequence,
+                    name: snapshot.name.clone(),
+                    created: snapshot.created,
+                })
+                .collect(),
+            changed: self.snapshots_changed(),
+        })
+    }
+
+    fn create_snapshot(&mut self, name: &[u8]) -> Result<SnapshotSummary, FsError> {
+        let taken = self.snapshot_create(name)?;
+        Ok(SnapshotSummary {
+            id: taken.sequence,
+            name: taken.name,
+            created: taken.created,
+        })
+    }
+
+    fn delete_snapshot(&mut self, name: &[u8]) -> Result<(), FsError> {
+        self.snapshot_delete(name)
+    }
+
+    fn in_snapshot(
+        &mut self,
+        id: u64,
+        body: &mut dyn FnMut(&mut dyn FileSystem),
+    ) -> Result<(), FsError> {
+        self.with_snapshot(id, |view| body(view))
     }
 }

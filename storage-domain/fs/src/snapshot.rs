@@ -6,6 +6,16 @@
 //! it stays allocated. Deleting a snapshot commits, then rebuilds the free
 //! map by walking the live tree and the remaining snapshots, so exactly the
 //! blocks only the deleted snapshot held become free.
+//!
+//! A live volume also serves its snapshots: [`Volume::with_snapshot`] runs
+//! a closure on a read-only view of one, opened on first use (its index
+//! only: the tree was walked when the volume was opened or the snapshot
+//! taken) and kept between calls without a
+//! device (a view is a `Volume<Detached>` that is lent the live device
+//! for each call), at most [`MAX_OPEN_VIEWS`] at once unless
+//! [`Volume::limit_snapshot_views`] says otherwise. A snapshot's blocks
+//! are shared, so the live tree never writes them and a view never sees
+//! them change.
 
 use crate::bitmap::Bitmap;
 use crate::codec::{Reader, Writer};
@@ -18,6 +28,44 @@ use vfs::{validate_name, Clock, FsError, Timestamp};
 
 /// Most snapshots one file system keeps.
 pub const MAX_SNAPSHOTS: usize = 1024;
+
+/// Snapshot views a live volume keeps open by default (least recently
+/// used closed first); each holds its tree's index and up to 1 MiB of
+/// inodes. See [`Volume::limit_snapshot_views`].
+pub const MAX_OPEN_VIEWS: usize = 4;
+
+/// The inode cache of each snapshot view, by default.
+pub(crate) const VIEW_CACHE_BYTES: usize = 1 << 20;
+
+/// The device of a snapshot view between calls: none; every access fails
+/// (a view is only used while lent the live device).
+pub(crate) struct Detached;
+
+impl BlockDevice for Detached {
+    fn block_count(&self) -> u64 {
+        0
+    }
+
+    fn read_block(
+        &mut self,
+        _block: u64,
+        _buffer: &mut [u8; crate::BLOCK_SIZE],
+    ) -> Result<(), crate::DeviceError> {
+        Err(crate::DeviceError::Io)
+    }
+
+    fn write_block(
+        &mut self,
+        _block: u64,
+        _data: &[u8; crate::BLOCK_SIZE],
+    ) -> Result<(), crate::DeviceError> {
+        Err(crate::DeviceError::Io)
+    }
+
+    fn flush(&mut self) -> Result<(), crate::DeviceError> {
+        Err(crate::DeviceError::Io)
+    }
+}
 
 /// One snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +169,87 @@ impl<D: BlockDevice> Volume<D> {
         &self.snapshots
     }
 
+    /// Run `body` on a read-only view of the snapshot that preserves
+    /// commit `sequence` ([`SnapshotInfo::sequence`]), while this volume
+    /// stays live: the view is opened on first use and kept (see the
+    /// module documentation). Every change in the view answers
+    /// [`FsError::ReadOnly`]; its inode numbers are the snapshot's.
+    ///
+    /// # Errors
+    /// [`FsError::Stale`] when no snapshot preserves `sequence` (or this
+    /// is itself a snapshot view); the errors of opening it
+    /// ([`FsError::Corrupt`], [`FsError::Io`]).
+    pub fn with_snapshot<R>(
+        &mut self,
+        sequence: u64,
+        body: impl FnOnce(&mut Volume<&mut dyn BlockDevice>) -> R,
+    ) -> Result<R, FsError> {
+        if self.read_only {
+            return Err(FsError::Stale);
+        }
+        let (root, inodes) = self
+            .snapshots
+            .iter()
+            .find(|snapshot| snapshot.sequence == sequence)
+            .map(|snapshot| (snapshot.index_root, snapshot.inodes))
+            .ok_or(FsError::Stale)?;
+        self.tick += 1;
+        let tick = self.tick;
+        let mut view = match self.views.remove(&sequence) {
+            // A trait object, so that a view's own `with_snapshot` (which
+            // answers Stale) does not nest generic types without end.
+            Some((_, view)) => view.rebind(&mut self.device as &mut dyn BlockDevice).0,
+            None => {
+                // Only the index is read: the tree's records and blocks
+                // were checked when this volume was opened (or when the
+                // snapshot was taken, a walk of the same tree), and
+                // nothing changes them since; records are read when used.
+                let mut view = Volume::open_tree(
+                    &mut self.device as &mut dyn BlockDevice,
+                    Box::new(NoClock),
+                    self.view_limit.1,
+                    Some(root),
+                    false,
+                )?;
+                view.live_inodes = inodes;
+                // A view allocates nothing: drop the maps only writers use.
+                view.used = Bitmap::new(0);
+                view.fresh = Bitmap::new(0);
+                view.shared = Bitmap::new(0);
+                view
+            }
+        };
+        let result = body(&mut view);
+        let (view, _) = view.rebind(Detached);
+        if self.views.len() >= self.view_limit.0 {
+            let oldest = self
+                .views
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(&sequence, _)| sequence);
+            if let Some(oldest) = oldest {
+                self.views.remove(&oldest);
+            }
+        }
+        self.views.insert(sequence, (tick, view));
+        Ok(result)
+    }
+
+    /// Keep at most `views` snapshot views open (at least 1), each with
+    /// about `cache_bytes` of inodes: the memory reading snapshots may
+    /// take besides each open one's index (defaults: [`MAX_OPEN_VIEWS`],
+    /// 1 MiB). Views open now are closed.
+    pub fn limit_snapshot_views(&mut self, views: usize, cache_bytes: usize) {
+        self.view_limit = (views.max(1), cache_bytes);
+        self.views.clear();
+    }
+
+    /// When a snapshot was last taken or deleted since the volume was
+    /// opened (before that: when the newest was taken).
+    pub fn snapshots_changed(&self) -> Timestamp {
+        self.snapshots_changed
+    }
+
     /// Take a snapshot of everything applied so far (this commits).
     ///
     /// # Errors
@@ -149,6 +278,7 @@ impl<D: BlockDevice> Volume<D> {
         };
         self.snapshots.push(snapshot.clone());
         self.snapshots_dirty = true;
+        self.snapshots_changed = snapshot.created;
         self.commit_volume()?;
         Ok(snapshot)
     }
@@ -181,8 +311,10 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         self.shared = shared;
-        self.snapshots.remove(position);
+        let removed = self.snapshots.remove(position);
+        self.views.remove(&removed.sequence);
         self.snapshots_dirty = true;
+        self.snapshots_changed = self.clock.now();
         self.commit_volume()
     }
 
@@ -252,6 +384,12 @@ impl<D: BlockDevice> Volume<D> {
             self.shared.union_with(&blocks);
         }
         self.used.union_with(&self.shared.clone());
+        self.snapshots_changed = self
+            .snapshots
+            .iter()
+            .map(|snapshot| snapshot.created)
+            .max()
+            .unwrap_or_default();
         Ok(())
     }
 }

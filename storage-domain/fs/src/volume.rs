@@ -114,6 +114,13 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) snapshots_dirty: bool,
     pub(crate) shared: Bitmap,
     pub(crate) read_only: bool,
+    /// Snapshots opened for reading while live, by sequence, with the
+    /// tick they were last used (see `snapshot.rs`).
+    pub(crate) views: BTreeMap<u64, (u64, Volume<crate::snapshot::Detached>)>,
+    /// When a snapshot was last taken or deleted.
+    pub(crate) snapshots_changed: vfs::Timestamp,
+    /// Most snapshot views kept open, and each one's inode cache.
+    pub(crate) view_limit: (usize, usize),
 }
 
 impl<D: BlockDevice> core::fmt::Debug for Volume<D> {
@@ -229,10 +236,25 @@ impl<D: BlockDevice> Volume<D> {
     /// Open the live tree (`index_root` None) or, read-only, the tree under
     /// another index root (a snapshot).
     pub(crate) fn open_at(
+        device: D,
+        clock: Box<dyn Clock>,
+        cache_bytes: usize,
+        index_root: Option<u64>,
+    ) -> Result<Self, FsError> {
+        Self::open_tree(device, clock, cache_bytes, index_root, true)
+    }
+
+    /// [`Volume::open_at`], reading every inode record (checking each
+    /// block in range and referenced once, building the free map) only
+    /// when `walk_records`; otherwise only the index is read and records
+    /// are read when used, which suits a snapshot whose tree was walked
+    /// already (see `snapshot.rs`).
+    pub(crate) fn open_tree(
         mut device: D,
         clock: Box<dyn Clock>,
         cache_bytes: usize,
         index_root: Option<u64>,
+        walk_records: bool,
     ) -> Result<Self, FsError> {
         if device.block_count() < 2 {
             return Err(FsError::Corrupt(
@@ -291,11 +313,19 @@ impl<D: BlockDevice> Volume<D> {
             snapshots_dirty: false,
             shared: Bitmap::new(block_count),
             read_only: index_root.is_some(),
+            views: BTreeMap::new(),
+            snapshots_changed: vfs::Timestamp::default(),
+            view_limit: (
+                crate::snapshot::MAX_OPEN_VIEWS,
+                crate::snapshot::VIEW_CACHE_BYTES,
+            ),
         };
         volume.used.set(0);
         volume.used.set(1);
         volume.load_index()?;
-        volume.load_inodes()?;
+        if walk_records {
+            volume.load_inodes()?;
+        }
         if index_root.is_none() {
             volume.load_snapshots()?;
         }
@@ -305,6 +335,80 @@ impl<D: BlockDevice> Volume<D> {
                 "inode 1 (the root) is not a directory".into(),
             )),
         }
+    }
+
+    /// The same volume over another device (the snapshot views move
+    /// between the live device and none); returns the old device.
+    pub(crate) fn rebind<E: BlockDevice>(self, device: E) -> (Volume<E>, D) {
+        let Volume {
+            device: old,
+            clock,
+            superblock,
+            root_block,
+            interior,
+            leaves,
+            cache,
+            dirty,
+            free_numbers,
+            next_number,
+            live_inodes,
+            used,
+            fresh,
+            pending_free,
+            cursor,
+            epoch_reserve,
+            cache_limit,
+            cache_bytes,
+            tick,
+            cache_hits,
+            cache_misses,
+            applied,
+            durable,
+            failed,
+            snapshots,
+            snapshot_chain,
+            snapshots_dirty,
+            shared,
+            read_only,
+            views,
+            snapshots_changed,
+            view_limit,
+        } = self;
+        let volume = Volume {
+            device,
+            clock,
+            superblock,
+            root_block,
+            interior,
+            leaves,
+            cache,
+            dirty,
+            free_numbers,
+            next_number,
+            live_inodes,
+            used,
+            fresh,
+            pending_free,
+            cursor,
+            epoch_reserve,
+            cache_limit,
+            cache_bytes,
+            tick,
+            cache_hits,
+            cache_misses,
+            applied,
+            durable,
+            failed,
+            snapshots,
+            snapshot_chain,
+            snapshots_dirty,
+            shared,
+            read_only,
+            views,
+            snapshots_changed,
+            view_limit,
+        };
+        (volume, old)
     }
 
     /// Mark a committed block in use; a block referenced twice or out of

@@ -31,6 +31,9 @@ fn run(seed: u64, steps: u64, cache_bytes: usize, data_cache: u64) {
     let mut tree = dump(&mut model);
     // Snapshots taken so far, with the tree they must show forever.
     let mut snapshots: Vec<(Vec<u8>, Tree)> = Vec::new();
+    // Their ids (for reading them while live), and ids of deleted ones.
+    let mut snapshot_ids: Vec<u64> = Vec::new();
+    let mut deleted_ids: Vec<u64> = Vec::new();
     let mut snapshot_counter = 0;
     for step in 0..steps {
         let (directories, files) = targets(&tree);
@@ -55,12 +58,55 @@ fn run(seed: u64, steps: u64, cache_bytes: usize, data_cache: u64) {
         if random.chance(3) {
             let name = format!("snap-{snapshot_counter}").into_bytes();
             snapshot_counter += 1;
-            volume.snapshot_create(&name).expect("snapshot");
+            let taken = volume.create_snapshot(&name).expect("snapshot");
             snapshots.push((name, tree.clone()));
+            snapshot_ids.push(taken.id);
         }
         if random.chance(2) && !snapshots.is_empty() {
-            let (name, _) = snapshots.remove(random.below(snapshots.len() as u64) as usize);
+            let position = random.below(snapshots.len() as u64) as usize;
+            let (name, _) = snapshots.remove(position);
+            deleted_ids.push(snapshot_ids.remove(position));
             volume.snapshot_delete(&name).expect("snapshot delete");
+        }
+        if random.chance(10) {
+            // Every snapshot, read while the volume stays live, shows the
+            // tree of when it was taken and refuses changes; deleted ones
+            // are stale.
+            let listed = volume.list_snapshots().expect("list");
+            assert_eq!(
+                listed.snapshots.iter().map(|s| s.id).collect::<Vec<_>>(),
+                snapshot_ids
+            );
+            for ((name, expected), &id) in snapshots.iter().zip(&snapshot_ids) {
+                let context = format!(
+                    "seed {seed} step {step} live snapshot {}",
+                    String::from_utf8_lossy(name)
+                );
+                volume
+                    .in_snapshot(id, &mut |view| {
+                        assert_same_tree(&dump(view), expected, &context);
+                        let root = view.root();
+                        let owner = vfs::Ownership {
+                            mode: 0o644,
+                            uid: 0,
+                            gid: 0,
+                        };
+                        let refused = view.create(
+                            root,
+                            b"not-in-the-workload",
+                            &vfs::NewNode::Regular,
+                            &owner,
+                        );
+                        assert_eq!(refused.map(|_| ()), Err(vfs::FsError::ReadOnly));
+                    })
+                    .expect("live snapshot");
+            }
+            for &id in &deleted_ids {
+                assert_eq!(
+                    volume.in_snapshot(id, &mut |_| panic!("a deleted snapshot ran")),
+                    Err(vfs::FsError::Stale)
+                );
+            }
         }
         if random.chance(3) {
             volume.commit().expect("commit");

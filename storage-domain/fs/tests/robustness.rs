@@ -421,6 +421,98 @@ fn snapshots_keep_old_data_and_give_space_back_on_delete() {
     assert_eq!(reopened.statfs().unwrap().free_blocks, empty);
 }
 
+/// Snapshots read while the volume stays live (`with_snapshot`, what the
+/// NFS server serves under `.snapshots`): old data survives the live tree
+/// overwriting, deleting and reusing space; more snapshots than views
+/// kept open reopen correctly; a deleted one is stale and gives its space
+/// back exactly; fsck stays clean.
+#[test]
+fn live_snapshot_views_see_their_tree_while_the_volume_changes() {
+    live_snapshot_views(None);
+}
+
+/// The same with one view open at a time and no inode cache in it (what
+/// the Xen storage domain sets, and smaller): every switch reopens a view.
+#[test]
+fn live_snapshot_views_with_one_view_and_no_cache() {
+    live_snapshot_views(Some((1, 0)));
+}
+
+fn live_snapshot_views(limit: Option<(usize, usize)>) {
+    let mut volume = Volume::open(formatted(4096), clock(), 1 << 20).unwrap();
+    if let Some((views, cache_bytes)) = limit {
+        volume.limit_snapshot_views(views, cache_bytes);
+    }
+    volume.commit().unwrap();
+    let empty = volume.statfs().unwrap().free_blocks;
+    let root = volume.root();
+    let file = volume
+        .create(root, b"f", &NewNode::Regular, &OWNER)
+        .unwrap()
+        .inode;
+    let mut ids = Vec::new();
+    let views = sdfs::MAX_OPEN_VIEWS as u8 + 2;
+    for round in 0..views {
+        volume.write(file, 0, &vec![round; 200_000]).unwrap();
+        // Uncommitted changes are part of the snapshot (it commits).
+        ids.push(volume.create_snapshot(&[b'v', b'0' + round]).unwrap().id);
+    }
+    let read_all = |volume: &mut Volume<MemoryDevice>, id: u64| {
+        volume
+            .with_snapshot(id, |view| {
+                let inode = view.lookup(view.root(), b"f").unwrap().inode;
+                let mut buffer = vec![0u8; 200_000];
+                assert_eq!(view.read(inode, 0, &mut buffer).unwrap(), 200_000);
+                assert_eq!(
+                    view.write(inode, 0, b"x").map(|_| ()),
+                    Err(FsError::ReadOnly)
+                );
+                assert_eq!(view.unlink(view.root(), b"f"), Err(FsError::ReadOnly));
+                buffer
+            })
+            .unwrap()
+    };
+    // Change the live tree: overwrite, remove, and fill the space it
+    // freed, committing in between so released blocks are reused.
+    volume.write(file, 0, &vec![0xee; 200_000]).unwrap();
+    volume.commit().unwrap();
+    volume.unlink(root, b"f").unwrap();
+    volume.commit().unwrap();
+    for index in 0..3u8 {
+        let other = volume
+            .create(root, &[b'g', b'0' + index], &NewNode::Regular, &OWNER)
+            .unwrap()
+            .inode;
+        volume.write(other, 0, &vec![0xdd; 300_000]).unwrap();
+        volume.commit().unwrap();
+        // Every snapshot, in an order that closes and reopens views.
+        for (round, &id) in ids.iter().enumerate().rev() {
+            let data = read_all(&mut volume, id);
+            assert!(data.iter().all(|&byte| byte == round as u8), "view {round}");
+        }
+    }
+    assert_eq!(volume.lookup(root, b"f").unwrap_err(), FsError::NotFound);
+    // Delete them all: each becomes stale at once.
+    for (round, &id) in ids.iter().enumerate() {
+        volume.delete_snapshot(&[b'v', b'0' + round as u8]).unwrap();
+        assert_eq!(
+            volume.with_snapshot(id, |_| ()).unwrap_err(),
+            FsError::Stale
+        );
+        for &later in &ids[round + 1..] {
+            read_all(&mut volume, later);
+        }
+    }
+    assert!(volume.list_snapshots().unwrap().snapshots.is_empty());
+    for index in 0..3u8 {
+        volume.unlink(root, &[b'g', b'0' + index]).unwrap();
+    }
+    volume.commit().unwrap();
+    assert_eq!(volume.statfs().unwrap().free_blocks, empty);
+    let report = sdfs::fsck(volume.into_device(), clock());
+    assert!(report.is_clean(), "{:?}", report.problems);
+}
+
 /// Fills the disk as a `sync` export does (a commit after every write),
 /// in `chunk`-byte writes spread over `files` files in directory `at`;
 /// returns the files and how many writes were refused.

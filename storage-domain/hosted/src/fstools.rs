@@ -182,11 +182,36 @@ pub fn open_read_only(path: &Path, snapshot: Option<&str>) -> anyhow::Result<Vol
     })
 }
 
-/// `snapshot create|list|delete`.
+/// `snapshot create|list|delete`: through the running server of the
+/// image when there is one (its control socket, `control.rs`), offline
+/// otherwise.
 ///
 /// # Errors
 /// When the image cannot be opened or the snapshot operation fails.
 pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
+    let (image, request) = match &command {
+        SnapshotCommand::Create { image, name } => (
+            image,
+            crate::control::Request::Create(name.as_bytes().to_vec()),
+        ),
+        SnapshotCommand::Delete { image, name } => (
+            image,
+            crate::control::Request::Delete(name.as_bytes().to_vec()),
+        ),
+        SnapshotCommand::List { image } => (image, crate::control::Request::List),
+    };
+    let canonical = image
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", image.display()))?;
+    match crate::control::request(&canonical, &request) {
+        Ok(Some(Ok(text))) => {
+            print!("{text}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(Some(Err(text))) => bail!("{text} (server of {})", image.display()),
+        Ok(None) => {}
+        Err(error) => bail!("the server of {} did not answer: {error}", image.display()),
+    }
     let open_writable = |path: &Path| -> anyhow::Result<Volume<ImageFile>> {
         let device =
             ImageFile::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -196,9 +221,9 @@ pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
     match command {
         SnapshotCommand::Create { image, name } => {
             let mut volume = open_writable(&image)?;
-            let taken = volume
-                .snapshot_create(name.as_bytes())
-                .map_err(|error| anyhow::anyhow!("snapshot {name:?}: {error}"))?;
+            let taken = volume.snapshot_create(name.as_bytes()).map_err(|error| {
+                anyhow::anyhow!(crate::control::explain(name.as_bytes(), &error))
+            })?;
             println!(
                 "snapshot {name:?} of commit {} ({} inodes)",
                 taken.sequence, taken.inodes
@@ -206,21 +231,13 @@ pub fn snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
         }
         SnapshotCommand::List { image } => {
             let volume = open_read_only(&image, None)?;
-            for snapshot in volume.snapshots() {
-                println!(
-                    "{}\tcommit {}\ttaken {}\t{} inodes",
-                    String::from_utf8_lossy(&snapshot.name),
-                    snapshot.sequence,
-                    snapshot.created.seconds,
-                    snapshot.inodes
-                );
-            }
+            print!("{}", crate::control::listing(&volume));
         }
         SnapshotCommand::Delete { image, name } => {
             let mut volume = open_writable(&image)?;
-            volume
-                .snapshot_delete(name.as_bytes())
-                .map_err(|error| anyhow::anyhow!("snapshot {name:?}: {error}"))?;
+            volume.snapshot_delete(name.as_bytes()).map_err(|error| {
+                anyhow::anyhow!(crate::control::explain(name.as_bytes(), &error))
+            })?;
             println!("deleted snapshot {name:?}");
         }
     }

@@ -5,6 +5,7 @@
 //! the administrator's offline tools for images: mkfs, fsck, listing and
 //! copying out, and snapshots.
 
+mod control;
 mod fstools;
 mod image;
 mod serve;
@@ -39,7 +40,9 @@ enum Command {
         /// The image the server serves (its --disk).
         image: std::path::PathBuf,
     },
-    /// Create, list or delete snapshots of an image (offline).
+    /// Create, list or delete snapshots of an image: through its running
+    /// server when one serves it (guests see them at once under
+    /// `.snapshots/NAME`), offline otherwise.
     #[command(subcommand)]
     Snapshot(fstools::SnapshotCommand),
 }

@@ -327,6 +327,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let canonical_disk = args.disk.canonicalize()?;
     crate::status::serve(&canonical_disk, Arc::clone(&activity), Arc::clone(&server))
         .context("starting the stats socket")?;
+    crate::control::serve(&canonical_disk, Arc::clone(&server))
+        .context("starting the control socket")?;
     let stopping = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stopping, address)?;
     let vrpc = match (&args.vrpc_socket, tables) {

@@ -107,6 +107,7 @@ impl Activity {
         let data = server.filesystem().device().counters();
         let locks_held = server.locks().len();
         let space = server.filesystem().statfs().ok();
+        let snapshots = server.filesystem().snapshots().len();
         drop(server);
         let mut text = String::new();
         let mut line = |name: &str, value: String| {
@@ -155,6 +156,7 @@ impl Activity {
             "commit.max_us",
             format!("{:.1}", load(&self.commit_maximum_nanoseconds) as f64 / 1e3),
         );
+        line("snapshots", snapshots.to_string());
         line("cache.hits", hits.to_string());
         line("cache.misses", misses.to_string());
         let ratio = match hits + misses {

@@ -185,3 +185,79 @@ fn nfs_cp_cat_and_ls() {
         );
     }
 }
+
+/// Run a libnfs tool that must fail; its output.
+fn run_failing(program: &str, arguments: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(arguments)
+        .output()
+        .unwrap_or_else(|error| panic!("run {program}: {error}"));
+    assert!(
+        !output.status.success(),
+        "{program} {arguments:?} succeeded: {}",
+        common::text(&output)
+    );
+    common::text(&output)
+}
+
+/// A snapshot taken through the running server, read by an independent
+/// client (libnfs), hidden from the root's listing, read-only, and gone
+/// once deleted. libnfs mounts the URL's directory part, so every path
+/// here reaches the snapshot through MOUNT of `/.snapshots/NAME` or
+/// `/.snapshots` (a snapshot as an export of its own); the way through
+/// LOOKUP of `.snapshots` is tested by `nfs-server`'s tests and the
+/// guest-driver mounts.
+#[test]
+fn snapshots_through_libnfs() {
+    if let Some(reason) = libnfs_tools_missing() {
+        println!("skipped: {reason}");
+        return;
+    }
+    let directory = scratch();
+    let image = directory.path().join("disk.img");
+    let server = ServerProcess::start(&image, "32M", &["--export", "/,no_root_squash"]);
+    let first = directory.path().join("first");
+    let second = directory.path().join("second");
+    std::fs::write(&first, b"taken before the snapshot").unwrap();
+    std::fs::write(&second, b"written after").unwrap();
+    run("nfs-cp", &[path_text(&first), &url(&server, "/f")]);
+    let taken = common::tool(&[
+        "snapshot".as_ref(),
+        "create".as_ref(),
+        image.as_os_str(),
+        "daily".as_ref(),
+    ]);
+    assert!(taken.status.success(), "{}", common::text(&taken));
+    run("nfs-cp", &[path_text(&second), &url(&server, "/g")]);
+
+    let catted = run("nfs-cat", &[&url(&server, "/.snapshots/daily/f")]);
+    assert_eq!(catted.stdout, b"taken before the snapshot");
+    let names = |path: &str| -> Vec<String> {
+        let listed = run("nfs-ls", &[&url(&server, path)]);
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().last().map(str::to_owned))
+            .collect()
+    };
+    let root = names("/");
+    assert!(root.contains(&"g".to_owned()), "{root:?}");
+    assert!(!root.contains(&".snapshots".to_owned()), "{root:?}");
+    assert_eq!(names("/.snapshots"), ["daily"]);
+    assert_eq!(names("/.snapshots/daily"), ["f"]);
+    let refused = run_failing(
+        "nfs-cp",
+        &[path_text(&second), &url(&server, "/.snapshots/daily/x")],
+    );
+    assert!(refused.contains("NFS3ERR_ROFS"), "{refused}");
+
+    let deleted = common::tool(&[
+        "snapshot".as_ref(),
+        "delete".as_ref(),
+        image.as_os_str(),
+        "daily".as_ref(),
+    ]);
+    assert!(deleted.status.success(), "{}", common::text(&deleted));
+    let gone = run_failing("nfs-cat", &[&url(&server, "/.snapshots/daily/f")]);
+    assert!(gone.contains("MNT3ERR_NOENT"), "{gone}");
+    server.stop_and_fsck();
+}

@@ -486,3 +486,74 @@ fn stats_shows_guests_calls_commits_cache_and_space() {
         String::from_utf8_lossy(&gone.stderr)
     );
 }
+
+/// `snapshot create|list|delete` while the server runs go through its
+/// control socket (the image is locked by the server); changing snapshots
+/// is refused to other users, listing is not.
+#[test]
+fn snapshots_through_the_running_server() {
+    let server = Server::start(&["/,no_root_squash"]);
+    let snapshot = |arguments: &[&str]| {
+        let (operation, rest) = arguments.split_first().unwrap();
+        Command::new(BINARY)
+            .args(["snapshot", operation])
+            .arg(&server.image)
+            .args(rest)
+            .output()
+            .unwrap()
+    };
+    let taken = snapshot(&["create", "first"]);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    assert_eq!(stats(&server.image)["snapshots"], "1");
+    let listed = snapshot(&["list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).starts_with("first\tcommit "));
+    let again = snapshot(&["create", "first"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    // Another user (when this test runs as root and setpriv exists).
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"));
+    if root && Path::new("/usr/bin/setpriv").exists() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = server.image.parent().unwrap();
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let as_nobody = |operation: &str| {
+            Command::new("/usr/bin/setpriv")
+                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+                .arg(BINARY)
+                .args(["snapshot", operation])
+                .arg(&server.image)
+                .args((operation != "list").then_some("first"))
+                .output()
+                .unwrap()
+        };
+        let refused = as_nobody("delete");
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("may not change snapshots"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        let listed = as_nobody("list");
+        assert!(
+            String::from_utf8_lossy(&listed.stdout).starts_with("first\t"),
+            "{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+    } else {
+        eprintln!("not root or no setpriv: the other-user check is skipped");
+    }
+
+    let deleted = snapshot(&["delete", "first"]);
+    assert!(deleted.status.success());
+    assert_eq!(stats(&server.image)["snapshots"], "0");
+    assert!(snapshot(&["list"]).stdout.is_empty());
+    server.stop_and_check();
+}

@@ -160,9 +160,19 @@ fn snapshots_from_the_command_line() {
     let duplicate = tool(&["snapshot", "create", image_text, "empty"]);
     assert!(!duplicate.status.success());
     assert!(
-        text(&duplicate).contains("file exists"),
+        text(&duplicate).contains("a snapshot named \"empty\" exists already"),
         "{}",
         text(&duplicate)
+    );
+    let bad = tool(&["snapshot", "create", image_text, "a/b"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("bad snapshot name"), "{}", text(&bad));
+    let absent = tool(&["snapshot", "delete", image_text, "absent"]);
+    assert!(!absent.status.success());
+    assert!(
+        text(&absent).contains("no snapshot named \"absent\""),
+        "{}",
+        text(&absent)
     );
     let listed = tool(&["snapshot", "list", image_text]);
     assert!(

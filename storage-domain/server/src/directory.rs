@@ -23,7 +23,7 @@ use nfs3::{CookieVerifier, NfsError, ProcedureResult};
 use vfs::{Attributes, FileSystem, FileType, FsError, InodeId};
 
 use crate::convert::status;
-use crate::handle::HANDLE_SIZE;
+use crate::handle::{Tree, MAX_HANDLE_SIZE};
 use crate::identity::READ;
 use crate::procedures::Resolved;
 use crate::{Caller, Core, MAX_IO_SIZE};
@@ -74,7 +74,7 @@ impl Budget for PlusBudget {
             + nfs3::attributes::FILE_ATTRIBUTES_SIZE
             + 4
             + 4
-            + xdr::padded_length(HANDLE_SIZE);
+            + xdr::padded_length(MAX_HANDLE_SIZE);
         let directory_size = 8 + 4 + xdr::padded_length(name_length) + 8;
         if size > self.left || directory_size > self.directory_left {
             return false;
@@ -87,7 +87,7 @@ impl Budget for PlusBudget {
 
 impl Core {
     /// Check the directory and the cookie, for both procedures.
-    fn open_listing<F: FileSystem>(
+    fn open_listing<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -112,7 +112,7 @@ impl Core {
     }
 
     /// `..` of a directory, never above its export's root.
-    fn parent<F: FileSystem>(
+    fn parent<F: FileSystem + ?Sized>(
         &self,
         fs: &mut F,
         directory: &Resolved,
@@ -126,7 +126,7 @@ impl Core {
 
     /// The names after `cookie` that fit `budget`, and whether the listing
     /// reached the end.
-    fn list<F: FileSystem>(
+    fn list<F: FileSystem + ?Sized>(
         &self,
         fs: &mut F,
         directory: &Resolved,
@@ -150,9 +150,18 @@ impl Core {
             if !budget.take(2) {
                 return finish(listed, false);
             }
+            // Above a snapshot's root is `.snapshots`, which has no inode
+            // in the snapshot: inode 0 (never one of a file system) stands
+            // for it, with its file id and no attributes or handle (a
+            // client that wants them looks `..` up).
+            let inode = if self.call_tree != Tree::Live && self.is_export_root(directory) {
+                InodeId(0)
+            } else {
+                parent.inode
+            };
             listed.push(Listed {
                 name: b"..".to_vec(),
-                inode: parent.inode,
+                inode,
                 cookie: 2,
             });
         }
@@ -181,7 +190,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn read_directory<F: FileSystem>(
+    pub(crate) fn read_directory<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -211,7 +220,7 @@ impl Core {
                 entries: listed
                     .into_iter()
                     .map(|listed| Entry {
-                        file_id: listed.inode.0,
+                        file_id: self.file_id(listed.inode),
                         name: listed.name,
                         cookie: listed.cookie,
                     })
@@ -227,7 +236,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn read_directory_plus<F: FileSystem>(
+    pub(crate) fn read_directory_plus<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -285,7 +294,7 @@ impl Core {
                 Err(_) => (None, None),
             };
             entries.push(EntryPlus {
-                file_id: listed.inode.0,
+                file_id: self.file_id(listed.inode),
                 name: listed.name,
                 cookie: listed.cookie,
                 attributes,

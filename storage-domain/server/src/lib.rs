@@ -31,6 +31,7 @@ pub mod locks;
 mod mount;
 mod namespace;
 mod procedures;
+pub mod snapshots;
 pub mod table;
 
 use alloc::boxed::Box;
@@ -48,7 +49,7 @@ pub use config::{
     ClientAddress, ClientFilter, ConfigError, ExportConfig, LocalPeer, ServerConfig, Squash,
 };
 pub use convert::file_attributes;
-pub use handle::{ExportId, HandleContents, HandleKey};
+pub use handle::{ExportId, HandleContents, HandleKey, Tree};
 
 /// Largest READ or WRITE payload (FSINFO `rtmax` / `wtmax`), and the
 /// largest READDIR reply.
@@ -154,6 +155,15 @@ pub(crate) struct Core {
     locks: locks::LockTable,
     /// The last session handed out.
     last_session: u64,
+    /// The tree the call being run reads: the live file system, or a
+    /// snapshot (`snapshots.rs`); handles made during it name that tree.
+    call_tree: Tree,
+    /// In a snapshot call: the export's directory in the snapshot (where
+    /// `..` leads to `.snapshots`).
+    snapshot_root: Option<InodeId>,
+    /// In a snapshot call: the snapshots (for the attributes of
+    /// `.snapshots`, the parent of the snapshot's root).
+    call_listing: Option<vfs::SnapshotListing>,
 }
 
 /// The NFS server over one file system.
@@ -228,6 +238,9 @@ impl<F: FileSystem> Server<F> {
                 call_export: None,
                 locks: locks::LockTable::default(),
                 last_session: locks::NO_SESSION,
+                call_tree: Tree::Live,
+                snapshot_root: None,
+                call_listing: None,
             },
         })
     }
@@ -298,6 +311,47 @@ impl<F: FileSystem> Server<F> {
         if self.filesystem.durable_sequence() < self.filesystem.applied_sequence() {
             self.core.statistics.commits += 1;
             self.filesystem.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The snapshots of the file system, oldest first.
+    ///
+    /// # Errors
+    /// [`vfs::FsError::NotSupported`] for a file system without them.
+    pub fn snapshots(&mut self) -> Result<vfs::SnapshotListing, vfs::FsError> {
+        self.filesystem.list_snapshots()
+    }
+
+    /// Take snapshot `name` of everything applied so far (this commits),
+    /// readable at once under every export's `.snapshots/NAME`.
+    ///
+    /// # Errors
+    /// [`vfs::FsError::Exists`] for a name in use, name errors
+    /// ([`vfs::FsError::InvalidName`], [`vfs::FsError::NameTooLong`]),
+    /// [`vfs::FsError::NoSpace`], [`vfs::FsError::Io`],
+    /// [`vfs::FsError::NotSupported`].
+    pub fn create_snapshot(&mut self, name: &[u8]) -> Result<vfs::SnapshotSummary, vfs::FsError> {
+        let taken = self.filesystem.create_snapshot(name)?;
+        self.core.statistics.commits += 1;
+        if let Ok(listing) = self.filesystem.list_snapshots() {
+            self.core.publish_snapshot_directories(&listing);
+        }
+        Ok(taken)
+    }
+
+    /// Delete snapshot `name` (this commits): handles into it answer
+    /// NFS3ERR_STALE from now on, and its blocks that nothing else holds
+    /// are free.
+    ///
+    /// # Errors
+    /// [`vfs::FsError::NotFound`], [`vfs::FsError::Io`],
+    /// [`vfs::FsError::NotSupported`].
+    pub fn delete_snapshot(&mut self, name: &[u8]) -> Result<(), vfs::FsError> {
+        self.filesystem.delete_snapshot(name)?;
+        self.core.statistics.commits += 1;
+        if let Ok(listing) = self.filesystem.list_snapshots() {
+            self.core.publish_snapshot_directories(&listing);
         }
         Ok(())
     }
@@ -522,16 +576,16 @@ impl Core {
         )
     }
 
+    /// The handle of `attributes`' inode in the tree the call reads.
     fn handle_for(&self, export: usize, attributes: &Attributes) -> nfs3::FileHandle {
-        nfs3::FileHandle(
-            self.key
-                .make(&HandleContents {
-                    export: self.exports[export].id,
-                    inode: attributes.inode,
-                    generation: attributes.generation,
-                })
-                .to_vec(),
-        )
+        nfs3::FileHandle(self.key.make_in(
+            self.call_tree,
+            &HandleContents {
+                export: self.exports[export].id,
+                inode: attributes.inode,
+                generation: attributes.generation,
+            },
+        ))
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{Caller, Core};
 const MAXIMUM_MOUNTS: usize = 1024;
 
 impl Core {
-    pub(crate) fn mount<F: FileSystem>(
+    pub(crate) fn mount<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -72,7 +72,7 @@ impl Core {
         }
     }
 
-    fn mount_export<F: FileSystem>(
+    fn mount_export<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -86,7 +86,7 @@ impl Core {
             .iter()
             .position(|export| export.config.name.as_bytes() == path.as_slice())
         else {
-            return MountResult::Failed(MountError::NoEntry);
+            return self.mount_snapshot(fs, caller, path);
         };
         let export = &self.exports[index];
         if !export.config.admits(&caller.client) {
@@ -109,6 +109,66 @@ impl Core {
         }
         MountResult::Ok(MountOk {
             handle: self.root_handle(index),
+            auth_flavors: vec![AuthFlavor::Sys.to_u32(), AuthFlavor::None.to_u32()],
+        })
+    }
+
+    /// MNT of `EXPORT/.snapshots/NAME` (or `EXPORT/.snapshots`): that
+    /// snapshot of the export, read-only, as an export of its own.
+    fn mount_snapshot<F: FileSystem + ?Sized>(
+        &mut self,
+        fs: &mut F,
+        caller: &Caller,
+        path: Vec<u8>,
+    ) -> MountResult {
+        let snapshot_directory = crate::snapshots::SNAPSHOT_DIRECTORY;
+        let mut components: Vec<&[u8]> = path
+            .split(|&byte| byte == b'/')
+            .filter(|component| !component.is_empty())
+            .collect();
+        let name = match components.as_slice() {
+            [.., last] if *last == snapshot_directory => None,
+            [.., directory, last] if *directory == snapshot_directory => Some(*last),
+            _ => return MountResult::Failed(MountError::NoEntry),
+        };
+        components.truncate(components.len() - 1 - usize::from(name.is_some()));
+        let mut export_name = Vec::new();
+        for component in &components {
+            export_name.push(b'/');
+            export_name.extend_from_slice(component);
+        }
+        if export_name.is_empty() {
+            export_name.push(b'/');
+        }
+        let Some(index) = self
+            .exports
+            .iter()
+            .position(|export| export.config.name.as_bytes() == export_name.as_slice())
+        else {
+            return MountResult::Failed(MountError::NoEntry);
+        };
+        if !self.exports[index].config.admits(&caller.client) {
+            return MountResult::Failed(MountError::Access);
+        }
+        let Ok(listing) = fs.list_snapshots() else {
+            return MountResult::Failed(MountError::NoEntry);
+        };
+        let handle = match name {
+            None => self.snapshot_directory_handle(index),
+            Some(name) => match self.lookup_snapshot(fs, index, &listing, name) {
+                Ok((handle, _)) => handle,
+                Err(_) => return MountResult::Failed(MountError::NoEntry),
+            },
+        };
+        let entry = (caller.client, path);
+        if !self.mounts.contains(&entry) {
+            if self.mounts.len() >= MAXIMUM_MOUNTS {
+                self.mounts.remove(0);
+            }
+            self.mounts.push(entry);
+        }
+        MountResult::Ok(MountOk {
+            handle,
             auth_flavors: vec![AuthFlavor::Sys.to_u32(), AuthFlavor::None.to_u32()],
         })
     }

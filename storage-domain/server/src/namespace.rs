@@ -25,6 +25,7 @@ use vfs::{
 use crate::convert::{self, status, wcc_attributes};
 use crate::identity::{EXECUTE, WRITE};
 use crate::procedures::Resolved;
+use crate::snapshots::SNAPSHOT_DIRECTORY;
 use crate::{Caller, Core};
 
 /// Whether a name is `.` or `..`.
@@ -44,7 +45,7 @@ type Prepared = Result<(Resolved, Attributes), (NfsError, WccData)>;
 #[allow(clippy::result_large_err)]
 impl Core {
     /// The checks every name-changing procedure makes on its directory.
-    fn prepare<F: FileSystem>(
+    fn prepare<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -82,6 +83,19 @@ impl Core {
         }
         if let Err(error) = vfs::validate_name(name) {
             return unchanged(self, status(&error));
+        }
+        // `.snapshots` at an export's root is the server's (`snapshots.rs`):
+        // it exists, and it is read-only.
+        if name == SNAPSHOT_DIRECTORY
+            && self.is_export_root(&directory)
+            && fs.list_snapshots().is_ok()
+        {
+            let error = if creating {
+                NfsError::Exist
+            } else {
+                NfsError::ReadOnlyFileSystem
+            };
+            return unchanged(self, error);
         }
         if !directory.identity.may(&before, WRITE | EXECUTE) {
             return unchanged(self, NfsError::Access);
@@ -122,7 +136,7 @@ impl Core {
 
     /// Create `node` and apply what of `sattr3` creation did not (size,
     /// times); returns the new object's attributes.
-    fn make<F: FileSystem>(
+    fn make<F: FileSystem + ?Sized>(
         fs: &mut F,
         directory: &Resolved,
         name: &[u8],
@@ -160,7 +174,7 @@ impl Core {
     }
 
     /// The reply of the four creating procedures.
-    fn created<F: FileSystem>(
+    fn created<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         directory: &Resolved,
@@ -178,7 +192,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn create<F: FileSystem>(
+    pub(crate) fn create<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -255,7 +269,7 @@ impl Core {
         self.created(fs, &directory, &before, outcome)
     }
 
-    pub(crate) fn make_directory<F: FileSystem>(
+    pub(crate) fn make_directory<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -278,7 +292,7 @@ impl Core {
         self.created(fs, &directory, &before, outcome)
     }
 
-    pub(crate) fn symlink<F: FileSystem>(
+    pub(crate) fn symlink<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -308,7 +322,7 @@ impl Core {
         self.created(fs, &directory, &before, outcome)
     }
 
-    pub(crate) fn make_node<F: FileSystem>(
+    pub(crate) fn make_node<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -363,7 +377,7 @@ impl Core {
         self.created(fs, &directory, &before, outcome)
     }
 
-    pub(crate) fn remove<F: FileSystem>(
+    pub(crate) fn remove<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -403,7 +417,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn rename<F: FileSystem>(
+    pub(crate) fn rename<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -489,7 +503,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn link<F: FileSystem>(
+    pub(crate) fn link<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,

@@ -31,7 +31,9 @@ use nfs3::{
 use vfs::{Attributes, FileSystem, FileType, InodeId, SetTime, MAX_FILE_SIZE};
 
 use crate::convert::{self, file_attributes, status, wcc_attributes};
+use crate::handle::Tree;
 use crate::identity::{Identity, EXECUTE, READ, WRITE};
+use crate::snapshots::{snapshot_file_id, SNAPSHOT_DIRECTORY, SNAPSHOT_DIRECTORY_FILE_ID};
 use crate::{Caller, Core, MAX_IO_SIZE};
 
 /// Procedures whose replies the duplicate request cache keeps: running
@@ -164,7 +166,7 @@ impl Core {
     /// Run one NFS call; the flag says whether the reply must wait for a
     /// commit (RFC 1813: a reply to a change means the change is on stable
     /// storage, except for UNSTABLE writes).
-    pub(crate) fn nfs<F: FileSystem>(
+    pub(crate) fn nfs<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -177,7 +179,30 @@ impl Core {
         };
         let explicit = matches!(arguments, Arguments::Commit(_));
         self.call_export = None;
-        let results = match arguments {
+        let results = match self.call_tree_of(&arguments) {
+            Tree::Live => self.dispatch(fs, caller, arguments),
+            Tree::SnapshotDirectory => self.snapshot_directory_call(fs, caller, arguments),
+            Tree::Snapshot(id) => self.snapshot_call(fs, caller, id, arguments),
+        };
+        // An `async` export answers changes at once, and so does a
+        // `vrpc=local` one to VRPC callers; COMMIT always waits.
+        let asynchronous = self.call_export.is_some_and(|export| {
+            self.exports[export]
+                .config
+                .answers_before_commit(&caller.client)
+        });
+        (results, changes && (explicit || !asynchronous))
+    }
+
+    /// Run one NFS call on `fs` (the live file system, or a snapshot's
+    /// when the call's tree says so).
+    pub(crate) fn dispatch<F: FileSystem + ?Sized>(
+        &mut self,
+        fs: &mut F,
+        caller: &Caller,
+        arguments: Arguments,
+    ) -> Results {
+        match arguments {
             Arguments::Null(()) => Results::Null(()),
             Arguments::GetAttributes(arguments) => {
                 Results::GetAttributes(self.get_attributes(fs, caller, arguments))
@@ -224,27 +249,25 @@ impl Core {
                 Results::PathConfiguration(self.path_configuration(fs, caller, arguments))
             }
             Arguments::Commit(arguments) => Results::Commit(self.commit(fs, caller, arguments)),
-        };
-        // An `async` export answers changes at once, and so does a
-        // `vrpc=local` one to VRPC callers; COMMIT always waits.
-        let asynchronous = self.call_export.is_some_and(|export| {
-            self.exports[export]
-                .config
-                .answers_before_commit(&caller.client)
-        });
-        (results, changes && (explicit || !asynchronous))
+        }
     }
 
     /// Check a handle: made by this server (else BADHANDLE), for an export
     /// that still exists (else STALE) and admits this client (else ACCES),
     /// naming a live inode of the same generation (else STALE).
-    pub(crate) fn resolve<F: FileSystem>(
+    pub(crate) fn resolve<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
         handle: &FileHandle,
     ) -> Result<Resolved, NfsError> {
-        let contents = self.key.open(&handle.0).map_err(|_| NfsError::BadHandle)?;
+        let (tree, contents) = self.key.open(&handle.0).map_err(|_| NfsError::BadHandle)?;
+        // The call's first handle chose the tree; another handle of the
+        // same call (RENAME's target directory, LINK's directory) naming
+        // another tree means a change into or out of a snapshot.
+        if tree != self.call_tree {
+            return Err(NfsError::ReadOnlyFileSystem);
+        }
         let export = self
             .exports
             .iter()
@@ -268,12 +291,21 @@ impl Core {
         })
     }
 
+    /// Whether changes to `resolved` are refused (NFS3ERR_ROFS): on a
+    /// read-only export and in every snapshot.
     pub(crate) fn read_only(&self, resolved: &Resolved) -> bool {
-        self.exports[resolved.export].config.read_only
+        self.exports[resolved.export].config.read_only || self.call_tree != Tree::Live
     }
 
+    /// Whether `resolved` is the export's root (in a snapshot: the
+    /// export's directory in that snapshot).
     pub(crate) fn is_export_root(&self, resolved: &Resolved) -> bool {
-        self.exports[resolved.export].root == resolved.inode()
+        match self.call_tree {
+            Tree::Live => self.exports[resolved.export].root == resolved.inode(),
+            Tree::SnapshotDirectory | Tree::Snapshot(_) => {
+                self.snapshot_root == Some(resolved.inode())
+            }
+        }
     }
 
     /// `fattr3` of `attributes`, published to the observer.
@@ -282,7 +314,20 @@ impl Core {
         export: usize,
         attributes: &Attributes,
     ) -> nfs3::FileAttributes {
-        let converted = file_attributes(attributes, self.file_system_id);
+        let mut converted = file_attributes(attributes, self.file_system_id);
+        match self.call_tree {
+            Tree::Live => {}
+            // Never published: a guest must not find attributes of a
+            // snapshot it could trust after the snapshot is deleted.
+            Tree::SnapshotDirectory => {
+                converted.file_id = SNAPSHOT_DIRECTORY_FILE_ID;
+                return converted;
+            }
+            Tree::Snapshot(id) => {
+                converted.file_id = snapshot_file_id(id, attributes.inode);
+                return converted;
+            }
+        }
         if self.observer.is_some() {
             let handle = self.handle_for(export, attributes);
             let id = self.exports[export].id;
@@ -295,7 +340,7 @@ impl Core {
 
     /// Current attributes of `inode` after a change, for wcc and post-op
     /// data; `None` when it is gone (the observer hears so).
-    pub(crate) fn post<F: FileSystem>(
+    pub(crate) fn post<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         export: usize,
@@ -304,8 +349,10 @@ impl Core {
         match fs.getattr(inode) {
             Ok(attributes) => Some(self.attributes(export, &attributes)),
             Err(_) => {
-                if let Some(observer) = self.observer.as_mut() {
-                    observer.removed(self.exports[export].id, inode);
+                if self.call_tree == Tree::Live {
+                    if let Some(observer) = self.observer.as_mut() {
+                        observer.removed(self.exports[export].id, inode);
+                    }
                 }
                 None
             }
@@ -313,7 +360,7 @@ impl Core {
     }
 
     /// wcc data for `before` and the inode's state now.
-    pub(crate) fn wcc<F: FileSystem>(
+    pub(crate) fn wcc<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         export: usize,
@@ -325,7 +372,7 @@ impl Core {
         }
     }
 
-    fn get_attributes<F: FileSystem>(
+    fn get_attributes<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -339,7 +386,7 @@ impl Core {
         }
     }
 
-    fn set_attributes<F: FileSystem>(
+    fn set_attributes<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -459,7 +506,7 @@ impl Core {
         Ok(changes)
     }
 
-    fn lookup<F: FileSystem>(
+    fn lookup<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -493,7 +540,28 @@ impl Core {
             return failed(NfsError::Access, directory_attributes);
         }
         let name = arguments.what.name.as_slice();
-        let found = if name == b".." && self.is_export_root(&directory) {
+        let at_root = self.is_export_root(&directory);
+        if at_root && (self.call_tree, name) == (Tree::Live, SNAPSHOT_DIRECTORY) {
+            if let Ok(listing) = fs.list_snapshots() {
+                return ProcedureResult::Ok(LookupOk {
+                    object: self.snapshot_directory_handle(export),
+                    object_attributes: Some(self.snapshot_directory_fattr(export, &listing)),
+                    directory_attributes,
+                });
+            }
+        }
+        if at_root && name == b".." && self.call_tree != Tree::Live {
+            // Above a snapshot's root: `.snapshots`.
+            if let Some(listing) = self.call_listing.clone() {
+                let object_attributes = self.snapshot_directory_fattr(export, &listing);
+                return ProcedureResult::Ok(LookupOk {
+                    object: self.snapshot_directory_handle(export),
+                    object_attributes: Some(object_attributes),
+                    directory_attributes,
+                });
+            }
+        }
+        let found = if name == b".." && at_root {
             // Never above an export's root.
             Ok(directory.attributes)
         } else {
@@ -509,7 +577,7 @@ impl Core {
         }
     }
 
-    fn access<F: FileSystem>(
+    fn access<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -552,7 +620,7 @@ impl Core {
         })
     }
 
-    fn read_link<F: FileSystem>(
+    fn read_link<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -592,7 +660,7 @@ impl Core {
         }
     }
 
-    fn read<F: FileSystem>(
+    fn read<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -648,7 +716,7 @@ impl Core {
         }
     }
 
-    fn write<F: FileSystem>(
+    fn write<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -716,7 +784,7 @@ impl Core {
         }
     }
 
-    fn commit<F: FileSystem>(
+    fn commit<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -753,7 +821,7 @@ impl Core {
         }
     }
 
-    fn file_system_statistics<F: FileSystem>(
+    fn file_system_statistics<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -792,7 +860,7 @@ impl Core {
         }
     }
 
-    fn file_system_information<F: FileSystem>(
+    fn file_system_information<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
@@ -827,7 +895,7 @@ impl Core {
         }
     }
 
-    fn path_configuration<F: FileSystem>(
+    fn path_configuration<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,

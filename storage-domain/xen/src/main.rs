@@ -20,6 +20,7 @@ mod blkif_batch;
 mod command_line;
 mod fs_tasks;
 mod netif_rx;
+mod snapshot_control;
 mod tcp_admission;
 mod tcp_server;
 mod vrpc_device;

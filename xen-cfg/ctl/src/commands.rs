@@ -114,6 +114,20 @@ pub enum CtlError {
         /// The storage domain.
         storage_domain: Domain,
     },
+    /// The storage domain refused a snapshot request (its reason).
+    #[error("{0}")]
+    Snapshot(String),
+    /// An earlier snapshot request is still waiting for the storage domain.
+    #[error("{0} has a snapshot request pending; try again when it is answered")]
+    SnapshotPending(Domain),
+    /// The storage domain did not answer a snapshot request in time.
+    #[error("{storage_domain} did not answer the snapshot request within {seconds} s (the request is withdrawn; a storage domain built before snapshot requests never answers)")]
+    SnapshotTimeout {
+        /// The storage domain.
+        storage_domain: Domain,
+        /// The time waited.
+        seconds: f64,
+    },
     /// `detach` without `--device` or `--all` on a guest with several.
     #[error("{guest} has vrpc devices {devices}: name one with --device N, or use --all")]
     SeveralDevices {

@@ -8,6 +8,7 @@
 
 mod commands;
 mod plan;
+mod snapshot;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,6 +39,46 @@ enum Command {
     Detach(DetachArgs),
     /// List the storage domain's VRPC devices
     List(ListArgs),
+    /// Take, delete or list snapshots of the storage domain's file system
+    /// while it runs (guests read them under `.snapshots/NAME`)
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Take snapshot NAME of everything written so far
+    Create(SnapshotArgs),
+    /// Delete snapshot NAME and free the space only it held
+    Delete(SnapshotArgs),
+    /// List the snapshots: name, commit, time taken
+    List(SnapshotListArgs),
+}
+
+#[derive(Debug, Args)]
+struct SnapshotArgs {
+    /// The snapshot's name
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    #[command(flatten)]
+    wait: SnapshotWait,
+}
+
+#[derive(Debug, Args)]
+struct SnapshotListArgs {
+    #[command(flatten)]
+    wait: SnapshotWait,
+}
+
+#[derive(Debug, Args)]
+struct SnapshotWait {
+    /// Seconds to wait for the storage domain's answer
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+
+    #[command(flatten)]
+    backend: BackendArg,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +185,25 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 print!("{}", commands::format_list(&rows));
             }
         }
+        Command::Snapshot(command) => {
+            use vrpc::xenstore::SnapshotRequest;
+            let (request, wait) = match &command {
+                SnapshotCommand::Create(args) => {
+                    (SnapshotRequest::Create(args.name.as_bytes()), &args.wait)
+                }
+                SnapshotCommand::Delete(args) => {
+                    (SnapshotRequest::Delete(args.name.as_bytes()), &args.wait)
+                }
+                SnapshotCommand::List(args) => (SnapshotRequest::List, &args.wait),
+            };
+            let text = snapshot::snapshot(
+                &store,
+                &wait.backend.backend,
+                request,
+                Duration::from_secs(wait.timeout),
+            )?;
+            print!("{text}");
+        }
     }
     Ok(())
 }
@@ -245,5 +305,33 @@ mod tests {
         assert!(parse(&["attach", "vm1", "--device", "-1"]).is_err());
         assert!(parse(&["list", "extra"]).is_err());
         assert!(parse(&["list"]).is_ok());
+        assert!(parse(&["snapshot", "create"]).is_err());
+        assert!(parse(&["snapshot", "list", "extra"]).is_err());
+    }
+
+    #[test]
+    fn snapshot_options() {
+        let Command::Snapshot(SnapshotCommand::Create(args)) =
+            parse(&["snapshot", "create", "nightly"]).unwrap().command
+        else {
+            panic!("not snapshot create");
+        };
+        assert_eq!(args.name, "nightly");
+        assert_eq!(args.wait.timeout, 30);
+        assert_eq!(
+            args.wait.backend.backend,
+            DomainSpec::Name("storage-domain".into())
+        );
+        let Command::Snapshot(SnapshotCommand::List(args)) =
+            parse(&["snapshot", "list", "--backend", "4", "--timeout", "5"])
+                .unwrap()
+                .command
+        else {
+            panic!("not snapshot list");
+        };
+        assert_eq!(
+            (args.wait.backend.backend, args.wait.timeout),
+            (DomainSpec::Id(4), 5)
+        );
     }
 }

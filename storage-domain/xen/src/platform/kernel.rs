@@ -36,6 +36,9 @@ use xen_abi::EventChannelPort;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const SHUTDOWN_NODE: &str = "control/shutdown";
 const SHUTDOWN_TOKEN: &str = "shutdown";
+/// The token of the watch on `control/snapshot`
+/// ([`vrpc::xenstore::SNAPSHOT_REQUEST`]).
+const SNAPSHOT_TOKEN: &str = "snapshot";
 /// Where the address leased by DHCP is published (relative to the
 /// domain's own xenstore directory; empty while there is none).
 const ADDRESS_NODE: &str = "data/ip";
@@ -114,6 +117,10 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     );
     let mut volume = sdfs::Volume::open(cached, Box::new(PvClock), config.cache_bytes)
         .map_err(|error| format!("opening the file system: {error:?}"))?;
+    // Guests reading `.snapshots` share the 16 MiB heap: one snapshot view
+    // open at a time, with a small inode cache (reopening one reads only
+    // its index).
+    volume.limit_snapshot_views(1, 256 << 10);
     println!(
         "file system: {} blocks of 4096 bytes, at commit {}",
         volume.block_count(),
@@ -234,6 +241,14 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     xenstore
         .watch(SHUTDOWN_NODE, SHUTDOWN_TOKEN)
         .map_err(|error| format!("watching {SHUTDOWN_NODE}: {error}"))?;
+    // Snapshots on request from dom0 (`storage-domain-ctl snapshot`); the
+    // domain serves without them if the watch is refused.
+    if let Err(error) = xenstore.watch(vrpc::xenstore::SNAPSHOT_REQUEST, SNAPSHOT_TOKEN) {
+        println!(
+            "snapshots: watching {}: {error}; dom0 cannot take snapshots",
+            vrpc::xenstore::SNAPSHOT_REQUEST
+        );
+    }
     let churn = config.wants(TestAction::Churn);
     let mut churn_number = fs_tasks::verify_churn_log(server.filesystem()).unwrap_or(0);
     let store_port = xenstore.port();
@@ -290,6 +305,9 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
                     }
                 }
                 Ok(Some(event)) if event.token == vrpc_backend::TOKEN => vrpc.watch_fired(),
+                Ok(Some(event)) if event.token == SNAPSHOT_TOKEN => {
+                    snapshot_request(&mut xenstore, &mut server);
+                }
                 // Another watch's late event (a device handshake's).
                 Ok(Some(_)) => {}
                 Ok(None) if !vrpc.needs_settle() => {
@@ -502,6 +520,39 @@ fn publish_address(xenstore: &mut Xenstore, event: AddressEvent) {
     };
     if let Err(error) = xenstore.write(Transaction::NONE, ADDRESS_NODE, value.as_bytes()) {
         println!("dhcp: publishing {ADDRESS_NODE}: {error}");
+    }
+}
+
+/// Run the snapshot request dom0 wrote to `control/snapshot`, if any:
+/// answer in `control/snapshot-result`, then empty the request (dom0
+/// waits for both; `docs/xenstore.md`, "Snapshots").
+fn snapshot_request<F: FileSystem>(xenstore: &mut Xenstore, server: &mut nfs_server::Server<F>) {
+    use vrpc::xenstore::{SNAPSHOT_REQUEST, SNAPSHOT_RESULT};
+    let mut value = match xenstore.read(Transaction::NONE, SNAPSHOT_REQUEST) {
+        Ok(value) => value,
+        // Not there (yet): nothing asked.
+        Err(XenstoreError::Errno(_)) => return,
+        Err(error) => {
+            println!("{SNAPSHOT_REQUEST}: {error}");
+            return;
+        }
+    };
+    while value.last() == Some(&0) {
+        value.pop();
+    }
+    let Some(answer) = crate::snapshot_control::answer(server, &value) else {
+        return;
+    };
+    println!(
+        "snapshots: {:?}: {}",
+        String::from_utf8_lossy(&value),
+        answer.lines().nth(1).unwrap_or_default()
+    );
+    if let Err(error) = xenstore.write(Transaction::NONE, SNAPSHOT_RESULT, answer.as_bytes()) {
+        println!("{SNAPSHOT_RESULT}: {error}");
+    }
+    if let Err(error) = xenstore.write(Transaction::NONE, SNAPSHOT_REQUEST, b"") {
+        println!("{SNAPSHOT_REQUEST}: {error}");
     }
 }
 
