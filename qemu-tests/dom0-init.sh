@@ -599,6 +599,33 @@ if vrpc_sd_up; then
                 fail "vrpc locks: excluded '${excluded:-no}', released after the holder died '${released:-no}' (devices $first and $second)"
             fi
         fi
+        # A live snapshot on request from dom0 (storage-domain-ctl writes
+        # control/snapshot): read through another mount under .snapshots,
+        # unchanged by a later write, read-only, gone once deleted (its
+        # view's heap is given back before the heap check below).
+        if [ -n "$second" ]; then
+            echo "before the snapshot" > /mnt/many/$first/many/f$first
+            snap_old="" snap_ro="" snap_gone=""
+            if storage-domain-ctl snapshot create qemu-snap --backend sd-vrpc >/tmp/snap.log 2>&1; then
+                echo "after the snapshot" > /mnt/many/$first/many/f$first
+                snap_old=$(cat /mnt/many/$second/.snapshots/qemu-snap/many/f$first 2>&1)
+                if ! echo x 2>/dev/null > /mnt/many/$second/.snapshots/qemu-snap/many/new; then
+                    snap_ro=yes
+                fi
+                storage-domain-ctl snapshot delete qemu-snap --backend sd-vrpc >>/tmp/snap.log 2>&1
+                for i in $(seq 1 50); do
+                    [ -e /mnt/many/$second/.snapshots/qemu-snap ] || { snap_gone=yes; break; }
+                    sleep 0.1
+                done
+            fi
+            if [ "$snap_old" = "before the snapshot" ] && [ -n "$snap_ro" ] && [ -n "$snap_gone" ] \
+                && [ "$(cat /mnt/many/$second/many/f$first)" = "after the snapshot" ]; then
+                ok "vrpc snapshots: taken from dom0, read unchanged through device $second, read-only, gone once deleted"
+            else
+                sed 's/^/SDT-INFO snapshot: /' /tmp/snap.log
+                fail "vrpc snapshots: read '$snap_old', read-only '${snap_ro:-no}', gone '${snap_gone:-no}'"
+            fi
+        fi
         for d in $many_devices; do : > /mnt/many/$first/many/f$d; done
         for pid in $many_pids; do kill -TERM $pid 2>/dev/null; done
         for pid in $many_pids; do wait $pid 2>/dev/null; done
