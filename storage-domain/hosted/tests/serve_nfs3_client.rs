@@ -728,6 +728,7 @@ fn mount_and_portmap_procedures() {
                 (100_000, 2, TCP, port),
                 (100_003, 3, TCP, port),
                 (100_005, 3, TCP, port),
+                (100_021, 4, TCP, port),
             ]
         );
     });
