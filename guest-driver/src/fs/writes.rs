@@ -17,10 +17,10 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 
-use fuser::Errno;
+use fuser::{Errno, INodeNo, Notifier};
 use nfs3::procedures::data::WriteArguments;
 use nfs3::{FileHandle, StableHow};
 
@@ -71,6 +71,8 @@ struct Queue {
     /// (or found seen when it was opened).
     reported: HashMap<u64, (u64, u64)>,
     next_sequence: u64,
+    /// Nodes whose cached pages are being dropped after a failed write.
+    invalidating: HashMap<u64, u32>,
 }
 
 impl Queue {
@@ -115,6 +117,9 @@ pub(super) struct Sender {
     pub coherent: bool,
     /// Largest WRITE.
     pub write_size: u32,
+    /// Tells the kernel its pages of a file are stale (filled once
+    /// mounted).
+    pub notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl Sender {
@@ -289,6 +294,20 @@ impl WriteBehind {
         }
     }
 
+    /// Waits until the kernel's pages of `node` dropped after its failed
+    /// writes are gone (call only where the kernel holds none of the
+    /// node's pages locked: `fsync`, `flush`, `release`).
+    pub fn wait_invalidated(&self, node: u64) {
+        let mut queue = lock(&self.shared.queue);
+        while queue.invalidating.contains_key(&node) {
+            queue = self
+                .shared
+                .changed
+                .wait(queue)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
     /// Whether node `node` has queued or unfinished writes.
     pub fn pending(&self, node: u64) -> bool {
         lock(&self.shared.queue).pending.contains_key(&node)
@@ -378,6 +397,10 @@ impl Shared {
         // The change is recorded: the watcher may judge the file again.
         drop(job._own);
         let mut queue = lock(&self.queue);
+        let failed = !matches!(result, Ok(written) if u64::from(written) == length);
+        if failed {
+            *queue.invalidating.entry(job.node).or_insert(0) += 1;
+        }
         queue.bytes = queue.bytes.saturating_sub(length);
         if let Some(count) = queue.pending.get_mut(&job.node) {
             *count = count.saturating_sub(writes);
@@ -395,5 +418,29 @@ impl Shared {
         }
         drop(queue);
         self.changed.notify_all();
+        if failed {
+            // The kernel copied the data into its page cache when the
+            // write was answered: drop those pages, or this guest would
+            // read bytes the server refused (Linux's NFS client drops
+            // them on a write error too). Sent from this worker, not a
+            // FUSE request, after the queue has room again and the
+            // node's writes are no longer pending: a FUSE request the
+            // kernel holds pages locked for (a write waiting for room, a
+            // read draining the node) is not waiting on us. Only the
+            // calls that report the error (`fsync`, `close`) wait for
+            // this (`WriteBehind::wait_invalidated`); they hold no page.
+            if let Some(notifier) = self.sender.notifier.get() {
+                let _ = super::watch::deliver(notifier.inval_inode(INodeNo(job.node), 0, 0));
+            }
+            let mut queue = lock(&self.queue);
+            if let Some(count) = queue.invalidating.get_mut(&job.node) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    queue.invalidating.remove(&job.node);
+                }
+            }
+            drop(queue);
+            self.changed.notify_all();
+        }
     }
 }
