@@ -94,6 +94,16 @@ impl Queue {
         );
     }
 
+    /// Open file `file` of `node` was opened: it reports the failures
+    /// from now on, and an earlier one no descriptor has reported yet.
+    fn open(&mut self, file: u64, node: u64) {
+        let reported = match self.errors.get(&node) {
+            Some(error) if error.seen => error.sequence,
+            _ => 0,
+        };
+        self.reported.insert(file, (node, reported));
+    }
+
     /// The failure open file `file` of `node` has not reported yet,
     /// marked reported by it.
     fn take(&mut self, file: u64, node: u64) -> Option<Errno> {
@@ -323,12 +333,7 @@ impl WriteBehind {
     /// Open file `file` of `node` was opened: it reports the failures
     /// from now on, and an earlier one no descriptor has reported yet.
     pub fn opened(&self, file: u64, node: u64) {
-        let mut queue = lock(&self.shared.queue);
-        let reported = match queue.errors.get(&node) {
-            Some(error) if error.seen => error.sequence,
-            _ => 0,
-        };
-        queue.reported.insert(file, (node, reported));
+        lock(&self.shared.queue).open(file, node);
     }
 
     /// Open file `file` was released; a failure every descriptor has
@@ -442,5 +447,43 @@ impl Shared {
             drop(queue);
             self.changed.notify_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Errno, Queue};
+
+    #[test]
+    fn a_failure_is_reported_once_to_each_descriptor_open_on_the_file() {
+        let mut queue = Queue::default();
+        queue.open(1, 10);
+        queue.open(2, 10);
+        queue.open(3, 11);
+        queue.fail(10, Errno::ENOSPC);
+        assert_eq!(queue.take(2, 10), Some(Errno::ENOSPC), "another descriptor");
+        assert_eq!(queue.take(2, 10), None, "once");
+        assert_eq!(queue.take(1, 10), Some(Errno::ENOSPC), "the writer too");
+        assert_eq!(queue.take(3, 11), None, "another file");
+        // Seen: a descriptor opened now does not report it.
+        queue.open(4, 10);
+        assert_eq!(queue.take(4, 10), None);
+        // A later failure is reported again, to everyone.
+        queue.fail(10, Errno::EIO);
+        assert_eq!(queue.take(4, 10), Some(Errno::EIO));
+        assert_eq!(queue.take(1, 10), Some(Errno::EIO));
+    }
+
+    #[test]
+    fn a_failure_nobody_saw_is_reported_to_a_descriptor_opened_later() {
+        let mut queue = Queue::default();
+        queue.open(1, 10);
+        queue.fail(10, Errno::ENOSPC);
+        // A second failure before anyone looked: the first stands.
+        queue.fail(10, Errno::EIO);
+        queue.open(2, 10);
+        assert_eq!(queue.take(2, 10), Some(Errno::ENOSPC));
+        assert_eq!(queue.take(1, 10), Some(Errno::ENOSPC));
+        assert_eq!(queue.take(1, 10), None);
     }
 }
