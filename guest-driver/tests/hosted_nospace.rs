@@ -4,12 +4,16 @@
 //! through **any** descriptor, as Linux reports a writeback error to
 //! every descriptor open on the file (and to a new one while nobody has
 //! seen it), and by the writer's own `close`; never a 0 from an `fsync`
-//! for data the server does not hold.
+//! for data the server does not hold. And the refused bytes must not be
+//! read back on this guest: the kernel put them in its page cache when
+//! the write was answered, and the driver drops those pages.
 //!
 //! Found while building `cargo xtask fill` (docs/reliability.md, "Full
 //! disk"), by reading the write-behind code: the error used to be kept
 //! per descriptor, so `fsync` of another descriptor (`sync FILE`, a
-//! second open) returned 0 for data the server had refused.
+//! second open) returned 0 for data the server had refused; and an
+//! overwrite the server refused read back as the new bytes from the page
+//! cache while the server (and every other guest) held the old ones.
 
 mod common;
 
@@ -98,7 +102,29 @@ fn a_refused_queued_write_is_reported_by_fsync_of_any_descriptor() {
     let other = mount.path.join("other");
     fs::write(&victim, b"").unwrap();
     fs::write(&other, b"").unwrap();
+    let kept = mount.path.join("kept");
+    fs::write(&kept, vec![b'A'; 128 * 1024]).unwrap();
+    File::open(&kept).unwrap().sync_all().unwrap();
     assert!(fill(&mount.path) > 0);
+
+    // An overwrite the full disk refuses (copy on write needs new
+    // blocks): the old bytes stay, on the server and in what this guest
+    // reads (its page cache held the new ones).
+    let mut overwriter = OpenOptions::new().write(true).open(&kept).unwrap();
+    write_once(&mut overwriter, b'B');
+    assert_eq!(
+        overwriter.sync_all().map_err(|error| error.kind()),
+        Err(ErrorKind::StorageFull),
+        "fsync after a refused overwrite"
+    );
+    close(overwriter).unwrap();
+    let read = fs::read(&kept).unwrap();
+    assert!(
+        read == vec![b'A'; 128 * 1024],
+        "after a refused overwrite the file reads {} bytes B of {}",
+        read.iter().filter(|&&byte| byte == b'B').count(),
+        read.len()
+    );
 
     // Write through one descriptor (queued: the write returns at once),
     // fsync through another opened before.
@@ -118,6 +144,13 @@ fn a_refused_queued_write_is_reported_by_fsync_of_any_descriptor() {
     assert_eq!(close(writer), Err(libc::ENOSPC), "the writer's close");
     reader.sync_all().unwrap();
     close(reader).unwrap();
+    // The refused bytes are nowhere: not on the server, not in this
+    // guest's page cache.
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"",
+        "the refused write is visible"
+    );
 
     // Nobody saw the error yet: a descriptor opened afterwards reports it
     // (as `sync FILE` would after a program that ignored its errors).

@@ -54,6 +54,8 @@ const CHUNK: u64 = 64 * 1024;
 /// How long all clients may take to fill the disk.
 const FILL_LIMIT: Duration = Duration::from_secs(300);
 
+/// Phases of a round ([`Shared::phase`]): the writers fill; the disk is
+/// full and they keep trying; they stop (removals, checks); the run ends.
 const FILLING: u8 = 0;
 const HOLDING: u8 = 1;
 const PAUSED: u8 = 2;
@@ -97,7 +99,6 @@ struct Writer {
 #[derive(Default)]
 struct Shared {
     phase: AtomicU8,
-    parked: AtomicU64,
     /// Clients refused at least once this round, one bit each.
     refused: AtomicU64,
     reads: AtomicU64,
@@ -582,7 +583,6 @@ fn rounds(
     for round in 1..=args.rounds {
         let round_started = Instant::now();
         shared.refused.store(0, Ordering::SeqCst);
-        shared.parked.store(0, Ordering::SeqCst);
         shared.phase.store(FILLING, Ordering::SeqCst);
         let threads: Vec<_> = writers
             .iter()

@@ -37,7 +37,8 @@ pub struct FuzzArgs {
     #[arg(long, default_value = "none")]
     pub sanitizer: String,
     /// Merge what the run found that adds coverage into the committed
-    /// corpus `fuzz/corpus/TARGET` (libFuzzer's `-merge=1`).
+    /// corpus `fuzz/corpus/TARGET` (libFuzzer's `-set_cover_merge=1`: a
+    /// small set of inputs covering what the committed corpus does not).
     #[arg(long)]
     pub update_corpus: bool,
     /// Targets to run (default: all).
@@ -102,7 +103,7 @@ pub fn run(args: FuzzArgs) -> anyhow::Result<()> {
         }
         if args.update_corpus {
             std::fs::create_dir_all(&seeds)?;
-            let merge = [String::from("-merge=1")];
+            let merge = [String::from("-set_cover_merge=1")];
             run_once(
                 &fuzz_directory,
                 &build_directory,

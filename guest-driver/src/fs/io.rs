@@ -281,11 +281,14 @@ impl NfsFilesystem {
             .write(file, node, handle, caller, offset, data, own)
     }
 
-    /// Waits for the file's queued writes; their first failure not yet
-    /// reported is the answer.
+    /// Waits for the file's queued writes (and, after a failed one, for
+    /// the kernel's pages of the file to be dropped); their first failure
+    /// not yet reported is the answer. Called by `fsync`, `flush` and
+    /// `release` only: the kernel holds none of the file's pages locked.
     pub(super) fn settle_writes(&self, file: u64) -> Result<(), Errno> {
         let (_, _, node) = self.open_file(file)?;
         self.writes.drain(node);
+        self.writes.wait_invalidated(node);
         match self.writes.take_error(file, node) {
             Some(error) => Err(error),
             None => Ok(()),

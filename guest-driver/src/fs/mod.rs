@@ -208,6 +208,7 @@ impl NfsFilesystem {
                 nodes: Arc::clone(&nodes),
                 coherent: coherence.is_some(),
                 write_size: settings.write_size,
+                notifier: Arc::clone(&notifier),
             },
             settings.write_behind,
         );

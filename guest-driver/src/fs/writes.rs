@@ -26,11 +26,11 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use fuser::Errno;
+use fuser::{Errno, INodeNo, Notifier};
 use nfs3::procedures::data::WriteArguments;
 use nfs3::procedures::inspect::SetAttributesArguments;
 use nfs3::{FileAttributes, FileHandle, SetTime, SettableAttributes, StableHow};
@@ -97,6 +97,8 @@ struct Queue {
     /// (or found seen when it was opened).
     reported: HashMap<u64, (u64, u64)>,
     next_sequence: u64,
+    /// Nodes whose cached pages are being dropped after a failed write.
+    invalidating: HashMap<u64, u32>,
     /// End of the furthest queued write, per node with writes pending.
     ends: HashMap<u64, u64>,
     /// A job per node not yet handed to a worker (`Parked`).
@@ -162,6 +164,16 @@ impl Queue {
         );
     }
 
+    /// Open file `file` of `node` was opened: it reports the failures
+    /// from now on, and an earlier one no descriptor has reported yet.
+    fn open(&mut self, file: u64, node: u64) {
+        let reported = match self.errors.get(&node) {
+            Some(error) if error.seen => error.sequence,
+            _ => 0,
+        };
+        self.reported.insert(file, (node, reported));
+    }
+
     /// The failure open file `file` of `node` has not reported yet,
     /// marked reported by it.
     fn take(&mut self, file: u64, node: u64) -> Option<Errno> {
@@ -185,6 +197,9 @@ pub(super) struct Sender {
     pub coherent: bool,
     /// Largest WRITE.
     pub write_size: u32,
+    /// Tells the kernel its pages of a file are stale (filled once
+    /// mounted).
+    pub notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl Sender {
@@ -591,6 +606,20 @@ impl WriteBehind {
         }
     }
 
+    /// Waits until the kernel's pages of `node` dropped after its failed
+    /// writes are gone (call only where the kernel holds none of the
+    /// node's pages locked: `fsync`, `flush`, `release`).
+    pub fn wait_invalidated(&self, node: u64) {
+        let mut queue = lock(&self.shared.queue);
+        while queue.invalidating.contains_key(&node) {
+            queue = self
+                .shared
+                .changed
+                .wait(queue)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
     /// Whether node `node` has queued or unfinished writes.
     pub fn pending(&self, node: u64) -> bool {
         lock(&self.shared.queue).pending.contains_key(&node)
@@ -606,12 +635,7 @@ impl WriteBehind {
     /// Open file `file` of `node` was opened: it reports the failures
     /// from now on, and an earlier one no descriptor has reported yet.
     pub fn opened(&self, file: u64, node: u64) {
-        let mut queue = lock(&self.shared.queue);
-        let reported = match queue.errors.get(&node) {
-            Some(error) if error.seen => error.sequence,
-            _ => 0,
-        };
-        queue.reported.insert(file, (node, reported));
+        lock(&self.shared.queue).open(file, node);
     }
 
     /// Open file `file` was released; a failure every descriptor has
@@ -689,6 +713,10 @@ impl Shared {
         // The change is recorded: the watcher may judge the file again.
         drop(job._own);
         let mut queue = lock(&self.queue);
+        let failed = !matches!(result, Ok(written) if u64::from(written) == length);
+        if failed {
+            *queue.invalidating.entry(job.node).or_insert(0) += 1;
+        }
         queue.bytes = queue.bytes.saturating_sub(length);
         finish(&mut queue, job.node, writes);
         match result {
@@ -701,6 +729,30 @@ impl Shared {
         }
         drop(queue);
         self.changed.notify_all();
+        if failed {
+            // The kernel copied the data into its page cache when the
+            // write was answered: drop those pages, or this guest would
+            // read bytes the server refused (Linux's NFS client drops
+            // them on a write error too). Sent from this worker, not a
+            // FUSE request, after the queue has room again and the
+            // node's writes are no longer pending: a FUSE request the
+            // kernel holds pages locked for (a write waiting for room, a
+            // read draining the node) is not waiting on us. Only the
+            // calls that report the error (`fsync`, `close`) wait for
+            // this (`WriteBehind::wait_invalidated`); they hold no page.
+            if let Some(notifier) = self.sender.notifier.get() {
+                let _ = super::watch::deliver(notifier.inval_inode(INodeNo(job.node), 0, 0));
+            }
+            let mut queue = lock(&self.queue);
+            if let Some(count) = queue.invalidating.get_mut(&job.node) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    queue.invalidating.remove(&job.node);
+                }
+            }
+            drop(queue);
+            self.changed.notify_all();
+        }
     }
 
     /// Sends a deferred attribute change.
@@ -857,6 +909,39 @@ fn finish(queue: &mut Queue, node: u64, jobs: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_is_reported_once_to_each_descriptor_open_on_the_file() {
+        let mut queue = Queue::default();
+        queue.open(1, 10);
+        queue.open(2, 10);
+        queue.open(3, 11);
+        queue.fail(10, Errno::ENOSPC);
+        assert_eq!(queue.take(2, 10), Some(Errno::ENOSPC), "another descriptor");
+        assert_eq!(queue.take(2, 10), None, "once");
+        assert_eq!(queue.take(1, 10), Some(Errno::ENOSPC), "the writer too");
+        assert_eq!(queue.take(3, 11), None, "another file");
+        // Seen: a descriptor opened now does not report it.
+        queue.open(4, 10);
+        assert_eq!(queue.take(4, 10), None);
+        // A later failure is reported again, to everyone.
+        queue.fail(10, Errno::EIO);
+        assert_eq!(queue.take(4, 10), Some(Errno::EIO));
+        assert_eq!(queue.take(1, 10), Some(Errno::EIO));
+    }
+
+    #[test]
+    fn a_failure_nobody_saw_is_reported_to_a_descriptor_opened_later() {
+        let mut queue = Queue::default();
+        queue.open(1, 10);
+        queue.fail(10, Errno::ENOSPC);
+        // A second failure before anyone looked: the first stands.
+        queue.fail(10, Errno::EIO);
+        queue.open(2, 10);
+        assert_eq!(queue.take(2, 10), Some(Errno::ENOSPC));
+        assert_eq!(queue.take(1, 10), Some(Errno::ENOSPC));
+        assert_eq!(queue.take(1, 10), None);
+    }
 
     fn change(mode: Option<u32>, uid: Option<u32>, modify: SetTime) -> SettableAttributes {
         SettableAttributes {
