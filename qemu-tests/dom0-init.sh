@@ -626,6 +626,17 @@ if vrpc_sd_up; then
                 fail "vrpc snapshots: read '$snap_old', read-only '${snap_ro:-no}', gone '${snap_gone:-no}'"
             fi
         fi
+        # The storage domain's statistics, published in xenstore every 5 s.
+        stats_text=$(storage-domain-ctl stats --backend sd-vrpc 2>&1)
+        stats_writes=$(echo "$stats_text" | sed -n 's/^rpc.WRITE //p')
+        stats_guests=$(echo "$stats_text" | sed -n 's/^connections.vrpc //p')
+        stats_heap=$(echo "$stats_text" | sed -n 's/^heap.used_kib //p')
+        if [ "${stats_writes:-0}" -gt 0 ] && [ "${stats_guests:-0}" -ge 2 ] && [ -n "$stats_heap" ]; then
+            ok "vrpc stats: storage-domain-ctl stats shows $stats_guests guests connected, $stats_writes WRITEs, heap $stats_heap KiB"
+        else
+            echo "$stats_text" | sed 's/^/SDT-INFO stats: /'
+            fail "vrpc stats: guests '$stats_guests', WRITEs '$stats_writes', heap '$stats_heap'"
+        fi
         for d in $many_devices; do : > /mnt/many/$first/many/f$d; done
         for pid in $many_pids; do kill -TERM $pid 2>/dev/null; done
         for pid in $many_pids; do wait $pid 2>/dev/null; done

@@ -182,7 +182,7 @@ for step in "toolstack" "disk /dev/sda" "seed boot: create-to-self-check" "seed 
             "nfs shutdown: domain gone" "nfs shutdown: flushed" \
             "vrpc boot: serving guests" "vrpc: export refused with the reason" "vrpc: attached guest1" \
             "vrpc: guest1 mounted" "vrpc: dom0 mounted" "vrpc: dom0 changed shared.txt" "vrpc: dom0 detached" \
-            "vrpc: 20 attach/kill/detach cycles" "vrpc locks: a flock through device" "vrpc snapshots: taken from dom0" "vrpc many: all detached" "vrpc: $GUEST_CYCLES guest create/attach/mount/destroy cycles" \
+            "vrpc: 20 attach/kill/detach cycles" "vrpc locks: a flock through device" "vrpc snapshots: taken from dom0" "vrpc stats: storage-domain-ctl stats shows" "vrpc many: all detached" "vrpc: $GUEST_CYCLES guest create/attach/mount/destroy cycles" \
             "vrpc: storage domain destroyed under the guest's mount" \
             "vrpc: storage domain recreated and guest1 re-attached" \
             "vrpc: guest destroyed while mounted, storage domain detached it" \

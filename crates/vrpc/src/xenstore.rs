@@ -135,6 +135,12 @@ pub const SNAPSHOT_REQUEST: &str = "control/snapshot";
 /// then the text to show.
 pub const SNAPSHOT_RESULT: &str = "control/snapshot-result";
 
+/// The storage domain's statistics, relative to `/local/domain/<storage
+/// domain>/` (`docs/xenstore.md`, "Statistics"): `name value` lines, the
+/// hosted server's `stats` names, rewritten at most every 5 s when they
+/// changed; `storage-domain-ctl stats` prints them.
+pub const STATS_NODE: &str = "data/storage-domain-stats";
+
 /// A snapshot control request, as parsed from [`SNAPSHOT_REQUEST`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotRequest<'a> {

@@ -124,29 +124,15 @@ impl Activity {
         for (export, count) in lock(&self.guests).iter() {
             line(&format!("guests.{export}"), count.to_string());
         }
-        // Every procedure, named and ordered as guest-driver's `stats`.
-        for procedure in nfs3::Procedure::ALL {
-            let calls = statistics
-                .nfs_calls
-                .get(procedure.to_u32() as usize)
-                .copied()
-                .unwrap_or(0);
-            line(
-                &format!("rpc.{}", nfs3::procedure_name(*procedure)),
-                calls.to_string(),
-            );
+        // Every procedure, named and ordered as guest-driver's `stats`,
+        // as the Xen storage domain publishes them too.
+        let mut calls = String::new();
+        statistics.render(locks_held, &mut calls);
+        for entry in calls.lines() {
+            if let Some((name, value)) = entry.split_once(' ') {
+                line(name, value.to_owned());
+            }
         }
-        line(
-            "rpc.total",
-            statistics.nfs_calls.iter().sum::<u64>().to_string(),
-        );
-        line("mount.calls", statistics.mount_calls.to_string());
-        line("nlm.calls", statistics.lock_calls.to_string());
-        line("locks.held", locks_held.to_string());
-        line("portmap.calls", statistics.portmap_calls.to_string());
-        line("rpc.rejected", statistics.rejected.to_string());
-        line("rpc.replayed", statistics.duplicates.to_string());
-        line("commits", statistics.commits.to_string());
         let timed = load(&self.timed_commits);
         let mean = load(&self.commit_nanoseconds)
             .checked_div(timed)

@@ -122,6 +122,33 @@ pub struct Statistics {
     pub lock_calls: u64,
 }
 
+impl Statistics {
+    /// The counters as `name value` lines, named as guest-driver's
+    /// `stats` names them (`rpc.PROCEDURE` by RFC 1813 name, `rpc.total`,
+    /// then the other programs, replays and commits): what the hosted
+    /// server's `stats` and the Xen storage domain's published statistics
+    /// both print.
+    pub fn render(&self, locks_held: usize, text: &mut String) {
+        use core::fmt::Write;
+        for procedure in nfs3::Procedure::ALL {
+            let calls = self
+                .nfs_calls
+                .get(procedure.to_u32() as usize)
+                .copied()
+                .unwrap_or(0);
+            let _ = writeln!(text, "rpc.{} {calls}", nfs3::procedure_name(*procedure));
+        }
+        let _ = writeln!(text, "rpc.total {}", self.nfs_calls.iter().sum::<u64>());
+        let _ = writeln!(text, "mount.calls {}", self.mount_calls);
+        let _ = writeln!(text, "nlm.calls {}", self.lock_calls);
+        let _ = writeln!(text, "locks.held {locks_held}");
+        let _ = writeln!(text, "portmap.calls {}", self.portmap_calls);
+        let _ = writeln!(text, "rpc.rejected {}", self.rejected);
+        let _ = writeln!(text, "rpc.replayed {}", self.duplicates);
+        let _ = writeln!(text, "commits {}", self.commits);
+    }
+}
+
 pub(crate) struct Export {
     config: ExportConfig,
     id: ExportId,

@@ -128,6 +128,9 @@ pub enum CtlError {
         /// The time waited.
         seconds: f64,
     },
+    /// The storage domain has published no statistics.
+    #[error("{0} publishes no statistics (yet: they appear within 5 s of its start; a storage domain built before they were published never does)")]
+    NoStatistics(Domain),
     /// `detach` without `--device` or `--all` on a guest with several.
     #[error("{guest} has vrpc devices {devices}: name one with --device N, or use --all")]
     SeveralDevices {

@@ -43,6 +43,9 @@ enum Command {
     /// while it runs (guests read them under `.snapshots/NAME`)
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Print the storage domain's statistics: guests, calls per procedure,
+    /// commits, caches, space, heap (refreshed every 5 s)
+    Stats(BackendArg),
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +207,7 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             )?;
             print!("{text}");
         }
+        Command::Stats(args) => print!("{}", snapshot::statistics(&store, &args.backend)?),
     }
     Ok(())
 }

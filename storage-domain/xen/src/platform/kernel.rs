@@ -49,6 +49,9 @@ const XENSTORE_ROUNDS: usize = 16;
 /// default journal commit interval is also 5 s).
 const COMMIT_INTERVAL_NS: u64 = 5_000_000_000;
 
+/// How often the statistics in xenstore are brought up to date.
+const STATS_INTERVAL_NS: u64 = 5_000_000_000;
+
 /// Boot, serve, shut down. Never returns.
 pub fn main(start_info: &StartInfo) -> ! {
     let started = events::system_time_ns();
@@ -255,6 +258,9 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let mut ports: Vec<EventChannelPort> = Vec::new();
     // When the oldest uncommitted change must be committed (ns).
     let mut commit_due: Option<u64> = None;
+    // What was last published in xenstore, and when next to look.
+    let mut published = String::new();
+    let mut publish_at = 0u64;
     let reason = 'serve: loop {
         // Work to do now means the wait below only looks (deadline 1).
         let mut busy = churn;
@@ -346,6 +352,27 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
                 deadline.min(linger)
             };
         }
+        let now_ns = events::system_time_ns();
+        if now_ns >= publish_at {
+            let tcp_connections = network.as_ref().map(|(_, tcp)| tcp.statistics.connections);
+            let text = statistics_text(&mut server, &vrpc, tcp_connections);
+            if text != published {
+                if let Err(error) = xenstore.write(
+                    Transaction::NONE,
+                    vrpc::xenstore::STATS_NODE,
+                    text.as_bytes(),
+                ) {
+                    println!("stats: publishing {}: {error}", vrpc::xenstore::STATS_NODE);
+                }
+                published = text;
+            }
+            publish_at = now_ns.saturating_add(STATS_INTERVAL_NS);
+        }
+        deadline = if deadline == 0 {
+            publish_at
+        } else {
+            deadline.min(publish_at)
+        };
         // RING_FINAL_CHECK_FOR_REQUESTS on every guest's ring, last.
         if !busy && !vrpc.final_check() {
             ports.extend(vrpc.ports());
@@ -497,6 +524,51 @@ fn connection_limits(config: &Config) -> Limits {
 
 /// Print a change of the DHCP lease and publish the address in
 /// `data/ip` (emptied when the lease is lost).
+/// The statistics published in xenstore: the hosted server's `stats`
+/// names where they apply (guests, calls per procedure, commits, caches,
+/// space), and the heap.
+fn statistics_text(
+    server: &mut nfs_server::Server<sdfs::Volume<sdfs::CachedDevice<&mut Blkfront>>>,
+    vrpc: &VrpcService,
+    tcp_connections: Option<u64>,
+) -> String {
+    use core::fmt::Write;
+    let mut text = String::new();
+    let _ = writeln!(text, "connections.vrpc {}", vrpc.connected());
+    if let Some(total) = tcp_connections {
+        let _ = writeln!(text, "connections.tcp.total {total}");
+    }
+    let locks_held = server.locks().len();
+    server.statistics().render(locks_held, &mut text);
+    let volume = server.filesystem();
+    let (hits, misses) = volume.cache_statistics();
+    let data = volume.device().counters();
+    let _ = writeln!(text, "snapshots {}", volume.snapshots().len());
+    let _ = writeln!(text, "cache.hits {hits}\ncache.misses {misses}");
+    let _ = writeln!(
+        text,
+        "data_cache.hits {}\ndata_cache.misses {}\ndata_cache.read_ahead {}",
+        data.hits, data.misses, data.read_ahead
+    );
+    if let Ok(space) = volume.statfs() {
+        let block = u64::from(space.block_size);
+        let _ = writeln!(
+            text,
+            "space.total_bytes {}\nspace.free_bytes {}",
+            space.total_blocks * block,
+            space.free_blocks * block
+        );
+    }
+    let (heap_used, heap_size) = memory::heap_usage();
+    let _ = writeln!(
+        text,
+        "heap.used_kib {}\nheap.size_kib {}",
+        heap_used >> 10,
+        heap_size >> 10
+    );
+    text
+}
+
 fn publish_address(xenstore: &mut Xenstore, event: AddressEvent) {
     let value = match event {
         AddressEvent::Leased {

@@ -271,7 +271,8 @@ impl VrpcService {
             .filter_map(|device| device.connection.as_ref().map(|connection| connection.port))
     }
 
-    fn connected(&self) -> usize {
+    /// Guests connected now.
+    pub fn connected(&self) -> usize {
         self.devices
             .iter()
             .filter(|device| device.connection.is_some())
