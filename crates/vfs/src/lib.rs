@@ -22,6 +22,7 @@ mod types;
 
 pub use types::*;
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 /// The source of "now" for ctime/mtime/atime updates.
@@ -61,6 +62,19 @@ impl Clock for StepClock {
             nanoseconds: ((tick % 1_000_000) * 1000) as u32,
         }
     }
+}
+
+/// The slow step of a staged commit ([`FileSystem::commit_begin`]): a
+/// device flush, run without the file system.
+pub trait CommitFlush: Send {
+    /// Which step this is: hand it back to [`FileSystem::commit_continue`].
+    fn token(&self) -> u64;
+
+    /// Run the step.
+    ///
+    /// # Errors
+    /// [`FsError::Io`] when the device fails.
+    fn run(&mut self) -> Result<(), FsError>;
 }
 
 /// A file system as the NFS server sees it.
@@ -230,6 +244,38 @@ pub trait FileSystem {
     /// [`FsError::Io`] when the device fails; the file system then refuses
     /// further changes rather than risk a torn state.
     fn commit(&mut self) -> Result<(), FsError>;
+
+    /// Begin a staged commit of every operation applied so far: the work
+    /// that needs the file system runs now; each slow step (a device flush)
+    /// is handed back, to run without holding the file system, so other
+    /// operations proceed meanwhile. Hand each step's outcome to
+    /// [`FileSystem::commit_continue`] until it returns `None`; the commit
+    /// is then durable ([`FileSystem::durable_sequence`] reaches what
+    /// [`FileSystem::applied_sequence`] was at the start). One staged commit
+    /// at a time; a plain [`FileSystem::commit`] meanwhile finishes it
+    /// first. The default commits whole and returns `None`.
+    ///
+    /// # Errors
+    /// As [`FileSystem::commit`].
+    fn commit_begin(&mut self) -> Result<Option<Box<dyn CommitFlush>>, FsError> {
+        self.commit().map(|()| None)
+    }
+
+    /// The next step of a staged commit, given how the last one ended.
+    /// A step of a commit that was since finished otherwise (a plain
+    /// [`FileSystem::commit`]) is ignored.
+    ///
+    /// # Errors
+    /// [`FsError::Io`] when the step failed or the next write fails: the
+    /// file system then refuses further changes.
+    fn commit_continue(
+        &mut self,
+        token: u64,
+        flushed: Result<(), FsError>,
+    ) -> Result<Option<Box<dyn CommitFlush>>, FsError> {
+        let _ = token;
+        flushed.map(|()| None)
+    }
 
     /// The snapshots, oldest first.
     ///

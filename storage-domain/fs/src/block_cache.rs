@@ -267,6 +267,12 @@ impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
     fn flush(&mut self) -> Result<(), DeviceError> {
         self.inner.flush()
     }
+
+    /// The cache writes through, so a flush of the device below covers
+    /// every write made through it.
+    fn flusher(&mut self) -> Option<alloc::boxed::Box<dyn crate::DeviceFlush>> {
+        self.inner.flusher()
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub use layout::{BLOCK_SIZE, MAX_INODES};
 pub use snapshot::{SnapshotInfo, MAX_OPEN_VIEWS, MAX_SNAPSHOTS};
 pub use volume::{FormatOptions, Volume, MIN_BLOCKS};
 
+use alloc::boxed::Box;
 use core::fmt;
 
 /// A block-addressed device: an image file, a Xen virtual disk, or a test
@@ -103,6 +104,25 @@ pub trait BlockDevice {
     /// # Errors
     /// [`DeviceError`] when the device fails.
     fn flush(&mut self) -> Result<(), DeviceError>;
+
+    /// A handle that flushes this device from another thread, while the
+    /// device itself goes on serving reads and writes: a flush through it
+    /// covers every write the device had completed when the flush began.
+    /// With one, [`Volume::commit_begin`] lets a commit's flushes run
+    /// without the volume. `None` (the default) keeps every commit whole:
+    /// the device is flushed through `&mut self`.
+    fn flusher(&mut self) -> Option<Box<dyn DeviceFlush>> {
+        None
+    }
+}
+
+/// A device's flush, detached from the device ([`BlockDevice::flusher`]).
+pub trait DeviceFlush: Send {
+    /// Make every write the device completed before this call durable.
+    ///
+    /// # Errors
+    /// [`DeviceError`] when the device fails.
+    fn flush(&mut self) -> Result<(), DeviceError>;
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
@@ -128,6 +148,10 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
 
     fn flush(&mut self) -> Result<(), DeviceError> {
         (**self).flush()
+    }
+
+    fn flusher(&mut self) -> Option<Box<dyn DeviceFlush>> {
+        (**self).flusher()
     }
 }
 

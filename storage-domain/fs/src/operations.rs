@@ -13,6 +13,7 @@ use crate::layout::{LeafSlot, BLOCK_SIZE, RECORD_PAYLOAD};
 use crate::record::{Content, Directory, Entry, Inode};
 use crate::volume::{SpaceUse, Volume, PENDING};
 use crate::BlockDevice;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use vfs::{
     validate_name, Attributes, DirectoryEntry, DirectoryPage, FileSystem, FileType, FsError,
@@ -768,6 +769,18 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
 
     fn commit(&mut self) -> Result<(), FsError> {
         self.commit_volume()
+    }
+
+    fn commit_begin(&mut self) -> Result<Option<Box<dyn vfs::CommitFlush>>, FsError> {
+        Volume::commit_begin(self)
+    }
+
+    fn commit_continue(
+        &mut self,
+        token: u64,
+        flushed: Result<(), FsError>,
+    ) -> Result<Option<Box<dyn vfs::CommitFlush>>, FsError> {
+        Volume::commit_continue(self, token, flushed)
     }
 
     fn list_snapshots(&mut self) -> Result<SnapshotListing, FsError> {

@@ -121,6 +121,28 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) snapshots_changed: vfs::Timestamp,
     /// Most snapshot views kept open, and each one's inode cache.
     pub(crate) view_limit: (usize, usize),
+    /// The staged commit whose flushes run outside the volume, if any.
+    pub(crate) in_flight: Option<InFlight>,
+    /// The last token given to a staged commit's step.
+    pub(crate) commit_tokens: u64,
+}
+
+/// A staged commit ([`Volume::commit_begin`]): its blocks are written and
+/// its superblock chosen; it waits for a device flush.
+pub(crate) struct InFlight {
+    /// The token of the step it waits for.
+    token: u64,
+    /// Whether its superblock is written (it waits for the second flush).
+    superblock_written: bool,
+    superblock: Superblock,
+    /// The blocks the commit releases (the last commit's, free once it is
+    /// durable).
+    frees: Vec<(u64, u64)>,
+    /// Blocks allocated before it began: part of it, so no longer free to
+    /// reuse at once when released.
+    fresh: Bitmap,
+    /// What it makes durable.
+    applied: u64,
 }
 
 impl<D: BlockDevice> core::fmt::Debug for Volume<D> {
@@ -319,6 +341,8 @@ impl<D: BlockDevice> Volume<D> {
                 crate::snapshot::MAX_OPEN_VIEWS,
                 crate::snapshot::VIEW_CACHE_BYTES,
             ),
+            in_flight: None,
+            commit_tokens: 0,
         };
         volume.used.set(0);
         volume.used.set(1);
@@ -373,6 +397,8 @@ impl<D: BlockDevice> Volume<D> {
             views,
             snapshots_changed,
             view_limit,
+            in_flight,
+            commit_tokens,
         } = self;
         let volume = Volume {
             device,
@@ -407,6 +433,8 @@ impl<D: BlockDevice> Volume<D> {
             views,
             snapshots_changed,
             view_limit,
+            in_flight,
+            commit_tokens,
         };
         (volume, old)
     }
@@ -698,7 +726,7 @@ impl<D: BlockDevice> Volume<D> {
     /// last commit (allocatable only after it), or room reserved for it
     /// beyond what it will use.
     pub(crate) fn commit_would_free(&self) -> bool {
-        !self.pending_free.is_empty() || self.epoch_reserve > 0
+        !self.pending_free.is_empty() || self.epoch_reserve > 0 || self.in_flight.is_some()
     }
 
     /// Blocks not in use (pending frees count as used until the commit).
@@ -812,28 +840,167 @@ impl<D: BlockDevice> Volume<D> {
     /// [`FsError::Io`] when the device fails; the volume then refuses all
     /// further changes (the last durable commit is still intact on disk).
     pub fn commit_volume(&mut self) -> Result<(), FsError> {
+        // A staged commit in flight is finished here first, through the
+        // device's own flush (its detached step, when it comes back, is
+        // stale and ignored).
+        while let Some(token) = self.in_flight.as_ref().map(|flight| flight.token) {
+            let flushed = self.device.flush().map_err(device_error);
+            self.commit_step(token, flushed)?;
+        }
+        let Some(token) = self.prepare_commit()? else {
+            return Ok(());
+        };
+        let mut token = token;
+        loop {
+            let flushed = self.device.flush().map_err(device_error);
+            match self.commit_step(token, flushed)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Begin a staged commit (see [`vfs::FileSystem::commit_begin`]): the
+    /// blocks of every change applied so far are written now and the
+    /// flushes are handed back, to run without the volume; changes made
+    /// meanwhile belong to the next commit and never touch a block this
+    /// commit or the last durable one uses. A device without a detached
+    /// flush ([`BlockDevice::flusher`]) commits whole here.
+    ///
+    /// # Errors
+    /// As [`Volume::commit_volume`].
+    pub fn commit_begin(&mut self) -> Result<Option<Box<dyn vfs::CommitFlush>>, FsError> {
+        if self.in_flight.is_some() {
+            // One staged commit at a time: finish it, then stage the rest.
+            self.commit_volume()?;
+            return Ok(None);
+        }
+        let Some(token) = self.prepare_commit()? else {
+            return Ok(None);
+        };
+        self.detached_step(token)
+    }
+
+    /// The next step of the staged commit, given how the flush of step
+    /// `token` ended (see [`vfs::FileSystem::commit_continue`]).
+    ///
+    /// # Errors
+    /// As [`Volume::commit_volume`].
+    pub fn commit_continue(
+        &mut self,
+        token: u64,
+        flushed: Result<(), FsError>,
+    ) -> Result<Option<Box<dyn vfs::CommitFlush>>, FsError> {
+        match self.commit_step(token, flushed)? {
+            Some(next) => self.detached_step(next),
+            None => Ok(None),
+        }
+    }
+
+    /// Step `token`'s flush, detached from the device; without one the
+    /// commit is finished here through the device.
+    fn detached_step(&mut self, token: u64) -> Result<Option<Box<dyn vfs::CommitFlush>>, FsError> {
+        match self.device.flusher() {
+            Some(flush) => Ok(Some(Box::new(DetachedStep { token, flush }))),
+            None => {
+                let mut token = token;
+                loop {
+                    let flushed = self.device.flush().map_err(device_error);
+                    match self.commit_step(token, flushed)? {
+                        Some(next) => token = next,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write the blocks of a commit of everything applied so far and choose
+    /// its superblock; returns the token of the flush it waits for, or
+    /// `None` when there was nothing to write.
+    fn prepare_commit(&mut self) -> Result<Option<u64>, FsError> {
         if self.failed {
             return Err(FsError::Io);
         }
         if self.read_only {
             self.durable = self.applied;
-            return Ok(());
+            return Ok(None);
         }
         if self.dirty.is_empty()
             && !self.snapshots_dirty
             && !self.leaves.values().any(|leaf| leaf.dirty)
         {
             self.durable = self.applied;
-            return Ok(());
+            return Ok(None);
         }
-        let result = self.write_commit();
+        let result = self.write_commit_blocks();
         if result.is_err() {
             self.failed = true;
+        }
+        result.map(Some)
+    }
+
+    /// How the flush of step `token` of the staged commit ended: after the
+    /// first flush the superblock is written (`Some`: the token of the
+    /// second flush); after the second the commit is durable (`None`). A
+    /// step of no commit in flight (finished otherwise) is ignored.
+    fn commit_step(
+        &mut self,
+        token: u64,
+        flushed: Result<(), FsError>,
+    ) -> Result<Option<u64>, FsError> {
+        match &self.in_flight {
+            Some(flight) if flight.token == token => {}
+            _ => return Ok(None),
+        }
+        let result = flushed.and_then(|()| self.advance_commit());
+        if result.is_err() {
+            self.failed = true;
+            if let Some(flight) = self.in_flight.take() {
+                // Its blocks never became a commit: after a failure only
+                // committed data is served.
+                self.fresh.union_with(&flight.fresh);
+                self.pending_free.extend(flight.frees);
+            }
         }
         result
     }
 
-    fn write_commit(&mut self) -> Result<(), FsError> {
+    fn advance_commit(&mut self) -> Result<Option<u64>, FsError> {
+        self.commit_tokens += 1;
+        let token = self.commit_tokens;
+        let Some(flight) = self.in_flight.as_mut() else {
+            return Ok(None);
+        };
+        if !flight.superblock_written {
+            let copy = flight.superblock.sequence % 2;
+            let encoded = flight.superblock.encode();
+            flight.superblock_written = true;
+            flight.token = token;
+            self.device
+                .write_block(copy, &encoded)
+                .map_err(device_error)?;
+            return Ok(Some(token));
+        }
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        self.superblock = flight.superblock;
+        for (first, length) in flight.frees {
+            for block in first..first + length {
+                self.used.clear(block);
+            }
+        }
+        self.durable = flight.applied;
+        self.evict(1);
+        Ok(None)
+    }
+
+    /// The in-memory half of a commit: every dirty record, leaf, interior
+    /// node and the snapshot table to fresh blocks, a new index root, the
+    /// superblock chosen (not written). Returns the token of the flush the
+    /// commit waits for.
+    fn write_commit_blocks(&mut self) -> Result<u64, FsError> {
         let dirty: Vec<u64> = core::mem::take(&mut self.dirty).into_iter().collect();
         for number in dirty {
             let Some(entry) = self.cache.get_mut(&number) else {
@@ -940,8 +1107,6 @@ impl<D: BlockDevice> Volume<D> {
             .map_err(device_error)?;
         let old_root = core::mem::replace(&mut self.root_block, new_root);
         self.release(old_root);
-        self.device.flush().map_err(device_error)?;
-
         let mut superblock = self.superblock.clone();
         superblock.sequence += 1;
         superblock.index_root = new_root;
@@ -949,24 +1114,24 @@ impl<D: BlockDevice> Volume<D> {
         let pending: u64 = self.pending_free.iter().map(|&(_, length)| length).sum();
         superblock.used_blocks = self.used.count() - pending;
         superblock.snapshot_table = self.snapshot_chain.first().copied().unwrap_or(0);
-        let copy = superblock.sequence % 2;
-        self.device
-            .write_block(copy, &superblock.encode())
-            .map_err(device_error)?;
-        self.device.flush().map_err(device_error)?;
-
-        self.superblock = superblock;
-        for (first, length) in core::mem::take(&mut self.pending_free) {
-            for block in first..first + length {
-                self.used.clear(block);
-            }
-        }
-        self.fresh = Bitmap::new(self.superblock.block_count);
+        // Changes from here on belong to the next commit: blocks this one
+        // uses are no longer fresh, and what it releases is freed when it
+        // is durable.
+        let fresh = core::mem::replace(&mut self.fresh, Bitmap::new(self.superblock.block_count));
+        let frees = core::mem::take(&mut self.pending_free);
         self.snapshots_dirty = false;
         self.epoch_reserve = 0;
-        self.durable = self.applied;
-        self.evict(1);
-        Ok(())
+        self.commit_tokens += 1;
+        let token = self.commit_tokens;
+        self.in_flight = Some(InFlight {
+            token,
+            superblock_written: false,
+            superblock,
+            frees,
+            fresh,
+            applied: self.applied,
+        });
+        Ok(token)
     }
 
     /// Write `payload` as a chain of sealed blocks with `magic` to fresh
@@ -1048,4 +1213,20 @@ pub(crate) fn record_bound(inode: &Inode) -> u64 {
             Content::Special => 0,
         };
     bytes.div_ceil(RECORD_PAYLOAD) as u64 + 1
+}
+
+/// A staged commit's flush, detached from the device.
+struct DetachedStep {
+    token: u64,
+    flush: Box<dyn crate::DeviceFlush>,
+}
+
+impl vfs::CommitFlush for DetachedStep {
+    fn token(&self) -> u64 {
+        self.token
+    }
+
+    fn run(&mut self) -> Result<(), FsError> {
+        self.flush.flush().map_err(device_error)
+    }
 }

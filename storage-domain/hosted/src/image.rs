@@ -4,7 +4,7 @@
 //! the flush barrier is `fdatasync`, which the file system's commit protocol
 //! relies on for ordering.
 
-use sdfs::{BlockDevice, DeviceError, BLOCK_SIZE};
+use sdfs::{BlockDevice, DeviceError, DeviceFlush, BLOCK_SIZE};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -178,6 +178,37 @@ impl BlockDevice for ImageFile {
         if !self.writable {
             return Ok(());
         }
+        self.file.sync_data().map_err(|error| {
+            log::error!("image flush failed: {error}");
+            DeviceError::Io
+        })
+    }
+
+    /// `fdatasync` of a second descriptor of the image: it covers every
+    /// write to the file completed before it, whichever descriptor made
+    /// it, so a commit's flushes run while other calls read and write.
+    fn flusher(&mut self) -> Option<Box<dyn DeviceFlush>> {
+        if !self.writable {
+            return None;
+        }
+        match self.file.try_clone() {
+            Ok(file) => Some(Box::new(ImageFlush { file })),
+            Err(error) => {
+                // Without a second descriptor the commit runs whole.
+                log::warn!("cannot duplicate the image descriptor for a flush: {error}");
+                None
+            }
+        }
+    }
+}
+
+/// The flush of an [`ImageFile`], detached from it.
+struct ImageFlush {
+    file: File,
+}
+
+impl DeviceFlush for ImageFlush {
+    fn flush(&mut self) -> Result<(), DeviceError> {
         self.file.sync_data().map_err(|error| {
             log::error!("image flush failed: {error}");
             DeviceError::Io

@@ -563,10 +563,12 @@ fn worker(
             );
             continue;
         };
-        let bytes = if reply.needs_commit() {
-            activity.timed(&mut lock(server), |server| server.finish(reply))
-        } else {
-            reply.into_bytes_unchecked_durability()
+        let bytes = match reply.durable_at() {
+            Some(sequence) => {
+                activity.make_durable(server, sequence);
+                lock(server).settle(reply)
+            }
+            None => reply.into_bytes_unchecked_durability(),
         };
         call.connection.send(&bytes);
     }
@@ -599,7 +601,7 @@ fn committer(
             // Every commit is refused now; said once above.
             continue;
         }
-        if let Err(error) = activity.timed(&mut lock(server), HostedServer::sync) {
+        if let Err(error) = activity.commit_all(server) {
             log::error!("background commit failed: {error}");
         }
     }

@@ -275,15 +275,20 @@ fn serve(
             next = connection.try_next_request()?;
         }
         if !waiting.is_empty() {
-            // One commit for everything this guest had in flight.
+            // One commit for everything this guest had in flight (and
+            // whatever other guests applied before it began).
+            let last = waiting
+                .iter()
+                .filter_map(|(_, reply)| reply.durable_at())
+                .max()
+                .unwrap_or(0);
+            activity.make_durable(server, last);
             let replies: Vec<_> = {
-                let mut server = lock(server);
-                activity.timed(&mut server, |server| {
-                    waiting
-                        .drain(..)
-                        .map(|(request, reply)| (request, server.finish(reply)))
-                        .collect()
-                })
+                let server = lock(server);
+                waiting
+                    .drain(..)
+                    .map(|(request, reply)| (request, server.settle(reply)))
+                    .collect()
             };
             for (request, bytes) in replies {
                 connection.respond(request, &bytes)?;

@@ -12,6 +12,9 @@
 //! [`Server::finish`] commits only if no other commit has covered it since.
 //! A transport serving several clients runs `handle` for each under its
 //! lock, then `finish`: calls applied while one commit runs share the next.
+//! A threaded transport that must not hold its lock across device flushes
+//! stages the commit instead ([`Server::commit_begin`],
+//! [`Server::commit_continue`], then [`Server::settle`] for each reply).
 //!
 //! - NFSv3: RFC 1813, <https://www.rfc-editor.org/rfc/rfc1813>
 //! - MOUNT v3: RFC 1813 appendix I
@@ -100,6 +103,12 @@ impl Reply {
     /// The reply record, for a reply that needs no commit.
     pub fn into_bytes_unchecked_durability(self) -> Vec<u8> {
         self.bytes
+    }
+
+    /// The operation sequence that must be durable before the reply is
+    /// sent (see [`Server::settle`]), if any.
+    pub fn durable_at(&self) -> Option<u64> {
+        self.pending.as_ref().map(|pending| pending.sequence)
     }
 }
 
@@ -468,6 +477,59 @@ impl<F: FileSystem> Server<F> {
             // path answers PROG_UNAVAIL or GARBAGE_ARGS, or drops it.
             _ => self.nfs(record, client),
         }
+    }
+
+    /// Begin a staged commit of everything applied so far (see
+    /// [`vfs::FileSystem::commit_begin`]): run each step it returns without
+    /// holding the server and hand the outcome to
+    /// [`Server::commit_continue`]; other calls run meanwhile.
+    ///
+    /// # Errors
+    /// The file system's commit error.
+    pub fn commit_begin(&mut self) -> Result<Option<Box<dyn vfs::CommitFlush>>, vfs::FsError> {
+        if self.filesystem.durable_sequence() < self.filesystem.applied_sequence() {
+            self.core.statistics.commits += 1;
+        }
+        self.filesystem.commit_begin()
+    }
+
+    /// The next step of the staged commit (see [`Server::commit_begin`]).
+    ///
+    /// # Errors
+    /// The file system's commit error.
+    pub fn commit_continue(
+        &mut self,
+        token: u64,
+        flushed: Result<(), vfs::FsError>,
+    ) -> Result<Option<Box<dyn vfs::CommitFlush>>, vfs::FsError> {
+        self.filesystem.commit_continue(token, flushed)
+    }
+
+    /// Whether every operation up to `sequence` is durable.
+    pub fn is_durable(&self, sequence: u64) -> bool {
+        self.filesystem.durable_sequence() >= sequence
+    }
+
+    /// The last operation applied (durable or not).
+    pub fn applied_sequence(&self) -> u64 {
+        self.filesystem.applied_sequence()
+    }
+
+    /// Make `reply` sendable once the transport ran the commits it waits
+    /// for ([`Reply::durable_at`]): the reply itself when they made it
+    /// durable, the procedure's NFS3ERR_IO when they failed.
+    pub fn settle(&self, reply: Reply) -> Vec<u8> {
+        let Some(pending) = reply.pending else {
+            return reply.bytes;
+        };
+        if self.is_durable(pending.sequence) {
+            return reply.bytes;
+        }
+        message::encode_reply(
+            pending.xid,
+            &procedures::failure(pending.procedure, nfs3::NfsError::Io),
+            Vec::new(),
+        )
     }
 
     /// Make `reply` sendable: commit if its effects are not durable yet
