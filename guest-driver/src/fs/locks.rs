@@ -280,13 +280,15 @@ impl NfsFilesystem {
 
     /// A close (FLUSH, or RELEASE of a file opened without flush, or the
     /// end of a `flock`): every lock `owner` holds on `node` goes.
-    pub(super) fn release_locks(&self, node: u64, owner: u64, caller: &Caller) {
+    /// `caller` is asked for only then: a close that took no lock costs
+    /// nothing here.
+    pub(super) fn release_locks(&self, node: u64, owner: u64, caller: impl Fn() -> Caller) {
         if !self.locks.take(node, owner) {
             return;
         }
         match self.nlm_lock(node, owner, 0, 0, OFFSET_MAX) {
             Ok(lock) => {
-                if let Err(error) = self.unlock(caller, lock) {
+                if let Err(error) = self.unlock(&caller(), lock) {
                     log::warn!("releasing the locks of a closed file failed: {error:?}");
                 }
             }
@@ -296,9 +298,9 @@ impl NfsFilesystem {
 
     /// The open file `file` of `node` is released: the locks taken through
     /// it go (for files whose close sends no FLUSH, and `flock`s).
-    pub(super) fn release_file_locks(&self, node: u64, file: u64, caller: &Caller) {
+    pub(super) fn release_file_locks(&self, node: u64, file: u64, caller: impl Fn() -> Caller) {
         for owner in self.locks.owners_of_file(file) {
-            self.release_locks(node, owner, caller);
+            self.release_locks(node, owner, &caller);
         }
     }
 

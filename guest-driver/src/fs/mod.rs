@@ -1030,7 +1030,7 @@ impl Filesystem for NfsFilesystem {
         };
         // A close releases the closing process's locks on the file (after
         // its data reached the server, for the next holder to see).
-        self.release_locks(node.0, lock_owner.0, &self.request_caller(request));
+        self.release_locks(node.0, lock_owner.0, || self.request_caller(request));
         match settled {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
@@ -1049,7 +1049,7 @@ impl Filesystem for NfsFilesystem {
     ) {
         // Locks taken through this open file that no FLUSH released: its
         // `flock`s, and those of a file opened without flush.
-        self.release_file_locks(node.0, file.0, &self.request_caller(request));
+        self.release_file_locks(node.0, file.0, || self.request_caller(request));
         match self.do_release(file.0) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),

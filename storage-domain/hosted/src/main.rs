@@ -7,6 +7,7 @@
 
 mod control;
 mod fstools;
+mod group_commit;
 mod image;
 mod serve;
 mod status;

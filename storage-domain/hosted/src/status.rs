@@ -8,13 +8,14 @@
 //! file system, and nothing is left to clean up when the server dies. One
 //! connection gets one snapshot.
 
+use crate::group_commit::GroupCommit;
 use crate::serve::{lock, HostedServer};
 use std::io::{self, Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vfs::FileSystem;
 
@@ -22,10 +23,7 @@ use vfs::FileSystem;
 /// group commit ([`Activity::make_durable`]).
 #[derive(Debug, Default)]
 pub struct Activity {
-    /// Whether a thread is running a commit now, and the signal that one
-    /// ended.
-    committing: Mutex<bool>,
-    commit_ended: Condvar,
+    group: GroupCommit,
     tcp_open: AtomicU64,
     tcp_total: AtomicU64,
     vrpc_open: AtomicU64,
@@ -84,52 +82,19 @@ impl Activity {
         }
     }
 
-    /// Make every operation up to `sequence` durable: done when a commit
-    /// has covered it; otherwise wait for the commit running now, or run
-    /// one. A commit holds the server's lock only to write its blocks and
-    /// superblock; its device flushes run without it, so every other call
-    /// (reads, changes, other guests) goes on meanwhile, and the calls
-    /// applied during one commit share the next (group commit). Returns
-    /// whether `sequence` is durable; false once a commit failed (the
-    /// volume then refuses changes, see `docs/reliability.md`).
+    /// Make every operation up to `sequence` durable (see
+    /// [`GroupCommit::make_durable`]); counts the time of a commit this
+    /// thread ran. Returns whether `sequence` is durable.
     pub fn make_durable(&self, server: &Mutex<HostedServer>, sequence: u64) -> bool {
-        loop {
-            {
-                let mut server = lock(server);
-                if server.is_durable(sequence) {
-                    return true;
-                }
-                if server.filesystem().is_failed() {
-                    return false;
-                }
-            }
-            {
-                let mut committing = lock(&self.committing);
-                if *committing {
-                    // Its end is signalled under this lock: not missed.
-                    drop(
-                        self.commit_ended
-                            .wait(committing)
-                            .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    );
-                    continue;
-                }
-                *committing = true;
-            }
-            let result = self.run_commit(server);
-            *lock(&self.committing) = false;
-            self.commit_ended.notify_all();
-            if result.is_err() {
-                return lock(server).is_durable(sequence);
-            }
-        }
+        self.group
+            .make_durable(server, sequence, |started| self.count_commit(started))
     }
 
-    /// Commit everything applied so far (the background committer, a
-    /// stop), as [`Activity::make_durable`] does.
+    /// Commit everything applied so far (the background committer), as
+    /// [`Activity::make_durable`] does.
     ///
     /// # Errors
-    /// The commit's error.
+    /// [`vfs::FsError::Io`] when the commit failed.
     pub fn commit_all(&self, server: &Mutex<HostedServer>) -> Result<(), vfs::FsError> {
         let sequence = lock(server).applied_sequence();
         if self.make_durable(server, sequence) {
@@ -137,31 +102,6 @@ impl Activity {
         } else {
             Err(vfs::FsError::Io)
         }
-    }
-
-    /// One staged commit: its steps under the lock, its flushes without.
-    fn run_commit(&self, server: &Mutex<HostedServer>) -> Result<(), vfs::FsError> {
-        let started = Instant::now();
-        let (mut step, committed) = {
-            let mut server = lock(server);
-            let committed = !server.is_durable(server.applied_sequence());
-            (server.commit_begin(), committed)
-        };
-        let result = loop {
-            match step {
-                Ok(Some(mut flush)) => {
-                    let token = flush.token();
-                    let flushed = flush.run();
-                    step = lock(server).commit_continue(token, flushed);
-                }
-                Ok(None) => break Ok(()),
-                Err(error) => break Err(error),
-            }
-        };
-        if committed {
-            self.count_commit(started);
-        }
-        result
     }
 
     fn count_commit(&self, started: Instant) {
