@@ -15,7 +15,7 @@ mod fs;
 mod mount_helper;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -144,6 +144,14 @@ struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    /// How far the kernel reads ahead of a program reading a file in
+    /// order (the mount's `read_ahead_kb`; FUSE leaves it at 128 KiB, so
+    /// a sequential read asks for 128 KiB at a time). Several READs of up
+    /// to the read size are then in flight at once, as Linux's NFS client
+    /// reads ahead 15 read sizes. Setting it needs root; 0 keeps the
+    /// kernel's value.
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = byte_size::parse_size)]
+    read_ahead: u64,
     /// A kernel mount flag for the FUSE mount (repeatable): ro, nosuid,
     /// nodev, noexec, noatime, sync, dirsync and their opposites. FUSE
     /// mounts are nosuid and nodev unless suid or dev is given.
@@ -406,6 +414,9 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
     let _ = notifier.set(session.notifier());
     stats::serve(&dir, Arc::clone(&statistics)).context("starting the stats socket")?;
     let background = session.spawn().context("starting the FUSE session")?;
+    if arguments.read_ahead > 0 {
+        set_read_ahead(&dir, arguments.read_ahead);
+    }
     eprintln!(
         "guest-driver: {} mounted at {}",
         connection.source,
@@ -444,6 +455,38 @@ fn mount(arguments: MountArgs) -> anyhow::Result<()> {
     unmounted.with_context(|| format!("unmounting {}", dir.display()))?;
     eprintln!("guest-driver: unmounted {}", dir.display());
     Ok(())
+}
+
+/// Sets the read-ahead of the mount at `dir` (its backing device's
+/// `read_ahead_kb` in sysfs, named by the mount's device number) to
+/// `bytes`. The mount must be live: the `stat` waits for the kernel's
+/// FUSE INIT, whose reply would otherwise lower the value again. A
+/// failure (not root, no sysfs) leaves the kernel's value and says so.
+fn set_read_ahead(dir: &Path, bytes: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let device = match std::fs::metadata(dir) {
+        Ok(found) => found.dev(),
+        Err(error) => {
+            log::warn!(
+                "read-ahead left as it is: cannot stat {}: {error}",
+                dir.display()
+            );
+            return;
+        }
+    };
+    let knob = PathBuf::from(format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(device),
+        nix::sys::stat::minor(device)
+    ));
+    let kibibytes = bytes.div_ceil(1024);
+    match std::fs::write(&knob, format!("{kibibytes}\n")) {
+        Ok(()) => log::info!("read-ahead {kibibytes} KiB ({})", knob.display()),
+        Err(error) => log::warn!(
+            "read-ahead left at the kernel's value: cannot write {}: {error}",
+            knob.display()
+        ),
+    }
 }
 
 fn ping(transport: &TransportArgs, count: u32) -> anyhow::Result<()> {

@@ -38,7 +38,7 @@ const EXIT_MOUNT_FAILURE: u8 = 32;
     about = "Mount helper for file systems of type guest-driver (called by mount(8))",
     after_help = "OPTIONS (-o, comma-separated): one of hosted=SOCKET, xen, tcp=HOST:PORT; \
                   export=PATH, backend=NAME|DOMID, device=N, mount-port=PORT, \
-                  attr-timeout=S, entry-timeout=S, negative-timeout=S, threads=N, \
+                  attr-timeout=S, entry-timeout=S, negative-timeout=S, threads=N, read-ahead=SIZE, \
                   no-metadata-table, server-permissions, close-commit, no-close-commit, \
                   no-write-behind; the kernel flags ro, rw, nosuid, suid, nodev, dev, \
                   noexec, exec, noatime, atime, sync, async, dirsync. Ignored: defaults, \
@@ -104,6 +104,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "entry-timeout",
     "negative-timeout",
     "threads",
+    "read-ahead",
 ];
 
 /// guest-driver options without a value (`NAME` -> `--NAME`).
@@ -405,7 +406,7 @@ mod tests {
     #[test]
     fn fstab_options_become_daemon_arguments() {
         let options = strings(&[
-            "defaults,_netdev,nofail,noauto,x-systemd.automount,comment=x,hosted=/run/sd.sock,export=/data,ro,nosuid,attr_timeout=5,entry-timeout=2.5,threads=8,no-write-behind,rw,user",
+            "defaults,_netdev,nofail,noauto,x-systemd.automount,comment=x,hosted=/run/sd.sock,export=/data,ro,nosuid,attr_timeout=5,entry-timeout=2.5,threads=8,read_ahead=4M,no-write-behind,rw,user",
         ]);
         assert_eq!(
             daemon_arguments(&options, false),
@@ -424,6 +425,8 @@ mod tests {
                 "2.5",
                 "--threads",
                 "8",
+                "--read-ahead",
+                "4M",
                 "--no-write-behind",
                 "--kernel-option",
                 "rw",

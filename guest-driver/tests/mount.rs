@@ -518,3 +518,40 @@ fn a_killed_server_keeps_every_fsynced_file_and_a_commit_point() {
     check.stop();
     server.stop_and_check();
 }
+
+/// The mount's read-ahead (its backing device's `read_ahead_kb`): FUSE
+/// leaves 128 KiB; the driver sets `--read-ahead` (8 MiB by default),
+/// and `--read-ahead 0` keeps the kernel's value.
+#[test]
+fn the_driver_sets_the_mounts_read_ahead() {
+    require_mounts!();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: read_ahead_kb can only be written by root");
+        return;
+    }
+    fn read_ahead_kb(mount: &Mount) -> u64 {
+        let device = fs::metadata(&mount.path).unwrap().dev();
+        let knob = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            nix::sys::stat::major(device),
+            nix::sys::stat::minor(device)
+        );
+        fs::read_to_string(&knob)
+            .unwrap_or_else(|error| panic!("{knob}: {error}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start(scratch.path());
+    let default = Mount::start(&server, scratch.path(), "default", &[]);
+    let chosen = Mount::start(&server, scratch.path(), "chosen", &["--read-ahead", "2M"]);
+    let kept = Mount::start(&server, scratch.path(), "kept", &["--read-ahead", "0"]);
+    assert_eq!(read_ahead_kb(&default), 8192);
+    assert_eq!(read_ahead_kb(&chosen), 2048);
+    assert_eq!(read_ahead_kb(&kept), 128, "FUSE's own read-ahead");
+    default.stop();
+    chosen.stop();
+    kept.stop();
+    server.stop_and_check();
+}
