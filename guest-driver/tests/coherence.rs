@@ -419,3 +419,67 @@ fn random_operations_on_two_mounts_match_one_model() {
     second.stop();
     server.stop_and_check();
 }
+
+/// Lookups answered from a directory's listing (`fs/listing.rs`): a cold
+/// `stat` of every file of a directory another mount made costs a couple
+/// of LOOKUPs and one listing, not a LOOKUP per name; names the other
+/// mount then creates and removes show within the window (the watcher
+/// drops the listing), and a name never there is "not found" without a
+/// call. Fails if listings are not used, or not dropped.
+#[test]
+fn lookups_of_a_listed_directory_need_no_call_and_stay_coherent() {
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let Some((server, first, second)) = hosted_pair(scratch.path()) else {
+        return;
+    };
+    const FILES: usize = 60;
+    let directory = first.path.join("listed");
+    fs::create_dir(&directory).unwrap();
+    for index in 0..FILES {
+        fs::write(directory.join(format!("f{index}")), vec![1u8; index]).unwrap();
+    }
+    let seen = second.path.join("listed");
+    visible_within("the directory", || exists(&seen));
+    let before = second.stats();
+    for index in 0..FILES {
+        let found = fs::symlink_metadata(seen.join(format!("f{index}"))).unwrap();
+        assert_eq!(found.len(), index as u64);
+    }
+    assert!(!exists(&seen.join("never-there")));
+    let after = second.stats();
+    let delta =
+        |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    assert!(
+        delta("rpc.LOOKUP") <= 3,
+        "{} LOOKUPs for {FILES} names of a listed directory",
+        delta("rpc.LOOKUP")
+    );
+    assert!(
+        delta("rpc.READDIRPLUS") >= 1,
+        "the directory was never listed"
+    );
+    assert!(delta("lookup.listed") >= (FILES - 3) as u64);
+
+    // Another mount's changes: the listing must not hide them.
+    fs::write(directory.join("new"), b"new").unwrap();
+    visible_within("a name created after the listing", || {
+        exists(&seen.join("new"))
+    });
+    fs::remove_file(directory.join("f7")).unwrap();
+    visible_within("a name removed after the listing", || {
+        !exists(&seen.join("f7"))
+    });
+    // This mount's own changes: a listing never hides them either.
+    fs::write(seen.join("mine"), b"m").unwrap();
+    for index in 0..FILES {
+        if index != 7 {
+            assert!(exists(&seen.join(format!("f{index}"))), "f{index}");
+        }
+    }
+    assert!(exists(&seen.join("mine")));
+    assert!(exists(&directory.join("mine")));
+    first.stop();
+    second.stop();
+    server.stop_and_check();
+}
