@@ -12,6 +12,7 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::ops::Range;
 
 use xdr::{
     AcceptedStatus, CallError, CallHeader, DecodeError, Decoder, Encode, Encoder, OpaqueAuth,
@@ -191,4 +192,47 @@ pub fn decode_reply<P: RpcProgram>(
         .finish()
         .map_err(|error| ReplyFailure::Results { xid, error })?;
     Ok((xid, results))
+}
+
+/// Server: [`encode_reply`] for NFSv3 results, also returning the range of
+/// the record that holds its bulk data, for transports that carry bulk data
+/// apart from the rest of the record (VRPC's data pages, a vectored socket
+/// write): the `data<>` bytes of a `READ3resok` (without their padding), or
+/// everything after the cookie verifier of a `READDIR3resok` /
+/// `READDIRPLUS3resok` (the directory list). `None` for anything else.
+pub fn encode_nfs_reply(
+    xid: u32,
+    results: &crate::Results,
+    buffer: Vec<u8>,
+) -> (Vec<u8>, Option<Range<usize>>) {
+    use crate::procedures::Results;
+    use crate::ProcedureResult;
+    let mut encoder = Encoder::from_vec(buffer);
+    ReplyHeader::success(xid).encode(&mut encoder);
+    let body_start = encoder.len();
+    results.encode(&mut encoder);
+    let end = encoder.len();
+    // The status word, then the optional attributes before the list.
+    let list_start = |attributes: &crate::PostOperationAttributes| {
+        let attributes = if attributes.is_some() {
+            4 + crate::attributes::FILE_ATTRIBUTES_SIZE
+        } else {
+            4
+        };
+        body_start + 4 + attributes + crate::types::VERIFIER_SIZE
+    };
+    let segment = match results {
+        Results::Read(ProcedureResult::Ok(ok)) => {
+            let data_end = end - (xdr::padded_length(ok.data.len()) - ok.data.len());
+            Some(data_end - ok.data.len()..data_end)
+        }
+        Results::ReadDirectory(ProcedureResult::Ok(ok)) => {
+            Some(list_start(&ok.directory_attributes)..end)
+        }
+        Results::ReadDirectoryPlus(ProcedureResult::Ok(ok)) => {
+            Some(list_start(&ok.directory_attributes)..end)
+        }
+        _ => None,
+    };
+    (encoder.into_bytes(), segment)
 }

@@ -215,7 +215,7 @@ fn many_threads_many_in_flight_out_of_order() {
             most_in_flight = most_in_flight.max(batch.len());
             while let Some(request) = batch.pop() {
                 let reply = answer(request.record());
-                connection.respond(request, &reply).unwrap();
+                connection.respond(request, &reply, None).unwrap();
             }
         }
     });
@@ -301,7 +301,7 @@ fn server_sees_a_client_that_goes_away_mid_request() {
     let request = connection.next_request(None).unwrap().unwrap();
     assert_eq!(client_thread.join().unwrap(), Err(CallError::Disconnected));
     // Answering a departed guest is harmless; the next wait reports it.
-    connection.respond(request, b"late reply").unwrap();
+    connection.respond(request, b"late reply", None).unwrap();
     assert!(matches!(
         connection.next_request(Some(Duration::from_secs(10))),
         Err(ConnectionError::Closed)
@@ -689,7 +689,7 @@ fn killed_client_process_ends_only_its_connection() {
     child.kill().unwrap();
     child.wait().unwrap();
     // The guest's memory stays mapped here: answering is harmless.
-    connection.respond(request, b"too late").unwrap();
+    connection.respond(request, b"too late", None).unwrap();
     assert!(matches!(
         connection.next_request(Some(Duration::from_secs(10))),
         Err(ConnectionError::Closed)
@@ -708,7 +708,7 @@ fn killed_client_process_ends_only_its_connection() {
     let mut connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
     let request = connection.next_request(None).unwrap().unwrap();
     let reply = answer(request.record());
-    connection.respond(request, &reply).unwrap();
+    connection.respond(request, &reply, None).unwrap();
     assert_eq!(
         client.join().unwrap().unwrap(),
         answer(&call_record(2, 0, b""))

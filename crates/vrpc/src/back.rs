@@ -13,6 +13,7 @@
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 use core::sync::atomic::{fence, Ordering};
 
 use crate::error::ProtocolError;
@@ -25,7 +26,6 @@ use crate::layout::{
     RESPONSE_STATUS, RESPONSE_XID, SLOT_HEADER_SIZE, VERSION,
 };
 use crate::memory::{Doorbell, SharedMemory};
-use crate::splice::{call_procedure, nfs_reply_payload};
 
 /// Default limit on a rebuilt request record: a 1 MiB WRITE plus headers.
 pub const DEFAULT_MAX_RECORD: usize = (1 << 20) + 4096;
@@ -282,14 +282,18 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         Ok(self.request_producer()? != self.request_consumer)
     }
 
-    /// Answers `request` with the reply record `reply`.
+    /// Answers `request` with the reply record `reply`, whose bulk data
+    /// (READ data, a directory list), if any, is the range `segment` of it,
+    /// as the caller's encoder placed it.
     ///
-    /// The READ data or READDIR/READDIRPLUS directory list goes to the
-    /// request's reply pages when they hold it; otherwise a reply longer than
-    /// the slot sends its tail there; a reply that fits neither way is
-    /// answered with [`ResponseStatus::ReplyTooLarge`], which is returned.
+    /// The segment goes to the request's reply pages when they hold it and
+    /// the rest fits the slot; otherwise a reply longer than the slot sends
+    /// its tail there; a reply that fits neither way is answered with
+    /// [`ResponseStatus::ReplyTooLarge`], which is returned.
     ///
     /// # Errors
+    /// [`ProtocolError::SegmentOutOfReply`] for a `segment` outside `reply`
+    /// (the request is answered NO_REPLY);
     /// [`ProtocolError::Memory`] when a region refused an access;
     /// [`ProtocolError::UnknownXid`] for a request another backend handed
     /// out.
@@ -297,14 +301,20 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         &mut self,
         request: Request,
         reply: &[u8],
+        segment: Option<Range<usize>>,
     ) -> Result<ResponseStatus, ProtocolError> {
         self.take_unanswered(&request)?;
+        if segment
+            .as_ref()
+            .is_some_and(|segment| segment.start > segment.end || segment.end > reply.len())
+        {
+            self.push_response(request.xid, ResponseStatus::NoReply, &[], 0, 0)?;
+            return Err(ProtocolError::SegmentOutOfReply);
+        }
         let capacity = self.parameters.response_capacity();
-        let preferred = call_procedure(&request.record)
-            .and_then(|procedure| nfs_reply_payload(procedure, reply))
-            .filter(|range| {
-                range.len() <= request.reply_capacity && reply.len() - range.len() <= capacity
-            });
+        let preferred = segment.filter(|range| {
+            range.len() <= request.reply_capacity && reply.len() - range.len() <= capacity
+        });
         let splice = match preferred {
             Some(range) => Some(range),
             None if reply.len() <= capacity => None,

@@ -37,6 +37,7 @@ pub mod table;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use nfs3::message::{self, CallRejection};
 use nfs3::mount::Mount3;
@@ -79,7 +80,38 @@ pub trait AttributeObserver {
 #[derive(Debug)]
 pub struct Reply {
     bytes: Vec<u8>,
+    /// The range of `bytes` holding the bulk data (see [`ReplyRecord`]).
+    segment: Option<Range<usize>>,
     pending: Option<PendingCommit>,
+}
+
+/// A reply record ready to send, and the range of it that holds its bulk
+/// data: the READ data (`data<>` of `READ3resok`, without its padding) or
+/// the READDIR/READDIRPLUS directory list, as the encoder placed them. A
+/// transport that carries bulk data apart (VRPC's data pages) or writes the
+/// record in pieces takes the range from here and never parses the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRecord {
+    /// The standard ONC RPC reply record.
+    pub bytes: Vec<u8>,
+    /// The bulk data's range of `bytes`, always within it; `None` for
+    /// replies without bulk data.
+    pub segment: Option<Range<usize>>,
+}
+
+impl ReplyRecord {
+    /// The record in three pieces: before the bulk data, the bulk data,
+    /// after it (empty pieces when there is no segment).
+    pub fn pieces(&self) -> (&[u8], &[u8], &[u8]) {
+        match &self.segment {
+            Some(segment) => (
+                &self.bytes[..segment.start],
+                &self.bytes[segment.clone()],
+                &self.bytes[segment.end..],
+            ),
+            None => (&self.bytes, &[], &[]),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -100,6 +132,15 @@ impl Reply {
     /// The reply record, for a reply that needs no commit.
     pub fn into_bytes_unchecked_durability(self) -> Vec<u8> {
         self.bytes
+    }
+
+    /// The reply record and its bulk data's range, for a reply that needs
+    /// no commit.
+    pub fn into_record_unchecked_durability(self) -> ReplyRecord {
+        ReplyRecord {
+            bytes: self.bytes,
+            segment: self.segment,
+        }
     }
 }
 
@@ -191,6 +232,13 @@ pub(crate) struct Core {
     /// In a snapshot call: the snapshots (for the attributes of
     /// `.snapshots`, the parent of the snapshot's root).
     call_listing: Option<vfs::SnapshotListing>,
+    /// The xid of the NFS call being run (a READ builds its reply record
+    /// itself).
+    call_xid: u32,
+    /// The whole reply record of the call being run, when it is a READ that
+    /// succeeded: built in place, the file system reading straight into it
+    /// (its `Results::Read` then carries no data).
+    read_record: Option<ReplyRecord>,
 }
 
 /// The NFS server over one file system.
@@ -268,6 +316,8 @@ impl<F: FileSystem> Server<F> {
                 call_tree: Tree::Live,
                 snapshot_root: None,
                 call_listing: None,
+                call_xid: 0,
+                read_record: None,
             },
         })
     }
@@ -474,20 +524,34 @@ impl<F: FileSystem> Server<F> {
     /// (one commit covers every call applied before it). On a failed
     /// commit the reply becomes the procedure's NFS3ERR_IO.
     pub fn finish(&mut self, reply: Reply) -> Vec<u8> {
-        let Some(pending) = reply.pending else {
-            return reply.bytes;
+        self.finish_record(reply).bytes
+    }
+
+    /// [`Server::finish`], keeping the bulk data's range of the record.
+    pub fn finish_record(&mut self, reply: Reply) -> ReplyRecord {
+        let Reply {
+            bytes,
+            segment,
+            pending,
+        } = reply;
+        let record = ReplyRecord { bytes, segment };
+        let Some(pending) = pending else {
+            return record;
         };
         if self.filesystem.durable_sequence() >= pending.sequence {
-            return reply.bytes;
+            return record;
         }
         self.core.statistics.commits += 1;
         match self.filesystem.commit() {
-            Ok(()) => reply.bytes,
-            Err(_) => message::encode_reply(
-                pending.xid,
-                &procedures::failure(pending.procedure, nfs3::NfsError::Io),
-                Vec::new(),
-            ),
+            Ok(()) => record,
+            Err(_) => ReplyRecord {
+                bytes: message::encode_reply(
+                    pending.xid,
+                    &procedures::failure(pending.procedure, nfs3::NfsError::Io),
+                    Vec::new(),
+                ),
+                segment: None,
+            },
         }
     }
 
@@ -517,8 +581,17 @@ impl<F: FileSystem> Server<F> {
                 ));
             }
         }
+        self.core.call_xid = header.xid;
+        self.core.read_record = None;
         let (results, durable) = self.core.nfs(&mut self.filesystem, &caller, arguments);
-        let bytes = message::encode_reply(header.xid, &results, Vec::new());
+        // A successful READ built its record in place (the file system read
+        // straight into it); everything else is encoded here.
+        let (bytes, segment) = match (self.core.read_record.take(), &results) {
+            (Some(record), nfs3::Results::Read(nfs3::ProcedureResult::Ok(_))) => {
+                (record.bytes, record.segment)
+            }
+            _ => message::encode_nfs_reply(header.xid, &results, Vec::new()),
+        };
         let sequence = durable.then(|| self.filesystem.applied_sequence());
         if let Some(key) = key {
             self.core.cache.insert(
@@ -529,7 +602,9 @@ impl<F: FileSystem> Server<F> {
                 },
             );
         }
-        Some(with_fallback(header.xid, procedure, sequence, bytes))
+        let mut reply = with_fallback(header.xid, procedure, sequence, bytes);
+        reply.segment = segment;
+        Some(reply)
     }
 }
 
@@ -543,6 +618,7 @@ fn with_fallback(
 ) -> Reply {
     Reply {
         bytes,
+        segment: None,
         pending: sequence.map(|sequence| PendingCommit {
             sequence,
             xid,
@@ -554,6 +630,7 @@ fn with_fallback(
 fn plain(bytes: Vec<u8>) -> Reply {
     Reply {
         bytes,
+        segment: None,
         pending: None,
     }
 }

@@ -3,12 +3,12 @@
 //! (RFC 1813 section 3.3). Namespace changes are in `namespace`, listings
 //! in `directory`.
 
-use alloc::vec;
+use alloc::vec::Vec;
 
 use nfs3::procedures::create::DirectoryWccFailed;
 use nfs3::procedures::data::{
-    CommitArguments, CommitOk, CommitResult, FileWccFailed, ReadArguments, ReadOk, ReadResult,
-    WriteArguments, WriteOk, WriteResult,
+    CommitArguments, CommitOk, CommitResult, FileWccFailed, ReadArguments, ReadOk, ReadReplyBuffer,
+    ReadResult, WriteArguments, WriteOk, WriteResult,
 };
 use nfs3::procedures::filesystem::{
     FileSystemArguments, FileSystemInformationOk, FileSystemInformationResult,
@@ -700,16 +700,26 @@ impl Core {
         }
         let count = arguments.count.min(MAX_IO_SIZE) as usize;
         let available = attributes.size.saturating_sub(arguments.offset);
-        let mut data = vec![0u8; count.min(usize::try_from(available).unwrap_or(usize::MAX))];
-        match fs.read(attributes.inode, arguments.offset, &mut data) {
+        let capacity = count.min(usize::try_from(available).unwrap_or(usize::MAX));
+        // The reply record is built around the room for the data, and the
+        // file system reads straight into it (see `Core::read_record`).
+        let file_attributes = Some(self.attributes(resolved.export, &attributes));
+        let mut record =
+            ReadReplyBuffer::new(self.call_xid, &file_attributes, capacity, Vec::new());
+        match fs.read(attributes.inode, arguments.offset, record.data_mut()) {
             Ok(length) => {
-                data.truncate(length);
+                let length = length.min(capacity);
                 let end_of_file = arguments.offset.saturating_add(length as u64) >= attributes.size;
+                let (bytes, segment) = record.finish(length, end_of_file);
+                self.read_record = Some(crate::ReplyRecord {
+                    bytes,
+                    segment: Some(segment),
+                });
                 ProcedureResult::Ok(ReadOk {
-                    file_attributes: Some(self.attributes(resolved.export, &attributes)),
+                    file_attributes,
                     count: length as u32,
                     end_of_file,
-                    data,
+                    data: Vec::new(),
                 })
             }
             Err(error) => failed(self, status(&error)),

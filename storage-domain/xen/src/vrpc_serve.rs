@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
-use nfs_server::{ClientAddress, Reply, Server};
+use nfs_server::{ClientAddress, Reply, ReplyRecord, Server};
 use vfs::FileSystem;
 use vrpc::{Backend, Doorbell, ProtocolError, Request, SharedMemory};
 
@@ -70,8 +70,11 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
         }
     }
 
-    fn answer(&mut self, request: Request, reply: &[u8]) {
-        match self.backend.respond(request, reply) {
+    fn answer(&mut self, request: Request, reply: &ReplyRecord) {
+        match self
+            .backend
+            .respond(request, &reply.bytes, reply.segment.clone())
+        {
             Ok(_) => self.replies += 1,
             Err(error) => self.failure = Some(error),
         }
@@ -120,7 +123,7 @@ where
                     Err(error) => ring.failure = Some(error),
                 },
                 Some(reply) if reply.needs_commit() => waiting.push((index, request, reply)),
-                Some(reply) => ring.answer(request, &reply.into_bytes_unchecked_durability()),
+                Some(reply) => ring.answer(request, &reply.into_record_unchecked_durability()),
             }
             if ring.failure.is_some() {
                 break;
@@ -130,10 +133,10 @@ where
     }
     // The first finish commits; the others find their changes durable.
     for (index, request, reply) in waiting {
-        let bytes = server.finish(reply);
+        let record = server.finish_record(reply);
         let ring = &mut rings[index];
         if ring.failure.is_none() {
-            ring.answer(request, &bytes);
+            ring.answer(request, &record);
         }
     }
     busy
