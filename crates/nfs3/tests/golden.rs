@@ -452,3 +452,103 @@ fn directory_reply_segment_is_the_list() {
     }));
     assert_eq!(encode_nfs_reply(7, &getattr, Vec::new()).1, None);
 }
+
+/// A WRITE decoded in place names the range its data lies in; the rest of
+/// its arguments, and every refusal of a damaged call, are those of
+/// `decode_call`. Other procedures decode as by `decode_call`.
+#[test]
+fn write_calls_decode_in_place() {
+    use nfs3::message::decode_nfs_call;
+    use nfs3::procedures::data::WriteArguments;
+    for length in [0usize, 1, 3, 4, 5, 4096, 4097] {
+        let data: Vec<u8> = (0..length).map(|index| (index * 3 + 2) as u8).collect();
+        let arguments = Arguments::Write(WriteArguments {
+            file: handle(),
+            offset: 8192,
+            count: length as u32,
+            stable: nfs3::StableHow::FileSync,
+            data: data.clone(),
+        });
+        let record = encode_call::<Nfs3>(5, root_credential(), &arguments);
+        let (header, decoded, range) = decode_nfs_call(&record).unwrap();
+        let (expected_header, expected) = decode_call::<Nfs3>(&record).unwrap();
+        assert_eq!(header, expected_header);
+        let range = range.expect("a WRITE names its data");
+        assert_eq!(&record[range], &data[..]);
+        match (decoded, expected) {
+            (Arguments::Write(mut decoded), Arguments::Write(expected)) => {
+                assert!(decoded.data.is_empty());
+                decoded.data = data.clone();
+                assert_eq!(decoded, expected);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for cut in 0..record.len() {
+            let short = &record[..cut];
+            assert_eq!(
+                decode_nfs_call(short).map(|(header, _, _)| header),
+                decode_call::<Nfs3>(short).map(|(header, _)| header),
+                "cut at {cut}"
+            );
+            assert!(decode_nfs_call(short).is_err());
+        }
+        let mut longer = record.clone();
+        longer.extend([0; 4]);
+        assert_eq!(
+            decode_nfs_call(&longer).map(|(header, _, _)| header),
+            decode_call::<Nfs3>(&longer).map(|(header, _)| header)
+        );
+    }
+    let getattr = getattr_call();
+    let (_, arguments, range) = decode_nfs_call(&getattr).unwrap();
+    assert_eq!(range, None);
+    assert_eq!(Ok(arguments), decode_call::<Nfs3>(&getattr).map(|(_, a)| a));
+}
+
+/// A READ reply decoded in place names the range of its data; the other
+/// results, and every refusal of a damaged reply, are those of
+/// `decode_reply`.
+#[test]
+fn read_replies_decode_in_place() {
+    use nfs3::message::decode_read_reply;
+    for length in [0usize, 1, 2, 3, 4, 9, 4096, 4099] {
+        let data: Vec<u8> = (0..length).map(|index| (index * 5 + 1) as u8).collect();
+        let results = Results::Read(ProcedureResult::Ok(ReadOk {
+            file_attributes: Some(attributes()),
+            count: length as u32,
+            end_of_file: length % 2 == 1,
+            data: data.clone(),
+        }));
+        let record = encode_reply(8, &results, Vec::new());
+        let (xid, decoded, range) = decode_read_reply(&record).unwrap();
+        assert_eq!(xid, 8);
+        assert_eq!(&record[range], &data[..]);
+        match (decoded, results) {
+            (ProcedureResult::Ok(mut decoded), Results::Read(ProcedureResult::Ok(expected))) => {
+                assert!(decoded.data.is_empty());
+                decoded.data = data.clone();
+                assert_eq!(decoded, expected);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for cut in 0..record.len() {
+            assert!(decode_read_reply(&record[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_reply::<Nfs3>(&record[..cut], 6).is_err());
+        }
+        let mut longer = record.clone();
+        longer.extend([0; 4]);
+        assert!(decode_read_reply(&longer).is_err());
+    }
+    let failed = Results::Read(ProcedureResult::failed(
+        NfsError::Io,
+        AttributesFailed {
+            object_attributes: Some(attributes()),
+        },
+    ));
+    let record = encode_reply(4, &failed, Vec::new());
+    let (xid, decoded, range) = decode_read_reply(&record).unwrap();
+    assert_eq!((xid, Results::Read(decoded), range), (4, failed, 0..0));
+    let mut denied = success_reply(4);
+    denied[8..12].copy_from_slice(&1u32.to_be_bytes());
+    assert!(decode_read_reply(&denied).is_err());
+}

@@ -42,7 +42,7 @@ use core::ops::Range;
 use nfs3::message::{self, CallRejection};
 use nfs3::mount::Mount3;
 use nfs3::portmap::Portmap2;
-use nfs3::{Nfs3, RpcProgram};
+use nfs3::RpcProgram;
 use vfs::{Attributes, FileSystem, Generation, InodeId};
 use xdr::{AuthStatus, CallHeader, Credential, RejectedReply, ReplyHeader};
 
@@ -556,8 +556,15 @@ impl<F: FileSystem> Server<F> {
     }
 
     fn nfs(&mut self, record: &[u8], client: ClientAddress) -> Option<Reply> {
-        let (header, arguments, caller) = match self.core.accept::<Nfs3>(record, client) {
-            Ok(call) => call,
+        // A WRITE's data stays in the record: the file system takes it from
+        // there.
+        let (header, arguments, write_data) = match message::decode_nfs_call(record) {
+            Ok((header, arguments, data)) => (header, arguments, data),
+            Err(rejection) => return self.core.refuse(rejection).map(plain),
+        };
+        let write_data = write_data.map_or(&[][..], |range| &record[range]);
+        let caller = match self.core.authenticate(&header, client) {
+            Ok(caller) => caller,
             Err(rejection) => return rejection.map(plain),
         };
         let procedure = arguments.procedure();
@@ -583,7 +590,9 @@ impl<F: FileSystem> Server<F> {
         }
         self.core.call_xid = header.xid;
         self.core.read_record = None;
-        let (results, durable) = self.core.nfs(&mut self.filesystem, &caller, arguments);
+        let (results, durable) =
+            self.core
+                .nfs(&mut self.filesystem, &caller, arguments, write_data);
         // A successful READ built its record in place (the file system read
         // straight into it); everything else is encoded here.
         let (bytes, segment) = match (self.core.read_record.take(), &results) {
@@ -645,25 +654,41 @@ impl Core {
         record: &[u8],
         client: ClientAddress,
     ) -> Result<(CallHeader, P::Arguments, Caller), Option<Vec<u8>>> {
-        let rejected = |statistics: &mut Statistics, header: Option<ReplyHeader>| {
-            statistics.rejected += 1;
-            header.map(|header| message::encode_rejection(&header, Vec::new()))
-        };
         match message::decode_call::<P>(record) {
-            Ok((header, arguments)) => match header.credential.credential() {
-                Ok(credential @ (Credential::None | Credential::Sys(_))) => {
-                    Ok((header, arguments, Caller { client, credential }))
-                }
-                Ok(Credential::Other(_)) | Err(_) => Err(rejected(
-                    &mut self.statistics,
-                    Some(ReplyHeader::denied(
-                        header.xid,
-                        RejectedReply::AuthError(AuthStatus::BadCredential),
-                    )),
-                )),
-            },
-            Err(CallRejection::Drop) => Err(rejected(&mut self.statistics, None)),
-            Err(CallRejection::Reply(header)) => Err(rejected(&mut self.statistics, Some(header))),
+            Ok((header, arguments)) => {
+                let caller = self.authenticate(&header, client)?;
+                Ok((header, arguments, caller))
+            }
+            Err(rejection) => Err(self.refuse(rejection)),
+        }
+    }
+
+    /// The caller of a decoded call, or the rejection to send when its
+    /// credential is not one the server takes.
+    fn authenticate(
+        &mut self,
+        header: &CallHeader,
+        client: ClientAddress,
+    ) -> Result<Caller, Option<Vec<u8>>> {
+        match header.credential.credential() {
+            Ok(credential @ (Credential::None | Credential::Sys(_))) => {
+                Ok(Caller { client, credential })
+            }
+            Ok(Credential::Other(_)) | Err(_) => {
+                Err(self.refuse(CallRejection::Reply(ReplyHeader::denied(
+                    header.xid,
+                    RejectedReply::AuthError(AuthStatus::BadCredential),
+                ))))
+            }
+        }
+    }
+
+    /// Counts a rejected call; the reply to send, if any.
+    fn refuse(&mut self, rejection: CallRejection) -> Option<Vec<u8>> {
+        self.statistics.rejected += 1;
+        match rejection {
+            CallRejection::Drop => None,
+            CallRejection::Reply(header) => Some(message::encode_rejection(&header, Vec::new())),
         }
     }
 

@@ -166,11 +166,15 @@ impl Core {
     /// Run one NFS call; the flag says whether the reply must wait for a
     /// commit (RFC 1813: a reply to a change means the change is on stable
     /// storage, except for UNSTABLE writes).
+    ///
+    /// `write_data` is a WRITE's data where it lies (the call record; the
+    /// arguments' `data` is then empty), or empty.
     pub(crate) fn nfs<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
         arguments: Arguments,
+        write_data: &[u8],
     ) -> (Results, bool) {
         let changes = match &arguments {
             Arguments::Write(write) => write.stable != StableHow::Unstable,
@@ -179,10 +183,15 @@ impl Core {
         };
         let explicit = matches!(arguments, Arguments::Commit(_));
         self.call_export = None;
-        let results = match self.call_tree_of(&arguments) {
-            Tree::Live => self.dispatch(fs, caller, arguments),
-            Tree::SnapshotDirectory => self.snapshot_directory_call(fs, caller, arguments),
-            Tree::Snapshot(id) => self.snapshot_call(fs, caller, id, arguments),
+        let results = match (self.call_tree_of(&arguments), arguments) {
+            (Tree::Live, Arguments::Write(arguments)) if !write_data.is_empty() => {
+                Results::Write(self.write(fs, caller, arguments, write_data))
+            }
+            (tree, arguments) => match tree {
+                Tree::Live => self.dispatch(fs, caller, arguments),
+                Tree::SnapshotDirectory => self.snapshot_directory_call(fs, caller, arguments),
+                Tree::Snapshot(id) => self.snapshot_call(fs, caller, id, arguments),
+            },
         };
         // An `async` export answers changes at once, and so does a
         // `vrpc=local` one to VRPC callers; COMMIT always waits.
@@ -216,7 +225,10 @@ impl Core {
                 Results::ReadLink(self.read_link(fs, caller, arguments))
             }
             Arguments::Read(arguments) => Results::Read(self.read(fs, caller, arguments)),
-            Arguments::Write(arguments) => Results::Write(self.write(fs, caller, arguments)),
+            Arguments::Write(mut arguments) => {
+                let data = core::mem::take(&mut arguments.data);
+                Results::Write(self.write(fs, caller, arguments, &data))
+            }
             Arguments::Create(arguments) => Results::Create(self.create(fs, caller, arguments)),
             Arguments::MakeDirectory(arguments) => {
                 Results::MakeDirectory(self.make_directory(fs, caller, arguments))
@@ -731,6 +743,7 @@ impl Core {
         fs: &mut F,
         caller: &Caller,
         arguments: WriteArguments,
+        data: &[u8],
     ) -> WriteResult {
         let resolved = match self.resolve(fs, caller, &arguments.file) {
             Ok(resolved) => resolved,
@@ -756,19 +769,15 @@ impl Core {
             if !resolved.identity.may_access_data(&before, WRITE) {
                 return Err(NfsError::Access);
             }
-            if (arguments.data.len() as u64) < u64::from(arguments.count) {
+            if (data.len() as u64) < u64::from(arguments.count) {
                 return Err(NfsError::Invalid);
             }
             let count = arguments.count.min(MAX_IO_SIZE);
             if arguments.offset.saturating_add(u64::from(count)) > MAX_FILE_SIZE {
                 return Err(NfsError::FileTooLarge);
             }
-            fs.write(
-                before.inode,
-                arguments.offset,
-                &arguments.data[..count as usize],
-            )
-            .map_err(|error| status(&error))?;
+            fs.write(before.inode, arguments.offset, &data[..count as usize])
+                .map_err(|error| status(&error))?;
             Ok(count)
         })();
         let file_wcc = self.wcc(fs, resolved.export, &before);
