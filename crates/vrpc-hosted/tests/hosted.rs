@@ -766,3 +766,58 @@ fn killed_server_is_noticed_without_a_call() {
     // The kernel closes the dead process's socket at once.
     assert!(!client.is_connected());
 }
+
+/// The ring carries the caller's xid as it is (one owner of xids: the
+/// caller), and a second call with the xid of one still in flight is
+/// refused rather than mistaken for it.
+#[test]
+fn the_caller_numbers_its_calls_and_duplicates_in_flight_are_refused() {
+    let path = socket_path("caller-xids");
+    let listener = Listener::bind(&path).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = {
+        let seen = Arc::clone(&seen);
+        thread::spawn(move || {
+            let pending = listener
+                .accept()
+                .unwrap()
+                .handshake(Duration::from_secs(5))
+                .unwrap();
+            let connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
+            let _ = connection.serve(|call| {
+                seen.lock()
+                    .unwrap()
+                    .push(u32::from_be_bytes([call[0], call[1], call[2], call[3]]));
+                if call.ends_with(b"slow") {
+                    thread::sleep(Duration::from_millis(300));
+                }
+                Some(answer(call))
+            });
+        })
+    };
+    let client = Arc::new(connect(&path, "/export").unwrap());
+    for xid in [0xdead_beef, 3, 0xffff_fff0] {
+        let call = call_record(xid, 0, b"numbered");
+        assert_eq!(client.call(&call, &[], 0).unwrap(), answer(&call));
+    }
+    let slow = {
+        let client = Arc::clone(&client);
+        thread::spawn(move || client.call(&call_record(9, 0, b"slow"), &[], 0))
+    };
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        client.call(&call_record(9, 0, b"fast"), &[], 0),
+        Err(CallError::Submit(vrpc::SubmitError::DuplicateXid))
+    );
+    assert_eq!(
+        slow.join().unwrap().unwrap(),
+        answer(&call_record(9, 0, b"slow"))
+    );
+    // Once answered, the xid is free again.
+    let again = call_record(9, 0, b"again");
+    assert_eq!(client.call(&again, &[], 0).unwrap(), answer(&again));
+    assert_eq!(*seen.lock().unwrap(), [0xdead_beef, 3, 0xffff_fff0, 9, 9]);
+    client.close();
+    drop(client);
+    server.join().unwrap();
+}
