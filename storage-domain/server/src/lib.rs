@@ -101,16 +101,17 @@ pub struct ReplyRecord {
 
 impl ReplyRecord {
     /// The record in three pieces: before the bulk data, the bulk data,
-    /// after it (empty pieces when there is no segment).
+    /// after it (the whole record first, and empty pieces, when there is no
+    /// segment or it does not lie within the record).
     pub fn pieces(&self) -> (&[u8], &[u8], &[u8]) {
-        match &self.segment {
-            Some(segment) => (
-                &self.bytes[..segment.start],
-                &self.bytes[segment.clone()],
-                &self.bytes[segment.end..],
-            ),
-            None => (&self.bytes, &[], &[]),
-        }
+        let pieces = self.segment.as_ref().and_then(|segment| {
+            Some((
+                self.bytes.get(..segment.start)?,
+                self.bytes.get(segment.clone())?,
+                self.bytes.get(segment.end..)?,
+            ))
+        });
+        pieces.unwrap_or((&self.bytes, &[], &[]))
     }
 }
 

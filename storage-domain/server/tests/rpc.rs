@@ -603,3 +603,22 @@ fn read_replies_name_the_range_of_their_data() {
     let reply = client.server.handle(&getattr, client.client).unwrap();
     assert_eq!(client.server.finish_record(reply).segment, None);
 }
+
+/// A record whose range does not lie within it comes apart as the whole
+/// record, without a panic; an empty range at its end splits nothing off.
+#[test]
+fn a_reply_record_with_a_range_outside_it_is_one_piece() {
+    #[allow(clippy::reversed_empty_ranges)]
+    for segment in [0..5, 3..2, 4..4, usize::MAX..usize::MAX] {
+        let record = nfs_server::ReplyRecord {
+            bytes: vec![1, 2, 3, 4],
+            segment: Some(segment),
+        };
+        assert_eq!(record.pieces(), (&[1, 2, 3, 4][..], &[][..], &[][..]));
+    }
+    let record = nfs_server::ReplyRecord {
+        bytes: vec![1, 2, 3, 4],
+        segment: Some(1..3),
+    };
+    assert_eq!(record.pieces(), (&[1][..], &[2, 3][..], &[4][..]));
+}
