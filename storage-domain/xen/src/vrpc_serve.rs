@@ -276,6 +276,82 @@ mod tests {
         }
     }
 
+    /// A READ's data travels in the guest's reply pages, exactly the range
+    /// the server named, and the guest rebuilds the server's record.
+    #[test]
+    fn read_data_goes_to_the_reply_pages() {
+        use nfs3::procedures::data::ReadArguments;
+        let mut server = server();
+        let client = ClientAddress::Domain(1);
+        let root = server.root_handle("/", &client).unwrap();
+        let contents: Vec<u8> = (0..10_001u32).map(|index| (index % 241) as u8).collect();
+        {
+            let fs = server.filesystem();
+            let root_inode = fs.root();
+            let file = fs
+                .create(
+                    root_inode,
+                    b"data",
+                    &vfs::NewNode::Regular,
+                    &vfs::Ownership {
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                    },
+                )
+                .unwrap();
+            fs.write(file.inode, 0, &contents).unwrap();
+        }
+        let lookup = nfs3::message::encode_call::<Nfs3>(
+            1,
+            xdr::OpaqueAuth::none(),
+            &Arguments::Lookup(nfs3::procedures::inspect::LookupArguments {
+                what: DirectoryOperationArguments {
+                    directory: root,
+                    name: b"data".to_vec(),
+                },
+            }),
+        );
+        let reply = server.handle(&lookup, client).unwrap();
+        let reply = server.finish(reply);
+        let handle = match nfs3::message::decode_reply::<Nfs3>(&reply, 3).unwrap().1 {
+            Results::Lookup(result) => result.into_result().unwrap().object,
+            other => panic!("unexpected {other:?}"),
+        };
+        let guest = Guest::new();
+        let (mut frontend, mut ring) = guest.connect(1);
+        let read = nfs3::message::encode_call::<Nfs3>(
+            7,
+            xdr::OpaqueAuth::none(),
+            &Arguments::Read(ReadArguments {
+                file: handle,
+                offset: 0,
+                count: 12_000,
+            }),
+        );
+        frontend.submit(&read, None, 12_000).unwrap();
+        serve_pass([&mut ring], &mut server);
+        let mut inline = [0u8; 4];
+        vrpc::SharedMemory::read(
+            &&guest.ring[..],
+            vrpc::layout::HEADER_SIZE + vrpc::layout::RESPONSE_RECORD_LENGTH,
+            &mut inline,
+        )
+        .unwrap();
+        let replies = responses(&mut frontend);
+        assert_eq!(replies.len(), 1);
+        let record = &replies[0].1;
+        let (xid, result, range) = nfs3::message::decode_read_reply(record).unwrap();
+        assert_eq!(xid, 7);
+        assert!(result.into_result().unwrap().end_of_file);
+        assert_eq!(&record[range], &contents[..]);
+        // Only the record around the data was in the slot.
+        assert_eq!(
+            u32::from_le_bytes(inline) as usize,
+            record.len() - contents.len()
+        );
+    }
+
     #[test]
     fn two_guests_share_one_commit() {
         let mut server = server();
