@@ -286,11 +286,26 @@ fuzz_target!(|input: &[u8]| {
         let Some(reply) = server.handle(&record, client) else {
             continue;
         };
-        let reply = if reply.needs_commit() {
-            server.finish(reply)
+        let record_out = if reply.needs_commit() {
+            server.finish_record(reply)
         } else {
-            reply.into_bytes_unchecked_durability()
+            reply.into_record_unchecked_durability()
         };
+        // The bulk data's range lies inside the reply, and for a READ it is
+        // the data the reply decodes to.
+        if let Some(segment) = &record_out.segment {
+            assert!(segment.start <= segment.end && segment.end <= record_out.bytes.len());
+            let read = matches!(
+                decode_call::<Nfs3>(&record),
+                Ok((_, nfs3::Arguments::Read(_)))
+            );
+            if read {
+                let (_, _, range) = nfs3::message::decode_read_reply(&record_out.bytes)
+                    .expect("a READ reply with data decodes");
+                assert_eq!(&range, segment, "the READ data's range");
+            }
+        }
+        let reply = record_out.bytes;
         let header = ReplyHeader::decode(&mut Decoder::new(&reply)).expect("a reply header");
         assert_eq!(
             Some(header.xid),

@@ -86,10 +86,21 @@ fuzz_target!(|input: &[u8]| {
                 // Replies of varied sizes: inline, spliced, too large.
                 let mut reply = request.record().to_vec();
                 reply.resize(reply.len() + step * 97, 0x5a);
+                // A reply segment taken from the frontend's bytes, inside
+                // the reply or not: refused or carried, never a panic.
+                let word = |at: usize| {
+                    reply.get(at..at + 2).map_or(0, |bytes| {
+                        usize::from(u16::from_be_bytes([bytes[0], bytes[1]]))
+                    })
+                };
+                let segment = (step % 3 != 0).then(|| word(4)..word(4) + word(6));
                 if step % 5 == 4 {
                     backend.respond_no_reply(request).unwrap();
                 } else {
-                    backend.respond(request, &reply).unwrap();
+                    match backend.respond(request, &reply, segment) {
+                        Ok(_) | Err(vrpc::ProtocolError::SegmentOutOfReply) => {}
+                        Err(error) => panic!("answering failed: {error}"),
+                    }
                 }
             }
             Ok(None) => match backend.enable_notifications() {

@@ -12,10 +12,11 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::ops::Range;
 
 use xdr::{
-    AcceptedStatus, CallError, CallHeader, DecodeError, Decoder, Encode, Encoder, OpaqueAuth,
-    RejectedReply, ReplyBody, ReplyError, ReplyHeader,
+    AcceptedStatus, CallError, CallHeader, Decode, DecodeError, Decoder, Encode, Encoder,
+    OpaqueAuth, RejectedReply, ReplyBody, ReplyError, ReplyHeader,
 };
 
 use crate::program::RpcProgram;
@@ -41,6 +42,74 @@ pub enum CallRejection {
 pub fn decode_call<P: RpcProgram>(
     record: &[u8],
 ) -> Result<(CallHeader, P::Arguments), CallRejection> {
+    let (header, decoder) = decode_call_header::<P>(record)?;
+    let arguments = decode_arguments::<P>(&header, decoder)?;
+    Ok((header, arguments))
+}
+
+/// The arguments after a decoded call header, to the end of the record.
+fn decode_arguments<P: RpcProgram>(
+    header: &CallHeader,
+    mut decoder: Decoder<'_>,
+) -> Result<P::Arguments, CallRejection> {
+    let xid = header.xid;
+    let arguments = match P::decode_arguments(header.procedure, &mut decoder) {
+        None => return Err(accepted(xid, AcceptedStatus::ProcedureUnavailable)),
+        Some(Err(_)) => return Err(accepted(xid, AcceptedStatus::GarbageArguments)),
+        Some(Ok(arguments)) => arguments,
+    };
+    if decoder.finish().is_err() {
+        return Err(accepted(xid, AcceptedStatus::GarbageArguments));
+    }
+    Ok(arguments)
+}
+
+/// Server: [`decode_call`] for NFSv3, except that a WRITE's data is not
+/// copied out of the record: its arguments come with `data` empty, and the
+/// range of `record` holding the data comes beside them (`None` for every
+/// other procedure), so the file system can take the data where it lies.
+///
+/// # Errors
+/// As [`decode_call`].
+pub fn decode_nfs_call(
+    record: &[u8],
+) -> Result<(CallHeader, crate::Arguments, Option<Range<usize>>), CallRejection> {
+    use crate::procedures::data::WriteArguments;
+    use crate::types::{FileHandle, StableHow, MAX_DATA_WIRE};
+    let (header, mut decoder) = decode_call_header::<crate::Nfs3>(record)?;
+    if header.procedure != crate::Procedure::Write.to_u32() {
+        let arguments = decode_arguments::<crate::Nfs3>(&header, decoder)?;
+        return Ok((header, arguments, None));
+    }
+    let garbage = || accepted(header.xid, AcceptedStatus::GarbageArguments);
+    let mut fields = || -> Result<_, DecodeError> {
+        let file = FileHandle::decode(&mut decoder)?;
+        let offset = decoder.u64()?;
+        let count = decoder.u32()?;
+        let stable = StableHow::decode(&mut decoder)?;
+        let data = decoder.variable_opaque(MAX_DATA_WIRE)?;
+        let end = decoder.position() - (xdr::padded_length(data.len()) - data.len());
+        let arguments = WriteArguments {
+            file,
+            offset,
+            count,
+            stable,
+            data: Vec::new(),
+        };
+        Ok((arguments, end - data.len()..end))
+    };
+    let (arguments, data) = fields().map_err(|_| garbage())?;
+    if decoder.finish().is_err() {
+        return Err(garbage());
+    }
+    Ok((header, crate::Arguments::Write(arguments), Some(data)))
+}
+
+/// Decodes the call header and checks program and version; the decoder
+/// is left at the arguments.
+fn decode_call_header<P: RpcProgram>(
+    record: &[u8],
+) -> Result<(CallHeader, Decoder<'_>), CallRejection> {
     let mut decoder = Decoder::new(record);
     let header = match CallHeader::decode(&mut decoder) {
         Ok(header) => header,
@@ -73,15 +142,7 @@ pub fn decode_call<P: RpcProgram>(
             },
         ));
     }
-    let arguments = match P::decode_arguments(header.procedure, &mut decoder) {
-        None => return Err(accepted(xid, AcceptedStatus::ProcedureUnavailable)),
-        Some(Err(_)) => return Err(accepted(xid, AcceptedStatus::GarbageArguments)),
-        Some(Ok(arguments)) => arguments,
-    };
-    if decoder.finish().is_err() {
-        return Err(accepted(xid, AcceptedStatus::GarbageArguments));
-    }
-    Ok((header, arguments))
+    Ok((header, decoder))
 }
 
 fn accepted(xid: u32, status: AcceptedStatus) -> CallRejection {
@@ -191,4 +252,93 @@ pub fn decode_reply<P: RpcProgram>(
         .finish()
         .map_err(|error| ReplyFailure::Results { xid, error })?;
     Ok((xid, results))
+}
+
+/// Server: [`encode_reply`] for NFSv3 results, also returning the range of
+/// the record that holds its bulk data, for transports that carry bulk data
+/// apart from the rest of the record (VRPC's data pages, a vectored socket
+/// write): the `data<>` bytes of a `READ3resok` (without their padding), or
+/// everything after the cookie verifier of a `READDIR3resok` /
+/// `READDIRPLUS3resok` (the directory list). `None` for anything else.
+pub fn encode_nfs_reply(
+    xid: u32,
+    results: &crate::Results,
+    buffer: Vec<u8>,
+) -> (Vec<u8>, Option<Range<usize>>) {
+    use crate::procedures::Results;
+    use crate::ProcedureResult;
+    let mut encoder = Encoder::from_vec(buffer);
+    ReplyHeader::success(xid).encode(&mut encoder);
+    let body_start = encoder.len();
+    results.encode(&mut encoder);
+    let end = encoder.len();
+    // The status word, then the optional attributes before the list.
+    let list_start = |attributes: &crate::PostOperationAttributes| {
+        let attributes = if attributes.is_some() {
+            4 + crate::attributes::FILE_ATTRIBUTES_SIZE
+        } else {
+            4
+        };
+        body_start + 4 + attributes + crate::types::VERIFIER_SIZE
+    };
+    let segment = match results {
+        Results::Read(ProcedureResult::Ok(ok)) => {
+            let data_end = end - (xdr::padded_length(ok.data.len()) - ok.data.len());
+            Some(data_end - ok.data.len()..data_end)
+        }
+        Results::ReadDirectory(ProcedureResult::Ok(ok)) => {
+            Some(list_start(&ok.directory_attributes)..end)
+        }
+        Results::ReadDirectoryPlus(ProcedureResult::Ok(ok)) => {
+            Some(list_start(&ok.directory_attributes)..end)
+        }
+        _ => None,
+    };
+    (encoder.into_bytes(), segment)
+}
+
+/// Client: [`decode_reply`] for an NFSv3 READ, without copying the data
+/// out of the record: the results come with `data` empty, and the range of
+/// `record` holding the data beside them (empty for a failed READ).
+///
+/// # Errors
+/// As [`decode_reply`].
+pub fn decode_read_reply(
+    record: &[u8],
+) -> Result<(u32, crate::procedures::data::ReadResult, Range<usize>), ReplyFailure> {
+    use crate::procedures::data::ReadOk;
+    use crate::{PostOperationAttributes, ProcedureResult};
+    let read = crate::Procedure::Read.to_u32();
+    let mut decoder = Decoder::new(record);
+    let header = ReplyHeader::decode(&mut decoder).map_err(ReplyFailure::Header)?;
+    let xid = header.xid;
+    match header.body {
+        ReplyBody::Accepted(ref reply) if reply.status == AcceptedStatus::Success => {}
+        body => return Err(ReplyFailure::Unsuccessful { xid, body }),
+    }
+    let failed = |error| ReplyFailure::Results { xid, error };
+    if decoder.remaining_bytes().get(..4) != Some(&[0, 0, 0, 0][..]) {
+        // A failure (or garbage) carries no data: decode it as usual.
+        return match decode_reply::<crate::Nfs3>(record, read)? {
+            (xid, crate::Results::Read(result)) => Ok((xid, result, 0..0)),
+            _ => Err(ReplyFailure::UnknownProcedure(read)),
+        };
+    }
+    decoder.u32().map_err(failed)?;
+    let file_attributes = PostOperationAttributes::decode(&mut decoder).map_err(failed)?;
+    let count = decoder.u32().map_err(failed)?;
+    let end_of_file = decoder.bool().map_err(failed)?;
+    let data = decoder
+        .variable_opaque(crate::types::MAX_DATA_WIRE)
+        .map_err(failed)?;
+    let end = decoder.position() - (xdr::padded_length(data.len()) - data.len());
+    let range = end - data.len()..end;
+    decoder.finish().map_err(failed)?;
+    let ok = ReadOk {
+        file_attributes,
+        count,
+        end_of_file,
+        data: Vec::new(),
+    };
+    Ok((xid, ProcedureResult::Ok(ok), range))
 }

@@ -340,3 +340,215 @@ fn portmap_getport_call_golden() {
     assert_eq!(decode_call::<Portmap2>(&golden).unwrap().1, arguments);
     assert_eq!(Procedure::from_u32(3), Some(Procedure::Lookup));
 }
+
+/// The READ data's range the encoders report is where the data lies in the
+/// full record, for every length class (empty, not a multiple of four, a
+/// page and around it), with and without attributes; the in-place builder
+/// produces the same bytes.
+#[test]
+fn read_reply_segment_is_the_data() {
+    use nfs3::message::encode_nfs_reply;
+    use nfs3::procedures::data::ReadReplyBuffer;
+    for with_attributes in [false, true] {
+        for length in [0, 1, 2, 3, 4, 5, 7, 8, 13, 4095, 4096, 4097, 65_537] {
+            let data: Vec<u8> = (0..length).map(|index| (index * 7 + 1) as u8).collect();
+            let file_attributes = with_attributes.then(attributes);
+            let end_of_file = length % 2 == 0;
+            let results = Results::Read(ProcedureResult::Ok(ReadOk {
+                file_attributes: file_attributes.clone(),
+                count: length as u32,
+                end_of_file,
+                data: data.clone(),
+            }));
+            let golden = encode_reply(9, &results, Vec::new());
+            let (bytes, segment) = encode_nfs_reply(9, &results, Vec::new());
+            assert_eq!(bytes, golden);
+            let segment = segment.expect("a READ reply has a segment");
+            assert_eq!(&bytes[segment.clone()], &data[..]);
+            assert_eq!(segment.len(), length);
+            // Only padding follows the data.
+            assert_eq!(bytes.len(), segment.end + (4 - length % 4) % 4);
+            assert!(bytes[segment.end..].iter().all(|&byte| byte == 0));
+            assert_eq!(
+                segment.start,
+                success_reply(9).len() + read_ok_size(0, with_attributes)
+            );
+
+            // The in-place builder, given more room than it uses and
+            // garbage past the data, makes the same record.
+            let mut builder = ReadReplyBuffer::new(9, &file_attributes, length + 6, Vec::new());
+            builder.data_mut()[..length].copy_from_slice(&data);
+            builder.data_mut()[length..].fill(0xee);
+            let (built, built_segment) = builder.finish(length, end_of_file);
+            assert_eq!(built, golden);
+            assert_eq!(built_segment, segment);
+        }
+    }
+    // A length beyond the room is cut to the room.
+    let mut builder = ReadReplyBuffer::new(1, &None, 3, Vec::new());
+    builder.data_mut().copy_from_slice(b"abc");
+    let (record, segment) = builder.finish(10, true);
+    assert_eq!(&record[segment], b"abc");
+    assert_eq!(
+        decode_reply::<Nfs3>(&record, 6).map(|(_, results)| results),
+        Ok(Results::Read(ProcedureResult::Ok(ReadOk {
+            file_attributes: None,
+            count: 3,
+            end_of_file: true,
+            data: b"abc".to_vec(),
+        })))
+    );
+}
+
+/// READDIR and READDIRPLUS replies report their directory list (everything
+/// after the cookie verifier); failures and other procedures report none.
+#[test]
+fn directory_reply_segment_is_the_list() {
+    use nfs3::message::encode_nfs_reply;
+    use nfs3::procedures::directory::{EntryPlus, ReadDirectoryPlusOk};
+    let verifier = [0xa5; 8];
+    for directory_attributes in [None, Some(attributes())] {
+        let plain = Results::ReadDirectory(ProcedureResult::Ok(ReadDirectoryOk {
+            directory_attributes: directory_attributes.clone(),
+            cookie_verifier: verifier,
+            entries: vec![Entry {
+                file_id: 9,
+                name: b"file".to_vec(),
+                cookie: 2,
+            }],
+            end_of_file: true,
+        }));
+        let plus = Results::ReadDirectoryPlus(ProcedureResult::Ok(ReadDirectoryPlusOk {
+            directory_attributes: directory_attributes.clone(),
+            cookie_verifier: verifier,
+            entries: vec![EntryPlus {
+                file_id: 9,
+                name: b"f".to_vec(),
+                cookie: 2,
+                attributes: Some(attributes()),
+                handle: Some(handle()),
+            }],
+            end_of_file: false,
+        }));
+        for results in [plain, plus] {
+            let (bytes, segment) = encode_nfs_reply(3, &results, Vec::new());
+            assert_eq!(bytes, encode_reply(3, &results, Vec::new()));
+            let segment = segment.expect("a directory list");
+            assert_eq!(segment.end, bytes.len());
+            assert_eq!(bytes[segment.start - 8..segment.start], verifier);
+            // The list starts with `value_follows` TRUE and the file id.
+            assert_eq!(bytes[segment.start..segment.start + 12], words(&[1, 0, 9]));
+        }
+    }
+    let failed = Results::Read(ProcedureResult::failed(
+        NfsError::Io,
+        AttributesFailed {
+            object_attributes: None,
+        },
+    ));
+    assert_eq!(encode_nfs_reply(7, &failed, Vec::new()).1, None);
+    let getattr = Results::GetAttributes(ProcedureResult::Ok(GetAttributesOk {
+        attributes: attributes(),
+    }));
+    assert_eq!(encode_nfs_reply(7, &getattr, Vec::new()).1, None);
+}
+
+/// A WRITE decoded in place names the range its data lies in; the rest of
+/// its arguments, and every refusal of a damaged call, are those of
+/// `decode_call`. Other procedures decode as by `decode_call`.
+#[test]
+fn write_calls_decode_in_place() {
+    use nfs3::message::decode_nfs_call;
+    use nfs3::procedures::data::WriteArguments;
+    for length in [0usize, 1, 3, 4, 5, 4096, 4097] {
+        let data: Vec<u8> = (0..length).map(|index| (index * 3 + 2) as u8).collect();
+        let arguments = Arguments::Write(WriteArguments {
+            file: handle(),
+            offset: 8192,
+            count: length as u32,
+            stable: nfs3::StableHow::FileSync,
+            data: data.clone(),
+        });
+        let record = encode_call::<Nfs3>(5, root_credential(), &arguments);
+        let (header, decoded, range) = decode_nfs_call(&record).unwrap();
+        let (expected_header, expected) = decode_call::<Nfs3>(&record).unwrap();
+        assert_eq!(header, expected_header);
+        let range = range.expect("a WRITE names its data");
+        assert_eq!(&record[range], &data[..]);
+        match (decoded, expected) {
+            (Arguments::Write(mut decoded), Arguments::Write(expected)) => {
+                assert!(decoded.data.is_empty());
+                decoded.data = data.clone();
+                assert_eq!(decoded, expected);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for cut in 0..record.len() {
+            let short = &record[..cut];
+            assert_eq!(
+                decode_nfs_call(short).map(|(header, _, _)| header),
+                decode_call::<Nfs3>(short).map(|(header, _)| header),
+                "cut at {cut}"
+            );
+            assert!(decode_nfs_call(short).is_err());
+        }
+        let mut longer = record.clone();
+        longer.extend([0; 4]);
+        assert_eq!(
+            decode_nfs_call(&longer).map(|(header, _, _)| header),
+            decode_call::<Nfs3>(&longer).map(|(header, _)| header)
+        );
+    }
+    let getattr = getattr_call();
+    let (_, arguments, range) = decode_nfs_call(&getattr).unwrap();
+    assert_eq!(range, None);
+    assert_eq!(Ok(arguments), decode_call::<Nfs3>(&getattr).map(|(_, a)| a));
+}
+
+/// A READ reply decoded in place names the range of its data; the other
+/// results, and every refusal of a damaged reply, are those of
+/// `decode_reply`.
+#[test]
+fn read_replies_decode_in_place() {
+    use nfs3::message::decode_read_reply;
+    for length in [0usize, 1, 2, 3, 4, 9, 4096, 4099] {
+        let data: Vec<u8> = (0..length).map(|index| (index * 5 + 1) as u8).collect();
+        let results = Results::Read(ProcedureResult::Ok(ReadOk {
+            file_attributes: Some(attributes()),
+            count: length as u32,
+            end_of_file: length % 2 == 1,
+            data: data.clone(),
+        }));
+        let record = encode_reply(8, &results, Vec::new());
+        let (xid, decoded, range) = decode_read_reply(&record).unwrap();
+        assert_eq!(xid, 8);
+        assert_eq!(&record[range], &data[..]);
+        match (decoded, results) {
+            (ProcedureResult::Ok(mut decoded), Results::Read(ProcedureResult::Ok(expected))) => {
+                assert!(decoded.data.is_empty());
+                decoded.data = data.clone();
+                assert_eq!(decoded, expected);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for cut in 0..record.len() {
+            assert!(decode_read_reply(&record[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_reply::<Nfs3>(&record[..cut], 6).is_err());
+        }
+        let mut longer = record.clone();
+        longer.extend([0; 4]);
+        assert!(decode_read_reply(&longer).is_err());
+    }
+    let failed = Results::Read(ProcedureResult::failed(
+        NfsError::Io,
+        AttributesFailed {
+            object_attributes: Some(attributes()),
+        },
+    ));
+    let record = encode_reply(4, &failed, Vec::new());
+    let (xid, decoded, range) = decode_read_reply(&record).unwrap();
+    assert_eq!((xid, Results::Read(decoded), range), (4, failed, 0..0));
+    let mut denied = success_reply(4);
+    denied[8..12].copy_from_slice(&1u32.to_be_bytes());
+    assert!(decode_read_reply(&denied).is_err());
+}

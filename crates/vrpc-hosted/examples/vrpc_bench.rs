@@ -145,8 +145,15 @@ fn main() {
     // Small calls, four callers on one connection / four sockets.
     let start = Instant::now();
     thread::scope(|scope| {
-        for _ in 0..4 {
-            scope.spawn(|| {
+        for caller in 0..4u32 {
+            let client = &client;
+            scope.spawn(move || {
+                // Calls in flight together need xids of their own.
+                let null = nfs3::message::encode_call::<Nfs3>(
+                    100 + caller,
+                    xdr::OpaqueAuth::none(),
+                    &Arguments::Null(()),
+                );
                 for _ in 0..rounds / 4 {
                     client.call(&null, &[], 0).unwrap();
                 }

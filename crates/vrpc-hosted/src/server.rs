@@ -309,7 +309,8 @@ impl Connection {
         Ok(self.backend.next_request()?)
     }
 
-    /// Answers `request` with `reply` (see [`vrpc::Backend::respond`]).
+    /// Answers `request` with `reply`, whose bulk data is the range
+    /// `segment` of it (see [`vrpc::Backend::respond`]).
     ///
     /// # Errors
     /// As [`Connection::next_request`].
@@ -317,8 +318,9 @@ impl Connection {
         &mut self,
         request: Request,
         reply: &[u8],
+        segment: Option<std::ops::Range<usize>>,
     ) -> Result<ResponseStatus, ConnectionError> {
-        Ok(self.backend.respond(request, reply)?)
+        Ok(self.backend.respond(request, reply, segment)?)
     }
 
     /// Answers `request` with no reply (the server dropped the call).
@@ -349,7 +351,7 @@ impl Connection {
             };
             match handler(request.record()) {
                 Some(reply) => {
-                    self.respond(request, &reply)?;
+                    self.respond(request, &reply, None)?;
                 }
                 None => self.respond_no_reply(request)?,
             }

@@ -215,7 +215,7 @@ fn many_threads_many_in_flight_out_of_order() {
             most_in_flight = most_in_flight.max(batch.len());
             while let Some(request) = batch.pop() {
                 let reply = answer(request.record());
-                connection.respond(request, &reply).unwrap();
+                connection.respond(request, &reply, None).unwrap();
             }
         }
     });
@@ -301,7 +301,7 @@ fn server_sees_a_client_that_goes_away_mid_request() {
     let request = connection.next_request(None).unwrap().unwrap();
     assert_eq!(client_thread.join().unwrap(), Err(CallError::Disconnected));
     // Answering a departed guest is harmless; the next wait reports it.
-    connection.respond(request, b"late reply").unwrap();
+    connection.respond(request, b"late reply", None).unwrap();
     assert!(matches!(
         connection.next_request(Some(Duration::from_secs(10))),
         Err(ConnectionError::Closed)
@@ -689,7 +689,7 @@ fn killed_client_process_ends_only_its_connection() {
     child.kill().unwrap();
     child.wait().unwrap();
     // The guest's memory stays mapped here: answering is harmless.
-    connection.respond(request, b"too late").unwrap();
+    connection.respond(request, b"too late", None).unwrap();
     assert!(matches!(
         connection.next_request(Some(Duration::from_secs(10))),
         Err(ConnectionError::Closed)
@@ -708,7 +708,7 @@ fn killed_client_process_ends_only_its_connection() {
     let mut connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
     let request = connection.next_request(None).unwrap().unwrap();
     let reply = answer(request.record());
-    connection.respond(request, &reply).unwrap();
+    connection.respond(request, &reply, None).unwrap();
     assert_eq!(
         client.join().unwrap().unwrap(),
         answer(&call_record(2, 0, b""))
@@ -765,4 +765,59 @@ fn killed_server_is_noticed_without_a_call() {
     child.wait().unwrap();
     // The kernel closes the dead process's socket at once.
     assert!(!client.is_connected());
+}
+
+/// The ring carries the caller's xid as it is (one owner of xids: the
+/// caller), and a second call with the xid of one still in flight is
+/// refused rather than mistaken for it.
+#[test]
+fn the_caller_numbers_its_calls_and_duplicates_in_flight_are_refused() {
+    let path = socket_path("caller-xids");
+    let listener = Listener::bind(&path).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = {
+        let seen = Arc::clone(&seen);
+        thread::spawn(move || {
+            let pending = listener
+                .accept()
+                .unwrap()
+                .handshake(Duration::from_secs(5))
+                .unwrap();
+            let connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
+            let _ = connection.serve(|call| {
+                seen.lock()
+                    .unwrap()
+                    .push(u32::from_be_bytes([call[0], call[1], call[2], call[3]]));
+                if call.ends_with(b"slow") {
+                    thread::sleep(Duration::from_millis(300));
+                }
+                Some(answer(call))
+            });
+        })
+    };
+    let client = Arc::new(connect(&path, "/export").unwrap());
+    for xid in [0xdead_beef, 3, 0xffff_fff0] {
+        let call = call_record(xid, 0, b"numbered");
+        assert_eq!(client.call(&call, &[], 0).unwrap(), answer(&call));
+    }
+    let slow = {
+        let client = Arc::clone(&client);
+        thread::spawn(move || client.call(&call_record(9, 0, b"slow"), &[], 0))
+    };
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        client.call(&call_record(9, 0, b"fast"), &[], 0),
+        Err(CallError::Submit(vrpc::SubmitError::DuplicateXid))
+    );
+    assert_eq!(
+        slow.join().unwrap().unwrap(),
+        answer(&call_record(9, 0, b"slow"))
+    );
+    // Once answered, the xid is free again.
+    let again = call_record(9, 0, b"again");
+    assert_eq!(client.call(&again, &[], 0).unwrap(), answer(&again));
+    assert_eq!(*seen.lock().unwrap(), [0xdead_beef, 3, 0xffff_fff0, 9, 9]);
+    client.close();
+    drop(client);
+    server.join().unwrap();
 }

@@ -13,6 +13,7 @@
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 use core::sync::atomic::{fence, Ordering};
 
 use crate::error::ProtocolError;
@@ -25,7 +26,6 @@ use crate::layout::{
     RESPONSE_STATUS, RESPONSE_XID, SLOT_HEADER_SIZE, VERSION,
 };
 use crate::memory::{Doorbell, SharedMemory};
-use crate::splice::{call_procedure, nfs_reply_payload};
 
 /// Default limit on a rebuilt request record: a 1 MiB WRITE plus headers.
 pub const DEFAULT_MAX_RECORD: usize = (1 << 20) + 4096;
@@ -189,7 +189,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
             .position(|(_, ticket)| Arc::strong_count(ticket) == 1)
         {
             let (xid, _) = self.unanswered.swap_remove(index);
-            self.push_response(xid, ResponseStatus::NoReply, &[], 0, 0)?;
+            self.push_response(xid, ResponseStatus::NoReply, &[], &[], 0, 0)?;
         }
         Ok(())
     }
@@ -282,14 +282,18 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         Ok(self.request_producer()? != self.request_consumer)
     }
 
-    /// Answers `request` with the reply record `reply`.
+    /// Answers `request` with the reply record `reply`, whose bulk data
+    /// (READ data, a directory list), if any, is the range `segment` of it,
+    /// as the caller's encoder placed it.
     ///
-    /// The READ data or READDIR/READDIRPLUS directory list goes to the
-    /// request's reply pages when they hold it; otherwise a reply longer than
-    /// the slot sends its tail there; a reply that fits neither way is
-    /// answered with [`ResponseStatus::ReplyTooLarge`], which is returned.
+    /// The segment goes to the request's reply pages when they hold it and
+    /// the rest fits the slot; otherwise a reply longer than the slot sends
+    /// its tail there; a reply that fits neither way is answered with
+    /// [`ResponseStatus::ReplyTooLarge`], which is returned.
     ///
     /// # Errors
+    /// [`ProtocolError::SegmentOutOfReply`] for a `segment` outside `reply`
+    /// (the request is answered NO_REPLY);
     /// [`ProtocolError::Memory`] when a region refused an access;
     /// [`ProtocolError::UnknownXid`] for a request another backend handed
     /// out.
@@ -297,20 +301,26 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         &mut self,
         request: Request,
         reply: &[u8],
+        segment: Option<Range<usize>>,
     ) -> Result<ResponseStatus, ProtocolError> {
         self.take_unanswered(&request)?;
+        if segment
+            .as_ref()
+            .is_some_and(|segment| segment.start > segment.end || segment.end > reply.len())
+        {
+            self.push_response(request.xid, ResponseStatus::NoReply, &[], &[], 0, 0)?;
+            return Err(ProtocolError::SegmentOutOfReply);
+        }
         let capacity = self.parameters.response_capacity();
-        let preferred = call_procedure(&request.record)
-            .and_then(|procedure| nfs_reply_payload(procedure, reply))
-            .filter(|range| {
-                range.len() <= request.reply_capacity && reply.len() - range.len() <= capacity
-            });
+        let preferred = segment.filter(|range| {
+            range.len() <= request.reply_capacity && reply.len() - range.len() <= capacity
+        });
         let splice = match preferred {
             Some(range) => Some(range),
             None if reply.len() <= capacity => None,
             None if reply.len() - capacity <= request.reply_capacity => Some(capacity..reply.len()),
             None => {
-                self.push_response(request.xid, ResponseStatus::ReplyTooLarge, &[], 0, 0)?;
+                self.push_response(request.xid, ResponseStatus::ReplyTooLarge, &[], &[], 0, 0)?;
                 return Ok(ResponseStatus::ReplyTooLarge);
             }
         };
@@ -328,13 +338,13 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
                 .write(offset, &spliced[written..written + count])?;
             written += count;
         }
-        let mut inline = Vec::with_capacity(reply.len() - spliced.len());
-        inline.extend_from_slice(&reply[..splice_offset]);
-        inline.extend_from_slice(&reply[splice_offset + spliced.len()..]);
+        // The inline record: the reply around the spliced bytes, written
+        // into the slot in two pieces.
         self.push_response(
             request.xid,
             ResponseStatus::Ok,
-            &inline,
+            &reply[..splice_offset],
+            &reply[splice_offset + spliced.len()..],
             splice_offset,
             spliced.len(),
         )?;
@@ -347,7 +357,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
     /// As [`Backend::respond`].
     pub fn respond_no_reply(&mut self, request: Request) -> Result<(), ProtocolError> {
         self.take_unanswered(&request)?;
-        self.push_response(request.xid, ResponseStatus::NoReply, &[], 0, 0)
+        self.push_response(request.xid, ResponseStatus::NoReply, &[], &[], 0, 0)
     }
 
     /// Removes `request` from the unanswered list; a request this backend
@@ -363,23 +373,29 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         Ok(())
     }
 
+    /// Publishes a response whose inline record is `head ++ tail` (which
+    /// the caller made fit the slot).
     fn push_response(
         &mut self,
         xid: u32,
         status: ResponseStatus,
-        inline: &[u8],
+        head: &[u8],
+        tail: &[u8],
         splice_offset: usize,
         splice_length: usize,
     ) -> Result<(), ProtocolError> {
         let slot = &mut self.slot;
+        let inline_length = head.len() + tail.len();
         slot[..SLOT_HEADER_SIZE].fill(0);
         put_u32(slot, RESPONSE_XID, xid);
         put_u32(slot, RESPONSE_STATUS, status.to_wire());
-        put_u32(slot, RESPONSE_RECORD_LENGTH, inline.len() as u32);
+        put_u32(slot, RESPONSE_RECORD_LENGTH, inline_length as u32);
         put_u32(slot, RESPONSE_SPLICE_OFFSET, splice_offset as u32);
         put_u32(slot, RESPONSE_SPLICE_LENGTH, splice_length as u32);
-        slot[SLOT_HEADER_SIZE..SLOT_HEADER_SIZE + inline.len()].copy_from_slice(inline);
-        let used = SLOT_HEADER_SIZE + inline.len();
+        let middle = SLOT_HEADER_SIZE + head.len();
+        slot[SLOT_HEADER_SIZE..middle].copy_from_slice(head);
+        slot[middle..middle + tail.len()].copy_from_slice(tail);
+        let used = SLOT_HEADER_SIZE + inline_length;
         let slot_offset = self.parameters.slot_offset(self.response_producer);
         self.ring.write(slot_offset, &self.slot[..used])?;
         self.response_producer = self.response_producer.wrapping_add(1);

@@ -15,9 +15,11 @@
 //! the peer is gone (hosted: the socket hangs up; Xen: the backend's
 //! xenstore state).
 //!
-//! Xids: the caller's record keeps its own xid; the ring carries an xid
-//! unique among the calls in flight on this connection
-//! ([`Frontend::allocate_xid`]), and the reply gets the caller's back.
+//! Xids: the caller numbers its calls and the ring carries the record's
+//! xid as it is (the reply, matched by it, comes back with it); a call
+//! whose xid is still in flight on this connection is refused
+//! ([`SubmitError::DuplicateXid`]), so the caller's numbering must keep
+//! calls in flight apart, as it must on a stream transport.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -252,8 +254,8 @@ where
     /// Makes one call and waits for its reply.
     ///
     /// `record` is the ONC RPC call record (what TCP would carry, without
-    /// record marking); the ring carries it under an xid unique on this
-    /// connection, and the reply comes back with the caller's xid.
+    /// record marking); its xid, which no other call in flight on this
+    /// connection may have, is the one the ring carries.
     /// `write_payload`, when not empty, is bulk data for the record's last
     /// field, a variable-length opaque that the record must carry empty
     /// (encode `WRITE3args` with empty `data`): it travels in data pages
@@ -271,37 +273,46 @@ where
         write_payload: &[u8],
         read_capacity: usize,
     ) -> Result<Vec<u8>, CallError> {
-        if record.len() < 4 {
+        let Some(xid) = record.get(..4) else {
             return Err(CallError::Submit(SubmitError::BadRecord));
-        }
-        let mut carried = record.to_vec();
-        let payload = if write_payload.is_empty() {
-            None
+        };
+        let xid = u32::from_be_bytes([xid[0], xid[1], xid[2], xid[3]]);
+        // Only a call with a payload needs its record changed (the
+        // opaque's length and padding); others go as they are.
+        let filled;
+        let (carried, payload) = if write_payload.is_empty() {
+            (record, None)
         } else {
-            let offset = crate::splice::fill_trailing_opaque(&mut carried, write_payload.len())
+            let mut record = record.to_vec();
+            let offset = crate::splice::fill_trailing_opaque(&mut record, write_payload.len())
                 .ok_or(CallError::NoPayloadField)?;
-            Some(Payload {
+            filled = record;
+            let payload = Payload {
                 offset,
                 bytes: write_payload,
-            })
+            };
+            (&filled[..], Some(payload))
         };
         let shared = &*self.shared;
         let mut state = shared.lock();
-        let xid = loop {
+        loop {
             if state.disconnected {
                 return Err(CallError::Disconnected);
             }
-            let xid = state.frontend.allocate_xid();
-            carried[..4].copy_from_slice(&xid.to_be_bytes());
-            match state.frontend.submit(&carried, payload, read_capacity) {
-                Ok(xid) => break xid,
+            // A caller still waiting for, or about to take, the reply of a
+            // call with this xid keeps the xid: its reply would be
+            // mistaken for this one's.
+            if state.waiters.contains_key(&xid) {
+                return Err(CallError::Submit(SubmitError::DuplicateXid));
+            }
+            match state.frontend.submit(carried, payload, read_capacity) {
+                Ok(_) => break,
                 Err(error) if error.is_transient() => {
                     state = wait_on(&shared.space, state);
                 }
                 Err(error) => return Err(CallError::Submit(error)),
             }
-        };
-        drop(carried);
+        }
         let waiter = Arc::new(Condvar::new());
         state.waiters.insert(xid, Arc::clone(&waiter));
         let result = loop {
@@ -365,11 +376,7 @@ where
             }
         }
         drop(state);
-        let mut reply = result?;
-        if reply.len() >= 4 {
-            reply[..4].copy_from_slice(&record[..4]);
-        }
-        Ok(reply)
+        result
     }
 
     /// Disconnects: pending and later calls fail with

@@ -43,6 +43,9 @@ pub enum ProtocolError {
     },
     /// A response status outside the protocol.
     UnknownStatus,
+    /// The backend's caller named a reply segment outside its reply record
+    /// (a bug on the serving side, not the peer's doing).
+    SegmentOutOfReply,
 }
 
 impl From<OutOfBounds> for ProtocolError {
@@ -75,6 +78,7 @@ impl fmt::Display for ProtocolError {
                 write!(formatter, "response for xid {xid:#x} not in flight")
             }
             Self::UnknownStatus => formatter.write_str("unknown response status"),
+            Self::SegmentOutOfReply => formatter.write_str("reply segment outside the reply"),
         }
     }
 }

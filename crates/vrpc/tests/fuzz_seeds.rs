@@ -115,7 +115,7 @@ fn frontend_seed(name: &str, requests: u8, reply_pages: u8, reply: impl Fn(&[u8]
     let mut back = Backend::new(&ring[..], &pool[..], &doorbell, parameters, 1 << 20).unwrap();
     while let Some(request) = back.next_request().unwrap() {
         let answer = reply(request.record());
-        back.respond(request, &answer).unwrap();
+        back.respond(request, &answer, None).unwrap();
     }
     let mut bytes = vec![1, 0, 4, requests, reply_pages];
     let mut producer = [0u8; 4];

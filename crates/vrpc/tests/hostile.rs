@@ -321,7 +321,7 @@ fn random_garbage_never_panics_or_strays() {
                 Ok(Some(request)) => {
                     let length = rng.below(6000) as usize;
                     let reply = rng.bytes(length);
-                    back.respond(request, &reply).unwrap();
+                    back.respond(request, &reply, None).unwrap();
                     served += 1;
                 }
                 Ok(None) => {

@@ -61,7 +61,7 @@ fn round_trip_and_wrap_around_of_slots_and_indices() {
         assert_eq!(request.record(), record);
         assert!(back.next_request().unwrap().is_none());
         assert_eq!(
-            back.respond(request, &echo(&record)).unwrap(),
+            back.respond(request, &echo(&record), None).unwrap(),
             ResponseStatus::Ok
         );
         let completion = front.poll_response().unwrap().expect("response published");
@@ -89,7 +89,7 @@ fn full_ring_refuses_then_recovers() {
     // Consuming requests does not free slots; only collected responses do.
     let request = back.next_request().unwrap().unwrap();
     assert_eq!(front.submit(&extra, None, 0), Err(SubmitError::RingFull));
-    back.respond(request, &echo(&records[0])).unwrap();
+    back.respond(request, &echo(&records[0]), None).unwrap();
     assert_eq!(front.submit(&extra, None, 0), Err(SubmitError::RingFull));
     assert_eq!(
         front.poll_response().unwrap().unwrap().reply.unwrap(),
@@ -100,7 +100,7 @@ fn full_ring_refuses_then_recovers() {
     let mut answered = 1;
     while let Some(request) = back.next_request().unwrap() {
         let reply = echo(request.record());
-        back.respond(request, &reply).unwrap();
+        back.respond(request, &reply, None).unwrap();
         answered += 1;
     }
     assert_eq!(answered, records.len());
@@ -161,7 +161,7 @@ fn many_in_flight_complete_out_of_order() {
         while !requests.is_empty() {
             let request = requests.swap_remove(rng.below(requests.len() as u64) as usize);
             let reply = echo(request.record());
-            back.respond(request, &reply).unwrap();
+            back.respond(request, &reply, None).unwrap();
         }
         for _ in 0..count {
             let completion = front.poll_response().unwrap().unwrap();
@@ -184,14 +184,16 @@ fn read_call(xid: u32, count: u32) -> Vec<u8> {
     nfs3::message::encode_call::<Nfs3>(xid, xdr::OpaqueAuth::none(), &arguments)
 }
 
-fn read_reply(xid: u32, data: Vec<u8>) -> Vec<u8> {
+/// A READ reply carrying `data`, and the data's range in it as the encoder
+/// placed it.
+fn read_reply(xid: u32, data: Vec<u8>) -> (Vec<u8>, Option<std::ops::Range<usize>>) {
     let results = Results::Read(ProcedureResult::Ok(ReadOk {
         file_attributes: None,
         count: data.len() as u32,
         end_of_file: true,
         data,
     }));
-    nfs3::message::encode_reply(xid, &results, Vec::new())
+    nfs3::message::encode_nfs_reply(xid, &results, Vec::new())
 }
 
 #[test]
@@ -212,8 +214,11 @@ fn read_data_travels_in_reply_pages_and_write_data_in_payload_pages() {
     let request = back.next_request().unwrap().unwrap();
     assert_eq!(request.record(), call);
     let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
-    let reply = read_reply(11, data.clone());
-    assert_eq!(back.respond(request, &reply).unwrap(), ResponseStatus::Ok);
+    let (reply, segment) = read_reply(11, data.clone());
+    assert_eq!(
+        back.respond(request, &reply, segment).unwrap(),
+        ResponseStatus::Ok
+    );
     // The slot itself carries only the header part.
     let slot = vrpc::layout::HEADER_SIZE;
     let mut inline_length = [0u8; 4];
@@ -276,6 +281,141 @@ fn read_data_travels_in_reply_pages_and_write_data_in_payload_pages() {
     );
 }
 
+fn slot_word(ring: &[AtomicU32], offset: usize) -> usize {
+    let mut word = [0u8; 4];
+    vrpc::SharedMemory::read(&ring, offset, &mut word).unwrap();
+    u32::from_le_bytes(word) as usize
+}
+
+/// The backend carries exactly the range it is given in the reply pages
+/// (wherever it lies, of any length, empty included) and the frontend
+/// rebuilds the identical record.
+#[test]
+fn the_backend_carries_exactly_the_given_segment() {
+    let parameters = RingParameters {
+        slot_count: 4,
+        slot_size: 512,
+        pool_pages: 8,
+    };
+    let reply = Rng(21).bytes(1_501);
+    let segments = [
+        100..1_301,
+        0..1_200,
+        301..1_501,
+        50..1_077,
+        // Too long for the pages offered, or leaving too much for the slot:
+        // the generic tail rule instead.
+        0..1_501,
+        1_000..1_499,
+    ];
+    for segment in segments {
+        let (ring, pool) = regions(parameters);
+        let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+        let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+        let call = call_record(3, 7, 1, b"");
+        front.submit(&call, None, 1_400).unwrap();
+        // The request's one reply descriptor, read before the response
+        // overwrites the slot.
+        let slot = vrpc::layout::HEADER_SIZE;
+        let mut descriptor = [0u8; vrpc::layout::DESCRIPTOR_SIZE];
+        vrpc::SharedMemory::read(
+            &&ring[..],
+            slot + vrpc::layout::SLOT_HEADER_SIZE,
+            &mut descriptor,
+        )
+        .unwrap();
+        let descriptor = vrpc::Descriptor::from_bytes(descriptor);
+        let request = back.next_request().unwrap().unwrap();
+        assert_eq!(
+            back.respond(request, &reply, Some(segment.clone()))
+                .unwrap(),
+            ResponseStatus::Ok
+        );
+        let inline = slot_word(&ring, slot + vrpc::layout::RESPONSE_RECORD_LENGTH);
+        let offset = slot_word(&ring, slot + vrpc::layout::RESPONSE_SPLICE_OFFSET);
+        let length = slot_word(&ring, slot + vrpc::layout::RESPONSE_SPLICE_LENGTH);
+        let fits =
+            segment.len() <= 1_400 && reply.len() - segment.len() <= parameters.response_capacity();
+        let spliced = if fits {
+            segment.clone()
+        } else {
+            // The tail past the slot's capacity.
+            parameters.response_capacity()..reply.len()
+        };
+        assert_eq!((offset, length), (spliced.start, spliced.len()));
+        assert_eq!(inline, reply.len() - spliced.len());
+        let mut pages = vec![0u8; spliced.len()];
+        let start = descriptor.pool_offset(parameters.pool_pages).unwrap();
+        vrpc::SharedMemory::read(&&pool[..], start, &mut pages).unwrap();
+        assert_eq!(pages, &reply[spliced]);
+        assert_eq!(
+            front.poll_response().unwrap().unwrap().reply.unwrap(),
+            reply
+        );
+    }
+    // Short replies with an empty segment, or one at either end.
+    let (ring, pool) = regions(parameters);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+    let short = Rng(22).bytes(37);
+    for segment in [0..0, 5..5, 37..37, 0..37, 3..10, 30..37] {
+        let xid = front.allocate_xid();
+        front
+            .submit(&call_record(xid, 7, 1, b""), None, 4096)
+            .unwrap();
+        let request = back.next_request().unwrap().unwrap();
+        assert_eq!(
+            back.respond(request, &short, Some(segment)).unwrap(),
+            ResponseStatus::Ok
+        );
+        assert_eq!(
+            front.poll_response().unwrap().unwrap().reply.unwrap(),
+            short
+        );
+    }
+}
+
+/// A segment outside the reply is refused without a panic: the call is
+/// answered NO_REPLY, and the connection goes on.
+#[test]
+fn a_segment_outside_the_reply_is_refused() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, 0);
+    let reply = Rng(23).bytes(100);
+    #[allow(clippy::reversed_empty_ranges)]
+    let hostile = [
+        10..101,
+        101..101,
+        50..40,
+        usize::MAX - 1..usize::MAX,
+        0..usize::MAX,
+    ];
+    for segment in hostile {
+        let xid = front.allocate_xid();
+        front
+            .submit(&call_record(xid, 7, 1, b""), None, 4096)
+            .unwrap();
+        let request = back.next_request().unwrap().unwrap();
+        assert_eq!(
+            back.respond(request, &reply, Some(segment)),
+            Err(vrpc::ProtocolError::SegmentOutOfReply)
+        );
+        let completion = front.poll_response().unwrap().unwrap();
+        assert_eq!(completion.xid, xid);
+        assert_eq!(completion.reply, Err(CallFailure::NoReply));
+    }
+    let xid = front.allocate_xid();
+    front.submit(&call_record(xid, 7, 1, b""), None, 0).unwrap();
+    let request = back.next_request().unwrap().unwrap();
+    back.respond(request, &reply, Some(0..100)).unwrap();
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply.unwrap(),
+        reply
+    );
+    assert_eq!(front.in_flight(), 0);
+}
+
 #[test]
 fn oversized_records_spill_and_too_large_replies_are_refused() {
     let (ring, pool) = regions(SMALL);
@@ -290,7 +430,7 @@ fn oversized_records_spill_and_too_large_replies_are_refused() {
     // A reply longer than slot plus offered pages: ReplyTooLarge.
     let huge = vec![9u8; 9000];
     assert_eq!(
-        back.respond(request, &huge).unwrap(),
+        back.respond(request, &huge, None).unwrap(),
         ResponseStatus::ReplyTooLarge
     );
     assert_eq!(
@@ -303,7 +443,7 @@ fn oversized_records_spill_and_too_large_replies_are_refused() {
         .unwrap();
     let request = back.next_request().unwrap().unwrap();
     let long = Rng(4).bytes(4000);
-    back.respond(request, &long).unwrap();
+    back.respond(request, &long, None).unwrap();
     assert_eq!(front.poll_response().unwrap().unwrap().reply.unwrap(), long);
 }
 
@@ -328,7 +468,7 @@ fn pool_exhaustion_is_transient_and_oversize_is_not() {
     );
     assert_eq!(front.submit(&[1, 2], None, 0), Err(SubmitError::BadRecord));
     let request = back.next_request().unwrap().unwrap();
-    back.respond(request, b"reply").unwrap();
+    back.respond(request, b"reply", None).unwrap();
     front.poll_response().unwrap().unwrap();
     front
         .submit(&call_record(3, 7, 1, b""), None, 3 * 4096)
@@ -358,16 +498,16 @@ fn notifications_are_suppressed_until_requested() {
         "the final check sees the request"
     );
 
-    back.respond(first, b"one").unwrap();
+    back.respond(first, b"one", None).unwrap();
     assert_eq!(to_front.rings(), 1);
-    back.respond(second, b"two").unwrap();
+    back.respond(second, b"two", None).unwrap();
     assert_eq!(to_front.rings(), 1, "the frontend has not asked again");
     assert!(front.enable_notifications().unwrap());
     front.poll_response().unwrap().unwrap();
     front.poll_response().unwrap().unwrap();
     assert!(!front.enable_notifications().unwrap());
     let third = back.next_request().unwrap().unwrap();
-    back.respond(third, b"three").unwrap();
+    back.respond(third, b"three", None).unwrap();
     assert_eq!(to_front.rings(), 2);
 }
 
@@ -433,7 +573,7 @@ fn threads_never_miss_a_notification() {
                 match back.next_request().unwrap() {
                     Some(request) => {
                         let reply = echo(request.record());
-                        back.respond(request, &reply).unwrap();
+                        back.respond(request, &reply, None).unwrap();
                         answered += 1;
                     }
                     None => {
@@ -491,7 +631,7 @@ fn dropped_requests_are_answered_no_reply() {
         (completion.xid, completion.reply),
         (1, Err(CallFailure::NoReply))
     );
-    back.respond(second, b"two").unwrap();
+    back.respond(second, b"two", None).unwrap();
     assert_eq!(
         front.poll_response().unwrap().unwrap().reply.unwrap(),
         b"two"
@@ -506,7 +646,7 @@ fn dropped_requests_are_answered_no_reply() {
         .unwrap();
     let foreign = other_back.next_request().unwrap().unwrap();
     assert_eq!(
-        back.respond(foreign, b"x"),
+        back.respond(foreign, b"x", None),
         Err(vrpc::ProtocolError::UnknownXid { xid: 3 })
     );
     assert_eq!(back.outstanding(), 0);

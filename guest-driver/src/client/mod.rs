@@ -147,22 +147,75 @@ pub fn call_program_with<P: RpcProgram>(
     read_capacity: usize,
 ) -> CallResult<P::Results> {
     let procedure = P::procedure_number(arguments);
+    let reply = call_record::<P>(
+        transport,
+        xid,
+        credential,
+        arguments,
+        write_payload,
+        read_capacity,
+    )?;
+    let (reply_xid, results) = decode_reply::<P>(&reply, procedure).map_err(ClientError::Reply)?;
+    check_xid(xid, reply_xid)?;
+    Ok(results)
+}
+
+/// One RPC to program `P`; the reply record, not decoded.
+fn call_record<P: RpcProgram>(
+    transport: &dyn Transport,
+    xid: u32,
+    credential: OpaqueAuth,
+    arguments: &P::Arguments,
+    write_payload: &[u8],
+    read_capacity: usize,
+) -> CallResult<Vec<u8>> {
     let record = encode_call::<P>(xid, credential, arguments);
-    let reply = transport
+    transport
         .call(Call {
             xid,
             record: &record,
             write_payload,
             read_capacity,
         })
-        .map_err(ClientError::Transport)?;
-    let (reply_xid, results) = decode_reply::<P>(&reply, procedure).map_err(ClientError::Reply)?;
-    if reply_xid != xid {
-        return Err(ClientError::Reply(ReplyFailure::Header(
-            xdr::ReplyError::NotAReply { xid: reply_xid },
-        )));
+        .map_err(ClientError::Transport)
+}
+
+fn check_xid(sent: u32, received: u32) -> CallResult<()> {
+    if received == sent {
+        Ok(())
+    } else {
+        Err(ClientError::Reply(ReplyFailure::Header(
+            xdr::ReplyError::NotAReply { xid: received },
+        )))
     }
-    Ok(results)
+}
+
+/// READ data where it arrived: the reply record and the range of it the
+/// data occupies, so that it is handed on (to FUSE) without a copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadData {
+    record: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+impl ReadData {
+    /// Data already gathered in a buffer of its own.
+    pub fn from_vec(data: Vec<u8>) -> ReadData {
+        ReadData {
+            range: 0..data.len(),
+            record: data,
+        }
+    }
+
+    /// The data.
+    pub fn bytes(&self) -> &[u8] {
+        &self.record[self.range.clone()]
+    }
+
+    /// Keeps the first `length` bytes at most.
+    pub fn truncate(&mut self, length: usize) {
+        self.range.end = self.range.end.min(self.range.start + length);
+    }
 }
 
 /// An NFSv3 client bound to one transport.
@@ -230,22 +283,72 @@ impl NfsClient {
             Arguments::ReadDirectory(listing) => listing.count as usize + 512,
             _ => 0,
         };
-        // WRITE data travels beside the record (in data pages on a ring).
-        let (arguments, payload) = match arguments {
-            Arguments::Write(mut write) => {
-                let payload = std::mem::take(&mut write.data);
-                (Arguments::Write(write), payload)
-            }
-            other => (other, Vec::new()),
-        };
+        // A WRITE's data travels in the record here; `write_from` sends it
+        // beside the record (in data pages on a ring) instead.
         call_program_with::<Nfs3>(
             self.transport.as_ref(),
             self.xids.next(),
             credential,
             &arguments,
-            &payload,
+            &[],
             read_capacity,
         )
+    }
+
+    /// READ, the data left where it arrived: the results carry `data`
+    /// empty and [`ReadData`] holds it (empty for a failed READ).
+    ///
+    /// # Errors
+    /// [`ClientError`] when the call failed below NFS.
+    pub fn read_in_place(
+        &self,
+        caller: &Caller,
+        arguments: data::ReadArguments,
+    ) -> CallResult<(data::ReadResult, ReadData)> {
+        self.stats.count_call(nfs3::Procedure::Read);
+        let credential = caller.credential(&self.machine_name, self.stamp);
+        let read_capacity = arguments.count as usize + 512;
+        let xid = self.xids.next();
+        let record = call_record::<Nfs3>(
+            self.transport.as_ref(),
+            xid,
+            credential,
+            &Arguments::Read(arguments),
+            &[],
+            read_capacity,
+        )?;
+        let (reply_xid, result, range) =
+            nfs3::message::decode_read_reply(&record).map_err(ClientError::Reply)?;
+        check_xid(xid, reply_xid)?;
+        Ok((result, ReadData { record, range }))
+    }
+
+    /// WRITE of `payload`, sent from where it lies (a ring transport copies
+    /// it straight into its data pages); `arguments.data` is ignored (the
+    /// record carries it empty, the payload beside it).
+    ///
+    /// # Errors
+    /// [`ClientError`] when the call failed below NFS.
+    pub fn write_from(
+        &self,
+        caller: &Caller,
+        mut arguments: data::WriteArguments,
+        payload: &[u8],
+    ) -> CallResult<data::WriteResult> {
+        self.stats.count_call(nfs3::Procedure::Write);
+        let credential = caller.credential(&self.machine_name, self.stamp);
+        arguments.data = Vec::new();
+        match call_program_with::<Nfs3>(
+            self.transport.as_ref(),
+            self.xids.next(),
+            credential,
+            &Arguments::Write(arguments),
+            payload,
+            0,
+        )? {
+            Results::Write(results) => Ok(results),
+            _ => Err(ClientError::WrongResults),
+        }
     }
 }
 
@@ -293,10 +396,6 @@ procedures! {
     access => Access(inspect::AccessArguments) -> inspect::AccessResult;
     /// READLINK.
     read_link => ReadLink(inspect::ReadLinkArguments) -> inspect::ReadLinkResult;
-    /// READ.
-    read => Read(data::ReadArguments) -> data::ReadResult;
-    /// WRITE.
-    write => Write(data::WriteArguments) -> data::WriteResult;
     /// CREATE.
     create => Create(create::CreateArguments) -> create::CreatedResult;
     /// MKDIR.

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -93,30 +93,91 @@ pub trait Transport: Send + Sync {
 
 /// The standard record for `call`: the payload written into the record's
 /// trailing empty opaque (length word, bytes, padding), as a stream
-/// carries it.
+/// carries it (the TCP transport sends the same bytes without gathering
+/// them, [`StreamPieces`]); what tests compare replies with.
 ///
 /// # Errors
 /// [`TransportError::NoPayloadField`] when a payload is given but the
 /// record does not end in an empty opaque.
+#[cfg(test)]
 pub fn spliced_record(call: &Call<'_>) -> Result<Vec<u8>, TransportError> {
-    let mut record = call.record.to_vec();
-    if call.write_payload.is_empty() {
-        return Ok(record);
+    Ok(StreamPieces::of(call)?.slices()[1..].concat())
+}
+
+/// A call as a stream carries it, in pieces written where they lie (no copy
+/// of the record or of the payload): the record mark (one last fragment),
+/// the record (without its trailing empty opaque's length word when a
+/// payload fills it), the payload's length word, the payload, its padding.
+struct StreamPieces<'a> {
+    mark: [u8; 4],
+    head: &'a [u8],
+    length: [u8; 4],
+    payload: &'a [u8],
+    padding: &'static [u8],
+}
+
+impl<'a> StreamPieces<'a> {
+    fn of(call: &Call<'a>) -> Result<StreamPieces<'a>, TransportError> {
+        let (head, length) = if call.write_payload.is_empty() {
+            (call.record, None)
+        } else {
+            let length = u32::try_from(call.write_payload.len())
+                .map_err(|_| TransportError::NoPayloadField)?;
+            let word = call
+                .record
+                .len()
+                .checked_sub(4)
+                .filter(|start| call.record[*start..] == [0, 0, 0, 0])
+                .ok_or(TransportError::NoPayloadField)?;
+            (&call.record[..word], Some(length))
+        };
+        let padding = xdr::padding_length(call.write_payload.len());
+        let total = head.len() + length.map_or(0, |_| 4) + call.write_payload.len() + padding;
+        let total = u32::try_from(total)
+            .ok()
+            .filter(|&total| total as usize <= xdr::record::MAX_FRAGMENT_LENGTH)
+            .ok_or(TransportError::NoPayloadField)?;
+        Ok(StreamPieces {
+            mark: (xdr::record::LAST_FRAGMENT | total).to_be_bytes(),
+            head,
+            length: length.unwrap_or(0).to_be_bytes(),
+            payload: call.write_payload,
+            padding: &[0; 3][..padding],
+        })
     }
-    let length =
-        u32::try_from(call.write_payload.len()).map_err(|_| TransportError::NoPayloadField)?;
-    let word = record
-        .len()
-        .checked_sub(4)
-        .filter(|start| record[*start..] == [0, 0, 0, 0])
-        .ok_or(TransportError::NoPayloadField)?;
-    record[word..].copy_from_slice(&length.to_be_bytes());
-    record.extend_from_slice(call.write_payload);
-    record.resize(
-        record.len() + xdr::padding_length(call.write_payload.len()),
-        0,
-    );
-    Ok(record)
+
+    /// The pieces in order: mark, record, and (with a payload) its length,
+    /// bytes and padding.
+    fn slices(&self) -> Vec<&[u8]> {
+        if self.payload.is_empty() {
+            vec![&self.mark, self.head]
+        } else {
+            vec![
+                &self.mark,
+                self.head,
+                &self.length,
+                self.payload,
+                self.padding,
+            ]
+        }
+    }
+}
+
+/// Writes every byte of `pieces`, with as few system calls as the socket
+/// allows.
+fn write_all_vectored(stream: &mut TcpStream, pieces: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|piece| IoSlice::new(piece)).collect();
+    let mut slices = &mut slices[..];
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut slices, written),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 type ReplySlot = SyncSender<Result<Vec<u8>, String>>;
@@ -180,9 +241,9 @@ impl Connection {
         Ok(receiver)
     }
 
-    fn call(&self, xid: u32, framed: &[u8]) -> Result<Vec<u8>, TransportError> {
+    fn call(&self, xid: u32, pieces: &[&[u8]]) -> Result<Vec<u8>, TransportError> {
         let receiver = self.register(xid)?;
-        let sent = lock(&self.writer).write_all(framed);
+        let sent = write_all_vectored(&mut lock(&self.writer), pieces);
         if let Err(error) = sent {
             lock(&self.pending).waiting.remove(&xid);
             return Err(TransportError::Send(error));
@@ -238,10 +299,10 @@ impl TcpTransport {
 
 impl Transport for TcpTransport {
     fn call(&self, call: Call<'_>) -> Result<Vec<u8>, TransportError> {
-        let record = spliced_record(&call)?;
-        let mut framed = Vec::with_capacity(record.len() + 4);
-        xdr::record::encode_record(&record, xdr::record::MAX_FRAGMENT_LENGTH, &mut framed);
-        self.connection().call(call.xid, &framed)
+        // The mark, the record and the WRITE payload go out as they lie, in
+        // one vectored write.
+        let pieces = StreamPieces::of(&call)?;
+        self.connection().call(call.xid, &pieces.slices())
     }
 }
 
@@ -342,6 +403,58 @@ mod tests {
             Err(TransportError::NoPayloadField)
         ));
         assert_eq!(spliced_record(&plain(5, &record)).unwrap(), record);
+    }
+
+    /// WRITE payloads (of lengths that need each amount of padding, and
+    /// one larger than a socket buffer) reach the server spliced into the
+    /// record, though the transport sends record and payload as they lie.
+    #[test]
+    fn payloads_reach_the_server_spliced_into_the_record() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let lengths = [1usize, 2, 3, 4, 4097, 3_000_001];
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reassembler = RecordReassembler::new(4 << 20);
+            let mut buffer = vec![0u8; 65_536];
+            let mut answered = 0;
+            while answered < lengths.len() {
+                let read = stream.read(&mut buffer).unwrap();
+                let mut input = &buffer[..read];
+                while !input.is_empty() {
+                    let pushed = reassembler.push(input).unwrap();
+                    input = &input[pushed.consumed..];
+                    if let Some(record) = pushed.record {
+                        // The record as it arrived comes back.
+                        let mut framed = Vec::new();
+                        xdr::record::encode_record(
+                            &record,
+                            xdr::record::MAX_FRAGMENT_LENGTH,
+                            &mut framed,
+                        );
+                        stream.write_all(&framed).unwrap();
+                        answered += 1;
+                    }
+                }
+            }
+        });
+        let transport = TcpTransport::connect(address).unwrap();
+        for (index, length) in lengths.into_iter().enumerate() {
+            let xid = 40 + index as u32;
+            let mut record = xid.to_be_bytes().to_vec();
+            record.extend_from_slice(&[7; 8]);
+            record.extend_from_slice(&[0; 4]);
+            let payload: Vec<u8> = (0..length).map(|byte| (byte % 251) as u8 + 1).collect();
+            let call = Call {
+                xid,
+                record: &record,
+                write_payload: &payload,
+                read_capacity: 0,
+            };
+            let expected = spliced_record(&call).unwrap();
+            assert_eq!(transport.call(call).unwrap(), expected);
+        }
+        server.join().unwrap();
     }
 
     /// A server that answers calls in reverse order of arrival, echoing

@@ -16,10 +16,12 @@ use fuser::{Errno, FileAttr, FopenFlags, INodeNo, OpenAccMode, OpenFlags};
 use nfs3::procedures::create::{CreateArguments, CreateHow};
 use nfs3::procedures::data::{CommitArguments, ReadArguments};
 use nfs3::procedures::inspect::{AccessArguments, LookupArguments};
-use nfs3::{DirectoryOperationArguments, FileHandle, NfsError, SettableAttributes};
+use nfs3::{
+    DirectoryOperationArguments, FileHandle, NfsError, ProcedureResult, SettableAttributes,
+};
 
 use super::{errno, lock, name_bytes, nfs, NfsFilesystem, OpenFile};
-use crate::client::Caller;
+use crate::client::{Caller, ReadData};
 
 impl NfsFilesystem {
     /// Registers an open file on `node` and returns its FUSE handle.
@@ -251,27 +253,43 @@ impl NfsFilesystem {
             .ok_or(Errno::EBADF)
     }
 
-    pub(super) fn do_read(&self, file: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// READs `size` bytes at `offset`. The answer to FUSE is the data where
+    /// it arrived (in the reply record) when one READ brings it all, as it
+    /// does unless `size` exceeds the read size; pieces of several READs
+    /// are joined.
+    pub(super) fn do_read(&self, file: u64, offset: u64, size: u32) -> Result<ReadData, Errno> {
         let (handle, caller, node) = self.open_file(file)?;
         self.writes.drain(node);
-        let mut data = Vec::with_capacity(size as usize);
-        while data.len() < size as usize {
-            let count = (size as usize - data.len()).min(self.settings.read_size as usize);
-            let ok = nfs(self.client.read(
+        let size = size as usize;
+        let mut joined: Vec<u8> = Vec::new();
+        while joined.len() < size {
+            let count = (size - joined.len()).min(self.settings.read_size as usize);
+            let reply = self.client.read_in_place(
                 &caller,
                 ReadArguments {
                     file: handle.clone(),
-                    offset: offset + data.len() as u64,
+                    offset: offset + joined.len() as u64,
                     count: count as u32,
                 },
-            ))?;
-            let received = ok.data.len().min(count);
-            data.extend_from_slice(&ok.data[..received]);
-            if ok.end_of_file || received == 0 {
+            );
+            let (ok, mut data) = nfs(reply.map(|(result, data)| match result {
+                ProcedureResult::Ok(ok) => ProcedureResult::Ok((ok, data)),
+                ProcedureResult::Failed { status, body } => {
+                    ProcedureResult::Failed { status, body }
+                }
+            }))?;
+            data.truncate(count);
+            let received = data.bytes().len();
+            let last = ok.end_of_file || received == 0 || joined.len() + received >= size;
+            if joined.is_empty() && last {
+                return Ok(data);
+            }
+            joined.extend_from_slice(data.bytes());
+            if last {
                 break;
             }
         }
-        Ok(data)
+        Ok(ReadData::from_vec(joined))
     }
 
     pub(super) fn do_write(&self, file: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {

@@ -7,14 +7,21 @@
 //! server, the driver fetches the directory's whole listing with
 //! READDIRPLUS (names, handles, file ids) and answers further lookups
 //! there from it: a name listed is found (its attributes come from the
-//! table, as any GETATTR's do), a name not listed does not exist. The
-//! listing is dropped whenever the directory changes: by the watcher when
-//! another guest changed it (as it drops the names the kernel caches,
-//! `watch.rs`), and by this driver's own changes to it (the kernel is told
-//! of those directly). A listing fetched across such a drop is not kept
-//! ([`super::nodes::Node::listing_epoch`]). Only when the kernel checks permissions: the
-//! server's LOOKUP would check search permission on the directory for each
-//! caller, and the kernel does that check before asking.
+//! table, as any GETATTR's do), a name not listed does not exist.
+//!
+//! The listing is dropped whenever the directory changes: by the watcher
+//! when another guest changed it (as it drops the names the kernel
+//! caches, `watch.rs`), and by this driver's own changes to it (the kernel
+//! is told of those directly). A listing fetched across such a drop is not
+//! kept ([`super::nodes::Node::listing_epoch`]).
+//!
+//! Only when the kernel checks permissions (the server's LOOKUP would
+//! check search permission on the directory for each caller; the kernel
+//! does that check before asking) and caches names, found and not found
+//! (`--entry-timeout` and `--negative-timeout` above 0): a listing is then
+//! as current as the kernel's own cached names, which the watcher keeps
+//! within milliseconds. A mount that wants every lookup to reach the
+//! server gets that.
 //!
 //! Bounds: a directory of more than [`MAX_LISTED_ENTRIES`] entries is not
 //! listed (its lookups go to the server); listings hold at most
@@ -91,7 +98,14 @@ impl NfsFilesystem {
         parent: u64,
         name: &OsStr,
     ) -> Option<Answer> {
-        if self.coherence.is_none() || !self.settings.kernel_permissions {
+        // A listing is as current as the kernel's own cached names (the
+        // watcher drops both): only where the mount lets the kernel cache
+        // names, found and not found.
+        if self.coherence.is_none()
+            || !self.settings.kernel_permissions
+            || self.settings.entry_timeout.is_zero()
+            || self.settings.negative_timeout.is_zero()
+        {
             return None;
         }
         let name = name.as_bytes();

@@ -1007,7 +1007,7 @@ impl Filesystem for NfsFilesystem {
         reply: ReplyData,
     ) {
         match self.do_read(file.0, offset, size) {
-            Ok(data) => reply.data(&data),
+            Ok(data) => reply.data(data.bytes()),
             Err(error) => reply.error(error),
         }
     }

@@ -216,15 +216,18 @@ impl Sender {
         let mut written = 0usize;
         while written < data.len() {
             let chunk = &data[written..data.len().min(written + self.write_size as usize)];
-            let ok = nfs(self.client.write(
+            // Sent from the caller's buffer: no copy of the data on the way
+            // to the transport.
+            let ok = nfs(self.client.write_from(
                 caller,
                 WriteArguments {
                     file: handle.clone(),
                     offset: offset + written as u64,
                     count: chunk.len() as u32,
                     stable: StableHow::Unstable,
-                    data: chunk.to_vec(),
+                    data: Vec::new(),
                 },
+                chunk,
             ))?;
             note_data_version(&self.nodes, node, &ok.file_wcc);
             if self.coherent {

@@ -269,7 +269,8 @@ fn serve(
                 None => connection.respond_no_reply(request)?,
                 Some(reply) if reply.needs_commit() => waiting.push((request, reply)),
                 Some(reply) => {
-                    connection.respond(request, &reply.into_bytes_unchecked_durability())?;
+                    let record = reply.into_record_unchecked_durability();
+                    connection.respond(request, &record.bytes, record.segment)?;
                 }
             }
             next = connection.try_next_request()?;
@@ -287,11 +288,11 @@ fn serve(
                 let server = lock(server);
                 waiting
                     .drain(..)
-                    .map(|(request, reply)| (request, server.settle(reply)))
+                    .map(|(request, reply)| (request, server.settle_record(reply)))
                     .collect()
             };
-            for (request, bytes) in replies {
-                connection.respond(request, &bytes)?;
+            for (request, record) in replies {
+                connection.respond(request, &record.bytes, record.segment)?;
             }
         }
     }

@@ -40,11 +40,12 @@ pub mod table;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use nfs3::message::{self, CallRejection};
 use nfs3::mount::Mount3;
 use nfs3::portmap::Portmap2;
-use nfs3::{Nfs3, RpcProgram};
+use nfs3::RpcProgram;
 use vfs::{Attributes, FileSystem, Generation, InodeId};
 use xdr::{AuthStatus, CallHeader, Credential, RejectedReply, ReplyHeader};
 
@@ -82,7 +83,39 @@ pub trait AttributeObserver {
 #[derive(Debug)]
 pub struct Reply {
     bytes: Vec<u8>,
+    /// The range of `bytes` holding the bulk data (see [`ReplyRecord`]).
+    segment: Option<Range<usize>>,
     pending: Option<PendingCommit>,
+}
+
+/// A reply record ready to send, and the range of it that holds its bulk
+/// data: the READ data (`data<>` of `READ3resok`, without its padding) or
+/// the READDIR/READDIRPLUS directory list, as the encoder placed them. A
+/// transport that carries bulk data apart (VRPC's data pages) or writes the
+/// record in pieces takes the range from here and never parses the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRecord {
+    /// The standard ONC RPC reply record.
+    pub bytes: Vec<u8>,
+    /// The bulk data's range of `bytes`, always within it; `None` for
+    /// replies without bulk data.
+    pub segment: Option<Range<usize>>,
+}
+
+impl ReplyRecord {
+    /// The record in three pieces: before the bulk data, the bulk data,
+    /// after it (the whole record first, and empty pieces, when there is no
+    /// segment or it does not lie within the record).
+    pub fn pieces(&self) -> (&[u8], &[u8], &[u8]) {
+        let pieces = self.segment.as_ref().and_then(|segment| {
+            Some((
+                self.bytes.get(..segment.start)?,
+                self.bytes.get(segment.clone())?,
+                self.bytes.get(segment.end..)?,
+            ))
+        });
+        pieces.unwrap_or((&self.bytes, &[], &[]))
+    }
 }
 
 #[derive(Debug)]
@@ -109,6 +142,15 @@ impl Reply {
     /// sent (see [`Server::settle`]), if any.
     pub fn durable_at(&self) -> Option<u64> {
         self.pending.as_ref().map(|pending| pending.sequence)
+    }
+
+    /// The reply record and its bulk data's range, for a reply that needs
+    /// no commit.
+    pub fn into_record_unchecked_durability(self) -> ReplyRecord {
+        ReplyRecord {
+            bytes: self.bytes,
+            segment: self.segment,
+        }
     }
 }
 
@@ -200,6 +242,13 @@ pub(crate) struct Core {
     /// In a snapshot call: the snapshots (for the attributes of
     /// `.snapshots`, the parent of the snapshot's root).
     call_listing: Option<vfs::SnapshotListing>,
+    /// The xid of the NFS call being run (a READ builds its reply record
+    /// itself).
+    call_xid: u32,
+    /// The whole reply record of the call being run, when it is a READ that
+    /// succeeded: built in place, the file system reading straight into it
+    /// (its `Results::Read` then carries no data).
+    read_record: Option<ReplyRecord>,
 }
 
 /// The NFS server over one file system.
@@ -277,6 +326,8 @@ impl<F: FileSystem> Server<F> {
                 call_tree: Tree::Live,
                 snapshot_root: None,
                 call_listing: None,
+                call_xid: 0,
+                read_record: None,
             },
         })
     }
@@ -519,43 +570,78 @@ impl<F: FileSystem> Server<F> {
     /// for ([`Reply::durable_at`]): the reply itself when they made it
     /// durable, the procedure's NFS3ERR_IO when they failed.
     pub fn settle(&self, reply: Reply) -> Vec<u8> {
-        let Some(pending) = reply.pending else {
-            return reply.bytes;
+        self.settle_record(reply).bytes
+    }
+
+    /// [`Server::settle`], keeping the bulk data's range of the record.
+    pub fn settle_record(&self, reply: Reply) -> ReplyRecord {
+        let Reply {
+            bytes,
+            segment,
+            pending,
+        } = reply;
+        let record = ReplyRecord { bytes, segment };
+        let Some(pending) = pending else {
+            return record;
         };
         if self.is_durable(pending.sequence) {
-            return reply.bytes;
+            return record;
         }
-        message::encode_reply(
-            pending.xid,
-            &procedures::failure(pending.procedure, nfs3::NfsError::Io),
-            Vec::new(),
-        )
+        ReplyRecord {
+            bytes: message::encode_reply(
+                pending.xid,
+                &procedures::failure(pending.procedure, nfs3::NfsError::Io),
+                Vec::new(),
+            ),
+            segment: None,
+        }
     }
 
     /// Make `reply` sendable: commit if its effects are not durable yet
     /// (one commit covers every call applied before it). On a failed
     /// commit the reply becomes the procedure's NFS3ERR_IO.
     pub fn finish(&mut self, reply: Reply) -> Vec<u8> {
-        let Some(pending) = reply.pending else {
-            return reply.bytes;
+        self.finish_record(reply).bytes
+    }
+
+    /// [`Server::finish`], keeping the bulk data's range of the record.
+    pub fn finish_record(&mut self, reply: Reply) -> ReplyRecord {
+        let Reply {
+            bytes,
+            segment,
+            pending,
+        } = reply;
+        let record = ReplyRecord { bytes, segment };
+        let Some(pending) = pending else {
+            return record;
         };
         if self.filesystem.durable_sequence() >= pending.sequence {
-            return reply.bytes;
+            return record;
         }
         self.core.statistics.commits += 1;
         match self.filesystem.commit() {
-            Ok(()) => reply.bytes,
-            Err(_) => message::encode_reply(
-                pending.xid,
-                &procedures::failure(pending.procedure, nfs3::NfsError::Io),
-                Vec::new(),
-            ),
+            Ok(()) => record,
+            Err(_) => ReplyRecord {
+                bytes: message::encode_reply(
+                    pending.xid,
+                    &procedures::failure(pending.procedure, nfs3::NfsError::Io),
+                    Vec::new(),
+                ),
+                segment: None,
+            },
         }
     }
 
     fn nfs(&mut self, record: &[u8], client: ClientAddress) -> Option<Reply> {
-        let (header, arguments, caller) = match self.core.accept::<Nfs3>(record, client) {
-            Ok(call) => call,
+        // A WRITE's data stays in the record: the file system takes it from
+        // there.
+        let (header, arguments, write_data) = match message::decode_nfs_call(record) {
+            Ok((header, arguments, data)) => (header, arguments, data),
+            Err(rejection) => return self.core.refuse(rejection).map(plain),
+        };
+        let write_data = write_data.map_or(&[][..], |range| &record[range]);
+        let caller = match self.core.authenticate(&header, client) {
+            Ok(caller) => caller,
             Err(rejection) => return rejection.map(plain),
         };
         let procedure = arguments.procedure();
@@ -579,8 +665,19 @@ impl<F: FileSystem> Server<F> {
                 ));
             }
         }
-        let (results, durable) = self.core.nfs(&mut self.filesystem, &caller, arguments);
-        let bytes = message::encode_reply(header.xid, &results, Vec::new());
+        self.core.call_xid = header.xid;
+        self.core.read_record = None;
+        let (results, durable) =
+            self.core
+                .nfs(&mut self.filesystem, &caller, arguments, write_data);
+        // A successful READ built its record in place (the file system read
+        // straight into it); everything else is encoded here.
+        let (bytes, segment) = match (self.core.read_record.take(), &results) {
+            (Some(record), nfs3::Results::Read(nfs3::ProcedureResult::Ok(_))) => {
+                (record.bytes, record.segment)
+            }
+            _ => message::encode_nfs_reply(header.xid, &results, Vec::new()),
+        };
         let sequence = durable.then(|| self.filesystem.applied_sequence());
         if let Some(key) = key {
             self.core.cache.insert(
@@ -591,7 +688,9 @@ impl<F: FileSystem> Server<F> {
                 },
             );
         }
-        Some(with_fallback(header.xid, procedure, sequence, bytes))
+        let mut reply = with_fallback(header.xid, procedure, sequence, bytes);
+        reply.segment = segment;
+        Some(reply)
     }
 }
 
@@ -605,6 +704,7 @@ fn with_fallback(
 ) -> Reply {
     Reply {
         bytes,
+        segment: None,
         pending: sequence.map(|sequence| PendingCommit {
             sequence,
             xid,
@@ -616,6 +716,7 @@ fn with_fallback(
 fn plain(bytes: Vec<u8>) -> Reply {
     Reply {
         bytes,
+        segment: None,
         pending: None,
     }
 }
@@ -630,25 +731,41 @@ impl Core {
         record: &[u8],
         client: ClientAddress,
     ) -> Result<(CallHeader, P::Arguments, Caller), Option<Vec<u8>>> {
-        let rejected = |statistics: &mut Statistics, header: Option<ReplyHeader>| {
-            statistics.rejected += 1;
-            header.map(|header| message::encode_rejection(&header, Vec::new()))
-        };
         match message::decode_call::<P>(record) {
-            Ok((header, arguments)) => match header.credential.credential() {
-                Ok(credential @ (Credential::None | Credential::Sys(_))) => {
-                    Ok((header, arguments, Caller { client, credential }))
-                }
-                Ok(Credential::Other(_)) | Err(_) => Err(rejected(
-                    &mut self.statistics,
-                    Some(ReplyHeader::denied(
-                        header.xid,
-                        RejectedReply::AuthError(AuthStatus::BadCredential),
-                    )),
-                )),
-            },
-            Err(CallRejection::Drop) => Err(rejected(&mut self.statistics, None)),
-            Err(CallRejection::Reply(header)) => Err(rejected(&mut self.statistics, Some(header))),
+            Ok((header, arguments)) => {
+                let caller = self.authenticate(&header, client)?;
+                Ok((header, arguments, caller))
+            }
+            Err(rejection) => Err(self.refuse(rejection)),
+        }
+    }
+
+    /// The caller of a decoded call, or the rejection to send when its
+    /// credential is not one the server takes.
+    fn authenticate(
+        &mut self,
+        header: &CallHeader,
+        client: ClientAddress,
+    ) -> Result<Caller, Option<Vec<u8>>> {
+        match header.credential.credential() {
+            Ok(credential @ (Credential::None | Credential::Sys(_))) => {
+                Ok(Caller { client, credential })
+            }
+            Ok(Credential::Other(_)) | Err(_) => {
+                Err(self.refuse(CallRejection::Reply(ReplyHeader::denied(
+                    header.xid,
+                    RejectedReply::AuthError(AuthStatus::BadCredential),
+                ))))
+            }
+        }
+    }
+
+    /// Counts a rejected call; the reply to send, if any.
+    fn refuse(&mut self, rejection: CallRejection) -> Option<Vec<u8>> {
+        self.statistics.rejected += 1;
+        match rejection {
+            CallRejection::Drop => None,
+            CallRejection::Reply(header) => Some(message::encode_rejection(&header, Vec::new())),
         }
     }
 

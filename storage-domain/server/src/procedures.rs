@@ -3,12 +3,12 @@
 //! (RFC 1813 section 3.3). Namespace changes are in `namespace`, listings
 //! in `directory`.
 
-use alloc::vec;
+use alloc::vec::Vec;
 
 use nfs3::procedures::create::DirectoryWccFailed;
 use nfs3::procedures::data::{
-    CommitArguments, CommitOk, CommitResult, FileWccFailed, ReadArguments, ReadOk, ReadResult,
-    WriteArguments, WriteOk, WriteResult,
+    CommitArguments, CommitOk, CommitResult, FileWccFailed, ReadArguments, ReadOk, ReadReplyBuffer,
+    ReadResult, WriteArguments, WriteOk, WriteResult,
 };
 use nfs3::procedures::filesystem::{
     FileSystemArguments, FileSystemInformationOk, FileSystemInformationResult,
@@ -166,11 +166,15 @@ impl Core {
     /// Run one NFS call; the flag says whether the reply must wait for a
     /// commit (RFC 1813: a reply to a change means the change is on stable
     /// storage, except for UNSTABLE writes).
+    ///
+    /// `write_data` is a WRITE's data where it lies (the call record; the
+    /// arguments' `data` is then empty), or empty.
     pub(crate) fn nfs<F: FileSystem + ?Sized>(
         &mut self,
         fs: &mut F,
         caller: &Caller,
         arguments: Arguments,
+        write_data: &[u8],
     ) -> (Results, bool) {
         let changes = match &arguments {
             Arguments::Write(write) => write.stable != StableHow::Unstable,
@@ -179,10 +183,15 @@ impl Core {
         };
         let explicit = matches!(arguments, Arguments::Commit(_));
         self.call_export = None;
-        let results = match self.call_tree_of(&arguments) {
-            Tree::Live => self.dispatch(fs, caller, arguments),
-            Tree::SnapshotDirectory => self.snapshot_directory_call(fs, caller, arguments),
-            Tree::Snapshot(id) => self.snapshot_call(fs, caller, id, arguments),
+        let results = match (self.call_tree_of(&arguments), arguments) {
+            (Tree::Live, Arguments::Write(arguments)) if !write_data.is_empty() => {
+                Results::Write(self.write(fs, caller, arguments, write_data))
+            }
+            (tree, arguments) => match tree {
+                Tree::Live => self.dispatch(fs, caller, arguments),
+                Tree::SnapshotDirectory => self.snapshot_directory_call(fs, caller, arguments),
+                Tree::Snapshot(id) => self.snapshot_call(fs, caller, id, arguments),
+            },
         };
         // An `async` export answers changes at once, and so does a
         // `vrpc=local` one to VRPC callers; COMMIT always waits.
@@ -216,7 +225,10 @@ impl Core {
                 Results::ReadLink(self.read_link(fs, caller, arguments))
             }
             Arguments::Read(arguments) => Results::Read(self.read(fs, caller, arguments)),
-            Arguments::Write(arguments) => Results::Write(self.write(fs, caller, arguments)),
+            Arguments::Write(mut arguments) => {
+                let data = core::mem::take(&mut arguments.data);
+                Results::Write(self.write(fs, caller, arguments, &data))
+            }
             Arguments::Create(arguments) => Results::Create(self.create(fs, caller, arguments)),
             Arguments::MakeDirectory(arguments) => {
                 Results::MakeDirectory(self.make_directory(fs, caller, arguments))
@@ -700,16 +712,26 @@ impl Core {
         }
         let count = arguments.count.min(MAX_IO_SIZE) as usize;
         let available = attributes.size.saturating_sub(arguments.offset);
-        let mut data = vec![0u8; count.min(usize::try_from(available).unwrap_or(usize::MAX))];
-        match fs.read(attributes.inode, arguments.offset, &mut data) {
+        let capacity = count.min(usize::try_from(available).unwrap_or(usize::MAX));
+        // The reply record is built around the room for the data, and the
+        // file system reads straight into it (see `Core::read_record`).
+        let file_attributes = Some(self.attributes(resolved.export, &attributes));
+        let mut record =
+            ReadReplyBuffer::new(self.call_xid, &file_attributes, capacity, Vec::new());
+        match fs.read(attributes.inode, arguments.offset, record.data_mut()) {
             Ok(length) => {
-                data.truncate(length);
+                let length = length.min(capacity);
                 let end_of_file = arguments.offset.saturating_add(length as u64) >= attributes.size;
+                let (bytes, segment) = record.finish(length, end_of_file);
+                self.read_record = Some(crate::ReplyRecord {
+                    bytes,
+                    segment: Some(segment),
+                });
                 ProcedureResult::Ok(ReadOk {
-                    file_attributes: Some(self.attributes(resolved.export, &attributes)),
+                    file_attributes,
                     count: length as u32,
                     end_of_file,
-                    data,
+                    data: Vec::new(),
                 })
             }
             Err(error) => failed(self, status(&error)),
@@ -721,6 +743,7 @@ impl Core {
         fs: &mut F,
         caller: &Caller,
         arguments: WriteArguments,
+        data: &[u8],
     ) -> WriteResult {
         let resolved = match self.resolve(fs, caller, &arguments.file) {
             Ok(resolved) => resolved,
@@ -746,19 +769,15 @@ impl Core {
             if !resolved.identity.may_access_data(&before, WRITE) {
                 return Err(NfsError::Access);
             }
-            if (arguments.data.len() as u64) < u64::from(arguments.count) {
+            if (data.len() as u64) < u64::from(arguments.count) {
                 return Err(NfsError::Invalid);
             }
             let count = arguments.count.min(MAX_IO_SIZE);
             if arguments.offset.saturating_add(u64::from(count)) > MAX_FILE_SIZE {
                 return Err(NfsError::FileTooLarge);
             }
-            fs.write(
-                before.inode,
-                arguments.offset,
-                &arguments.data[..count as usize],
-            )
-            .map_err(|error| status(&error))?;
+            fs.write(before.inode, arguments.offset, &data[..count as usize])
+                .map_err(|error| status(&error))?;
             Ok(count)
         })();
         let file_wcc = self.wcc(fs, resolved.export, &before);

@@ -559,3 +559,66 @@ fn vrpc_guests_get_local_durability_unless_the_export_says_sync() {
     client.client = ClientAddress::Domain(3);
     assert!(mkdir(&mut client, b"guest"), "vrpc=sync: NFS rules");
 }
+
+/// A READ reply names its data's range: the bytes there are the file's,
+/// for lengths that are and are not multiples of four, short reads at the
+/// end of the file and empty reads; other replies name none.
+#[test]
+fn read_replies_name_the_range_of_their_data() {
+    let mut client = Client::new(common::memfs(), &["/,no_root_squash"]);
+    let root = client.root();
+    let file = client.create(&root, b"data").unwrap();
+    let contents: Vec<u8> = (0..9000u32).map(|index| (index % 251) as u8).collect();
+    client
+        .write(&file, 0, &contents, nfs3::StableHow::FileSync)
+        .unwrap();
+    for (offset, count) in [(0, 0), (0, 1), (3, 5), (0, 4096), (100, 8191), (8990, 64)] {
+        let arguments = nfs3::Arguments::Read(nfs3::procedures::data::ReadArguments {
+            file: file.clone(),
+            offset,
+            count,
+        });
+        let call = client.nfs_record(&arguments);
+        let reply = client.server.handle(&call, client.client).unwrap();
+        let record = client.server.finish_record(reply);
+        let start = offset as usize;
+        let end = (start + count as usize).min(contents.len());
+        let segment = record.segment.clone().expect("a READ reply has a segment");
+        assert_eq!(&record.bytes[segment], &contents[start..end]);
+        let (head, payload, tail) = record.pieces();
+        assert_eq!([head, payload, tail].concat(), record.bytes);
+        let (_, results) = nfs3::message::decode_reply::<nfs3::Nfs3>(&record.bytes, 6).unwrap();
+        match results {
+            nfs3::Results::Read(nfs3::ProcedureResult::Ok(ok)) => {
+                assert_eq!(ok.data, &contents[start..end]);
+                assert_eq!(ok.count as usize, end - start);
+                assert_eq!(ok.end_of_file, end == contents.len());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let getattr = client.nfs_record(&nfs3::Arguments::GetAttributes(
+        nfs3::procedures::inspect::GetAttributesArguments { object: file },
+    ));
+    let reply = client.server.handle(&getattr, client.client).unwrap();
+    assert_eq!(client.server.finish_record(reply).segment, None);
+}
+
+/// A record whose range does not lie within it comes apart as the whole
+/// record, without a panic; an empty range at its end splits nothing off.
+#[test]
+fn a_reply_record_with_a_range_outside_it_is_one_piece() {
+    #[allow(clippy::reversed_empty_ranges)]
+    for segment in [0..5, 3..2, 4..4, usize::MAX..usize::MAX] {
+        let record = nfs_server::ReplyRecord {
+            bytes: vec![1, 2, 3, 4],
+            segment: Some(segment),
+        };
+        assert_eq!(record.pieces(), (&[1, 2, 3, 4][..], &[][..], &[][..]));
+    }
+    let record = nfs_server::ReplyRecord {
+        bytes: vec![1, 2, 3, 4],
+        segment: Some(1..3),
+    };
+    assert_eq!(record.pieces(), (&[1][..], &[2, 3][..], &[4][..]));
+}

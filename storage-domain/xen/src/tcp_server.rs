@@ -16,8 +16,9 @@
 //! [`nfs_server::MAX_RECORD_SIZE`]; an oversized record aborts the
 //! connection. A complete record goes through `Server::handle` and
 //! `Server::finish` (which commits when the reply promises durability);
-//! the reply is queued with its record mark and sent as the socket's
-//! buffer drains. While a reply is pending, the connection reads no
+//! the reply is queued as it came from the server, behind its record mark
+//! (kept apart, so the reply is not copied to prepend it), and sent as the
+//! socket's buffer drains. While a reply is pending, the connection reads no
 //! further records (back-pressure on the client through TCP's window).
 //!
 //! Memory beyond the sockets is bounded across all connections together.
@@ -52,7 +53,7 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
 use vfs::FileSystem;
-use xdr::record::{encode_record, MAX_FRAGMENT_LENGTH};
+use xdr::record::{LAST_FRAGMENT, MAX_FRAGMENT_LENGTH};
 use xdr::{Pushed, RecordReassembler};
 
 /// Bytes of each socket's receive buffer (the advertised window).
@@ -180,7 +181,9 @@ struct Connection {
     reassembler: RecordReassembler,
     /// Bytes consumed into the unfinished record (marks included).
     buffered: usize,
-    /// The reply being sent (with its record mark) and how much of it went.
+    /// The record mark of the reply being sent, the reply, and how much of
+    /// the two went (the mark counts first).
+    mark: [u8; 4],
     output: Vec<u8>,
     sent: usize,
     /// The client, from the moment the socket left Listen until it is
@@ -198,6 +201,7 @@ impl Connection {
             handle,
             reassembler: RecordReassembler::new(MAX_RECORD_SIZE),
             buffered: 0,
+            mark: [0; 4],
             output: Vec::new(),
             sent: 0,
             peer: None,
@@ -215,12 +219,33 @@ impl Connection {
         self.peer = None;
     }
 
+    /// Bytes of the queued reply (mark included) not yet sent.
+    fn unsent(&self) -> usize {
+        if self.output.is_empty() {
+            0
+        } else {
+            (self.mark.len() + self.output.len()).saturating_sub(self.sent)
+        }
+    }
+
+    /// Queues `reply` behind its record mark: one last fragment (a reply is
+    /// far below the 2 GiB a fragment may hold). The server's replies are
+    /// never empty; an empty one would be nothing to send.
+    fn queue(&mut self, reply: Vec<u8>) {
+        let length = u32::try_from(reply.len())
+            .unwrap_or(u32::MAX)
+            .min(MAX_FRAGMENT_LENGTH as u32);
+        self.mark = (LAST_FRAGMENT | length).to_be_bytes();
+        self.output = reply;
+        self.sent = 0;
+    }
+
     fn view(&self, socket: &tcp::Socket<'_>) -> ConnectionView {
         ConnectionView {
             last_activity: self.last_activity,
             mid_record: self.buffered > 0,
             input_waiting: socket.recv_queue() > 0,
-            output_pending: self.sent < self.output.len(),
+            output_pending: self.unsent() > 0,
         }
     }
 }
@@ -542,11 +567,7 @@ impl TcpServer {
             .iter()
             .map(|connection| connection.buffered)
             .sum();
-        let queued_total: usize = self
-            .connections
-            .iter()
-            .map(|connection| connection.output.len() - connection.sent)
-            .sum();
+        let queued_total: usize = self.connections.iter().map(Connection::unsent).sum();
         // The first connection with the most buffered bytes may always read.
         let leader = self
             .connections
@@ -555,8 +576,7 @@ impl TcpServer {
             .max_by_key(|&(position, connection)| (connection.buffered, usize::MAX - position))
             .map_or(index, |(position, _)| position);
         let others = buffered_total - self.connections[index].buffered;
-        let queued_others =
-            queued_total - (self.connections[index].output.len() - self.connections[index].sent);
+        let queued_others = queued_total - self.connections[index].unsent();
         let connection = &mut self.connections[index];
         let socket = self.sockets.get_mut::<tcp::Socket>(connection.handle);
         if connection.peer.is_none() {
@@ -578,19 +598,27 @@ impl TcpServer {
         };
         let mut progress = false;
         loop {
-            if connection.sent < connection.output.len() {
+            if connection.unsent() > 0 {
                 if !socket.can_send() {
                     break;
                 }
-                let sent = socket
-                    .send_slice(&connection.output[connection.sent..])
-                    .unwrap_or(0);
+                let mark = connection.mark.len();
+                let rest = if connection.sent < mark {
+                    &connection.mark[connection.sent..]
+                } else {
+                    &connection.output[connection.sent - mark..]
+                };
+                let sent = socket.send_slice(rest).unwrap_or(0);
                 connection.sent += sent;
                 if sent > 0 {
                     progress = true;
                     connection.last_activity = now;
                 }
-                if connection.sent < connection.output.len() {
+                if connection.unsent() > 0 {
+                    // The mark went and the socket may take the reply now.
+                    if sent > 0 && connection.sent == mark {
+                        continue;
+                    }
                     break;
                 }
                 connection.output = Vec::new();
@@ -647,18 +675,12 @@ impl TcpServer {
             connection.last_activity = now;
             self.statistics.records += 1;
             if let Some(reply) = server.handle(&record, ClientAddress::Ip(peer)) {
-                let bytes = server.finish(reply);
-                let mut output = Vec::with_capacity(bytes.len() + 4);
-                encode_record(&bytes, MAX_FRAGMENT_LENGTH, &mut output);
-                connection.output = output;
-                connection.sent = 0;
+                connection.queue(server.finish(reply));
                 self.statistics.replies += 1;
             }
         }
         // The client closed its side and every reply went out: close ours.
-        if !socket.may_recv()
-            && connection.sent >= connection.output.len()
-            && socket.state() == tcp::State::CloseWait
+        if !socket.may_recv() && connection.unsent() == 0 && socket.state() == tcp::State::CloseWait
         {
             socket.close();
             progress = true;
@@ -677,6 +699,7 @@ mod tests {
     use smoltcp::phy::{self, DeviceCapabilities, Medium};
     use vfs::memfs::{MemFs, MemFsLimits};
     use vfs::StepClock;
+    use xdr::record::encode_record;
 
     type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
 
@@ -957,6 +980,89 @@ mod tests {
         assert_eq!(bench.tcp.statistics.connections, 2);
         assert_eq!(bench.tcp.statistics.records, 3);
         assert_eq!(bench.tcp.statistics.replies, 3);
+    }
+
+    /// A READ reply several times the socket's send buffer goes out whole
+    /// behind its mark (queued without copying it behind the mark), byte
+    /// for byte what the server encoded.
+    #[test]
+    fn a_large_read_reply_is_sent_whole_behind_its_mark() {
+        use nfs3::procedures::data::ReadArguments;
+        let mut bench = Bench::new(1);
+        bench.run(20);
+        let contents: Vec<u8> = (0..200_001u32).map(|index| (index % 253) as u8).collect();
+        let client = ClientAddress::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
+        let root = bench
+            .server
+            .root_handle("/", &client)
+            .expect("the root export");
+        {
+            let fs = bench.server.filesystem();
+            let root_inode = fs.root();
+            let created = fs
+                .create(
+                    root_inode,
+                    b"big",
+                    &vfs::NewNode::Regular,
+                    &vfs::Ownership {
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                    },
+                )
+                .unwrap();
+            fs.write(created.inode, 0, &contents).unwrap();
+        }
+        // The file's handle, from a LOOKUP run directly (not over TCP).
+        let lookup = nfs3::message::encode_call::<nfs3::Nfs3>(
+            1,
+            xdr::OpaqueAuth::none(),
+            &nfs3::Arguments::Lookup(nfs3::procedures::inspect::LookupArguments {
+                what: nfs3::DirectoryOperationArguments {
+                    directory: root,
+                    name: b"big".to_vec(),
+                },
+            }),
+        );
+        let reply = bench
+            .server
+            .handle(&lookup, client)
+            .map(|reply| bench.server.finish(reply))
+            .unwrap();
+        let handle = match nfs3::message::decode_reply::<nfs3::Nfs3>(&reply, 3)
+            .unwrap()
+            .1
+        {
+            nfs3::Results::Lookup(nfs3::ProcedureResult::Ok(ok)) => ok.object,
+            other => panic!("unexpected {other:?}"),
+        };
+        let read = nfs3::message::encode_call::<nfs3::Nfs3>(
+            77,
+            xdr::OpaqueAuth::none(),
+            &nfs3::Arguments::Read(ReadArguments {
+                file: handle,
+                offset: 0,
+                count: 1 << 20,
+            }),
+        );
+        bench.client.socket(0).send_slice(&marked(&read)).unwrap();
+        let mut received = Vec::new();
+        for _ in 0..2000 {
+            bench.run(1);
+            received.extend(bench.received(0));
+        }
+        let mark = u32::from_be_bytes([received[0], received[1], received[2], received[3]]);
+        assert_eq!(mark & LAST_FRAGMENT, LAST_FRAGMENT);
+        assert_eq!((mark & !LAST_FRAGMENT) as usize, received.len() - 4);
+        let (xid, results) = nfs3::message::decode_reply::<nfs3::Nfs3>(&received[4..], 6).unwrap();
+        assert_eq!(xid, 77);
+        match results {
+            nfs3::Results::Read(nfs3::ProcedureResult::Ok(ok)) => {
+                assert_eq!(ok.data, contents);
+                assert!(ok.end_of_file);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
-use nfs_server::{ClientAddress, Reply, Server};
+use nfs_server::{ClientAddress, Reply, ReplyRecord, Server};
 use vfs::FileSystem;
 use vrpc::{Backend, Doorbell, ProtocolError, Request, SharedMemory};
 
@@ -70,8 +70,11 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
         }
     }
 
-    fn answer(&mut self, request: Request, reply: &[u8]) {
-        match self.backend.respond(request, reply) {
+    fn answer(&mut self, request: Request, reply: &ReplyRecord) {
+        match self
+            .backend
+            .respond(request, &reply.bytes, reply.segment.clone())
+        {
             Ok(_) => self.replies += 1,
             Err(error) => self.failure = Some(error),
         }
@@ -120,7 +123,7 @@ where
                     Err(error) => ring.failure = Some(error),
                 },
                 Some(reply) if reply.needs_commit() => waiting.push((index, request, reply)),
-                Some(reply) => ring.answer(request, &reply.into_bytes_unchecked_durability()),
+                Some(reply) => ring.answer(request, &reply.into_record_unchecked_durability()),
             }
             if ring.failure.is_some() {
                 break;
@@ -130,10 +133,10 @@ where
     }
     // The first finish commits; the others find their changes durable.
     for (index, request, reply) in waiting {
-        let bytes = server.finish(reply);
+        let record = server.finish_record(reply);
         let ring = &mut rings[index];
         if ring.failure.is_none() {
-            ring.answer(request, &bytes);
+            ring.answer(request, &record);
         }
     }
     busy
@@ -271,6 +274,82 @@ mod tests {
             Results::MakeDirectory(result) => result.into_result().is_ok(),
             _ => false,
         }
+    }
+
+    /// A READ's data travels in the guest's reply pages, exactly the range
+    /// the server named, and the guest rebuilds the server's record.
+    #[test]
+    fn read_data_goes_to_the_reply_pages() {
+        use nfs3::procedures::data::ReadArguments;
+        let mut server = server();
+        let client = ClientAddress::Domain(1);
+        let root = server.root_handle("/", &client).unwrap();
+        let contents: Vec<u8> = (0..10_001u32).map(|index| (index % 241) as u8).collect();
+        {
+            let fs = server.filesystem();
+            let root_inode = fs.root();
+            let file = fs
+                .create(
+                    root_inode,
+                    b"data",
+                    &vfs::NewNode::Regular,
+                    &vfs::Ownership {
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                    },
+                )
+                .unwrap();
+            fs.write(file.inode, 0, &contents).unwrap();
+        }
+        let lookup = nfs3::message::encode_call::<Nfs3>(
+            1,
+            xdr::OpaqueAuth::none(),
+            &Arguments::Lookup(nfs3::procedures::inspect::LookupArguments {
+                what: DirectoryOperationArguments {
+                    directory: root,
+                    name: b"data".to_vec(),
+                },
+            }),
+        );
+        let reply = server.handle(&lookup, client).unwrap();
+        let reply = server.finish(reply);
+        let handle = match nfs3::message::decode_reply::<Nfs3>(&reply, 3).unwrap().1 {
+            Results::Lookup(result) => result.into_result().unwrap().object,
+            other => panic!("unexpected {other:?}"),
+        };
+        let guest = Guest::new();
+        let (mut frontend, mut ring) = guest.connect(1);
+        let read = nfs3::message::encode_call::<Nfs3>(
+            7,
+            xdr::OpaqueAuth::none(),
+            &Arguments::Read(ReadArguments {
+                file: handle,
+                offset: 0,
+                count: 12_000,
+            }),
+        );
+        frontend.submit(&read, None, 12_000).unwrap();
+        serve_pass([&mut ring], &mut server);
+        let mut inline = [0u8; 4];
+        vrpc::SharedMemory::read(
+            &&guest.ring[..],
+            vrpc::layout::HEADER_SIZE + vrpc::layout::RESPONSE_RECORD_LENGTH,
+            &mut inline,
+        )
+        .unwrap();
+        let replies = responses(&mut frontend);
+        assert_eq!(replies.len(), 1);
+        let record = &replies[0].1;
+        let (xid, result, range) = nfs3::message::decode_read_reply(record).unwrap();
+        assert_eq!(xid, 7);
+        assert!(result.into_result().unwrap().end_of_file);
+        assert_eq!(&record[range], &contents[..]);
+        // Only the record around the data was in the slot.
+        assert_eq!(
+            u32::from_le_bytes(inline) as usize,
+            record.len() - contents.len()
+        );
     }
 
     #[test]

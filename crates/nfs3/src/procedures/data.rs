@@ -6,6 +6,7 @@
 //! 8-byte array the server chooses at boot.
 
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::attributes::{PostOperationAttributes, WccData};
 use crate::procedures::inspect::AttributesFailed;
@@ -117,3 +118,77 @@ xdr::xdr_struct! {
 
 /// `COMMIT3res`.
 pub type CommitResult = ProcedureResult<CommitOk, FileWccFailed>;
+
+/// In a successful `READ3res`, `count`, `eof` and the length word of
+/// `data<>` are the 12 bytes before the data.
+const READ_DATA_PREFIX: usize = 12;
+
+/// A whole READ reply record (RPC reply header and a successful `READ3res`)
+/// built in place, so the server's file system writes the data straight
+/// into the record: [`ReadReplyBuffer::new`] encodes everything before the
+/// data with room for up to `capacity` bytes, [`ReadReplyBuffer::data_mut`]
+/// is that room, and [`ReadReplyBuffer::finish`] sets `count`, `eof` and the
+/// data's length and pads. The bytes are exactly those of
+/// [`crate::message::encode_reply`] with a [`ReadOk`].
+#[derive(Debug)]
+pub struct ReadReplyBuffer {
+    record: Vec<u8>,
+    data_start: usize,
+    capacity: usize,
+}
+
+impl ReadReplyBuffer {
+    /// The record for call `xid` with `file_attributes`, appended to
+    /// `buffer`, with `capacity` (at most [`crate::types::MAX_DATA_WIRE`])
+    /// zeroed bytes of room for the data.
+    pub fn new(
+        xid: u32,
+        file_attributes: &PostOperationAttributes,
+        capacity: usize,
+        buffer: Vec<u8>,
+    ) -> Self {
+        use xdr::Encode;
+        let capacity = capacity.min(crate::types::MAX_DATA_WIRE as usize);
+        let mut encoder = xdr::Encoder::from_vec(buffer);
+        xdr::ReplyHeader::success(xid).encode(&mut encoder);
+        // nfsstat3 NFS3_OK, then READ3resok up to the data: count, eof and
+        // the length are set by `finish`.
+        encoder.u32(0);
+        file_attributes.encode(&mut encoder);
+        encoder.u32(0);
+        encoder.bool(false);
+        encoder.u32(0);
+        let mut record = encoder.into_bytes();
+        let data_start = record.len();
+        record.resize(data_start + xdr::padded_length(capacity), 0);
+        Self {
+            record,
+            data_start,
+            capacity,
+        }
+    }
+
+    /// The room for the data: `capacity` bytes.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.record[self.data_start..self.data_start + self.capacity]
+    }
+
+    /// The finished record, carrying the first `length` bytes of the room
+    /// (at most `capacity`), and the range of the record those bytes
+    /// occupy: the payload a transport may carry apart from the rest.
+    pub fn finish(mut self, length: usize, end_of_file: bool) -> (Vec<u8>, Range<usize>) {
+        let length = length.min(self.capacity);
+        // `capacity` is at most MAX_DATA_WIRE, so the length fits the word.
+        let length_word = (length as u32).to_be_bytes();
+        let fields = self.data_start - READ_DATA_PREFIX;
+        self.record[fields..fields + 4].copy_from_slice(&length_word);
+        self.record[fields + 4..fields + 8].copy_from_slice(&u32::from(end_of_file).to_be_bytes());
+        self.record[fields + 8..fields + 12].copy_from_slice(&length_word);
+        let end = self.data_start + length;
+        // The padding must be zeros whatever the room held past the data.
+        self.record.truncate(end);
+        self.record
+            .resize(self.data_start + xdr::padded_length(length), 0);
+        (self.record, self.data_start..end)
+    }
+}
