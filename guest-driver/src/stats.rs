@@ -26,7 +26,6 @@ pub struct Stats {
     invalidated_nodes: AtomicU64,
     invalidated_names: AtomicU64,
     local_misses: AtomicU64,
-    listed_lookups: AtomicU64,
     deferred_setattrs: AtomicU64,
     lock_calls: AtomicU64,
 }
@@ -41,7 +40,6 @@ impl Default for Stats {
             invalidated_nodes: AtomicU64::new(0),
             invalidated_names: AtomicU64::new(0),
             local_misses: AtomicU64::new(0),
-            listed_lookups: AtomicU64::new(0),
             deferred_setattrs: AtomicU64::new(0),
             lock_calls: AtomicU64::new(0),
         }
@@ -85,11 +83,6 @@ impl Stats {
         self.local_misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a lookup found in a directory's listing without a call.
-    pub fn count_listed_lookup(&self) {
-        self.listed_lookups.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Counts a setattr answered at once and sent later (merged with the
     /// file's other changes where possible).
     pub fn count_deferred_setattr(&self) {
@@ -129,11 +122,10 @@ impl Stats {
             self.table_misses.load(Ordering::Relaxed)
         ));
         text.push_str(&format!(
-            "watch.nodes {}\nwatch.names {}\nlookup.local_misses {}\nlookup.listed {}\n",
+            "watch.nodes {}\nwatch.names {}\nlookup.local_misses {}\n",
             self.invalidated_nodes.load(Ordering::Relaxed),
             self.invalidated_names.load(Ordering::Relaxed),
-            self.local_misses.load(Ordering::Relaxed),
-            self.listed_lookups.load(Ordering::Relaxed)
+            self.local_misses.load(Ordering::Relaxed)
         ));
         text.push_str(&format!(
             "setattr.deferred {}\nnlm.calls {}\n",

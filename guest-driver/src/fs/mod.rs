@@ -21,7 +21,6 @@ mod attributes;
 mod callers;
 mod directory;
 mod io;
-mod listing;
 mod locks;
 mod namespace;
 pub mod nodes;
@@ -101,8 +100,6 @@ pub struct NfsFilesystem {
     /// Writes queued and in flight.
     writes: writes::WriteBehind,
     directories: Mutex<HashMap<u64, directory::DirectoryStream>>,
-    /// Directories whose listings answer lookups (`listing.rs`).
-    listings: Mutex<listing::Listings>,
     next_handle: AtomicU64,
     silly_counter: AtomicU64,
     notifier: Arc<OnceLock<Notifier>>,
@@ -245,7 +242,6 @@ impl NfsFilesystem {
             files,
             writes,
             directories: Mutex::new(HashMap::new()),
-            listings: Mutex::new(listing::Listings::default()),
             next_handle: AtomicU64::new(1),
             silly_counter: AtomicU64::new(0),
             notifier,
@@ -511,19 +507,6 @@ impl NfsFilesystem {
         if name.len() <= self.settings.name_maximum as usize && self.known_absent(parent.0, name) {
             self.stats.count_local_miss();
             return Err(Errno::ENOENT);
-        }
-        match self.lookup_in_listing(caller, parent.0, name) {
-            Some(listing::Answer::Absent) => {
-                self.stats.count_local_miss();
-                return Err(Errno::ENOENT);
-            }
-            Some(listing::Answer::Found(handle, file_id)) => {
-                self.stats.count_listed_lookup();
-                let (attributes, _) =
-                    self.current_attributes_for(|| caller.clone(), &handle, Some(file_id))?;
-                return self.entry(caller, &handle, Some(attributes));
-            }
-            None => {}
         }
         let directory = self.handle_of(parent)?;
         let found = nfs(self.client.lookup(
@@ -1338,8 +1321,6 @@ fn record_own_change(
     let Some(found) = nodes.get_mut(node) else {
         return;
     };
-    // The kernel learns of this change directly; a listing would be stale.
-    found.drop_listing();
     let (Some(before), Some(after)) = (&wcc.before, &wcc.after) else {
         // Nothing to match: the watcher will see another's change.
         found.children = None;

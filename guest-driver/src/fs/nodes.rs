@@ -52,12 +52,6 @@ pub struct Node {
     /// drops the set at the first change by anybody else). A lookup of
     /// another name is then answered "not found" without a call.
     pub children: Option<HashSet<Vec<u8>>>,
-    /// The directory's listing, for lookups (see `fs/listing.rs`): dropped
-    /// with [`Node::children`] and by this driver's changes to it.
-    pub listing: super::listing::Listing,
-    /// Bumped whenever [`Node::listing`] is dropped: a listing fetched
-    /// across a drop is not kept.
-    pub listing_epoch: u64,
     /// This driver's own changes to the node the watcher has not matched
     /// yet (see `fs/watch.rs`).
     pub own: OwnChanges,
@@ -273,14 +267,6 @@ pub struct NodeTable {
 /// entries of about 100 bytes.
 pub const UNSTABLE_FILES: usize = 65_536;
 
-impl Node {
-    /// Forgets the directory's listing (it changed).
-    pub fn drop_listing(&mut self) {
-        self.listing = super::listing::Listing::Unknown;
-        self.listing_epoch += 1;
-    }
-}
-
 impl NodeTable {
     /// A table holding only the root.
     pub fn new(root: FileHandle) -> NodeTable {
@@ -307,8 +293,6 @@ impl NodeTable {
                 names: HashSet::new(),
                 names_stale_at: 0,
                 children: None,
-                listing: super::listing::Listing::Unknown,
-                listing_epoch: 0,
                 own: OwnChanges::default(),
                 made_here: None,
             },
@@ -384,8 +368,6 @@ impl NodeTable {
                 names: HashSet::new(),
                 names_stale_at: 0,
                 children: None,
-                listing: super::listing::Listing::Unknown,
-                listing_epoch: 0,
                 own: OwnChanges::default(),
                 made_here: None,
             },

@@ -224,7 +224,6 @@ impl Watcher {
             let epoch = self.coherence.next();
             node.known = None;
             node.children = None;
-            node.drop_listing();
             node.stale_at = epoch;
             node.names_stale_at = epoch;
             node.names.drain().collect::<Vec<_>>()
@@ -290,7 +289,6 @@ impl Watcher {
             let epoch = self.coherence.next();
             node.known = current;
             node.children = None;
-            node.drop_listing();
             node.stale_at = epoch;
             let data_changed = match (previous, current) {
                 (Some(previous), Some(current)) => !previous.same_data(&current),
