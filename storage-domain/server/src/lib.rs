@@ -138,6 +138,25 @@ impl Reply {
         self.bytes
     }
 
+    /// The record to send: this reply once its effects are `durable`,
+    /// the procedure's NFS3ERR_IO (no bulk data) when its commit failed.
+    fn into_record(self, durable: bool) -> ReplyRecord {
+        match self.pending {
+            Some(pending) if !durable => ReplyRecord {
+                bytes: message::encode_reply(
+                    pending.xid,
+                    &procedures::failure(pending.procedure, nfs3::NfsError::Io),
+                    Vec::new(),
+                ),
+                segment: None,
+            },
+            _ => ReplyRecord {
+                bytes: self.bytes,
+                segment: self.segment,
+            },
+        }
+    }
+
     /// The operation sequence that must be durable before the reply is
     /// sent (see [`Server::settle`]), if any.
     pub fn durable_at(&self) -> Option<u64> {
@@ -575,26 +594,11 @@ impl<F: FileSystem> Server<F> {
 
     /// [`Server::settle`], keeping the bulk data's range of the record.
     pub fn settle_record(&self, reply: Reply) -> ReplyRecord {
-        let Reply {
-            bytes,
-            segment,
-            pending,
-        } = reply;
-        let record = ReplyRecord { bytes, segment };
-        let Some(pending) = pending else {
-            return record;
-        };
-        if self.is_durable(pending.sequence) {
-            return record;
-        }
-        ReplyRecord {
-            bytes: message::encode_reply(
-                pending.xid,
-                &procedures::failure(pending.procedure, nfs3::NfsError::Io),
-                Vec::new(),
-            ),
-            segment: None,
-        }
+        let durable = reply
+            .pending
+            .as_ref()
+            .is_none_or(|pending| self.is_durable(pending.sequence));
+        reply.into_record(durable)
     }
 
     /// Make `reply` sendable: commit if its effects are not durable yet
@@ -606,30 +610,15 @@ impl<F: FileSystem> Server<F> {
 
     /// [`Server::finish`], keeping the bulk data's range of the record.
     pub fn finish_record(&mut self, reply: Reply) -> ReplyRecord {
-        let Reply {
-            bytes,
-            segment,
-            pending,
-        } = reply;
-        let record = ReplyRecord { bytes, segment };
-        let Some(pending) = pending else {
-            return record;
+        let durable = match &reply.pending {
+            None => true,
+            Some(pending) if self.filesystem.durable_sequence() >= pending.sequence => true,
+            Some(_) => {
+                self.core.statistics.commits += 1;
+                self.filesystem.commit().is_ok()
+            }
         };
-        if self.filesystem.durable_sequence() >= pending.sequence {
-            return record;
-        }
-        self.core.statistics.commits += 1;
-        match self.filesystem.commit() {
-            Ok(()) => record,
-            Err(_) => ReplyRecord {
-                bytes: message::encode_reply(
-                    pending.xid,
-                    &procedures::failure(pending.procedure, nfs3::NfsError::Io),
-                    Vec::new(),
-                ),
-                segment: None,
-            },
-        }
+        reply.into_record(durable)
     }
 
     fn nfs(&mut self, record: &[u8], client: ClientAddress) -> Option<Reply> {

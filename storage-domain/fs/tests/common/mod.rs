@@ -326,3 +326,52 @@ pub fn reseal(image: &mut [u8]) {
         }
     }
 }
+
+/// Cuts `recording` at every flush and at as many random points, each
+/// with a random subset of the unflushed writes kept, and checks every
+/// crash image: `fsck` clean, and the tree of one of the `following`
+/// commits from the last one finished at the cut (`commits[k]` = events
+/// recorded when commit `k` finished, and its tree). Returns the cuts
+/// checked.
+pub fn check_crash_cuts(
+    recording: &sdfs::device::RecordingDevice,
+    commits: &[(usize, Tree)],
+    random: &mut Random,
+    seed: u64,
+    following: usize,
+) -> u64 {
+    let mut cuts: Vec<usize> = recording
+        .flush_points()
+        .iter()
+        .map(|&index| index + 1)
+        .collect();
+    for _ in 0..cuts.len() {
+        cuts.push(random.below(recording.events.len() as u64 + 1) as usize);
+    }
+    let mut checked = 0;
+    for cut in cuts {
+        let mut keep_random = Random(random.next());
+        let image = recording.crash_image(cut, |_| keep_random.chance(50));
+        let report = sdfs::fsck(image.clone(), clock());
+        assert!(
+            report.is_clean(),
+            "seed {seed} cut {cut}: fsck: {:?}",
+            report.problems
+        );
+        let mut reopened = sdfs::Volume::open(image, clock(), 1 << 20).expect("reopen after crash");
+        let recovered = dump(&mut reopened);
+        let last_done = commits
+            .iter()
+            .rposition(|(events, _)| *events <= cut)
+            .unwrap_or(0);
+        assert!(
+            commits[last_done..]
+                .iter()
+                .take(following)
+                .any(|(_, tree)| *tree == recovered),
+            "seed {seed} cut {cut}: recovered tree matches none of the {following} commits from {last_done} on"
+        );
+        checked += 1;
+    }
+    checked
+}
