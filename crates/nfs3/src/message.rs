@@ -87,8 +87,7 @@ pub fn decode_nfs_call(
         let offset = decoder.u64()?;
         let count = decoder.u32()?;
         let stable = StableHow::decode(&mut decoder)?;
-        let data = decoder.variable_opaque(MAX_DATA_WIRE)?;
-        let end = decoder.position() - (xdr::padded_length(data.len()) - data.len());
+        let data = opaque_in_place(&mut decoder, MAX_DATA_WIRE)?;
         let arguments = WriteArguments {
             file,
             offset,
@@ -96,13 +95,22 @@ pub fn decode_nfs_call(
             stable,
             data: Vec::new(),
         };
-        Ok((arguments, end - data.len()..end))
+        Ok((arguments, data))
     };
     let (arguments, data) = fields().map_err(|_| garbage())?;
     if decoder.finish().is_err() {
         return Err(garbage());
     }
     Ok((header, crate::Arguments::Write(arguments), Some(data)))
+}
+
+/// Decodes a variable-length opaque of at most `maximum` bytes without
+/// copying it: the range of the record its bytes occupy (padding
+/// excluded).
+fn opaque_in_place(decoder: &mut Decoder<'_>, maximum: u32) -> Result<Range<usize>, DecodeError> {
+    let length = decoder.variable_opaque(maximum)?.len();
+    let end = decoder.position() - xdr::padding_length(length);
+    Ok(end - length..end)
 }
 
 /// Decodes the call header and checks program and version; the decoder
@@ -328,11 +336,7 @@ pub fn decode_read_reply(
     let file_attributes = PostOperationAttributes::decode(&mut decoder).map_err(failed)?;
     let count = decoder.u32().map_err(failed)?;
     let end_of_file = decoder.bool().map_err(failed)?;
-    let data = decoder
-        .variable_opaque(crate::types::MAX_DATA_WIRE)
-        .map_err(failed)?;
-    let end = decoder.position() - (xdr::padded_length(data.len()) - data.len());
-    let range = end - data.len()..end;
+    let range = opaque_in_place(&mut decoder, crate::types::MAX_DATA_WIRE).map_err(failed)?;
     decoder.finish().map_err(failed)?;
     let ok = ReadOk {
         file_attributes,

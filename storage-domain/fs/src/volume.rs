@@ -840,24 +840,23 @@ impl<D: BlockDevice> Volume<D> {
     /// [`FsError::Io`] when the device fails; the volume then refuses all
     /// further changes (the last durable commit is still intact on disk).
     pub fn commit_volume(&mut self) -> Result<(), FsError> {
-        // A staged commit in flight is finished here first, through the
-        // device's own flush (its detached step, when it comes back, is
-        // stale and ignored).
+        // A staged commit in flight is finished first.
+        self.finish_in_flight()?;
+        if self.prepare_commit()?.is_some() {
+            self.finish_in_flight()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the commit in flight, if any, through the device's own
+    /// flush (a detached step of it, when it comes back, is stale and
+    /// ignored).
+    fn finish_in_flight(&mut self) -> Result<(), FsError> {
         while let Some(token) = self.in_flight.as_ref().map(|flight| flight.token) {
             let flushed = self.device.flush().map_err(device_error);
             self.commit_step(token, flushed)?;
         }
-        let Some(token) = self.prepare_commit()? else {
-            return Ok(());
-        };
-        let mut token = token;
-        loop {
-            let flushed = self.device.flush().map_err(device_error);
-            match self.commit_step(token, flushed)? {
-                Some(next) => token = next,
-                None => return Ok(()),
-            }
-        }
+        Ok(())
     }
 
     /// Begin a staged commit (see [`vfs::FileSystem::commit_begin`]): the
@@ -902,16 +901,7 @@ impl<D: BlockDevice> Volume<D> {
     fn detached_step(&mut self, token: u64) -> Result<Option<Box<dyn vfs::CommitFlush>>, FsError> {
         match self.device.flusher() {
             Some(flush) => Ok(Some(Box::new(DetachedStep { token, flush }))),
-            None => {
-                let mut token = token;
-                loop {
-                    let flushed = self.device.flush().map_err(device_error);
-                    match self.commit_step(token, flushed)? {
-                        Some(next) => token = next,
-                        None => return Ok(None),
-                    }
-                }
-            }
+            None => self.finish_in_flight().map(|()| None),
         }
     }
 
