@@ -192,6 +192,41 @@ if [ -n "$mounted" ]; then
                echo "GDT-RATIO write16M $3 $7"
                echo "GDT-RATIO read16M $4 $8" ;;
         esac
+        # 4c. The storage domain's loop never waits for a commit's disk
+        #     flush: a stat pass over the kernel NFS mount (LOOKUPs and
+        #     GETATTRs over TCP after dropping the caches) alone, then
+        #     while this guest's VRPC mount commits over and over (64 KiB
+        #     written and fsynced in a loop). Ratio with/without; the
+        #     writer's count shows it ran throughout.
+        stat_pass() {
+            echo 3 > /proc/sys/vm/drop_caches
+            a=$(uptime_s)
+            i=0
+            while [ $i -lt 1000 ]; do stat -c %s "/mnt/nfs/many/f$i" >/dev/null; i=$((i + 1)); done
+            elapsed "$a" "$(uptime_s)"
+        }
+        alone=$(stat_pass)
+        rm -f /tmp/stop-writer /tmp/writer-count
+        (
+            n=0
+            while [ ! -e /tmp/stop-writer ]; do
+                dd if=/dev/zero of=/mnt/share/fsync-loop bs=64k count=1 conv=fsync 2>/dev/null || break
+                n=$((n + 1))
+            done
+            echo $n > /tmp/writer-count
+        ) &
+        writer=$!
+        sleep 1
+        beside=$(stat_pass)
+        touch /tmp/stop-writer
+        wait $writer
+        fsyncs=$(cat /tmp/writer-count 2>/dev/null || echo 0)
+        if [ "${fsyncs:-0}" -gt 0 ]; then
+            ok "mixed: stat 1000 files over NFS alone $alone s, beside an fsync loop on VRPC $beside s ($fsyncs fsyncs)"
+            echo "GDT-MIXED $alone $beside $fsyncs"
+        else
+            fail "mixed: the fsync loop on VRPC made no progress"
+        fi
         umount /mnt/nfs || fail "kernel NFS umount"
     else
         fail "kernel NFS mount over the vif"; sed 's/^/GDT-INFO mount.nfs: /' /tmp/mount-nfs.log

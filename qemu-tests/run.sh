@@ -193,7 +193,7 @@ done
 check "no failed dom0 step" bash -c "! grep -q '^SDT-FAIL' '$SERIAL'"
 # The Linux guest's own checks, from its console.
 for step in "boot" "mount: attach-to-mounted" "16MiB write" "16MiB read back identical" "stat pass: 1000 files" \
-            "dom0's change seen" "kernel NFS mount over the vif" "ratios VRPC/NFS" "pjdfstest subset" "calls fail after the storage domain died" \
+            "dom0's change seen" "kernel NFS mount over the vif" "ratios VRPC/NFS" "mixed: stat 1000 files over NFS" "pjdfstest subset" "calls fail after the storage domain died" \
             "reconnected after the storage domain restarted" "a file opened before the restart is still readable" \
             "guest done"; do
     check "guest1: $step" grep -q "^\[guest1\] GDT-OK $step" "$SERIAL"
@@ -250,6 +250,7 @@ grep -m1 -o '^\[sd-nfs\] shutdown.*heap [0-9]* KiB used' "$SERIAL" | sed 's/.*he
 grep -m1 -o 'heap [0-9]* KiB used of [0-9]* KiB' "$SERIAL" | sed 's/^/sd-seed /' || true
 grep -m1 -E '^sd-seed +[0-9]+ +[0-9]+' "$SERIAL" | awk '{print "xl list memory: " $3 " MiB"}' || true
 sed -n 's/^\[guest1\] GDT-OK \(mount: attach-to-mounted [0-9.]* s\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(16MiB [a-z ]* [0-9.]* s\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(stat pass: .*LOOKUP RPCs\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(dom0.s change seen .*\) t=.*/guest1 \1/p; s/^\[guest1\] GDT-OK \(pjdfstest subset: .*\) t=.*/guest1 \1/p' "$SERIAL" || true
+sed -n 's/^\[guest1\] GDT-OK \(mixed: .*\) t=.*/guest1 \1/p' "$SERIAL" || true
 sed -n 's/^\[guest1\] GDT-RATIO \([A-Za-z0-9]*\) \([0-9.]*\) \([0-9.]*\).*/ratio \1: VRPC \2 s, kernel NFS \3 s/p' "$SERIAL" | awk '{ printf "%s (NFS/VRPC %.2f)\n", $0, ($8 > 0 && $4 > 0) ? $8 / $4 : 0 }' || true
 grep -hoE '^\[sd-vrpc(-first)?\] vrpc: domain [0-9]+ device [0-9]+ (connected|detached).*' "$SERIAL" || true
 echo "QEMU run: ${boot_seconds}s; whole qemu-tests run: $(( $(date +%s) - started ))s"
@@ -263,6 +264,7 @@ if [ "$failures" = 0 ]; then
     guest_cycles=$(sed -n 's/^SDT-OK vrpc: \([0-9]* guest create\/attach\/mount\/destroy cycles\) in [0-9.]* s, \(heap .*\) t=.*/\1, \2/p' "$SERIAL" | head -1)
     ratios=$(sed -n 's/^\[guest1\] GDT-RATIO \([A-Za-z0-9]*\) \([0-9.]*\) \([0-9.]*\).*/\1 \2 \3/p' "$SERIAL" \
         | awk '{ printf "%s%s NFS/VRPC %.2f", (NR > 1 ? ", " : ""), $1, ($2 > 0 ? $3 / $2 : 0) }')
+    mixed=$(awk '$1 == "[guest1]" && $2 == "GDT-MIXED" { printf "NFS stat pass beside a VRPC fsync loop %.2fx of alone (%s fsyncs)", ($3 > 0 ? $4 / $3 : 0), $5 }' "$SERIAL" | head -1)
     held=$(sed -n 's/^SDT-TCP-HELD \([0-9]*\).*/\1/p' "$SERIAL" | head -1)
     leased=$(sed -n 's/^\[sd-nfs\] dhcp: leased \([0-9./]*\).*/\1/p' "$SERIAL" | head -1)
     tcp_counts=$(grep -m1 -oE '^\[sd-nfs\] network: [0-9]+ connections \(at most [0-9]+ at once, [0-9]+ evicted, [0-9]+ stalled\)' "$SERIAL" \
@@ -273,7 +275,7 @@ if [ "$failures" = 0 ]; then
             printf "%s%d clients: throughput %.2fx write, %.2fx read of one client; mean client time %.2fx write, %.2fx read; domain CPU %s s write, %s s read",
                 (k > 8 ? "; " : ""), k, k * w[1] / w[k], k * r[1] / r[k], mw[k] / (mw[1] > 0 ? mw[1] : 1), mr[k] / (mr[1] > 0 ? mr[1] : 1), cw[k], cr[k] }' "$SERIAL")
     echo "xen-tcp ok: ${held} connections held from dom0 (48 idle, 16 stalled mid-record), a 65th kernel client mounted, read and wrote; ${tcp_counts}; ip=dhcp leased ${leased}, published in data/ip and mounted by it; scaling: ${scaling}"
-    echo "xen-vrpc ok: guest1 attach-to-mounted ${attach} s; 16 MiB byte for byte; stat of 1000 files ${stats}; dom0's change seen within ${seen}; ratios ${ratios}; 20 attach/detach cycles, ${cycles}; ${many}; ${connected}; ${guest_cycles}; storage domain destroyed and recreated under the mount; guest destroyed while mounted; fsck clean"
+    echo "xen-vrpc ok: guest1 attach-to-mounted ${attach} s; 16 MiB byte for byte; stat of 1000 files ${stats}; dom0's change seen within ${seen}; ratios ${ratios}; ${mixed}; 20 attach/detach cycles, ${cycles}; ${many}; ${connected}; ${guest_cycles}; storage domain destroyed and recreated under the mount; guest destroyed while mounted; fsck clean"
 fi
 echo "serial log: $SERIAL"
 if [ "$failures" -gt 0 ]; then

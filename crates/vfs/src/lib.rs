@@ -277,6 +277,22 @@ pub trait FileSystem {
         flushed.map(|()| None)
     }
 
+    /// Move commits on without waiting for the device, for a caller that
+    /// serves everything from one thread (the Xen domain): when no commit
+    /// is in flight and operations wait to be made durable, one of them
+    /// all begins (its blocks are written now, its flush is started);
+    /// when a commit's flush has completed, its next step runs. Returns
+    /// whether a commit is still in flight: call again later (after the
+    /// device's completion event). [`FileSystem::durable_sequence`] tells
+    /// what is durable. The default commits whole and returns `false`.
+    ///
+    /// # Errors
+    /// As [`FileSystem::commit`]: a commit that fails leaves the file
+    /// system refusing further changes.
+    fn commit_advance(&mut self) -> Result<bool, FsError> {
+        self.commit().map(|()| false)
+    }
+
     /// The snapshots, oldest first.
     ///
     /// # Errors

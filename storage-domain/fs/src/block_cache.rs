@@ -273,6 +273,15 @@ impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
     fn flusher(&mut self) -> Option<alloc::boxed::Box<dyn crate::DeviceFlush>> {
         self.inner.flusher()
     }
+
+    /// As [`CachedDevice::flusher`]: the flush below covers every write.
+    fn start_flush(&mut self) -> Result<Option<crate::FlushTicket>, DeviceError> {
+        self.inner.start_flush()
+    }
+
+    fn poll_flush(&mut self, ticket: crate::FlushTicket) -> Option<Result<(), DeviceError>> {
+        self.inner.poll_flush(ticket)
+    }
 }
 
 #[cfg(test)]

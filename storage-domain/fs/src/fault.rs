@@ -529,6 +529,19 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
             None
         }
     }
+
+    /// Likewise only without a plan.
+    fn start_flush(&mut self) -> Result<Option<crate::FlushTicket>, DeviceError> {
+        if self.plan.rules.is_empty() {
+            self.inner.start_flush()
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn poll_flush(&mut self, ticket: crate::FlushTicket) -> Option<Result<(), DeviceError>> {
+        self.inner.poll_flush(ticket)
+    }
 }
 
 #[cfg(test)]

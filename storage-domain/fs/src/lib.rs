@@ -114,7 +114,34 @@ pub trait BlockDevice {
     fn flusher(&mut self) -> Option<Box<dyn DeviceFlush>> {
         None
     }
+
+    /// Start a flush that completes while the caller goes on, for a
+    /// single-threaded caller that must not wait for the device (the Xen
+    /// domain's poll loop): it covers every write the device had completed
+    /// when it was started, and [`BlockDevice::poll_flush`] tells when it
+    /// has. Reads, writes and plain flushes may be issued meanwhile.
+    /// Returns its ticket, or `None` (the default) for a device without
+    /// such flushes: the caller then flushes through
+    /// [`BlockDevice::flush`].
+    ///
+    /// # Errors
+    /// [`DeviceError`] when the device fails.
+    fn start_flush(&mut self) -> Result<Option<FlushTicket>, DeviceError> {
+        Ok(None)
+    }
+
+    /// How the flush `ticket` ([`BlockDevice::start_flush`]) stands,
+    /// without waiting: `None` while it runs, then its outcome, once. A
+    /// ticket this device never issued, or one already reported, fails.
+    fn poll_flush(&mut self, ticket: FlushTicket) -> Option<Result<(), DeviceError>> {
+        let _ = ticket;
+        Some(Err(DeviceError::Io))
+    }
 }
+
+/// A flush started by [`BlockDevice::start_flush`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlushTicket(pub u64);
 
 /// A device's flush, detached from the device ([`BlockDevice::flusher`]).
 pub trait DeviceFlush: Send {
@@ -152,6 +179,14 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
 
     fn flusher(&mut self) -> Option<Box<dyn DeviceFlush>> {
         (**self).flusher()
+    }
+
+    fn start_flush(&mut self) -> Result<Option<FlushTicket>, DeviceError> {
+        (**self).start_flush()
+    }
+
+    fn poll_flush(&mut self, ticket: FlushTicket) -> Option<Result<(), DeviceError>> {
+        (**self).poll_flush(ticket)
     }
 }
 

@@ -783,6 +783,10 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         Volume::commit_continue(self, token, flushed)
     }
 
+    fn commit_advance(&mut self) -> Result<bool, FsError> {
+        Volume::commit_advance(self)
+    }
+
     fn list_snapshots(&mut self) -> Result<SnapshotListing, FsError> {
         if self.read_only {
             return Err(FsError::NotSupported);

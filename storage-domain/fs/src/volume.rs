@@ -20,7 +20,7 @@ use crate::layout::{
     INTERIOR_FANOUT, LEAF_SLOTS, MAX_INODES, RECORD_PAYLOAD,
 };
 use crate::record::{Content, Directory, Inode};
-use crate::{BlockDevice, DeviceError};
+use crate::{BlockDevice, DeviceError, FlushTicket};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
@@ -143,6 +143,9 @@ pub(crate) struct InFlight {
     fresh: Bitmap,
     /// What it makes durable.
     applied: u64,
+    /// The device's flush of step `token`, when
+    /// [`Volume::commit_advance`] started it.
+    ticket: Option<FlushTicket>,
 }
 
 impl<D: BlockDevice> core::fmt::Debug for Volume<D> {
@@ -896,6 +899,66 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
+    /// Move commits on without waiting for the device (see
+    /// [`vfs::FileSystem::commit_advance`]): begin a commit of everything
+    /// applied when none is in flight, start each step's flush with
+    /// [`BlockDevice::start_flush`], and take the next step when
+    /// [`BlockDevice::poll_flush`] reports it done. A device without
+    /// started flushes commits whole here; so does a staged commit begun
+    /// by [`Volume::commit_begin`] (its detached step, when it comes back,
+    /// is stale and ignored).
+    ///
+    /// # Errors
+    /// As [`Volume::commit_volume`].
+    pub fn commit_advance(&mut self) -> Result<bool, FsError> {
+        if self.in_flight.is_none() {
+            let Some(token) = self.prepare_commit()? else {
+                return Ok(false);
+            };
+            if !self.start_step(token)? {
+                return self.finish_in_flight().map(|()| false);
+            }
+        }
+        while let Some((token, ticket)) = self
+            .in_flight
+            .as_ref()
+            .map(|flight| (flight.token, flight.ticket))
+        {
+            let Some(ticket) = ticket else {
+                return self.finish_in_flight().map(|()| false);
+            };
+            let Some(flushed) = self.device.poll_flush(ticket) else {
+                return Ok(true);
+            };
+            match self.commit_step(token, flushed.map_err(device_error))? {
+                Some(next) => {
+                    if !self.start_step(next)? {
+                        return self.finish_in_flight().map(|()| false);
+                    }
+                }
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Start the device's flush of step `token` of the commit in flight;
+    /// `false` when the device has no started flushes.
+    fn start_step(&mut self, token: u64) -> Result<bool, FsError> {
+        match self.device.start_flush() {
+            Ok(Some(ticket)) => {
+                if let Some(flight) = self.in_flight.as_mut() {
+                    flight.ticket = Some(ticket);
+                }
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(error) => self
+                .commit_step(token, Err(device_error(error)))
+                .map(|_| false),
+        }
+    }
+
     /// Step `token`'s flush, detached from the device; without one the
     /// commit is finished here through the device.
     fn detached_step(&mut self, token: u64) -> Result<Option<Box<dyn vfs::CommitFlush>>, FsError> {
@@ -967,6 +1030,7 @@ impl<D: BlockDevice> Volume<D> {
             let encoded = flight.superblock.encode();
             flight.superblock_written = true;
             flight.token = token;
+            flight.ticket = None;
             self.device
                 .write_block(copy, &encoded)
                 .map_err(device_error)?;
@@ -1120,6 +1184,7 @@ impl<D: BlockDevice> Volume<D> {
             frees,
             fresh,
             applied: self.applied,
+            ticket: None,
         });
         Ok(token)
     }

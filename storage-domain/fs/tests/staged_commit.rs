@@ -9,6 +9,10 @@
 //!   commit holds the tree as it was when the commit began).
 //! - What a staged commit covers, a stale step, and a failed detached
 //!   flush.
+//! - The same for commits moved on without waiting
+//!   (`Volume::commit_advance`, the Xen domain's way): crash cuts with
+//!   changes between the polls, durability only once the started flush
+//!   is reported done, and a failed started flush.
 //!
 //! `SDFS_CRASH_CASES` (default 30 workloads) and `SDFS_CRASH_STEPS`
 //! (default 80 operations each) set the crash test's size.
@@ -17,7 +21,8 @@ mod common;
 
 use common::*;
 use sdfs::device::{Event, MemoryDevice, RecordingDevice};
-use sdfs::{BlockDevice, DeviceError, DeviceFlush, Volume, BLOCK_SIZE};
+use sdfs::{BlockDevice, DeviceError, DeviceFlush, FlushTicket, Volume, BLOCK_SIZE};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use vfs::{CommitFlush, FileSystem, FsError, InodeId, NewNode, Ownership};
@@ -26,10 +31,21 @@ use vfs::{CommitFlush, FileSystem, FsError, InodeId, NewNode, Ownership};
 /// ([`BlockDevice::flusher`]): a detached flush records its barrier in
 /// the same event stream, when it runs. `fail_detached` makes detached
 /// flushes fail.
+///
+/// It also has started flushes ([`BlockDevice::start_flush`]), as the Xen
+/// domain's disk does: the barrier is recorded when the flush starts (so
+/// it covers exactly the writes made before it, none made while it
+/// runs), and it is reported done only after `polls_per_flush` polls.
+/// Started flushes: ticket to (polls left before done, outcome).
+type StartedFlushes = HashMap<u64, (u32, Result<(), DeviceError>)>;
+
 #[derive(Clone)]
 struct Shared {
     recording: Arc<Mutex<RecordingDevice>>,
     fail_detached: Arc<AtomicBool>,
+    started: Arc<Mutex<StartedFlushes>>,
+    tickets: Arc<Mutex<u64>>,
+    polls_per_flush: Arc<Mutex<u32>>,
 }
 
 impl Shared {
@@ -37,6 +53,9 @@ impl Shared {
         Shared {
             recording: Arc::new(Mutex::new(RecordingDevice::new(base))),
             fail_detached: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(Mutex::new(HashMap::new())),
+            tickets: Arc::new(Mutex::new(0)),
+            polls_per_flush: Arc::new(Mutex::new(1)),
         }
     }
 
@@ -64,6 +83,36 @@ impl BlockDevice for Shared {
 
     fn flusher(&mut self) -> Option<Box<dyn DeviceFlush>> {
         Some(Box::new(DetachedFlush(self.clone())))
+    }
+
+    fn start_flush(&mut self) -> Result<Option<FlushTicket>, DeviceError> {
+        let outcome = if self.fail_detached.load(Ordering::SeqCst) {
+            Err(DeviceError::Io)
+        } else {
+            self.recording.lock().unwrap().flush()
+        };
+        let mut tickets = self.tickets.lock().unwrap();
+        *tickets += 1;
+        let polls = *self.polls_per_flush.lock().unwrap();
+        self.started
+            .lock()
+            .unwrap()
+            .insert(*tickets, (polls, outcome));
+        Ok(Some(FlushTicket(*tickets)))
+    }
+
+    fn poll_flush(&mut self, ticket: FlushTicket) -> Option<Result<(), DeviceError>> {
+        let mut started = self.started.lock().unwrap();
+        let Some((polls, outcome)) = started.get_mut(&ticket.0) else {
+            return Some(Err(DeviceError::Io));
+        };
+        if *polls > 0 {
+            *polls -= 1;
+            return None;
+        }
+        let outcome = *outcome;
+        started.remove(&ticket.0);
+        Some(outcome)
     }
 }
 
@@ -318,4 +367,136 @@ fn blocks_released_during_a_staged_commit_are_not_reused_before_it_is_durable() 
     }
     volume.commit().expect("commit");
     assert!(sdfs::fsck(device.recording.lock().unwrap().current.clone(), clock()).is_clean());
+}
+
+#[test]
+fn every_cut_of_advanced_commits_recovers_a_recent_commit() {
+    let cases = env_number("SDFS_CRASH_CASES", 30);
+    let steps = env_number("SDFS_CRASH_STEPS", 80);
+    let mut cuts_checked = 0u64;
+    let mut changes_in_flight = 0u64;
+    for case in 0..cases {
+        let seed = 0xAD7A_0000 + case;
+        let mut random = Random(seed);
+        let device = Shared::new(formatted(4096));
+        *device.polls_per_flush.lock().unwrap() = random.below(3) as u32;
+        let mut volume = Volume::open(device.clone(), clock(), 1 << 20).expect("open");
+        let mut commits = vec![(0usize, dump(&mut volume))];
+        // The tree of the commit in flight, as it was when it began.
+        let mut in_flight: Option<Tree> = None;
+        for _ in 0..steps {
+            let tree = dump(&mut volume);
+            let (directories, files) = targets(&tree);
+            random_operation(&mut volume, &mut random, &directories, &files);
+            if in_flight.is_some() {
+                changes_in_flight += 1;
+                if random.chance(10) {
+                    // A plain commit finishes the one in flight, then
+                    // commits the rest; its started flush is forgotten.
+                    let current = dump(&mut volume);
+                    volume.commit().expect("commit");
+                    let events = device.events();
+                    commits.push((events, in_flight.take().unwrap()));
+                    commits.push((events, current));
+                    continue;
+                }
+            }
+            if in_flight.is_some() || random.chance(25) {
+                let now = dump(&mut volume);
+                let applied = volume.applied_sequence();
+                let still = volume.commit_advance().expect("advance");
+                match (in_flight.take(), still) {
+                    (None, true) => {
+                        assert!(volume.durable_sequence() < applied || applied == 0);
+                        in_flight = Some(now);
+                    }
+                    (None, false) => commits.push((device.events(), now)),
+                    (Some(began), false) => commits.push((device.events(), began)),
+                    (Some(began), true) => in_flight = Some(began),
+                }
+            }
+        }
+        if let Some(began) = in_flight.take() {
+            while volume.commit_advance().expect("advance") {}
+            commits.push((device.events(), began));
+        }
+        volume.commit().expect("final commit");
+        commits.push((device.events(), dump(&mut volume)));
+        drop(volume);
+        let recording = device.recording.lock().unwrap().clone();
+        cuts_checked += check_crash_cuts(&recording, &commits, &mut random, seed, 3);
+    }
+    eprintln!("advanced crash test: {cuts_checked} cuts, {changes_in_flight} changes made while a commit was in flight");
+    assert!(cuts_checked > 0);
+    assert!(
+        changes_in_flight > 0,
+        "no change ran during a commit in flight"
+    );
+}
+
+#[test]
+fn an_advanced_commit_is_durable_only_when_its_flushes_are_reported_done() {
+    let device = Shared::new(formatted(4096));
+    *device.polls_per_flush.lock().unwrap() = 2;
+    let mut volume = Volume::open(device.clone(), clock(), 1 << 20).expect("open");
+    let first = write_file(&mut volume, b"first", &[1u8; 5000]);
+    let covered = volume.applied_sequence();
+    let durable = volume.durable_sequence();
+    // Begins: blocks written, first flush started.
+    assert!(volume.commit_advance().expect("begin"));
+    assert_eq!(volume.durable_sequence(), durable);
+    // A change while it runs belongs to the next commit.
+    let second = write_file(&mut volume, b"second", &[2u8; 3000]);
+    let mut polls = 0;
+    while volume.commit_advance().expect("advance") {
+        polls += 1;
+        assert!(
+            volume.durable_sequence() < covered,
+            "durable before its flushes completed"
+        );
+        assert!(polls < 20, "the commit never finished");
+    }
+    // Two flushes, each reported done on its third poll (the first comes
+    // right after it starts): three more calls.
+    assert_eq!(polls, 3);
+    assert_eq!(volume.durable_sequence(), covered);
+    assert!(volume.applied_sequence() > covered);
+    // The next call commits the rest.
+    while volume.commit_advance().expect("advance") {}
+    assert_eq!(volume.durable_sequence(), volume.applied_sequence());
+    assert_eq!(read_file(&mut volume, first, 5000), vec![1u8; 5000]);
+    assert_eq!(read_file(&mut volume, second, 3000), vec![2u8; 3000]);
+    // Nothing left: no commit begins.
+    assert!(!volume.commit_advance().expect("idle"));
+    let image = device.recording.lock().unwrap().current.clone();
+    assert!(sdfs::fsck(image, clock()).is_clean());
+}
+
+#[test]
+fn a_failed_started_flush_fails_the_volume_and_keeps_the_last_commit() {
+    let device = Shared::new(formatted(4096));
+    let mut volume = Volume::open(device.clone(), clock(), 1 << 20).expect("open");
+    let kept = write_file(&mut volume, b"kept", &[7u8; 4096]);
+    while volume.commit_advance().expect("commit") {}
+    let durable = volume.durable_sequence();
+    write_file(&mut volume, b"lost", &[8u8; 4096]);
+    device.fail_detached.store(true, Ordering::SeqCst);
+    let mut outcome = volume.commit_advance();
+    while outcome == Ok(true) {
+        outcome = volume.commit_advance();
+    }
+    assert_eq!(outcome, Err(FsError::Io));
+    assert!(volume.is_failed());
+    assert_eq!(volume.durable_sequence(), durable);
+    assert_eq!(read_file(&mut volume, kept, 4096), vec![7u8; 4096]);
+    assert_eq!(volume.commit_advance(), Err(FsError::Io));
+    let image = device.recording.lock().unwrap().current.clone();
+    assert!(sdfs::fsck(image.clone(), clock()).is_clean());
+    let mut reopened = Volume::open(image, clock(), 1 << 20).expect("reopen");
+    let root = reopened.root();
+    assert!(reopened.lookup(root, b"kept").is_ok());
+    assert_eq!(
+        reopened.lookup(root, b"lost").err(),
+        Some(FsError::NotFound)
+    );
 }

@@ -575,6 +575,25 @@ impl<F: FileSystem> Server<F> {
         self.filesystem.commit_continue(token, flushed)
     }
 
+    /// Move commits on without waiting for the device (see
+    /// [`vfs::FileSystem::commit_advance`]), for a transport that serves
+    /// every client from one thread: replies waiting for durability
+    /// ([`Reply::durable_at`]) are held meanwhile and released with
+    /// [`Server::settle_record`] once [`Server::is_durable`] says so, or
+    /// once this fails (they then become NFS3ERR_IO). Returns whether a
+    /// commit is still in flight.
+    ///
+    /// # Errors
+    /// The file system's commit error (it then refuses further changes).
+    pub fn commit_advance(&mut self) -> Result<bool, vfs::FsError> {
+        let durable = self.filesystem.durable_sequence();
+        let result = self.filesystem.commit_advance();
+        if self.filesystem.durable_sequence() > durable {
+            self.core.statistics.commits += 1;
+        }
+        result
+    }
+
     /// Whether every operation up to `sequence` is durable.
     pub fn is_durable(&self, sequence: u64) -> bool {
         self.filesystem.durable_sequence() >= sequence

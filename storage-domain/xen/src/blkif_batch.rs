@@ -107,6 +107,105 @@ impl Outstanding {
     }
 }
 
+/// The id bit of a started flush (`Blkfront`'s `start_flush`): a batch's
+/// ids are `0..count`, so the two never meet.
+pub const STARTED_FLUSH_ID: u64 = 1 << 63;
+
+/// Started flushes in flight at most: with a batch's 11 requests they
+/// always fit the 32-slot ring.
+pub const MAX_STARTED_FLUSHES: usize = 4;
+
+/// Outcomes kept of started flushes nobody asked about (a plain commit
+/// finished the commit that started them).
+const KEPT_OUTCOMES: usize = 4;
+
+/// The flushes started without waiting, and their outcomes until taken.
+#[derive(Debug, Default)]
+pub struct StartedFlushes {
+    issued: u64,
+    /// (id, deadline in ns, status once answered), oldest first.
+    entries: Vec<(u64, u64, Option<i16>)>,
+}
+
+impl StartedFlushes {
+    /// Whether `id` names a started flush rather than a batch's request.
+    pub fn owns(id: u64) -> bool {
+        id & STARTED_FLUSH_ID != 0
+    }
+
+    /// The id for a new started flush that must be answered by `deadline`,
+    /// or `None` when [`MAX_STARTED_FLUSHES`] are already in flight.
+    pub fn start(&mut self, deadline: u64) -> Option<u64> {
+        if self.in_flight() >= MAX_STARTED_FLUSHES {
+            return None;
+        }
+        self.issued += 1;
+        let id = STARTED_FLUSH_ID | self.issued;
+        self.entries.push((id, deadline, None));
+        Some(id)
+    }
+
+    /// Flushes started and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|(_, _, status)| status.is_none())
+            .count()
+    }
+
+    /// Account for a response to a started flush.
+    ///
+    /// # Errors
+    /// [`UnexpectedResponse`] for an id never started or answered twice.
+    pub fn complete(&mut self, response: &BlkifResponse) -> Result<(), UnexpectedResponse> {
+        let unexpected = UnexpectedResponse { id: response.id };
+        match self
+            .entries
+            .iter_mut()
+            .find(|(id, _, _)| *id == response.id)
+        {
+            Some((_, _, status)) if status.is_none() => *status = Some(response.status),
+            _ => return Err(unexpected),
+        }
+        // Outcomes nobody took are dropped, oldest first.
+        while self
+            .entries
+            .iter()
+            .filter(|(_, _, status)| status.is_some())
+            .count()
+            > KEPT_OUTCOMES
+        {
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .position(|(_, _, status)| status.is_some())
+            {
+                self.entries.remove(oldest);
+            }
+        }
+        Ok(())
+    }
+
+    /// How started flush `id` stands: `None` when unknown (never started,
+    /// already taken, or dropped), `Some(None)` while it runs, and its
+    /// status once (the entry is then forgotten).
+    pub fn take(&mut self, id: u64) -> Option<Option<i16>> {
+        let index = self.entries.iter().position(|(known, _, _)| *known == id)?;
+        let status = self.entries[index].2;
+        if status.is_some() {
+            self.entries.remove(index);
+        }
+        Some(status)
+    }
+
+    /// Whether a flush in flight has passed its deadline at `now`.
+    pub fn overdue(&self, now: u64) -> bool {
+        self.entries
+            .iter()
+            .any(|(_, deadline, status)| status.is_none() && now > *deadline)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +271,49 @@ mod tests {
         assert!(outstanding.complete(&response(1, RSP_OKAY)).is_err());
         assert_eq!(outstanding.remaining(), 1);
         assert_eq!(outstanding.first_failure(), None);
+    }
+
+    #[test]
+    fn started_flushes_are_answered_apart_from_batches() {
+        let mut started = StartedFlushes::default();
+        let first = started.start(100).unwrap();
+        let second = started.start(100).unwrap();
+        assert!(StartedFlushes::owns(first) && first != second);
+        assert!(!StartedFlushes::owns(0) && !StartedFlushes::owns(10));
+        // A batch's ids are not theirs, nor a flush never started.
+        assert!(started.complete(&response(0, RSP_OKAY)).is_err());
+        assert!(started
+            .complete(&response(STARTED_FLUSH_ID | 99, RSP_OKAY))
+            .is_err());
+        assert_eq!(started.take(first), Some(None));
+        started.complete(&response(second, RSP_ERROR)).unwrap();
+        assert!(started.complete(&response(second, RSP_OKAY)).is_err());
+        assert_eq!(started.take(second), Some(Some(RSP_ERROR)));
+        assert_eq!(started.take(second), None, "an outcome is taken once");
+        assert!(!started.overdue(100));
+        assert!(started.overdue(101));
+        started.complete(&response(first, RSP_OKAY)).unwrap();
+        assert!(!started.overdue(1_000));
+        assert_eq!(started.take(first), Some(Some(RSP_OKAY)));
+    }
+
+    #[test]
+    fn started_flushes_are_bounded_and_forgotten_outcomes_dropped() {
+        let mut started = StartedFlushes::default();
+        let ids: Vec<u64> = (0..MAX_STARTED_FLUSHES)
+            .map(|_| started.start(0).unwrap())
+            .collect();
+        assert_eq!(started.start(0), None, "the ring keeps room for a batch");
+        assert_eq!(started.in_flight(), MAX_STARTED_FLUSHES);
+        for &id in &ids {
+            started.complete(&response(id, RSP_OKAY)).unwrap();
+        }
+        // Outcomes nobody takes do not pile up.
+        for _ in 0..20 {
+            let id = started.start(0).unwrap();
+            started.complete(&response(id, RSP_OKAY)).unwrap();
+        }
+        assert!(started.entries.len() <= KEPT_OUTCOMES);
+        assert_eq!(started.take(ids[0]), None);
     }
 }

@@ -14,9 +14,11 @@
 //! Each connection reassembles RPC records (record marking, RFC 5531
 //! section 11) with a [`RecordReassembler`] bounded by
 //! [`nfs_server::MAX_RECORD_SIZE`]; an oversized record aborts the
-//! connection. A complete record goes through `Server::handle` and
-//! `Server::finish` (which commits when the reply promises durability);
-//! the reply is queued as it came from the server, behind its record mark
+//! connection. A complete record goes through `Server::handle`; a reply
+//! that promises durability is held until the poll loop's commit covers
+//! it ([`TcpServer::release`]: the loop never waits for the disk's
+//! flushes), and the connection reads no further record meanwhile. A
+//! reply is queued as it came from the server, behind its record mark
 //! (kept apart, so the reply is not copied to prepend it), and sent as the
 //! socket's buffer drains. While a reply is pending, the connection reads no
 //! further records (back-pressure on the client through TCP's window).
@@ -43,7 +45,7 @@ use crate::tcp_admission::{self, ConnectionView};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr};
-use nfs_server::{ClientAddress, Server, MAX_RECORD_SIZE};
+use nfs_server::{ClientAddress, Reply, Server, MAX_RECORD_SIZE};
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketHandle,
     SocketSet,
@@ -193,6 +195,10 @@ struct Connection {
     last_activity: Instant,
     /// When the socket was first seen aborted with its RST still to send.
     aborted_at: Option<Instant>,
+    /// A reply held until a commit makes its changes durable
+    /// ([`TcpServer::release`]); no further record is read meanwhile, so
+    /// replies keep the order of their calls.
+    held: Option<Reply>,
 }
 
 impl Connection {
@@ -207,6 +213,7 @@ impl Connection {
             peer: None,
             last_activity: now,
             aborted_at: None,
+            held: None,
         }
     }
 
@@ -217,6 +224,7 @@ impl Connection {
         self.output = Vec::new();
         self.sent = 0;
         self.peer = None;
+        self.held = None;
     }
 
     /// Bytes of the queued reply (mark included) not yet sent.
@@ -559,6 +567,34 @@ impl TcpServer {
         true
     }
 
+    /// Replies held for a commit.
+    pub fn held(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|connection| connection.held.is_some())
+            .count()
+    }
+
+    /// Queue the held replies the last commit made durable (all of them,
+    /// as NFS3ERR_IO, when `commit_failed`); returns how many were
+    /// released (the next [`TcpServer::poll`] sends them).
+    pub fn release<F: FileSystem>(&mut self, server: &Server<F>, commit_failed: bool) -> usize {
+        let mut released = 0;
+        for connection in &mut self.connections {
+            let ready = connection.held.as_ref().is_some_and(|reply| {
+                commit_failed
+                    || reply
+                        .durable_at()
+                        .is_none_or(|sequence| server.is_durable(sequence))
+            });
+            if let Some(reply) = connection.held.take_if(|_| ready) {
+                connection.queue(server.settle(reply));
+                released += 1;
+            }
+        }
+        released
+    }
+
     /// Serve one connection: note a new client, send pending reply bytes,
     /// and handle at most the records that can be answered now.
     fn serve<F: FileSystem>(&mut self, index: usize, server: &mut Server<F>, now: Instant) -> bool {
@@ -624,7 +660,7 @@ impl TcpServer {
                 connection.output = Vec::new();
                 connection.sent = 0;
             }
-            if !socket.can_recv() || queued_others >= REPLY_BUDGET {
+            if connection.held.is_some() || !socket.can_recv() || queued_others >= REPLY_BUDGET {
                 break;
             }
             let allowed = if index == leader {
@@ -675,8 +711,12 @@ impl TcpServer {
             connection.last_activity = now;
             self.statistics.records += 1;
             if let Some(reply) = server.handle(&record, ClientAddress::Ip(peer)) {
-                connection.queue(server.finish(reply));
                 self.statistics.replies += 1;
+                if reply.needs_commit() {
+                    connection.held = Some(reply);
+                    break;
+                }
+                connection.queue(reply.into_bytes_unchecked_durability());
             }
         }
         // The client closed its side and every reply went out: close ours.
@@ -1313,5 +1353,56 @@ mod tests {
             connections_that_fit(SHARED_BYTES + 11 * CONNECTION_BYTES),
             10
         );
+    }
+
+    /// A reply that promises durability waits for the poll loop's commit
+    /// ([`TcpServer::release`]) and holds its connection's later calls
+    /// behind it; other connections are served meanwhile.
+    #[test]
+    fn a_reply_waiting_for_its_commit_holds_only_its_connection() {
+        use nfs3::procedures::create::MakeDirectoryArguments;
+        use nfs3::{Arguments, DirectoryOperationArguments, Nfs3};
+        let mut bench = Bench::new(2);
+        bench.run(20);
+        let root = bench
+            .server
+            .root_handle("/", &ClientAddress::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+            .expect("root");
+        let credential = xdr::OpaqueAuth::sys(&xdr::AuthSys {
+            stamp: 1,
+            machine_name: b"client".to_vec(),
+            uid: 0,
+            gid: 0,
+            gids: vec![0],
+        });
+        let mkdir = nfs3::message::encode_call::<Nfs3>(
+            31,
+            credential,
+            &Arguments::MakeDirectory(MakeDirectoryArguments {
+                location: DirectoryOperationArguments {
+                    directory: root,
+                    name: b"made".to_vec(),
+                },
+                attributes: Default::default(),
+            }),
+        );
+        let mut pipelined = marked(&mkdir);
+        pipelined.extend(marked(&null_call(32)));
+        bench.client.socket(0).send_slice(&pipelined).unwrap();
+        bench
+            .client
+            .socket(1)
+            .send_slice(&marked(&null_call(41)))
+            .unwrap();
+        bench.run(30);
+        assert_eq!(replies(&bench.received(1)), [(41, 0)]);
+        assert!(bench.received(0).is_empty(), "answered before its commit");
+        assert_eq!(bench.tcp.held(), 1);
+        assert_eq!(bench.server.commit_advance(), Ok(false));
+        assert_eq!(bench.tcp.release(&bench.server, false), 1);
+        assert_eq!(bench.tcp.held(), 0);
+        bench.run(30);
+        assert_eq!(replies(&bench.received(0)), [(31, 0), (32, 0)]);
+        assert!(!bench.server.has_uncommitted());
     }
 }

@@ -6,9 +6,12 @@
 //! worth of requests per pass, so a guest whose requests never stop cannot
 //! starve the others (or the TCP clients served in the same loop). Each
 //! record goes through `Server::handle(record, ClientAddress::Domain(..))`;
-//! replies that need no commit are answered at once, the others after the
-//! pass, where the first `Server::finish` commits and the rest find their
-//! changes already durable (group commit across guests). A guest that
+//! replies that need no commit are answered at once; the others are held
+//! on their guest's ring (the request keeps its slot) until the poll loop's
+//! commit, moved on with `Server::commit_advance` and never waited for,
+//! covers them: [`release_durable`] then answers them, one commit for
+//! every guest's changes (group commit across guests), NFS3ERR_IO for
+//! each if the commit failed. A guest that
 //! breaks the protocol, or whose pool copy fails, only gets its
 //! [`GuestRing::failure`] set; the platform then drops that guest.
 //!
@@ -34,6 +37,9 @@ pub struct GuestRing<R, P, D> {
     pub requests: u64,
     /// Responses written (replies, NO_REPLY and REPLY_TOO_LARGE).
     pub replies: u64,
+    /// Replies held until a commit makes their changes durable, in the
+    /// order of their calls.
+    held: Vec<(Request, Reply)>,
 }
 
 impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
@@ -46,7 +52,13 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
             failure: None,
             requests: 0,
             replies: 0,
+            held: Vec::new(),
         }
+    }
+
+    /// Replies held for a commit.
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     /// The protocol error that stopped this ring, if any: the platform
@@ -99,8 +111,7 @@ where
         .filter(|ring| ring.failure.is_none())
         .collect();
     let mut busy = false;
-    let mut waiting: Vec<(usize, Request, Reply)> = Vec::new();
-    for (index, ring) in rings.iter_mut().enumerate() {
+    for ring in rings.iter_mut() {
         let share = ring.backend.parameters().slot_count;
         let mut taken = 0;
         while taken < share {
@@ -122,7 +133,7 @@ where
                     Ok(()) => ring.replies += 1,
                     Err(error) => ring.failure = Some(error),
                 },
-                Some(reply) if reply.needs_commit() => waiting.push((index, request, reply)),
+                Some(reply) if reply.needs_commit() => ring.held.push((request, reply)),
                 Some(reply) => ring.answer(request, &reply.into_record_unchecked_durability()),
             }
             if ring.failure.is_some() {
@@ -131,27 +142,58 @@ where
         }
         busy |= taken == share || ring.failure.is_some();
     }
-    // The first finish commits; the others find their changes durable.
-    for (index, request, reply) in waiting {
-        let record = server.finish_record(reply);
-        let ring = &mut rings[index];
-        if ring.failure.is_none() {
-            ring.answer(request, &record);
-        }
-    }
     busy
+}
+
+/// Answer the held replies whose changes are durable now; with
+/// `commit_failed` (the last `Server::commit_advance` failed) every held
+/// reply not covered by an earlier commit becomes its NFS3ERR_IO. Returns
+/// how many replies are still held.
+pub fn release_durable<'a, F, R, P, D>(
+    rings: impl IntoIterator<Item = &'a mut GuestRing<R, P, D>>,
+    server: &Server<F>,
+    commit_failed: bool,
+) -> usize
+where
+    F: FileSystem,
+    R: SharedMemory + 'a,
+    P: SharedMemory + 'a,
+    D: Doorbell + 'a,
+{
+    let mut still_held = 0;
+    for ring in rings {
+        if ring.held.is_empty() {
+            continue;
+        }
+        let held = core::mem::take(&mut ring.held);
+        for (request, reply) in held {
+            let ready = commit_failed
+                || reply
+                    .durable_at()
+                    .is_none_or(|sequence| server.is_durable(sequence));
+            if !ready {
+                ring.held.push((request, reply));
+            } else if ring.failure.is_none() {
+                ring.answer(request, &server.settle_record(reply));
+            }
+        }
+        still_held += ring.held.len();
+    }
+    still_held
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::rc::Rc;
     use alloc::vec;
+    use core::cell::Cell;
     use core::sync::atomic::{AtomicU32, Ordering};
     use nfs3::procedures::create::MakeDirectoryArguments;
     use nfs3::{Arguments, DirectoryOperationArguments, FileHandle, Nfs3, Results};
     use nfs_server::{ExportConfig, ServerConfig};
     use sdfs::device::MemoryDevice;
-    use sdfs::{FormatOptions, Volume};
+    use sdfs::{BlockDevice, DeviceError, FlushTicket, FormatOptions, Volume};
     use vfs::StepClock;
     use vrpc::{CountingDoorbell, Frontend, RingParameters};
 
@@ -163,11 +205,82 @@ mod tests {
 
     fn server() -> Server<Volume<MemoryDevice>> {
         let mut device = MemoryDevice::new(512);
+        format(&mut device);
+        server_on(device)
+    }
+
+    fn format(device: &mut MemoryDevice) {
         let options = FormatOptions {
             uuid: [3; 16],
             handle_secret: [9; 32],
         };
-        Volume::format(&mut device, options, &StepClock::new(1_700_000_000)).unwrap();
+        Volume::format(device, options, &StepClock::new(1_700_000_000)).unwrap();
+    }
+
+    /// A disk whose started flushes are answered (with `outcome`) only
+    /// once `answer` is set, as the Xen disk's are when its backend
+    /// responds.
+    struct SlowDisk {
+        inner: MemoryDevice,
+        answer: Rc<Cell<bool>>,
+        outcome: Result<(), DeviceError>,
+        started: u64,
+    }
+
+    impl BlockDevice for SlowDisk {
+        fn block_count(&self) -> u64 {
+            self.inner.block_count()
+        }
+
+        fn read_block(
+            &mut self,
+            block: u64,
+            buffer: &mut [u8; sdfs::BLOCK_SIZE],
+        ) -> Result<(), DeviceError> {
+            self.inner.read_block(block, buffer)
+        }
+
+        fn write_block(
+            &mut self,
+            block: u64,
+            data: &[u8; sdfs::BLOCK_SIZE],
+        ) -> Result<(), DeviceError> {
+            self.inner.write_block(block, data)
+        }
+
+        fn flush(&mut self) -> Result<(), DeviceError> {
+            self.inner.flush()
+        }
+
+        fn start_flush(&mut self) -> Result<Option<FlushTicket>, DeviceError> {
+            self.started += 1;
+            Ok(Some(FlushTicket(self.started)))
+        }
+
+        fn poll_flush(&mut self, ticket: FlushTicket) -> Option<Result<(), DeviceError>> {
+            assert_eq!(
+                ticket,
+                FlushTicket(self.started),
+                "only the last flush is polled"
+            );
+            self.answer.get().then_some(self.outcome)
+        }
+    }
+
+    fn slow_server(outcome: Result<(), DeviceError>) -> (Server<Volume<SlowDisk>>, Rc<Cell<bool>>) {
+        let mut inner = MemoryDevice::new(512);
+        format(&mut inner);
+        let answer = Rc::new(Cell::new(false));
+        let disk = SlowDisk {
+            inner,
+            answer: answer.clone(),
+            outcome,
+            started: 0,
+        };
+        (server_on(disk), answer)
+    }
+
+    fn server_on<D: BlockDevice>(device: D) -> Server<Volume<D>> {
         let volume =
             Volume::open(device, Box::new(StepClock::new(1_700_000_100)), 1 << 20).unwrap();
         let config = ServerConfig {
@@ -366,6 +479,13 @@ mod tests {
         let commits = server.statistics().commits;
         let busy = serve_pass([&mut ring_a, &mut ring_b], &mut server);
         assert!(!busy, "nobody used a whole ring");
+        assert_eq!((ring_a.held(), ring_b.held()), (2, 1));
+        // A disk without started flushes commits whole.
+        assert_eq!(server.commit_advance(), Ok(false));
+        assert_eq!(
+            release_durable([&mut ring_a, &mut ring_b], &server, false),
+            0
+        );
         assert_eq!(
             server.statistics().commits,
             commits + 1,
@@ -442,5 +562,87 @@ mod tests {
         assert!(serve_pass([&mut ring], &mut server));
         assert_eq!(ring.failure(), Some(ProtocolError::UnknownFlags));
         assert_eq!(ring.requests, 0);
+    }
+
+    fn made_directory_failed_with_io(reply: &[u8]) -> bool {
+        let (_, results) = nfs3::message::decode_reply::<Nfs3>(reply, 9).unwrap();
+        match results {
+            Results::MakeDirectory(result) => {
+                result.into_result().err() == Some(nfs3::NfsError::Io)
+            }
+            _ => false,
+        }
+    }
+
+    /// The loop never waits for a commit's flush: a reply that promises
+    /// durability is held while its guest's and other guests' calls that
+    /// need no commit are answered, and goes out when the disk answers.
+    #[test]
+    fn held_replies_wait_for_the_disk_while_other_calls_are_answered() {
+        let (mut server, answer) = slow_server(Ok(()));
+        let root = server.root_handle("/", &ClientAddress::Domain(1)).unwrap();
+        let (first, second) = (Guest::new(), Guest::new());
+        let (mut front_a, mut ring_a) = first.connect(1);
+        let (mut front_b, mut ring_b) = second.connect(2);
+        let made = front_a.submit(&mkdir(1, &root, b"made"), None, 0).unwrap();
+        let null_b = front_b.submit(&null_call(1), None, 0).unwrap();
+        serve_pass([&mut ring_a, &mut ring_b], &mut server);
+        assert_eq!(
+            server.commit_advance(),
+            Ok(true),
+            "the flush is on the disk"
+        );
+        assert_eq!(
+            release_durable([&mut ring_a, &mut ring_b], &server, false),
+            1
+        );
+        assert!(
+            responses(&mut front_a).is_empty(),
+            "answered before durable"
+        );
+        assert_eq!(responses(&mut front_b)[0].0, null_b);
+        // Meanwhile both guests are served.
+        let null_a = front_a.submit(&null_call(2), None, 0).unwrap();
+        let again_b = front_b.submit(&null_call(2), None, 0).unwrap();
+        serve_pass([&mut ring_a, &mut ring_b], &mut server);
+        assert_eq!(server.commit_advance(), Ok(true));
+        assert_eq!(
+            release_durable([&mut ring_a, &mut ring_b], &server, false),
+            1
+        );
+        assert_eq!(responses(&mut front_a)[0].0, null_a);
+        assert_eq!(responses(&mut front_b)[0].0, again_b);
+        // The disk answers: the superblock's flush, then done.
+        answer.set(true);
+        while server.commit_advance() == Ok(true) {}
+        assert_eq!(
+            release_durable([&mut ring_a, &mut ring_b], &server, false),
+            0
+        );
+        let from_a = responses(&mut front_a);
+        assert_eq!(from_a.len(), 1);
+        assert_eq!(from_a[0].0, made);
+        assert!(made_directory(&from_a[0].1));
+        assert!(!server.has_uncommitted());
+    }
+
+    /// A failed flush answers every held reply with NFS3ERR_IO, never
+    /// with a success for a change that is not durable.
+    #[test]
+    fn a_failed_flush_answers_held_replies_with_io_errors() {
+        let (mut server, answer) = slow_server(Err(DeviceError::Io));
+        let root = server.root_handle("/", &ClientAddress::Domain(1)).unwrap();
+        let guest = Guest::new();
+        let (mut front, mut ring) = guest.connect(1);
+        front.submit(&mkdir(1, &root, b"lost"), None, 0).unwrap();
+        serve_pass([&mut ring], &mut server);
+        assert_eq!(server.commit_advance(), Ok(true));
+        assert_eq!(release_durable([&mut ring], &server, false), 1);
+        answer.set(true);
+        assert!(server.commit_advance().is_err());
+        assert_eq!(release_durable([&mut ring], &server, true), 0);
+        let replies = responses(&mut front);
+        assert_eq!(replies.len(), 1);
+        assert!(made_directory_failed_with_io(&replies[0].1));
     }
 }

@@ -5,6 +5,13 @@
 //! connect time. A run of blocks becomes up to 11 requests in flight at
 //! once; the caller waits for all of them. Responses are untrusted: each
 //! is copied out of the ring once and its id checked against the batch.
+//!
+//! Flushes can also be started without waiting (`start_flush`, the
+//! commits of the poll loop): their ids carry
+//! [`crate::blkif_batch::STARTED_FLUSH_ID`], a batch that meets their
+//! response on the way records it, and `poll_flush` looks without
+//! blocking (asking the backend for an event at the next response, so the
+//! poll loop may sleep on [`Blkfront::port`]).
 
 use super::events;
 use super::grants::{self, GrantError};
@@ -12,15 +19,16 @@ use super::hypercall::{self, HypercallError};
 use super::memory::Page;
 use super::xenbus::{self, XenbusError};
 use super::xenstore::{Transaction, Xenstore};
-use crate::blkif_batch::{build_requests, Outstanding};
+use crate::blkif_batch::{build_requests, Outstanding, StartedFlushes};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
-use sdfs::{BlockDevice, DeviceError, BLOCK_SIZE};
+use sdfs::{BlockDevice, DeviceError, FlushTicket, BLOCK_SIZE};
 use xen_abi::blkif::{
     BlkifRequest, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE, OP_READ, OP_WRITE,
-    OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE, RSP_EOPNOTSUPP, SECTOR_SIZE,
+    OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE, RSP_EOPNOTSUPP, RSP_OKAY,
+    SECTOR_SIZE,
 };
 use xen_abi::ring::{needs_notify, offset, SRING_HEADER_SIZE};
 use xen_abi::xenbus::XenbusState;
@@ -113,6 +121,7 @@ pub struct Blkfront {
     read_only: bool,
     flush_method: FlushMethod,
     broken: bool,
+    started: StartedFlushes,
     /// Most requests ever in flight at once.
     pub most_in_flight: usize,
     /// Requests completed.
@@ -239,6 +248,7 @@ impl Blkfront {
             read_only: info & VDISK_READONLY != 0,
             flush_method,
             broken: false,
+            started: StartedFlushes::default(),
             most_in_flight: 0,
             requests: 0,
         })
@@ -262,6 +272,12 @@ impl Blkfront {
     /// How writes are made durable.
     pub fn flush_method(&self) -> FlushMethod {
         self.flush_method
+    }
+
+    /// The event channel the backend signals responses on: the poll loop
+    /// waits on it while a started flush runs.
+    pub fn port(&self) -> EventChannelPort {
+        self.port
     }
 
     fn ring_index(&self, byte_offset: usize) -> &AtomicU32 {
@@ -288,10 +304,8 @@ impl Blkfront {
         self.request_producer = self.request_producer.wrapping_add(1);
     }
 
-    /// Publish pushed requests, notify if the backend asked, and wait for
-    /// `count` responses with ids `0..count`. Returns the first non-okay
-    /// status, if any.
-    fn complete(&mut self, count: usize) -> Result<Option<i16>, DeviceError> {
+    /// Publish pushed requests and notify if the backend asked.
+    fn publish(&mut self) {
         let old = self.ring_index(offset::REQ_PROD).load(Ordering::Relaxed);
         // Requests must be visible before the index that publishes them.
         fence(Ordering::Release);
@@ -304,38 +318,69 @@ impl Blkfront {
         if needs_notify(old, self.request_producer, event) {
             hypercall::notify(self.port);
         }
-        self.most_in_flight = self.most_in_flight.max(count);
+    }
+
+    /// Copy out every response published so far: a started flush's is
+    /// recorded for `poll_flush`, any other must belong to `batch`. A
+    /// response that belongs nowhere, or a producer index past the ring,
+    /// breaks the device.
+    fn take_responses(&mut self, mut batch: Option<&mut Outstanding>) -> Result<(), DeviceError> {
+        if self.broken {
+            return Err(DeviceError::Io);
+        }
+        let producer = self.ring_index(offset::RSP_PROD).load(Ordering::Acquire);
+        if producer.wrapping_sub(self.response_consumer) as usize > RING_SIZE {
+            self.broken = true;
+            return Err(DeviceError::Io);
+        }
+        while self.response_consumer != producer {
+            let slot = self.slot(self.response_consumer).cast::<BlkifResponse>();
+            // SAFETY: a slot the backend has published (below rsp_prod);
+            // copied once, then validated.
+            let response = unsafe { slot.read_volatile() };
+            self.response_consumer = self.response_consumer.wrapping_add(1);
+            let accepted = if StartedFlushes::owns(response.id) {
+                self.started.complete(&response).is_ok()
+            } else {
+                batch
+                    .as_deref_mut()
+                    .is_some_and(|batch| batch.complete(&response).is_ok())
+            };
+            if !accepted {
+                self.broken = true;
+                return Err(DeviceError::Io);
+            }
+            self.requests += 1;
+        }
+        Ok(())
+    }
+
+    /// Ask for an event at the next response (RING_FINAL_CHECK_FOR_RESPONSES);
+    /// returns whether one was published meanwhile (look again before
+    /// sleeping).
+    fn ask_for_event(&self) -> bool {
+        self.ring_index(offset::RSP_EVENT)
+            .store(self.response_consumer.wrapping_add(1), Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.ring_index(offset::RSP_PROD).load(Ordering::Acquire) != self.response_consumer
+    }
+
+    /// Publish pushed requests, notify if the backend asked, and wait for
+    /// `count` responses with ids `0..count`. Returns the first non-okay
+    /// status, if any.
+    fn complete(&mut self, count: usize) -> Result<Option<i16>, DeviceError> {
+        self.publish();
+        self.most_in_flight = self.most_in_flight.max(count + self.started.in_flight());
 
         let mut outstanding = Outstanding::new(count);
         let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
         while outstanding.remaining() > 0 {
             events::clear_pending(self.port);
-            let producer = self.ring_index(offset::RSP_PROD).load(Ordering::Acquire);
-            if producer.wrapping_sub(self.response_consumer) as usize > RING_SIZE {
-                self.broken = true;
-                return Err(DeviceError::Io);
-            }
-            while self.response_consumer != producer {
-                let slot = self.slot(self.response_consumer).cast::<BlkifResponse>();
-                // SAFETY: a slot the backend has published (below rsp_prod);
-                // copied once, then validated.
-                let response = unsafe { slot.read_volatile() };
-                self.response_consumer = self.response_consumer.wrapping_add(1);
-                if outstanding.complete(&response).is_err() {
-                    self.broken = true;
-                    return Err(DeviceError::Io);
-                }
-                self.requests += 1;
-            }
+            self.take_responses(Some(&mut outstanding))?;
             if outstanding.remaining() == 0 {
                 break;
             }
-            // Ask for an event at the next response (RING_FINAL_CHECK_FOR_RESPONSES),
-            // then look once more before sleeping.
-            self.ring_index(offset::RSP_EVENT)
-                .store(self.response_consumer.wrapping_add(1), Ordering::Release);
-            fence(Ordering::SeqCst);
-            if self.ring_index(offset::RSP_PROD).load(Ordering::Acquire) != self.response_consumer {
+            if self.ask_for_event() {
                 continue;
             }
             if events::system_time_ns() > deadline {
@@ -466,22 +511,88 @@ impl BlockDevice for Blkfront {
         if self.broken {
             return Err(DeviceError::Io);
         }
+        let Some(request) = self.flush_request(0) else {
+            // Every write has completed (batches wait): nothing more to ask.
+            return Ok(());
+        };
+        self.push(&request);
+        let status = self.complete(1)?;
+        self.flush_outcome(status)
+    }
+
+    /// A flush request on the ring, answered through `poll_flush`.
+    fn start_flush(&mut self) -> Result<Option<FlushTicket>, DeviceError> {
+        if self.broken {
+            return Err(DeviceError::Io);
+        }
+        let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
+        // Without a flush operation nothing is asked (the caller's plain
+        // flush returns at once); with too many in flight the caller
+        // flushes plainly.
+        if self.flush_request(0).is_none() {
+            return Ok(None);
+        }
+        let Some(id) = self.started.start(deadline) else {
+            return Ok(None);
+        };
+        let Some(request) = self.flush_request(id) else {
+            return Ok(None);
+        };
+        self.push(&request);
+        self.publish();
+        self.most_in_flight = self.most_in_flight.max(self.started.in_flight());
+        Ok(Some(FlushTicket(id)))
+    }
+
+    fn poll_flush(&mut self, ticket: FlushTicket) -> Option<Result<(), DeviceError>> {
+        loop {
+            if let Err(error) = self.take_responses(None) {
+                return Some(Err(error));
+            }
+            match self.started.take(ticket.0) {
+                None => return Some(Err(DeviceError::Io)),
+                Some(Some(status)) => {
+                    let status = (status != RSP_OKAY).then_some(status);
+                    return Some(self.flush_outcome(status));
+                }
+                Some(None) => {}
+            }
+            if self.started.overdue(events::system_time_ns()) {
+                // It may still complete: the device is no longer used.
+                self.broken = true;
+                return Some(Err(DeviceError::Io));
+            }
+            if !self.ask_for_event() {
+                return None;
+            }
+        }
+    }
+}
+
+impl Blkfront {
+    /// The flush request with `id` for the backend's flush method, `None`
+    /// when it has none.
+    fn flush_request(&self, id: u64) -> Option<BlkifRequest> {
         let operation = match self.flush_method {
             FlushMethod::FlushDiskCache => OP_FLUSH_DISKCACHE,
             FlushMethod::Barrier => OP_WRITE_BARRIER,
-            // Every write has completed (batches wait): nothing more to ask.
-            FlushMethod::None => return Ok(()),
+            FlushMethod::None => return None,
         };
-        let request = BlkifRequest {
+        Some(BlkifRequest {
             operation,
             nr_segments: 0,
             handle: self.handle,
-            id: 0,
+            id,
             sector_number: 0,
             ..BlkifRequest::default()
-        };
-        self.push(&request);
-        match self.complete(1)? {
+        })
+    }
+
+    /// A flush's outcome from its first non-okay status: a backend that
+    /// turns out not to support the operation has nothing to flush (its
+    /// writes complete durable), which is remembered.
+    fn flush_outcome(&mut self, status: Option<i16>) -> Result<(), DeviceError> {
+        match status {
             None => Ok(()),
             Some(RSP_EOPNOTSUPP) => {
                 self.flush_method = FlushMethod::None;

@@ -93,6 +93,8 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         .first()
         .ok_or_else(|| String::from("no disk (give the domain a disk= in its xl config)"))?;
     let mut disk = Blkfront::connect(&mut xenstore, device).map_err(|error| format!("{error}"))?;
+    // Commits started by the poll loop are answered on it.
+    let disk_port = disk.port();
     println!(
         "disk: vbd {device} (backend {}): {} MiB{}, flush by {:?}",
         disk.backend(),
@@ -258,6 +260,9 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let mut ports: Vec<EventChannelPort> = Vec::new();
     // When the oldest uncommitted change must be committed (ns).
     let mut commit_due: Option<u64> = None;
+    // Whether a commit's flush is on the disk (the loop sleeps on its port).
+    let mut commit_in_flight = false;
+    let mut commit_failure_reported = false;
     // What was last published in xenstore, and when next to look.
     let mut published = String::new();
     let mut publish_at = 0u64;
@@ -325,26 +330,6 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
             }
         }
         busy |= !settled;
-        // Changes answered before their commit (`async` exports, and VRPC
-        // guests on `vrpc=local` ones) become durable within the interval.
-        if server.has_uncommitted() {
-            let now_ns = events::system_time_ns();
-            let due = *commit_due.get_or_insert(now_ns.saturating_add(COMMIT_INTERVAL_NS));
-            if now_ns >= due {
-                commit_due = None;
-                if let Err(error) = server.sync() {
-                    println!("commit: FAILED: {error}: further changes are refused");
-                }
-            } else {
-                deadline = if deadline == 0 {
-                    due
-                } else {
-                    deadline.min(due)
-                };
-            }
-        } else {
-            commit_due = None;
-        }
         if let Some(linger) = vrpc.deadline() {
             deadline = if deadline == 0 {
                 linger
@@ -373,9 +358,54 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         } else {
             deadline.min(publish_at)
         };
+        // Commits, last of the disk's work in a round (so a completion
+        // the round's reads took off the ring is seen before sleeping).
+        // The loop never waits for them: `commit_advance` writes a
+        // commit's blocks, starts the disk's flush and comes back; later
+        // rounds, woken by the disk, take its next step. Replies that
+        // promise durability (sync exports, COMMIT) are held until then
+        // and start a commit at once; changes answered before their
+        // commit (`async` exports, and VRPC guests on `vrpc=local` ones)
+        // start one within the interval.
+        let held = vrpc.held() + network.as_ref().map_or(0, |(_, tcp)| tcp.held());
+        let now_ns = events::system_time_ns();
+        let interval_due = if server.has_uncommitted() && held == 0 && !commit_in_flight {
+            let due = *commit_due.get_or_insert(now_ns.saturating_add(COMMIT_INTERVAL_NS));
+            deadline = deadline.min(due);
+            now_ns >= due
+        } else {
+            commit_due = None;
+            false
+        };
+        if commit_in_flight || held > 0 || interval_due {
+            if interval_due {
+                commit_due = None;
+            }
+            let failed = match server.commit_advance() {
+                Ok(still) => {
+                    commit_in_flight = still;
+                    false
+                }
+                Err(error) => {
+                    commit_in_flight = false;
+                    if !commit_failure_reported {
+                        println!("commit: FAILED: {error}: further changes are refused");
+                        commit_failure_reported = true;
+                    }
+                    true
+                }
+            };
+            vrpc.release(&server, failed);
+            if let Some((_, tcp)) = &mut network {
+                busy |= tcp.release(&server, failed) > 0;
+            }
+        }
         // RING_FINAL_CHECK_FOR_REQUESTS on every guest's ring, last.
         if !busy && !vrpc.final_check() {
             ports.extend(vrpc.ports());
+            if commit_in_flight {
+                ports.push(disk_port);
+            }
             events::wait(&ports, deadline);
         }
     };

@@ -37,7 +37,7 @@ use crate::vrpc_device::{
     DetachReason, DeviceCounters, DeviceError, DeviceId, FrontendView, Limits, Phase,
     MAX_CONNECTED,
 };
-use crate::vrpc_serve::{serve_pass, GuestRing};
+use crate::vrpc_serve::{release_durable, serve_pass, GuestRing};
 use alloc::boxed::Box;
 use alloc::collections::BTreeSet;
 use alloc::format;
@@ -601,9 +601,9 @@ impl VrpcService {
     }
 
     /// Serve every connected guest: at most a ring's worth of requests
-    /// each, one commit for all replies that need one
-    /// (`crate::vrpc_serve::serve_pass`). Returns whether any guest may
-    /// have more work right away.
+    /// each (`crate::vrpc_serve::serve_pass`); replies that need a commit
+    /// are held until [`VrpcService::release`]. Returns whether any guest
+    /// may have more work right away.
     pub fn serve<F: FileSystem>(&mut self, server: &mut Server<F>) -> bool {
         // Guests gone since the last pass lose their locks.
         for session in self.ended_sessions.drain(..) {
@@ -630,6 +630,29 @@ impl VrpcService {
         let busy = serve_pass(rings, server);
         self.collect_failures();
         busy
+    }
+
+    /// Replies held for a commit, over every guest.
+    pub fn held(&self) -> usize {
+        self.devices
+            .iter()
+            .filter_map(|device| device.connection.as_ref())
+            .map(|connection| connection.ring.held())
+            .sum()
+    }
+
+    /// Answer the held replies the last commit made durable (all of them,
+    /// as NFS3ERR_IO, when `commit_failed`); returns how many are still
+    /// held.
+    pub fn release<F: FileSystem>(&mut self, server: &Server<F>, commit_failed: bool) -> usize {
+        let rings = self
+            .devices
+            .iter_mut()
+            .filter_map(|device| device.connection.as_mut())
+            .map(|connection| &mut connection.ring);
+        let held = release_durable(rings, server, commit_failed);
+        self.collect_failures();
+        held
     }
 
     /// Turn failed rings into device failures (acted on by `settle`).
