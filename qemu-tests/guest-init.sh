@@ -221,11 +221,31 @@ if [ -n "$mounted" ]; then
         touch /tmp/stop-writer
         wait $writer
         fsyncs=$(cat /tmp/writer-count 2>/dev/null || echo 0)
-        if [ "${fsyncs:-0}" -gt 0 ]; then
-            ok "mixed: stat 1000 files over NFS alone $alone s, beside an fsync loop on VRPC $beside s ($fsyncs fsyncs)"
-            echo "GDT-MIXED $alone $beside $fsyncs"
+        # ... and while this guest reads 4 KiB at scattered offsets of
+        # /big (16 MiB; the storage domain's data cache holds 1 MiB) with
+        # its own page cache dropped after each read, so most reads reach
+        # the disk.
+        rm -f /tmp/stop-reader /tmp/reader-count
+        (
+            n=0
+            while [ ! -e /tmp/stop-reader ]; do
+                dd if=/mnt/share/big of=/dev/null bs=4k count=1 skip=$(( (n * 2654435761) % 4096 )) 2>/dev/null || break
+                echo 1 > /proc/sys/vm/drop_caches
+                n=$((n + 1))
+            done
+            echo $n > /tmp/reader-count
+        ) &
+        reader=$!
+        sleep 1
+        beside_reads=$(stat_pass)
+        touch /tmp/stop-reader
+        wait $reader
+        cold_reads=$(cat /tmp/reader-count 2>/dev/null || echo 0)
+        if [ "${fsyncs:-0}" -gt 0 ] && [ "${cold_reads:-0}" -gt 0 ]; then
+            ok "mixed: stat 1000 files over NFS alone $alone s, beside an fsync loop on VRPC $beside s ($fsyncs fsyncs), beside scattered cold reads on VRPC $beside_reads s ($cold_reads reads)"
+            echo "GDT-MIXED $alone $beside $fsyncs $beside_reads $cold_reads"
         else
-            fail "mixed: the fsync loop on VRPC made no progress"
+            fail "mixed: the fsync loop ($fsyncs) or the reader ($cold_reads) on VRPC made no progress"
         fi
         umount /mnt/nfs || fail "kernel NFS umount"
     else

@@ -77,6 +77,24 @@ pub trait CommitFlush: Send {
     fn run(&mut self) -> Result<(), FsError>;
 }
 
+/// Reads that must not wait for the device, for a server that serves
+/// everyone from one thread (the Xen domain) and reads the disk while it
+/// serves others.
+pub trait WaitControl {
+    /// Refuse (`true`) or allow again reads the file system cannot answer
+    /// from memory. A refused read fails its operation with
+    /// [`FsError::Io`]; only operations that change nothing may run while
+    /// reads are refused.
+    fn refuse_waits(&mut self, refuse: bool);
+
+    /// Whether a read was refused and its blocks are still wanted (the
+    /// caller reads them and makes the operation again).
+    fn wants_blocks(&self) -> bool;
+
+    /// The blocks the last refused read needed (first, count), once.
+    fn take_wanted(&mut self) -> Option<(u64, u64)>;
+}
+
 /// A file system as the NFS server sees it.
 ///
 /// Every mutating method applies its change in memory and assigns it the next

@@ -299,6 +299,21 @@ fn new_attributes(
     }
 }
 
+/// Everything is in memory: no read ever waits.
+impl crate::WaitControl for MemFs {
+    fn refuse_waits(&mut self, refuse: bool) {
+        let _ = refuse;
+    }
+
+    fn wants_blocks(&self) -> bool {
+        false
+    }
+
+    fn take_wanted(&mut self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
 impl FileSystem for MemFs {
     fn root(&self) -> InodeId {
         ROOT_INODE

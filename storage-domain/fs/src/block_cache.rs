@@ -22,6 +22,19 @@
 //! - **Flush** passes through. Caching adds no ordering of its own: what
 //!   the device holds after a crash is exactly what it would hold without
 //!   the cache.
+//! - **Reads that must not wait** (the Xen domain's poll loop, which
+//!   serves every guest from one thread): with
+//!   [`CachedDevice::refuse_waits`] on, a read the arena cannot answer
+//!   (of at most a quarter of its room, [`REFUSE_FRACTION`]; a larger
+//!   one is read waiting)
+//!   fails at once ([`DeviceError::Io`]: a read-only call then fails with
+//!   no change) and names the blocks it needed, with the read-ahead
+//!   window ([`CachedDevice::take_wanted`]). The caller reads them without
+//!   waiting and hands them over with [`CachedDevice::fill`], then makes
+//!   the call again. A write between the announcement of a fill
+//!   ([`CachedDevice::fill_started`]) and the fill wins: the fill leaves
+//!   the blocks written meanwhile alone, so stale data never replaces
+//!   newer.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -46,6 +59,8 @@ pub struct CacheCounters {
     pub read_ahead: u64,
     /// Blocks evicted to make room.
     pub evictions: u64,
+    /// Reads refused because they would have waited for the device.
+    pub refused: u64,
 }
 
 /// A [`BlockDevice`] with a bounded block cache in front of `D`.
@@ -66,7 +81,27 @@ pub struct CachedDevice<D> {
     next_sequential: Option<u64>,
     window: u64,
     counters: CacheCounters,
+    /// Reads that miss fail at once (see [`CachedDevice::refuse_waits`]).
+    refuse_waits: bool,
+    /// The blocks the last refused read needed: (first, count).
+    wanted: Option<(u64, u64)>,
+    /// Fills announced and not yet made or abandoned.
+    fills_pending: usize,
+    /// Blocks written while fills were pending: (first, count); `None`
+    /// once too many were to keep track of (the pending fills then keep
+    /// nothing).
+    written_meanwhile: Option<Vec<(u64, u64)>>,
 }
+
+/// Only reads of at most this fraction of the cache's room are refused:
+/// a refused call is made again from the start, so everything it reads
+/// must be in the cache at once, and a larger read would crowd out what
+/// else it needs. Larger reads are made waiting, as without refusals.
+pub const REFUSE_FRACTION: u64 = 4;
+
+/// Ranges of blocks written during pending fills that are tracked one by
+/// one; past this, pending fills are dropped whole.
+const WRITTEN_MEANWHILE_LIMIT: usize = 64;
 
 impl<D: BlockDevice> CachedDevice<D> {
     /// Caches up to `bytes` of `inner`'s blocks (rounded down to whole
@@ -91,7 +126,73 @@ impl<D: BlockDevice> CachedDevice<D> {
             next_sequential: None,
             window: 0,
             counters: CacheCounters::default(),
+            refuse_waits: false,
+            wanted: None,
+            fills_pending: 0,
+            written_meanwhile: Some(Vec::new()),
         }
+    }
+
+    /// Whether reads the arena cannot answer fail at once instead of
+    /// asking the device (see the module doc). A cache with no room
+    /// always reads through.
+    pub fn refuse_waits(&mut self, refuse: bool) {
+        self.refuse_waits = refuse && !self.arena.is_empty();
+    }
+
+    /// The blocks the last refused read needed (first, count), once.
+    pub fn take_wanted(&mut self) -> Option<(u64, u64)> {
+        self.wanted.take()
+    }
+
+    /// The blocks the last refused read needed, not yet taken.
+    pub fn wanted(&self) -> Option<(u64, u64)> {
+        self.wanted
+    }
+
+    /// A read for a later [`CachedDevice::fill`] is under way: from now
+    /// on, blocks written are left alone by that fill.
+    pub fn fill_started(&mut self) {
+        if self.fills_pending == 0 {
+            self.written_meanwhile = Some(Vec::new());
+        }
+        self.fills_pending += 1;
+    }
+
+    /// Keeps `data`, read from the device from block `first` by a read
+    /// announced with [`CachedDevice::fill_started`], except the blocks
+    /// written since (and blocks past the device); a whole number of
+    /// blocks. `None` for `data` abandons the fill (the read failed).
+    pub fn fill(&mut self, first: u64, data: Option<&[u8]>) {
+        if let Some(data) = data {
+            for (index, chunk) in data.chunks_exact(BLOCK_SIZE).enumerate() {
+                let Some(block) = first.checked_add(index as u64) else {
+                    break;
+                };
+                let written = match &self.written_meanwhile {
+                    Some(ranges) => ranges
+                        .iter()
+                        .any(|&(start, count)| block >= start && block - start < count),
+                    None => true,
+                };
+                if !written && block < self.inner.block_count() && !self.map.contains_key(&block) {
+                    self.keep(block, chunk);
+                }
+            }
+        }
+        self.fills_pending = self.fills_pending.saturating_sub(1);
+        if self.fills_pending == 0 {
+            self.written_meanwhile = Some(Vec::new());
+        }
+    }
+
+    /// Whether every block of `first..first + count` is cached.
+    pub fn holds(&self, first: u64, count: u64) -> bool {
+        (0..count).all(|index| {
+            first
+                .checked_add(index)
+                .is_some_and(|block| self.map.contains_key(&block))
+        })
     }
 
     /// The device underneath.
@@ -164,6 +265,15 @@ impl<D: BlockDevice> CachedDevice<D> {
     /// (after the device took them), or evicts them (`data` `None`: the
     /// write failed).
     fn written(&mut self, first: u64, count: u64, data: Option<&[u8]>) {
+        if self.fills_pending > 0 {
+            if let Some(ranges) = &mut self.written_meanwhile {
+                if ranges.len() < WRITTEN_MEANWHILE_LIMIT {
+                    ranges.push((first, count));
+                } else {
+                    self.written_meanwhile = None;
+                }
+            }
+        }
         for index in 0..count {
             let block = first + index;
             let Some(&(slot, _)) = self.map.get(&block) else {
@@ -215,6 +325,21 @@ impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
             }
             self.counters.hits += count;
             return Ok(());
+        }
+        if self.refuse_waits && count <= self.arena.len() as u64 / REFUSE_FRACTION {
+            // Named with its read-ahead, within the same fraction of the
+            // room.
+            let ahead = self
+                .window
+                .min(self.inner.block_count() - end)
+                .min((self.arena.len() as u64).saturating_sub(count));
+            let wanted = (count + ahead)
+                .min(self.arena.len() as u64 / REFUSE_FRACTION)
+                .max(count)
+                .max(1);
+            self.wanted = Some((first, wanted));
+            self.counters.refused += 1;
+            return Err(DeviceError::Io);
         }
         // One request for everything asked, and the window after it (never
         // more than the cache holds, so what is read ahead stays).
@@ -304,6 +429,115 @@ mod tests {
         fn below(&mut self, limit: u64) -> u64 {
             self.next() % limit
         }
+    }
+
+    /// Reads that must not wait, against an uncached device: a refused
+    /// read names what it needs; its fill arrives later, with the device's
+    /// content from when the read was refused, after random writes; a
+    /// read retried after the fill must equal the uncached device's.
+    #[test]
+    fn refused_reads_filled_later_never_return_stale_data() {
+        const BLOCKS: u64 = 200;
+        let mut refusals = 0;
+        let mut checked = 0;
+        for seed in 0..20 {
+            let mut random = Random(seed);
+            let room = [24, 32, 64, BLOCKS][seed as usize % 4];
+            let mut plain = MemoryDevice::new(BLOCKS);
+            let mut cached = CachedDevice::new(MemoryDevice::new(BLOCKS), room * BLOCK_SIZE as u64);
+            cached.refuse_waits(true);
+            // Fills under way: (first, the device's blocks when refused).
+            let mut under_way: Vec<(u64, Vec<u8>)> = Vec::new();
+            for step in 0..2_000 {
+                let first = random.below(BLOCKS);
+                let count = 1 + random.below(6.min(BLOCKS - first));
+                let length = count as usize * BLOCK_SIZE;
+                match random.below(4) {
+                    0 => {
+                        let fill = random.next() as u8;
+                        let data: Vec<u8> = (0..length)
+                            .map(|index| fill.wrapping_add(index as u8))
+                            .collect();
+                        plain.write_blocks(first, &data).unwrap();
+                        cached.write_blocks(first, &data).unwrap();
+                    }
+                    1 if !under_way.is_empty() => {
+                        let index = random.below(under_way.len() as u64) as usize;
+                        let (start, data) = under_way.swap_remove(index);
+                        cached.fill(start, Some(&data));
+                    }
+                    _ => {
+                        let mut expected = alloc::vec![0u8; length];
+                        let mut actual = alloc::vec![1u8; length];
+                        plain.read_blocks(first, &mut expected).unwrap();
+                        match cached.read_blocks(first, &mut actual) {
+                            Ok(()) => assert_eq!(actual, expected, "seed {seed} step {step}"),
+                            Err(DeviceError::Io) => {
+                                refusals += 1;
+                                let (start, wanted) = cached.take_wanted().expect("named");
+                                assert_eq!(start, first);
+                                assert!(count <= room / REFUSE_FRACTION);
+                                assert!(wanted >= count && wanted <= room);
+                                assert_eq!(cached.take_wanted(), None, "named once");
+                                let mut data = alloc::vec![0u8; wanted as usize * BLOCK_SIZE];
+                                plain.read_blocks(start, &mut data).unwrap();
+                                cached.fill_started();
+                                under_way.push((start, data));
+                            }
+                            Err(error) => panic!("seed {seed} step {step}: {error:?}"),
+                        }
+                    }
+                }
+            }
+            for (start, data) in under_way.drain(..) {
+                cached.fill(start, Some(&data));
+            }
+            // Everything cached equals the device.
+            cached.refuse_waits(false);
+            for block in 0..BLOCKS {
+                let mut expected = [0u8; BLOCK_SIZE];
+                let mut actual = [1u8; BLOCK_SIZE];
+                plain.read_block(block, &mut expected).unwrap();
+                if cached.holds(block, 1) {
+                    cached.read_block(block, &mut actual).unwrap();
+                    assert_eq!(actual, expected, "seed {seed} block {block}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(refusals > 100, "{refusals} refusals");
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn a_cache_without_room_reads_through_even_when_refusing_waits() {
+        let mut device = MemoryDevice::new(8);
+        device.write_block(3, &[7u8; BLOCK_SIZE]).unwrap();
+        let mut cached = CachedDevice::new(device, 0);
+        cached.refuse_waits(true);
+        let mut buffer = [0u8; BLOCK_SIZE];
+        cached.read_block(3, &mut buffer).unwrap();
+        assert_eq!(buffer, [7u8; BLOCK_SIZE]);
+        assert_eq!(cached.take_wanted(), None);
+    }
+
+    #[test]
+    fn an_abandoned_fill_keeps_nothing_and_a_write_meanwhile_wins() {
+        let mut cached = CachedDevice::new(MemoryDevice::new(16), 16 * BLOCK_SIZE as u64);
+        cached.refuse_waits(true);
+        let mut buffer = [0u8; BLOCK_SIZE];
+        assert_eq!(cached.read_block(5, &mut buffer), Err(DeviceError::Io));
+        let (first, count) = cached.take_wanted().unwrap();
+        cached.fill_started();
+        cached.fill(first, None);
+        assert!(!cached.holds(5, 1));
+        cached.fill_started();
+        cached.write_block(5, &[9u8; BLOCK_SIZE]).unwrap();
+        let stale = alloc::vec![1u8; count as usize * BLOCK_SIZE];
+        cached.fill(first, Some(&stale));
+        cached.refuse_waits(false);
+        cached.read_block(5, &mut buffer).unwrap();
+        assert_eq!(buffer, [9u8; BLOCK_SIZE], "the write wins over the fill");
     }
 
     #[test]

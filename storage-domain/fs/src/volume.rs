@@ -1242,6 +1242,14 @@ impl<D: BlockDevice> Volume<D> {
         &self.device
     }
 
+    /// The device underneath, for its own controls (a data cache's
+    /// [`crate::CachedDevice::take_wanted`] and fills). Reading and
+    /// writing blocks through it behind the volume's back is not for
+    /// this.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
     /// Close without committing, returning the device (tests reopen it to
     /// check what is durable).
     pub fn into_device(self) -> D {
@@ -1283,5 +1291,21 @@ impl vfs::CommitFlush for DetachedStep {
 
     fn run(&mut self) -> Result<(), FsError> {
         self.flush.flush().map_err(device_error)
+    }
+}
+
+/// Over a data cache, reads that would wait for the device can be refused
+/// (see [`crate::CachedDevice::refuse_waits`]); the cache names the blocks.
+impl<D: BlockDevice> vfs::WaitControl for Volume<crate::CachedDevice<D>> {
+    fn refuse_waits(&mut self, refuse: bool) {
+        self.device.refuse_waits(refuse);
+    }
+
+    fn wants_blocks(&self) -> bool {
+        self.device.wanted().is_some()
+    }
+
+    fn take_wanted(&mut self) -> Option<(u64, u64)> {
+        self.device.take_wanted()
     }
 }

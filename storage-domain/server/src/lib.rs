@@ -118,6 +118,16 @@ impl ReplyRecord {
     }
 }
 
+/// What [`Server::try_without_waiting`] came to.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The call was handled: its reply, if it has one.
+    Answered(Option<Reply>),
+    /// The call needed blocks the file system would have waited for:
+    /// nothing happened; make it again once they are there.
+    WouldWait,
+}
+
 #[derive(Debug)]
 struct PendingCommit {
     sequence: u64,
@@ -485,6 +495,59 @@ impl<F: FileSystem> Server<F> {
     /// The locks held now.
     pub fn locks(&self) -> &locks::LockTable {
         &self.core.locks
+    }
+
+    /// Whether `record` is an NFSv3 call that only reads: NULL, GETATTR,
+    /// LOOKUP, ACCESS, READLINK, READ, READDIR, READDIRPLUS, FSSTAT,
+    /// FSINFO or PATHCONF. Such a call changes nothing, so a transport
+    /// that must not wait for the disk may try it and make it again
+    /// ([`Server::try_without_waiting`]). Only the call header's program,
+    /// version and procedure are looked at.
+    pub fn is_read_only_call(record: &[u8]) -> bool {
+        let word = |at: usize| {
+            record
+                .get(at..at + 4)
+                .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        };
+        word(4) == Some(0)
+            && word(12) == Some(nfs3::PROGRAM)
+            && word(16) == Some(3)
+            && matches!(
+                word(20),
+                Some(0 | 1 | 3 | 4 | 5 | 6 | 16 | 17 | 18 | 19 | 20)
+            )
+    }
+
+    /// Handle a call in `session` without waiting for the disk, for a
+    /// transport that serves everyone from one thread (the Xen domain): a
+    /// call that only reads ([`Server::is_read_only_call`]) runs with the
+    /// file system refusing reads it cannot answer from memory
+    /// ([`vfs::WaitControl`]); if it needed such a read it failed with
+    /// nothing changed, and the attempt leaves no trace (no reply, the
+    /// counters as before): [`Attempt::WouldWait`], to be made again once
+    /// the blocks are there (the file system names them). Any other call
+    /// is handled as by [`Server::handle_in_session`], waiting.
+    pub fn try_without_waiting(
+        &mut self,
+        record: &[u8],
+        client: ClientAddress,
+        session: u64,
+    ) -> Attempt
+    where
+        F: vfs::WaitControl,
+    {
+        if !Self::is_read_only_call(record) {
+            return Attempt::Answered(self.handle_in_session(record, client, session));
+        }
+        let counters = self.core.statistics;
+        self.filesystem.refuse_waits(true);
+        let reply = self.handle_in_session(record, client, session);
+        self.filesystem.refuse_waits(false);
+        if self.filesystem.wants_blocks() {
+            self.core.statistics = counters;
+            return Attempt::WouldWait;
+        }
+        Attempt::Answered(reply)
     }
 
     /// [`Server::handle`] for a call made in `session` (from

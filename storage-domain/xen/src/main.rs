@@ -18,6 +18,7 @@ extern crate alloc;
 
 mod blkif_batch;
 mod command_line;
+mod disk_reads;
 mod fs_tasks;
 mod netif_rx;
 mod snapshot_control;

@@ -41,11 +41,13 @@
 //! ([`TcpServer::poll_delay`]).
 #![forbid(unsafe_code)]
 
+use crate::disk_reads::{DiskReads, Parked};
 use crate::tcp_admission::{self, ConnectionView};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr};
-use nfs_server::{ClientAddress, Reply, Server, MAX_RECORD_SIZE};
+use nfs_server::locks::NO_SESSION;
+use nfs_server::{Attempt, ClientAddress, Reply, Server, MAX_RECORD_SIZE};
 use smoltcp::iface::{
     Config as InterfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketHandle,
     SocketSet,
@@ -55,6 +57,7 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
 use vfs::FileSystem;
+use vfs::WaitControl;
 use xdr::record::{LAST_FRAGMENT, MAX_FRAGMENT_LENGTH};
 use xdr::{Pushed, RecordReassembler};
 
@@ -199,6 +202,9 @@ struct Connection {
     /// ([`TcpServer::release`]); no further record is read meanwhile, so
     /// replies keep the order of their calls.
     held: Option<Reply>,
+    /// A call waiting for blocks the disk is reading (its record); no
+    /// further record is read meanwhile.
+    parked: Option<(Vec<u8>, Parked)>,
 }
 
 impl Connection {
@@ -214,6 +220,7 @@ impl Connection {
             last_activity: now,
             aborted_at: None,
             held: None,
+            parked: None,
         }
     }
 
@@ -225,6 +232,7 @@ impl Connection {
         self.sent = 0;
         self.peer = None;
         self.held = None;
+        self.parked = None;
     }
 
     /// Bytes of the queued reply (mark included) not yet sent.
@@ -356,11 +364,12 @@ impl TcpServer {
     /// Move frames in and out and serve every connection with work, until
     /// nothing progresses (or a bounded number of rounds). Returns whether
     /// anything happened.
-    pub fn poll<D: Device + ?Sized, F: FileSystem>(
+    pub fn poll<D: Device + ?Sized, F: FileSystem + WaitControl>(
         &mut self,
         now: impl Fn() -> Instant,
         device: &mut D,
         server: &mut Server<F>,
+        reads: &mut DiskReads,
     ) -> bool {
         let mut any = false;
         for _ in 0..ROUNDS {
@@ -386,7 +395,7 @@ impl TcpServer {
                 == PollResult::SocketStateChanged;
             let mut served = self.poll_dhcp();
             for index in 0..self.connections.len() {
-                served |= self.serve(index, server, time);
+                served |= self.serve(index, server, reads, time);
             }
             served |= self.tidy(time);
             if !changed && !served {
@@ -567,6 +576,52 @@ impl TcpServer {
         true
     }
 
+    /// Make `record`'s call without waiting for the disk if it only reads
+    /// (`before`: how it was parked): queue its reply, hold it for a
+    /// commit, or park the call until the blocks it needs are read.
+    /// Returns whether it was answered.
+    fn attempt<F: FileSystem + WaitControl>(
+        connection: &mut Connection,
+        record: &[u8],
+        before: Option<Parked>,
+        peer: IpAddr,
+        server: &mut Server<F>,
+        reads: &mut DiskReads,
+        statistics: &mut TcpStatistics,
+    ) -> bool {
+        let client = ClientAddress::Ip(peer);
+        let reply = match server.try_without_waiting(record, client, NO_SESSION) {
+            Attempt::Answered(reply) => reply,
+            Attempt::WouldWait => {
+                let wanted = server.filesystem().take_wanted();
+                match reads.refused(wanted, before) {
+                    Some(parked) => {
+                        connection.parked = Some((record.to_vec(), parked));
+                        return false;
+                    }
+                    None => server.handle(record, client),
+                }
+            }
+        };
+        if let Some(reply) = reply {
+            statistics.replies += 1;
+            if reply.needs_commit() {
+                connection.held = Some(reply);
+            } else {
+                connection.queue(reply.into_bytes_unchecked_durability());
+            }
+        }
+        true
+    }
+
+    /// Calls parked for the disk.
+    pub fn parked(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|connection| connection.parked.is_some())
+            .count()
+    }
+
     /// Replies held for a commit.
     pub fn held(&self) -> usize {
         self.connections
@@ -597,7 +652,13 @@ impl TcpServer {
 
     /// Serve one connection: note a new client, send pending reply bytes,
     /// and handle at most the records that can be answered now.
-    fn serve<F: FileSystem>(&mut self, index: usize, server: &mut Server<F>, now: Instant) -> bool {
+    fn serve<F: FileSystem + WaitControl>(
+        &mut self,
+        index: usize,
+        server: &mut Server<F>,
+        reads: &mut DiskReads,
+        now: Instant,
+    ) -> bool {
         let buffered_total: usize = self
             .connections
             .iter()
@@ -660,6 +721,24 @@ impl TcpServer {
                 connection.output = Vec::new();
                 connection.sent = 0;
             }
+            if let Some((record, parked)) = connection.parked.take() {
+                // A call waiting for the disk goes first, once a read may
+                // have brought its blocks; until then nothing else is read.
+                if !reads.ready(&parked) {
+                    connection.parked = Some((record, parked));
+                    break;
+                }
+                progress |= Self::attempt(
+                    connection,
+                    &record,
+                    Some(parked),
+                    peer,
+                    server,
+                    reads,
+                    &mut self.statistics,
+                );
+                continue;
+            }
             if connection.held.is_some() || !socket.can_recv() || queued_others >= REPLY_BUDGET {
                 break;
             }
@@ -710,13 +789,17 @@ impl TcpServer {
             progress = true;
             connection.last_activity = now;
             self.statistics.records += 1;
-            if let Some(reply) = server.handle(&record, ClientAddress::Ip(peer)) {
-                self.statistics.replies += 1;
-                if reply.needs_commit() {
-                    connection.held = Some(reply);
-                    break;
-                }
-                connection.queue(reply.into_bytes_unchecked_durability());
+            Self::attempt(
+                connection,
+                &record,
+                None,
+                peer,
+                server,
+                reads,
+                &mut self.statistics,
+            );
+            if connection.held.is_some() || connection.parked.is_some() {
+                break;
             }
         }
         // The client closed its side and every reply went out: close ours.
@@ -929,7 +1012,12 @@ mod tests {
                 client
                     .interface
                     .poll(now, &mut client.device, &mut client.sockets);
-                self.tcp.poll(|| now, &mut self.device, &mut self.server);
+                self.tcp.poll(
+                    || now,
+                    &mut self.device,
+                    &mut self.server,
+                    &mut DiskReads::default(),
+                );
             }
         }
 
@@ -1157,7 +1245,12 @@ mod tests {
         for _ in 0..((PEER_TIMEOUT + KEEP_ALIVE * 2).total_millis() / 500) {
             bench.clock += 500;
             let now = Instant::from_millis(bench.clock);
-            bench.tcp.poll(|| now, &mut bench.device, &mut bench.server);
+            bench.tcp.poll(
+                || now,
+                &mut bench.device,
+                &mut bench.server,
+                &mut DiskReads::default(),
+            );
             bench.client.device.incoming.borrow_mut().clear();
         }
         assert_eq!(bench.tcp.connected(), 0);

@@ -5,8 +5,13 @@
 //! the rings of every connected guest. Each guest gives at most a ring's
 //! worth of requests per pass, so a guest whose requests never stop cannot
 //! starve the others (or the TCP clients served in the same loop). Each
-//! record goes through `Server::handle(record, ClientAddress::Domain(..))`;
-//! replies that need no commit are answered at once; the others are held
+//! record goes through `Server::try_without_waiting(record,
+//! ClientAddress::Domain(..), ..)`: a call that only reads and needs
+//! blocks the data cache does not hold is parked on its ring (the request
+//! keeps its slot) with its blocks queued in [`DiskReads`], and tried
+//! again after the platform has read them (or run waiting after
+//! `disk_reads::MAX_TRIES` refusals); replies that need no commit are
+//! answered at once; the others are held
 //! on their guest's ring (the request keeps its slot) until the poll loop's
 //! commit, moved on with `Server::commit_advance` and never waited for,
 //! covers them: [`release_durable`] then answers them, one commit for
@@ -19,9 +24,10 @@
 //! (mapped grants in the kernel, `[AtomicU32]` in the tests).
 #![forbid(unsafe_code)]
 
+use crate::disk_reads::{DiskReads, Parked};
 use alloc::vec::Vec;
-use nfs_server::{ClientAddress, Reply, ReplyRecord, Server};
-use vfs::FileSystem;
+use nfs_server::{Attempt, ClientAddress, Reply, ReplyRecord, Server};
+use vfs::{FileSystem, WaitControl};
 use vrpc::{Backend, Doorbell, ProtocolError, Request, SharedMemory};
 
 /// One connected guest's ring, with its counters.
@@ -40,6 +46,8 @@ pub struct GuestRing<R, P, D> {
     /// Replies held until a commit makes their changes durable, in the
     /// order of their calls.
     held: Vec<(Request, Reply)>,
+    /// Calls waiting for blocks the disk is reading, in arrival order.
+    parked: Vec<(Request, Parked)>,
 }
 
 impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
@@ -53,6 +61,45 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
             requests: 0,
             replies: 0,
             held: Vec::new(),
+            parked: Vec::new(),
+        }
+    }
+
+    /// Calls parked for the disk.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Make `request`'s call without waiting for the disk if it only
+    /// reads: answer it, hold its reply for a commit, or park it until
+    /// the blocks it needs are read (`before`: how it was parked).
+    fn attempt<F: FileSystem + WaitControl>(
+        &mut self,
+        request: Request,
+        before: Option<Parked>,
+        server: &mut Server<F>,
+        reads: &mut DiskReads,
+    ) {
+        let reply = match server.try_without_waiting(request.record(), self.client, self.session) {
+            Attempt::Answered(reply) => reply,
+            Attempt::WouldWait => {
+                let wanted = server.filesystem().take_wanted();
+                match reads.refused(wanted, before) {
+                    Some(parked) => {
+                        self.parked.push((request, parked));
+                        return;
+                    }
+                    None => server.handle_in_session(request.record(), self.client, self.session),
+                }
+            }
+        };
+        match reply {
+            None => match self.backend.respond_no_reply(request) {
+                Ok(()) => self.replies += 1,
+                Err(error) => self.failure = Some(error),
+            },
+            Some(reply) if reply.needs_commit() => self.held.push((request, reply)),
+            Some(reply) => self.answer(request, &reply.into_record_unchecked_durability()),
         }
     }
 
@@ -99,9 +146,10 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> GuestRing<R, P, D> {
 pub fn serve_pass<'a, F, R, P, D>(
     rings: impl IntoIterator<Item = &'a mut GuestRing<R, P, D>>,
     server: &mut Server<F>,
+    reads: &mut DiskReads,
 ) -> bool
 where
-    F: FileSystem,
+    F: FileSystem + WaitControl,
     R: SharedMemory + 'a,
     P: SharedMemory + 'a,
     D: Doorbell + 'a,
@@ -112,6 +160,18 @@ where
         .collect();
     let mut busy = false;
     for ring in rings.iter_mut() {
+        // Parked calls first, in their order, once a read may have
+        // brought what they need.
+        for (request, parked) in core::mem::take(&mut ring.parked) {
+            if ring.failure.is_some() {
+                break;
+            }
+            if reads.ready(&parked) {
+                ring.attempt(request, Some(parked), server, reads);
+            } else {
+                ring.parked.push((request, parked));
+            }
+        }
         let share = ring.backend.parameters().slot_count;
         let mut taken = 0;
         while taken < share {
@@ -128,14 +188,7 @@ where
             if ring.session == nfs_server::locks::NO_SESSION {
                 ring.session = server.begin_session();
             }
-            match server.handle_in_session(request.record(), ring.client, ring.session) {
-                None => match ring.backend.respond_no_reply(request) {
-                    Ok(()) => ring.replies += 1,
-                    Err(error) => ring.failure = Some(error),
-                },
-                Some(reply) if reply.needs_commit() => ring.held.push((request, reply)),
-                Some(reply) => ring.answer(request, &reply.into_record_unchecked_durability()),
-            }
+            ring.attempt(request, None, server, reads);
             if ring.failure.is_some() {
                 break;
             }
@@ -193,7 +246,7 @@ mod tests {
     use nfs3::{Arguments, DirectoryOperationArguments, FileHandle, Nfs3, Results};
     use nfs_server::{ExportConfig, ServerConfig};
     use sdfs::device::MemoryDevice;
-    use sdfs::{BlockDevice, DeviceError, FlushTicket, FormatOptions, Volume};
+    use sdfs::{BlockDevice, CachedDevice, DeviceError, FlushTicket, FormatOptions, Volume};
     use vfs::StepClock;
     use vrpc::{CountingDoorbell, Frontend, RingParameters};
 
@@ -203,10 +256,10 @@ mod tests {
         pool_pages: 4,
     };
 
-    fn server() -> Server<Volume<MemoryDevice>> {
+    fn server() -> Server<Volume<CachedDevice<MemoryDevice>>> {
         let mut device = MemoryDevice::new(512);
         format(&mut device);
-        server_on(device)
+        server_on(device, 0)
     }
 
     fn format(device: &mut MemoryDevice) {
@@ -267,7 +320,10 @@ mod tests {
         }
     }
 
-    fn slow_server(outcome: Result<(), DeviceError>) -> (Server<Volume<SlowDisk>>, Rc<Cell<bool>>) {
+    #[allow(clippy::type_complexity)] // a test's wiring
+    fn slow_server(
+        outcome: Result<(), DeviceError>,
+    ) -> (Server<Volume<CachedDevice<SlowDisk>>>, Rc<Cell<bool>>) {
         let mut inner = MemoryDevice::new(512);
         format(&mut inner);
         let answer = Rc::new(Cell::new(false));
@@ -277,12 +333,17 @@ mod tests {
             outcome,
             started: 0,
         };
-        (server_on(disk), answer)
+        (server_on(disk, 0), answer)
     }
 
-    fn server_on<D: BlockDevice>(device: D) -> Server<Volume<D>> {
-        let volume =
-            Volume::open(device, Box::new(StepClock::new(1_700_000_100)), 1 << 20).unwrap();
+    /// A server over `device` behind a data cache of `room` blocks.
+    fn server_on<D: BlockDevice>(device: D, room: u64) -> Server<Volume<CachedDevice<D>>> {
+        let volume = Volume::open(
+            CachedDevice::new(device, room * sdfs::BLOCK_SIZE as u64),
+            Box::new(StepClock::new(1_700_000_100)),
+            1 << 20,
+        )
+        .unwrap();
         let config = ServerConfig {
             // Group commit is what is tested: VRPC calls follow NFS rules here.
             exports: vec![ExportConfig::parse("/,no_root_squash,vrpc=sync").unwrap()],
@@ -443,7 +504,7 @@ mod tests {
             }),
         );
         frontend.submit(&read, None, 12_000).unwrap();
-        serve_pass([&mut ring], &mut server);
+        serve_pass([&mut ring], &mut server, &mut DiskReads::default());
         let mut inline = [0u8; 4];
         vrpc::SharedMemory::read(
             &&guest.ring[..],
@@ -477,7 +538,11 @@ mod tests {
         let a3 = front_a.submit(&mkdir(3, &root, b"a3"), None, 0).unwrap();
         let b1 = front_b.submit(&mkdir(1, &root, b"b1"), None, 0).unwrap();
         let commits = server.statistics().commits;
-        let busy = serve_pass([&mut ring_a, &mut ring_b], &mut server);
+        let busy = serve_pass(
+            [&mut ring_a, &mut ring_b],
+            &mut server,
+            &mut DiskReads::default(),
+        );
         assert!(!busy, "nobody used a whole ring");
         assert_eq!((ring_a.held(), ring_b.held()), (2, 1));
         // A disk without started flushes commits whole.
@@ -515,14 +580,18 @@ mod tests {
         }
         assert!(ring.final_check(), "requests are pending");
         assert!(
-            serve_pass([&mut ring], &mut server),
+            serve_pass([&mut ring], &mut server, &mut DiskReads::default()),
             "a whole share was used"
         );
         assert_eq!(
             responses(&mut frontend).len(),
             PARAMETERS.slot_count as usize
         );
-        assert!(!serve_pass([&mut ring], &mut server));
+        assert!(!serve_pass(
+            [&mut ring],
+            &mut server,
+            &mut DiskReads::default()
+        ));
         assert!(!ring.final_check());
         frontend.submit(&null_call(99), None, 0).unwrap();
         assert!(ring.final_check(), "a request after the check is seen");
@@ -538,7 +607,11 @@ mod tests {
         front_bad.submit(&null_call(1), None, 0).unwrap();
         // The bad guest claims far more requests than its ring holds.
         bad.ring[0].store(1000u32.to_le(), Ordering::Release);
-        assert!(serve_pass([&mut ring_bad, &mut ring_good], &mut server));
+        assert!(serve_pass(
+            [&mut ring_bad, &mut ring_good],
+            &mut server,
+            &mut DiskReads::default()
+        ));
         assert!(matches!(
             ring_bad.failure(),
             Some(ProtocolError::IndexOverrun { producer: 1000 })
@@ -546,7 +619,11 @@ mod tests {
         assert_eq!(responses(&mut front_good).len(), 1);
         assert_eq!(ring_good.failure(), None);
         // A failed ring is skipped from then on.
-        assert!(!serve_pass([&mut ring_bad, &mut ring_good], &mut server));
+        assert!(!serve_pass(
+            [&mut ring_bad, &mut ring_good],
+            &mut server,
+            &mut DiskReads::default()
+        ));
         assert!(ring_bad.final_check(), "a failed ring keeps the loop awake");
         drop(front_bad);
     }
@@ -559,7 +636,11 @@ mod tests {
         frontend.submit(&null_call(1), None, 0).unwrap();
         // Flags word of slot 0 (offset 64 + 4): must be zero.
         guest.ring[(64 + 4) / 4].store(7, Ordering::Relaxed);
-        assert!(serve_pass([&mut ring], &mut server));
+        assert!(serve_pass(
+            [&mut ring],
+            &mut server,
+            &mut DiskReads::default()
+        ));
         assert_eq!(ring.failure(), Some(ProtocolError::UnknownFlags));
         assert_eq!(ring.requests, 0);
     }
@@ -586,7 +667,11 @@ mod tests {
         let (mut front_b, mut ring_b) = second.connect(2);
         let made = front_a.submit(&mkdir(1, &root, b"made"), None, 0).unwrap();
         let null_b = front_b.submit(&null_call(1), None, 0).unwrap();
-        serve_pass([&mut ring_a, &mut ring_b], &mut server);
+        serve_pass(
+            [&mut ring_a, &mut ring_b],
+            &mut server,
+            &mut DiskReads::default(),
+        );
         assert_eq!(
             server.commit_advance(),
             Ok(true),
@@ -604,7 +689,11 @@ mod tests {
         // Meanwhile both guests are served.
         let null_a = front_a.submit(&null_call(2), None, 0).unwrap();
         let again_b = front_b.submit(&null_call(2), None, 0).unwrap();
-        serve_pass([&mut ring_a, &mut ring_b], &mut server);
+        serve_pass(
+            [&mut ring_a, &mut ring_b],
+            &mut server,
+            &mut DiskReads::default(),
+        );
         assert_eq!(server.commit_advance(), Ok(true));
         assert_eq!(
             release_durable([&mut ring_a, &mut ring_b], &server, false),
@@ -635,7 +724,7 @@ mod tests {
         let guest = Guest::new();
         let (mut front, mut ring) = guest.connect(1);
         front.submit(&mkdir(1, &root, b"lost"), None, 0).unwrap();
-        serve_pass([&mut ring], &mut server);
+        serve_pass([&mut ring], &mut server, &mut DiskReads::default());
         assert_eq!(server.commit_advance(), Ok(true));
         assert_eq!(release_durable([&mut ring], &server, false), 1);
         answer.set(true);
@@ -644,5 +733,105 @@ mod tests {
         let replies = responses(&mut front);
         assert_eq!(replies.len(), 1);
         assert!(made_directory_failed_with_io(&replies[0].1));
+    }
+
+    /// A READ of data the cache does not hold is parked while the disk
+    /// reads it, another guest is answered meanwhile, and the READ is
+    /// answered with the right bytes once the blocks are filled in.
+    #[test]
+    fn a_read_of_cold_data_is_parked_while_other_guests_are_answered() {
+        use nfs3::procedures::data::ReadArguments;
+        let contents: Vec<u8> = (0..2_000_000u32).map(|index| (index % 239) as u8).collect();
+        let image = {
+            let mut device = MemoryDevice::new(8192);
+            format(&mut device);
+            let mut warm = server_on(device, 0);
+            let fs = warm.filesystem();
+            let root = fs.root();
+            let file = fs
+                .create(
+                    root,
+                    b"data",
+                    &vfs::NewNode::Regular,
+                    &vfs::Ownership {
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                    },
+                )
+                .unwrap();
+            fs.write(file.inode, 0, &contents).unwrap();
+            fs.commit().unwrap();
+            warm.into_filesystem().into_device().into_inner()
+        };
+        let mut server = server_on(image, 256);
+        let client = ClientAddress::Domain(1);
+        let root = server.root_handle("/", &client).unwrap();
+        let lookup = nfs3::message::encode_call::<Nfs3>(
+            1,
+            xdr::OpaqueAuth::none(),
+            &Arguments::Lookup(nfs3::procedures::inspect::LookupArguments {
+                what: DirectoryOperationArguments {
+                    directory: root,
+                    name: b"data".to_vec(),
+                },
+            }),
+        );
+        let reply = server.handle(&lookup, client).unwrap();
+        let reply = server.finish(reply);
+        let handle = match nfs3::message::decode_reply::<Nfs3>(&reply, 3).unwrap().1 {
+            Results::Lookup(result) => result.into_result().unwrap().object,
+            other => panic!("unexpected {other:?}"),
+        };
+        let (first, second) = (Guest::new(), Guest::new());
+        let (mut front_a, mut ring_a) = first.connect(1);
+        let (mut front_b, mut ring_b) = second.connect(2);
+        let read = nfs3::message::encode_call::<Nfs3>(
+            7,
+            xdr::OpaqueAuth::none(),
+            &Arguments::Read(ReadArguments {
+                file: handle,
+                offset: 1_500_000,
+                count: 12_000,
+            }),
+        );
+        front_a.submit(&read, None, 12_000).unwrap();
+        let null_b = front_b.submit(&null_call(1), None, 0).unwrap();
+        let mut reads = DiskReads::default();
+        serve_pass([&mut ring_a, &mut ring_b], &mut server, &mut reads);
+        let counters = server.filesystem().device().counters();
+        assert_eq!(ring_a.parked(), 1, "the cold READ is parked: {counters:?}");
+        assert!(responses(&mut front_a).is_empty());
+        assert_eq!(
+            responses(&mut front_b)[0].0,
+            null_b,
+            "the other guest is answered"
+        );
+        // The platform's part: read what is queued, fill, serve again.
+        let mut fills = 0;
+        let mut answered = Vec::new();
+        while answered.is_empty() {
+            let (start, count) = reads.next().expect("a read queued for the parked call");
+            let blocks = count.min(33);
+            let cache = server.filesystem().device_mut();
+            cache.fill_started();
+            reads.started(blocks);
+            let mut data = vec![0u8; blocks as usize * sdfs::BLOCK_SIZE];
+            cache.inner_mut().read_blocks(start, &mut data).unwrap();
+            cache.fill(start, Some(&data));
+            reads.finished();
+            fills += 1;
+            assert!(fills < 20, "never answered");
+            serve_pass([&mut ring_a, &mut ring_b], &mut server, &mut reads);
+            answered = responses(&mut front_a);
+        }
+        assert_eq!(ring_a.parked(), 0);
+        let record = &answered[0].1;
+        let (xid, result, range) = nfs3::message::decode_read_reply(record).unwrap();
+        assert_eq!(xid, 7);
+        result.into_result().unwrap();
+        assert_eq!(&record[range], &contents[1_500_000..1_512_000]);
+        assert_eq!(reads.parked, 1);
+        assert_eq!(reads.waited, 0);
     }
 }

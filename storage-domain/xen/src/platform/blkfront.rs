@@ -2,9 +2,14 @@
 //!
 //! One-page blkif ring (32 slots), 11 segments (pages) per request, and a
 //! pool of [`BUFFER_PAGES`] data pages granted to the backend once at
-//! connect time. A run of blocks becomes up to 11 requests in flight at
+//! connect time. A run of blocks becomes up to 8 requests in flight at
 //! once; the caller waits for all of them. Responses are untrusted: each
 //! is copied out of the ring once and its id checked against the batch.
+//!
+//! The pool's last [`READ_PAGES`] serve one read started without waiting
+//! (`start_read` / `poll_read`: the poll loop reads what a parked call
+//! needs while it serves others), its request ids tagged apart from a
+//! batch's.
 //!
 //! Flushes can also be started without waiting (`start_flush`, the
 //! commits of the poll loop): their ids carry
@@ -36,6 +41,18 @@ use xen_abi::{DomainId, EventChannelPort, GrantRef};
 
 /// Data pages shared with the backend: 11 full requests.
 pub const BUFFER_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 11;
+
+/// Of those, the pages of batches the caller waits for: 8 requests.
+const BATCH_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 8;
+
+/// The rest: one read in flight without waiting (`start_read`), up to 3
+/// requests. With a batch's 8 and the started flushes' 4 they fit the
+/// 32-slot ring.
+pub const READ_PAGES: usize = BUFFER_PAGES - BATCH_PAGES;
+
+/// The id bit of a read started without waiting (its requests are
+/// `0..n` besides).
+const STARTED_READ_ID: u64 = 1 << 62;
 
 /// How long one batch of requests may take.
 const IO_TIMEOUT_MS: u64 = 60_000;
@@ -122,6 +139,9 @@ pub struct Blkfront {
     flush_method: FlushMethod,
     broken: bool,
     started: StartedFlushes,
+    /// The read started without waiting: its first block, its blocks,
+    /// its requests' bookkeeping, and when it must be answered by.
+    started_read: Option<(u64, usize, Outstanding, u64)>,
     /// Most requests ever in flight at once.
     pub most_in_flight: usize,
     /// Requests completed.
@@ -249,6 +269,7 @@ impl Blkfront {
             flush_method,
             broken: false,
             started: StartedFlushes::default(),
+            started_read: None,
             most_in_flight: 0,
             requests: 0,
         })
@@ -341,6 +362,12 @@ impl Blkfront {
             self.response_consumer = self.response_consumer.wrapping_add(1);
             let accepted = if StartedFlushes::owns(response.id) {
                 self.started.complete(&response).is_ok()
+            } else if response.id & STARTED_READ_ID != 0 {
+                let mut untagged = response;
+                untagged.id &= !STARTED_READ_ID;
+                self.started_read
+                    .as_mut()
+                    .is_some_and(|(_, _, read, _)| read.complete(&untagged).is_ok())
             } else {
                 batch
                     .as_deref_mut()
@@ -370,7 +397,12 @@ impl Blkfront {
     /// status, if any.
     fn complete(&mut self, count: usize) -> Result<Option<i16>, DeviceError> {
         self.publish();
-        self.most_in_flight = self.most_in_flight.max(count + self.started.in_flight());
+        let reading = self.started_read.as_ref().map_or(0, |(_, blocks, _, _)| {
+            blocks.div_ceil(MAX_SEGMENTS_PER_REQUEST)
+        });
+        self.most_in_flight = self
+            .most_in_flight
+            .max(count + self.started.in_flight() + reading);
 
         let mut outstanding = Outstanding::new(count);
         let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
@@ -393,7 +425,79 @@ impl Blkfront {
         Ok(outstanding.first_failure())
     }
 
-    /// Transfer `blocks` (at most [`BUFFER_PAGES`]) between the disk at
+    /// Start reading `blocks` (at most [`READ_PAGES`]) from `first` into
+    /// the read pages without waiting; [`Blkfront::poll_read`] hands them
+    /// over. `Ok(false)` when a started read is still in flight.
+    ///
+    /// # Errors
+    /// [`DeviceError`] for a broken device or a range past the disk.
+    pub fn start_read(&mut self, first: u64, blocks: usize) -> Result<bool, DeviceError> {
+        if self.started_read.is_some() {
+            return Ok(false);
+        }
+        let blocks = blocks.clamp(1, READ_PAGES);
+        self.check_range(first, blocks * BLOCK_SIZE)?;
+        let grants: Vec<u32> = self.buffers[BATCH_PAGES..BATCH_PAGES + blocks]
+            .iter()
+            .map(|(_, reference)| reference.0)
+            .collect();
+        let mut requests = build_requests(OP_READ, self.handle, first, &grants);
+        for request in &mut requests {
+            request.id |= STARTED_READ_ID;
+        }
+        for request in &requests {
+            self.push(request);
+        }
+        let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
+        self.started_read = Some((first, blocks, Outstanding::new(requests.len()), deadline));
+        self.publish();
+        Ok(true)
+    }
+
+    /// The started read's blocks once they are all there (first block and
+    /// data), without waiting; `None` while it runs or when none was
+    /// started. Asks the backend for an event at the next response before
+    /// saying "not yet", so a caller may sleep on [`Blkfront::port`].
+    pub fn poll_read(&mut self) -> Option<Result<(u64, Vec<u8>), DeviceError>> {
+        loop {
+            self.started_read.as_ref()?;
+            if let Err(error) = self.take_responses(None) {
+                self.started_read = None;
+                return Some(Err(error));
+            }
+            let (first, blocks, done, deadline) = match &self.started_read {
+                Some((first, blocks, read, deadline)) => {
+                    (*first, *blocks, read.remaining() == 0, *deadline)
+                }
+                None => return None,
+            };
+            if done {
+                let failed = self
+                    .started_read
+                    .take()
+                    .and_then(|(_, _, read, _)| read.first_failure());
+                if failed.is_some() {
+                    return Some(Err(DeviceError::Io));
+                }
+                let mut data = alloc::vec![0u8; blocks * BLOCK_SIZE];
+                for (index, chunk) in data.chunks_mut(BLOCK_SIZE).enumerate() {
+                    self.buffers[BATCH_PAGES + index].0.read(0, chunk);
+                }
+                return Some(Ok((first, data)));
+            }
+            if events::system_time_ns() > deadline {
+                // It may still complete into the read pages: stop using them.
+                self.broken = true;
+                self.started_read = None;
+                return Some(Err(DeviceError::Io));
+            }
+            if !self.ask_for_event() {
+                return None;
+            }
+        }
+    }
+
+    /// Transfer `blocks` (at most [`BATCH_PAGES`]) between the disk at
     /// `first` and buffers `0..blocks`.
     fn batch(&mut self, operation: u8, first: u64, blocks: usize) -> Result<(), DeviceError> {
         let grants: Vec<u32> = self.buffers[..blocks]
@@ -465,7 +569,7 @@ impl BlockDevice for Blkfront {
         let blocks = self.check_range(first, buffer.len())?;
         let mut done = 0;
         while done < blocks {
-            let count = BUFFER_PAGES.min(blocks - done);
+            let count = BATCH_PAGES.min(blocks - done);
             self.batch(OP_READ, first + done as u64, count)?;
             for index in 0..count {
                 let start = (done + index) * BLOCK_SIZE;
@@ -488,7 +592,7 @@ impl BlockDevice for Blkfront {
         let blocks = self.check_range(first, data.len())?;
         let mut done = 0;
         while done < blocks {
-            let count = BUFFER_PAGES.min(blocks - done);
+            let count = BATCH_PAGES.min(blocks - done);
             for index in 0..count {
                 let start = (done + index) * BLOCK_SIZE;
                 let end = (start + BLOCK_SIZE).min(data.len());

@@ -604,7 +604,11 @@ impl VrpcService {
     /// each (`crate::vrpc_serve::serve_pass`); replies that need a commit
     /// are held until [`VrpcService::release`]. Returns whether any guest
     /// may have more work right away.
-    pub fn serve<F: FileSystem>(&mut self, server: &mut Server<F>) -> bool {
+    pub fn serve<F: FileSystem + vfs::WaitControl>(
+        &mut self,
+        server: &mut Server<F>,
+        reads: &mut crate::disk_reads::DiskReads,
+    ) -> bool {
         // Guests gone since the last pass lose their locks.
         for session in self.ended_sessions.drain(..) {
             server.end_session(session);
@@ -627,9 +631,18 @@ impl VrpcService {
             .filter(|device| device.failure.is_none())
             .filter_map(|device| device.connection.as_mut())
             .map(|connection| &mut connection.ring);
-        let busy = serve_pass(rings, server);
+        let busy = serve_pass(rings, server, reads);
         self.collect_failures();
         busy
+    }
+
+    /// Calls parked for the disk, over every guest.
+    pub fn parked(&self) -> usize {
+        self.devices
+            .iter()
+            .filter_map(|device| device.connection.as_ref())
+            .map(|connection| connection.ring.parked())
+            .sum()
     }
 
     /// Replies held for a commit, over every guest.
