@@ -127,6 +127,32 @@ impl DeviceFlush for DetachedFlush {
     }
 }
 
+/// One random change to the tree.
+fn random_change(volume: &mut Volume<Shared>, random: &mut Random) {
+    let tree = dump(volume);
+    let (directories, files) = targets(&tree);
+    random_operation(volume, random, &directories, &files);
+}
+
+/// Commits the rest, then checks the crash cuts of everything `device`
+/// recorded against `commits` (the events recorded when each finished,
+/// and its tree): the last finished commit, or one after it that was in
+/// progress (a plain commit in the middle of a staged one finishes two at
+/// the same event count). Returns the cuts checked.
+fn final_cuts(
+    mut volume: Volume<Shared>,
+    device: &Shared,
+    mut commits: Vec<(usize, Tree)>,
+    random: &mut Random,
+    seed: u64,
+) -> u64 {
+    volume.commit().expect("final commit");
+    commits.push((device.events(), dump(&mut volume)));
+    drop(volume);
+    let recording = device.recording.lock().unwrap().clone();
+    check_crash_cuts(&recording, &commits, random, seed, 3)
+}
+
 /// Runs the staged commit's steps to the end.
 fn finish(volume: &mut Volume<Shared>, mut step: Option<Box<dyn CommitFlush>>) {
     while let Some(mut flush) = step {
@@ -153,9 +179,7 @@ fn every_cut_of_staged_commits_recovers_a_recent_commit() {
         // The staged commit in progress: its next step and its tree.
         let mut in_flight: Option<(Box<dyn CommitFlush>, Tree)> = None;
         for _ in 0..steps {
-            let tree = dump(&mut volume);
-            let (directories, files) = targets(&tree);
-            random_operation(&mut volume, &mut random, &directories, &files);
+            random_change(&mut volume, &mut random);
             if in_flight.is_some() {
                 changes_in_flight += 1;
             }
@@ -206,14 +230,7 @@ fn every_cut_of_staged_commits_recovers_a_recent_commit() {
             finish(&mut volume, Some(step));
             commits.push((device.events(), tree));
         }
-        volume.commit().expect("final commit");
-        commits.push((device.events(), dump(&mut volume)));
-        drop(volume);
-        let recording = device.recording.lock().unwrap().clone();
-        // The last finished commit, or one after it that was in progress
-        // (a plain commit in the middle of a staged one finishes two at
-        // the same event count).
-        cuts_checked += check_crash_cuts(&recording, &commits, &mut random, seed, 3);
+        cuts_checked += final_cuts(volume, &device, commits, &mut random, seed);
     }
     eprintln!("staged crash test: {cuts_checked} cuts, {changes_in_flight} changes made while a commit was in flight");
     assert!(cuts_checked > 0);
@@ -385,9 +402,7 @@ fn every_cut_of_advanced_commits_recovers_a_recent_commit() {
         // The tree of the commit in flight, as it was when it began.
         let mut in_flight: Option<Tree> = None;
         for _ in 0..steps {
-            let tree = dump(&mut volume);
-            let (directories, files) = targets(&tree);
-            random_operation(&mut volume, &mut random, &directories, &files);
+            random_change(&mut volume, &mut random);
             if in_flight.is_some() {
                 changes_in_flight += 1;
                 if random.chance(10) {
@@ -420,11 +435,7 @@ fn every_cut_of_advanced_commits_recovers_a_recent_commit() {
             while volume.commit_advance().expect("advance") {}
             commits.push((device.events(), began));
         }
-        volume.commit().expect("final commit");
-        commits.push((device.events(), dump(&mut volume)));
-        drop(volume);
-        let recording = device.recording.lock().unwrap().clone();
-        cuts_checked += check_crash_cuts(&recording, &commits, &mut random, seed, 3);
+        cuts_checked += final_cuts(volume, &device, commits, &mut random, seed);
     }
     eprintln!("advanced crash test: {cuts_checked} cuts, {changes_in_flight} changes made while a commit was in flight");
     assert!(cuts_checked > 0);

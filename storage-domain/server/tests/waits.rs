@@ -147,6 +147,11 @@ fn read_only_calls_on_a_cold_cache_are_refused_then_answered_as_by_a_waiting_ser
         let again = cold.nfs_record(&arguments);
         let (_, refused) = without_waiting(&mut cold, &again);
         assert_eq!(refused, 0, "{procedure:?}: refused on a warm cache");
+        // Refused reads are not failures of the volume: it still changes.
+        assert!(!cold.server.filesystem().is_failed(), "{procedure:?}");
+        let root = cold.root();
+        cold.mkdir(&root, b"after")
+            .expect("a change after refused reads");
     }
 }
 

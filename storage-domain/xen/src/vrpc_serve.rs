@@ -442,6 +442,48 @@ mod tests {
         collected
     }
 
+    /// A file `name` in the root holding `contents`.
+    fn write_file<F: FileSystem>(fs: &mut F, name: &[u8], contents: &[u8]) {
+        let root = fs.root();
+        let file = fs
+            .create(
+                root,
+                name,
+                &vfs::NewNode::Regular,
+                &vfs::Ownership {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            )
+            .unwrap();
+        fs.write(file.inode, 0, contents).unwrap();
+    }
+
+    /// The handle of `name` in `directory`, looked up as guest 1.
+    fn lookup<F: FileSystem>(
+        server: &mut Server<F>,
+        directory: FileHandle,
+        name: &[u8],
+    ) -> FileHandle {
+        let call = nfs3::message::encode_call::<Nfs3>(
+            1,
+            xdr::OpaqueAuth::none(),
+            &Arguments::Lookup(nfs3::procedures::inspect::LookupArguments {
+                what: DirectoryOperationArguments {
+                    directory,
+                    name: name.to_vec(),
+                },
+            }),
+        );
+        let reply = server.handle(&call, ClientAddress::Domain(1)).unwrap();
+        let reply = server.finish(reply);
+        match nfs3::message::decode_reply::<Nfs3>(&reply, 3).unwrap().1 {
+            Results::Lookup(result) => result.into_result().unwrap().object,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     fn made_directory(reply: &[u8]) -> bool {
         let (_, results) = nfs3::message::decode_reply::<Nfs3>(reply, 9).unwrap();
         match results {
@@ -459,39 +501,8 @@ mod tests {
         let client = ClientAddress::Domain(1);
         let root = server.root_handle("/", &client).unwrap();
         let contents: Vec<u8> = (0..10_001u32).map(|index| (index % 241) as u8).collect();
-        {
-            let fs = server.filesystem();
-            let root_inode = fs.root();
-            let file = fs
-                .create(
-                    root_inode,
-                    b"data",
-                    &vfs::NewNode::Regular,
-                    &vfs::Ownership {
-                        mode: 0o644,
-                        uid: 0,
-                        gid: 0,
-                    },
-                )
-                .unwrap();
-            fs.write(file.inode, 0, &contents).unwrap();
-        }
-        let lookup = nfs3::message::encode_call::<Nfs3>(
-            1,
-            xdr::OpaqueAuth::none(),
-            &Arguments::Lookup(nfs3::procedures::inspect::LookupArguments {
-                what: DirectoryOperationArguments {
-                    directory: root,
-                    name: b"data".to_vec(),
-                },
-            }),
-        );
-        let reply = server.handle(&lookup, client).unwrap();
-        let reply = server.finish(reply);
-        let handle = match nfs3::message::decode_reply::<Nfs3>(&reply, 3).unwrap().1 {
-            Results::Lookup(result) => result.into_result().unwrap().object,
-            other => panic!("unexpected {other:?}"),
-        };
+        write_file(server.filesystem(), b"data", &contents);
+        let handle = lookup(&mut server, root, b"data");
         let guest = Guest::new();
         let (mut frontend, mut ring) = guest.connect(1);
         let read = nfs3::message::encode_call::<Nfs3>(
@@ -746,43 +757,13 @@ mod tests {
             let mut device = MemoryDevice::new(8192);
             format(&mut device);
             let mut warm = server_on(device, 0);
-            let fs = warm.filesystem();
-            let root = fs.root();
-            let file = fs
-                .create(
-                    root,
-                    b"data",
-                    &vfs::NewNode::Regular,
-                    &vfs::Ownership {
-                        mode: 0o644,
-                        uid: 0,
-                        gid: 0,
-                    },
-                )
-                .unwrap();
-            fs.write(file.inode, 0, &contents).unwrap();
-            fs.commit().unwrap();
+            write_file(warm.filesystem(), b"data", &contents);
+            warm.filesystem().commit().unwrap();
             warm.into_filesystem().into_device().into_inner()
         };
         let mut server = server_on(image, 256);
-        let client = ClientAddress::Domain(1);
-        let root = server.root_handle("/", &client).unwrap();
-        let lookup = nfs3::message::encode_call::<Nfs3>(
-            1,
-            xdr::OpaqueAuth::none(),
-            &Arguments::Lookup(nfs3::procedures::inspect::LookupArguments {
-                what: DirectoryOperationArguments {
-                    directory: root,
-                    name: b"data".to_vec(),
-                },
-            }),
-        );
-        let reply = server.handle(&lookup, client).unwrap();
-        let reply = server.finish(reply);
-        let handle = match nfs3::message::decode_reply::<Nfs3>(&reply, 3).unwrap().1 {
-            Results::Lookup(result) => result.into_result().unwrap().object,
-            other => panic!("unexpected {other:?}"),
-        };
+        let root = server.root_handle("/", &ClientAddress::Domain(1)).unwrap();
+        let handle = lookup(&mut server, root, b"data");
         let (first, second) = (Guest::new(), Guest::new());
         let (mut front_a, mut ring_a) = first.connect(1);
         let (mut front_b, mut ring_b) = second.connect(2);
