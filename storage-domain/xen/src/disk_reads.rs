@@ -7,10 +7,11 @@
 //! queued here and the call is parked (on its guest's ring, or its TCP
 //! connection). The platform starts one read of the queue at a time
 //! (blkfront's `start_read`), fills the cache when it completes, and
-//! counts the fill: a parked call is tried again after a fill since it
-//! was parked. A call refused [`MAX_TRIES`] times runs waiting, so every
-//! call ends even when the cache is too small to hold all it needs or the
-//! disk fails.
+//! a parked call is tried again once the range it waits for is read. What
+//! is queued or being read stays within half the cache, so parked calls
+//! do not evict each other's blocks; a call whose blocks would not fit,
+//! or one refused [`MAX_TRIES`] times, runs waiting, so every call ends
+//! even when the cache cannot hold all it needs or the disk fails.
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
@@ -18,36 +19,61 @@ use alloc::collections::VecDeque;
 /// Tries without waiting before a call runs waiting.
 pub const MAX_TRIES: u8 = 8;
 
-/// Ranges queued at most; beyond, a refused call runs waiting.
-pub const MAX_QUEUED: usize = 64;
-
 /// The reads parked calls wait for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DiskReads {
     queue: VecDeque<(u64, u64)>,
+    /// The range on the disk now.
+    reading: Option<(u64, u64)>,
+    /// Blocks queued or being read at most: half the data cache, so what
+    /// the parked calls wait for fits in it together with what else they
+    /// read (a read that would crowd it out makes its call run waiting).
+    budget: u64,
     /// Fills completed (or failed) so far.
     fills: u64,
-    /// Whether a read is on the disk.
-    reading: bool,
     /// Calls parked, over all time.
     pub parked: u64,
-    /// Calls that ran waiting after [`MAX_TRIES`] refusals or a full queue.
+    /// Calls that ran waiting after [`MAX_TRIES`] refusals or with the
+    /// budget spent.
     pub waited: u64,
 }
 
-/// A call waiting for blocks: how often it was refused, and the fills
-/// counted when it last was.
+/// A call waiting for blocks: how often it was refused, the range it
+/// waits for, and the fills counted when it was parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parked {
     /// Refusals so far.
     pub tries: u8,
+    range: Option<(u64, u64)>,
     fills_seen: u64,
 }
 
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
+}
+
 impl DiskReads {
+    /// Reads for a data cache of `cache_blocks` blocks.
+    pub fn new(cache_blocks: u64) -> Self {
+        DiskReads {
+            queue: VecDeque::new(),
+            reading: None,
+            budget: cache_blocks / 2,
+            fills: 0,
+            parked: 0,
+            waited: 0,
+        }
+    }
+
+    fn pending_blocks(&self) -> u64 {
+        self.queue.iter().map(|&(_, count)| count).sum::<u64>()
+            + self.reading.map_or(0, |(_, count)| count)
+    }
+
     /// A call was refused for `wanted` (first block, count): queue the
     /// read (once) and return how it is parked, or `None` when it should
-    /// now run waiting (refused too often, or the queue is full).
+    /// now run waiting (refused too often, or the blocks it wants would
+    /// not fit the budget).
     pub fn refused(
         &mut self,
         wanted: Option<(u64, u64)>,
@@ -58,17 +84,18 @@ impl DiskReads {
             self.waited += 1;
             return None;
         }
+        let wanted = wanted.map(|(first, count)| (first, count.max(1)));
         if let Some((first, count)) = wanted {
-            let known = self
-                .queue
-                .iter()
-                .any(|&(start, length)| first >= start && first + count <= start + length);
+            let within = |&(start, length): &(u64, u64)| {
+                first >= start && first.saturating_add(count) <= start.saturating_add(length)
+            };
+            let known = self.queue.iter().any(within) || self.reading.as_ref().is_some_and(within);
             if !known {
-                if self.queue.len() >= MAX_QUEUED {
+                if self.pending_blocks() + count > self.budget {
                     self.waited += 1;
                     return None;
                 }
-                self.queue.push_back((first, count.max(1)));
+                self.queue.push_back((first, count));
             }
         }
         if before.is_none() {
@@ -76,20 +103,30 @@ impl DiskReads {
         }
         Some(Parked {
             tries,
+            range: wanted,
             fills_seen: self.fills,
         })
     }
 
-    /// Whether a call parked as `parked` should be tried again: a fill
-    /// completed since, or nothing is queued or on the disk any more.
+    /// Whether a call parked as `parked` should be tried again: what it
+    /// waits for is neither queued nor on the disk any more (a call that
+    /// named nothing: after any fill, or once nothing is pending).
     pub fn ready(&self, parked: &Parked) -> bool {
-        parked.fills_seen != self.fills || (!self.reading && self.queue.is_empty())
+        match parked.range {
+            Some(range) => {
+                !self.queue.iter().any(|&queued| overlaps(queued, range))
+                    && !self.reading.is_some_and(|reading| overlaps(reading, range))
+            }
+            None => {
+                parked.fills_seen != self.fills || (self.reading.is_none() && self.queue.is_empty())
+            }
+        }
     }
 
     /// The next range to read (the platform calls [`DiskReads::started`]
     /// once its read is on the disk), if none is being read.
     pub fn next(&self) -> Option<(u64, u64)> {
-        if self.reading {
+        if self.reading.is_some() {
             return None;
         }
         self.queue.front().copied()
@@ -98,8 +135,9 @@ impl DiskReads {
     /// The read of `blocks` blocks from the front of the queue is on the
     /// disk: the rest of that range stays queued.
     pub fn started(&mut self, blocks: u64) {
-        self.reading = true;
         if let Some((first, count)) = self.queue.pop_front() {
+            let blocks = blocks.min(count);
+            self.reading = Some((first, blocks));
             if blocks < count {
                 self.queue.push_front((first + blocks, count - blocks));
             }
@@ -107,15 +145,15 @@ impl DiskReads {
     }
 
     /// The read on the disk ended (its blocks filled into the cache, or
-    /// it failed): parked calls may be tried again.
+    /// it failed): the calls waiting for it may be tried again.
     pub fn finished(&mut self) {
-        self.reading = false;
+        self.reading = None;
         self.fills += 1;
     }
 
     /// Whether a read is on the disk.
     pub fn reading(&self) -> bool {
-        self.reading
+        self.reading.is_some()
     }
 
     /// Ranges queued.
@@ -129,29 +167,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refused_call_queues_its_blocks_once_and_is_ready_after_a_fill() {
-        let mut reads = DiskReads::default();
+    fn a_refused_call_queues_its_blocks_once_and_is_ready_once_they_are_read() {
+        let mut reads = DiskReads::new(256);
         let first = reads.refused(Some((100, 40)), None).unwrap();
-        let second = reads.refused(Some((110, 10)), None).unwrap();
+        let inside = reads.refused(Some((110, 10)), None).unwrap();
+        let elsewhere = reads.refused(Some((500, 8)), None).unwrap();
         assert_eq!(
             reads.queued(),
-            1,
+            2,
             "a range inside a queued one is not queued again"
         );
-        assert!(!reads.ready(&first) && !reads.ready(&second));
+        assert!(!reads.ready(&first) && !reads.ready(&inside) && !reads.ready(&elsewhere));
         assert_eq!(reads.next(), Some((100, 40)));
         reads.started(33);
         assert_eq!(reads.next(), None, "one read at a time");
-        assert_eq!(reads.queued(), 1);
         reads.finished();
-        assert!(reads.ready(&first) && reads.ready(&second));
+        // Blocks 100..133 are in: the call for 110..120 may go; the one
+        // for 100..140 still waits for 133..140.
+        assert!(reads.ready(&inside));
+        assert!(!reads.ready(&first) && !reads.ready(&elsewhere));
         assert_eq!(reads.next(), Some((133, 7)));
-        assert_eq!(reads.parked, 2);
+        reads.started(33);
+        reads.finished();
+        assert!(reads.ready(&first));
+        assert_eq!(reads.next(), Some((500, 8)));
+        assert_eq!(reads.parked, 3);
     }
 
     #[test]
     fn a_call_refused_too_often_runs_waiting() {
-        let mut reads = DiskReads::default();
+        let mut reads = DiskReads::new(256);
         let mut parked = None;
         let mut tries = 0;
         while let Some(again) = reads.refused(Some((7, 1)), parked) {
@@ -165,14 +210,26 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_makes_calls_wait_and_an_idle_one_lets_them_retry() {
-        let mut reads = DiskReads::default();
-        for index in 0..MAX_QUEUED as u64 {
-            assert!(reads.refused(Some((index * 100, 1)), None).is_some());
-        }
-        assert_eq!(reads.refused(Some((1_000_000, 1)), None), None);
-        // Nothing named (a refusal without blocks): ready once idle.
-        let mut idle = DiskReads::default();
+    fn what_is_pending_stays_within_half_the_cache() {
+        let mut reads = DiskReads::new(256);
+        assert!(reads.refused(Some((0, 64)), None).is_some());
+        assert!(reads.refused(Some((1000, 64)), None).is_some());
+        assert_eq!(
+            reads.refused(Some((2000, 1)), None),
+            None,
+            "over the budget"
+        );
+        assert_eq!(reads.waited, 1);
+        // Within a pending range costs nothing.
+        assert!(reads.refused(Some((1010, 4)), None).is_some());
+        reads.started(33);
+        reads.finished();
+        assert!(
+            reads.refused(Some((3000, 33)), None).is_some(),
+            "room again"
+        );
+        // A call that named nothing: ready once nothing is pending.
+        let mut idle = DiskReads::new(256);
         let parked = idle.refused(None, None).unwrap();
         assert!(idle.ready(&parked));
     }

@@ -1016,7 +1016,7 @@ mod tests {
                     || now,
                     &mut self.device,
                     &mut self.server,
-                    &mut DiskReads::default(),
+                    &mut DiskReads::new(0),
                 );
             }
         }
@@ -1249,7 +1249,7 @@ mod tests {
                 || now,
                 &mut bench.device,
                 &mut bench.server,
-                &mut DiskReads::default(),
+                &mut DiskReads::new(0),
             );
             bench.client.device.incoming.borrow_mut().clear();
         }

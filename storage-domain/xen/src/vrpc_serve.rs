@@ -515,7 +515,7 @@ mod tests {
             }),
         );
         frontend.submit(&read, None, 12_000).unwrap();
-        serve_pass([&mut ring], &mut server, &mut DiskReads::default());
+        serve_pass([&mut ring], &mut server, &mut DiskReads::new(0));
         let mut inline = [0u8; 4];
         vrpc::SharedMemory::read(
             &&guest.ring[..],
@@ -552,7 +552,7 @@ mod tests {
         let busy = serve_pass(
             [&mut ring_a, &mut ring_b],
             &mut server,
-            &mut DiskReads::default(),
+            &mut DiskReads::new(0),
         );
         assert!(!busy, "nobody used a whole ring");
         assert_eq!((ring_a.held(), ring_b.held()), (2, 1));
@@ -591,7 +591,7 @@ mod tests {
         }
         assert!(ring.final_check(), "requests are pending");
         assert!(
-            serve_pass([&mut ring], &mut server, &mut DiskReads::default()),
+            serve_pass([&mut ring], &mut server, &mut DiskReads::new(0)),
             "a whole share was used"
         );
         assert_eq!(
@@ -601,7 +601,7 @@ mod tests {
         assert!(!serve_pass(
             [&mut ring],
             &mut server,
-            &mut DiskReads::default()
+            &mut DiskReads::new(0)
         ));
         assert!(!ring.final_check());
         frontend.submit(&null_call(99), None, 0).unwrap();
@@ -621,7 +621,7 @@ mod tests {
         assert!(serve_pass(
             [&mut ring_bad, &mut ring_good],
             &mut server,
-            &mut DiskReads::default()
+            &mut DiskReads::new(0)
         ));
         assert!(matches!(
             ring_bad.failure(),
@@ -633,7 +633,7 @@ mod tests {
         assert!(!serve_pass(
             [&mut ring_bad, &mut ring_good],
             &mut server,
-            &mut DiskReads::default()
+            &mut DiskReads::new(0)
         ));
         assert!(ring_bad.final_check(), "a failed ring keeps the loop awake");
         drop(front_bad);
@@ -647,11 +647,7 @@ mod tests {
         frontend.submit(&null_call(1), None, 0).unwrap();
         // Flags word of slot 0 (offset 64 + 4): must be zero.
         guest.ring[(64 + 4) / 4].store(7, Ordering::Relaxed);
-        assert!(serve_pass(
-            [&mut ring],
-            &mut server,
-            &mut DiskReads::default()
-        ));
+        assert!(serve_pass([&mut ring], &mut server, &mut DiskReads::new(0)));
         assert_eq!(ring.failure(), Some(ProtocolError::UnknownFlags));
         assert_eq!(ring.requests, 0);
     }
@@ -681,7 +677,7 @@ mod tests {
         serve_pass(
             [&mut ring_a, &mut ring_b],
             &mut server,
-            &mut DiskReads::default(),
+            &mut DiskReads::new(0),
         );
         assert_eq!(
             server.commit_advance(),
@@ -703,7 +699,7 @@ mod tests {
         serve_pass(
             [&mut ring_a, &mut ring_b],
             &mut server,
-            &mut DiskReads::default(),
+            &mut DiskReads::new(0),
         );
         assert_eq!(server.commit_advance(), Ok(true));
         assert_eq!(
@@ -735,7 +731,7 @@ mod tests {
         let guest = Guest::new();
         let (mut front, mut ring) = guest.connect(1);
         front.submit(&mkdir(1, &root, b"lost"), None, 0).unwrap();
-        serve_pass([&mut ring], &mut server, &mut DiskReads::default());
+        serve_pass([&mut ring], &mut server, &mut DiskReads::new(0));
         assert_eq!(server.commit_advance(), Ok(true));
         assert_eq!(release_durable([&mut ring], &server, false), 1);
         answer.set(true);
@@ -778,7 +774,7 @@ mod tests {
         );
         front_a.submit(&read, None, 12_000).unwrap();
         let null_b = front_b.submit(&null_call(1), None, 0).unwrap();
-        let mut reads = DiskReads::default();
+        let mut reads = DiskReads::new(256);
         serve_pass([&mut ring_a, &mut ring_b], &mut server, &mut reads);
         let counters = server.filesystem().device().counters();
         assert_eq!(ring_a.parked(), 1, "the cold READ is parked: {counters:?}");

@@ -112,6 +112,7 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         .data_cache_bytes
         .min((heap_size.saturating_sub(heap_used) / 4) as u64);
     let cached = sdfs::CachedDevice::new(&mut disk, data_cache);
+    let data_cache_blocks = cached.capacity_bytes() / sdfs::BLOCK_SIZE as u64;
     println!(
         "data cache: {} KiB{}",
         cached.capacity_bytes() >> 10,
@@ -264,7 +265,7 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     // Whether a commit's flush is on the disk (the loop sleeps on its port).
     let mut commit_in_flight = false;
     // The blocks parked calls wait for, read without waiting.
-    let mut reads = DiskReads::default();
+    let mut reads = DiskReads::new(data_cache_blocks);
     let mut commit_failure_reported = false;
     // What was last published in xenstore, and when next to look.
     let mut published = String::new();
