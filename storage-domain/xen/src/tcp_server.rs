@@ -614,6 +614,36 @@ impl TcpServer {
         true
     }
 
+    /// Try again the parked calls whose blocks have been read (right
+    /// after a fill, before anything else can evict them); their replies
+    /// go out in the next [`TcpServer::poll`].
+    pub fn retry_parked<F: FileSystem + WaitControl>(
+        &mut self,
+        server: &mut Server<F>,
+        reads: &mut DiskReads,
+    ) {
+        for connection in &mut self.connections {
+            let Some(peer) = connection.peer else {
+                continue;
+            };
+            if let Some((record, parked)) = connection.parked.take() {
+                if reads.ready(&parked) {
+                    Self::attempt(
+                        connection,
+                        &record,
+                        Some(parked),
+                        peer,
+                        server,
+                        reads,
+                        &mut self.statistics,
+                    );
+                } else {
+                    connection.parked = Some((record, parked));
+                }
+            }
+        }
+    }
+
     /// Calls parked for the disk.
     pub fn parked(&self) -> usize {
         self.connections

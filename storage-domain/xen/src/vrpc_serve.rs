@@ -158,20 +158,11 @@ where
         .into_iter()
         .filter(|ring| ring.failure.is_none())
         .collect();
+    // Parked calls first, every guest's, before new calls' reads can
+    // crowd their blocks out of the cache.
+    retry_parked(rings.iter_mut().map(|ring| &mut **ring), server, reads);
     let mut busy = false;
     for ring in rings.iter_mut() {
-        // Parked calls first, in their order, once a read may have
-        // brought what they need.
-        for (request, parked) in core::mem::take(&mut ring.parked) {
-            if ring.failure.is_some() {
-                break;
-            }
-            if reads.ready(&parked) {
-                ring.attempt(request, Some(parked), server, reads);
-            } else {
-                ring.parked.push((request, parked));
-            }
-        }
         let share = ring.backend.parameters().slot_count;
         let mut taken = 0;
         while taken < share {
@@ -196,6 +187,33 @@ where
         busy |= taken == share || ring.failure.is_some();
     }
     busy
+}
+
+/// Try again, in their order, the parked calls whose blocks have been
+/// read (the platform calls this right after a fill, before anything
+/// else can evict them).
+pub fn retry_parked<'a, F, R, P, D>(
+    rings: impl IntoIterator<Item = &'a mut GuestRing<R, P, D>>,
+    server: &mut Server<F>,
+    reads: &mut DiskReads,
+) where
+    F: FileSystem + WaitControl,
+    R: SharedMemory + 'a,
+    P: SharedMemory + 'a,
+    D: Doorbell + 'a,
+{
+    for ring in rings {
+        for (request, parked) in core::mem::take(&mut ring.parked) {
+            if ring.failure.is_some() {
+                break;
+            }
+            if reads.ready(&parked) {
+                ring.attempt(request, Some(parked), server, reads);
+            } else {
+                ring.parked.push((request, parked));
+            }
+        }
+    }
 }
 
 /// Answer the held replies whose changes are durable now; with

@@ -409,7 +409,15 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         // taken off the ring unseen before sleeping): one read on the disk
         // at a time, its blocks filled into the data cache when it is
         // done, and the parked calls tried again in the next round.
-        busy |= drive_reads(server.filesystem().device_mut(), &mut reads);
+        if drive_reads(server.filesystem().device_mut(), &mut reads) {
+            // A fill: its calls go now, before other calls' reads could
+            // crowd its blocks out of the cache.
+            vrpc.retry_parked(&mut server, &mut reads);
+            if let Some((_, tcp)) = &mut network {
+                tcp.retry_parked(&mut server, &mut reads);
+            }
+            busy = true;
+        }
         // RING_FINAL_CHECK_FOR_REQUESTS on every guest's ring, last.
         if !busy && !vrpc.final_check() {
             ports.extend(vrpc.ports());

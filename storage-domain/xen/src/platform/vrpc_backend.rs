@@ -37,7 +37,7 @@ use crate::vrpc_device::{
     DetachReason, DeviceCounters, DeviceError, DeviceId, FrontendView, Limits, Phase,
     MAX_CONNECTED,
 };
-use crate::vrpc_serve::{release_durable, serve_pass, GuestRing};
+use crate::vrpc_serve::{release_durable, retry_parked, serve_pass, GuestRing};
 use alloc::boxed::Box;
 use alloc::collections::BTreeSet;
 use alloc::format;
@@ -634,6 +634,23 @@ impl VrpcService {
         let busy = serve_pass(rings, server, reads);
         self.collect_failures();
         busy
+    }
+
+    /// Try again the parked calls whose blocks have been read (right
+    /// after a fill).
+    pub fn retry_parked<F: FileSystem + vfs::WaitControl>(
+        &mut self,
+        server: &mut Server<F>,
+        reads: &mut crate::disk_reads::DiskReads,
+    ) {
+        let rings = self
+            .devices
+            .iter_mut()
+            .filter(|device| device.failure.is_none())
+            .filter_map(|device| device.connection.as_mut())
+            .map(|connection| &mut connection.ring);
+        retry_parked(rings, server, reads);
+        self.collect_failures();
     }
 
     /// Calls parked for the disk, over every guest.
