@@ -371,6 +371,12 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         // and start a commit at once; changes answered before their
         // commit (`async` exports, and VRPC guests on `vrpc=local` ones)
         // start one within the interval.
+        // The disk's event is cleared before its ring is looked at below:
+        // a response published from now on wakes the sleep at the end,
+        // and one published before is seen by the polls (left pending, an
+        // old event would make every sleep return at once while a read or
+        // flush runs).
+        events::clear_pending(disk_port);
         let held = vrpc.held() + network.as_ref().map_or(0, |(_, tcp)| tcp.held());
         let now_ns = events::system_time_ns();
         let interval_due = if server.has_uncommitted() && held == 0 && !commit_in_flight {
