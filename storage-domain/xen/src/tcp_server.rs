@@ -362,14 +362,17 @@ impl TcpServer {
     }
 
     /// Move frames in and out and serve every connection with work, until
-    /// nothing progresses (or a bounded number of rounds). Returns whether
-    /// anything happened.
+    /// nothing progresses (or a bounded number of rounds); after each
+    /// round `disk` moves the disk's reads on (true when one ended: the
+    /// calls parked for it are tried again). Returns whether anything
+    /// happened.
     pub fn poll<D: Device + ?Sized, F: FileSystem + WaitControl>(
         &mut self,
         now: impl Fn() -> Instant,
         device: &mut D,
         server: &mut Server<F>,
         reads: &mut DiskReads,
+        disk: &mut dyn FnMut(&mut Server<F>, &mut DiskReads) -> bool,
     ) -> bool {
         let mut any = false;
         for _ in 0..ROUNDS {
@@ -396,6 +399,12 @@ impl TcpServer {
             let mut served = self.poll_dhcp();
             for index in 0..self.connections.len() {
                 served |= self.serve(index, server, reads, time);
+            }
+            // The disk between rounds: a read that ended lets its parked
+            // calls go now, not after every other client's turn.
+            if disk(server, reads) {
+                self.retry_parked(server, reads);
+                served = true;
             }
             served |= self.tidy(time);
             if !changed && !served {
@@ -1047,6 +1056,7 @@ mod tests {
                     &mut self.device,
                     &mut self.server,
                     &mut DiskReads::new(0),
+                    &mut |_, _| false,
                 );
             }
         }
@@ -1280,6 +1290,7 @@ mod tests {
                 &mut bench.device,
                 &mut bench.server,
                 &mut DiskReads::new(0),
+                &mut |_, _| false,
             );
             bench.client.device.incoming.borrow_mut().clear();
         }

@@ -289,7 +289,16 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
         ports.push(store_port);
         if let Some((netfront, tcp)) = &mut network {
             netfront.service();
-            busy |= tcp.poll(now, netfront, &mut server, &mut reads);
+            // Between its rounds (many clients keep it busy for a while),
+            // the disk's reads go on and their parked calls are answered.
+            let mut disk = |server: &mut Server, reads: &mut DiskReads| {
+                let ended = drive_reads(server.filesystem().device_mut(), reads);
+                if ended {
+                    vrpc.retry_parked(server, reads);
+                }
+                ended
+            };
+            busy |= tcp.poll(now, netfront, &mut server, &mut reads, &mut disk);
             while let Some(event) = tcp.take_address_event() {
                 publish_address(&mut xenstore, event);
             }
@@ -488,6 +497,9 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     }
     Ok(reason)
 }
+
+/// The NFS server the domain runs.
+type Server<'disk> = nfs_server::Server<sdfs::Volume<sdfs::CachedDevice<&'disk mut Blkfront>>>;
 
 /// Take the started read's blocks into the data cache when it is done,
 /// and start the next read parked calls wait for. Returns whether a read
