@@ -39,16 +39,16 @@ use xen_abi::ring::{needs_notify, offset, SRING_HEADER_SIZE};
 use xen_abi::xenbus::XenbusState;
 use xen_abi::{DomainId, EventChannelPort, GrantRef};
 
-/// Data pages shared with the backend: 11 full requests.
-pub const BUFFER_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 11;
+/// Data pages shared with the backend: 14 full requests.
+pub const BUFFER_PAGES: usize = BATCH_PAGES + READ_PAGES;
 
 /// Of those, the pages of batches the caller waits for: 8 requests.
 const BATCH_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 8;
 
-/// The rest: one read in flight without waiting (`start_read`), up to 3
-/// requests. With a batch's 8 and the started flushes' 4 they fit the
-/// 32-slot ring.
-pub const READ_PAGES: usize = BUFFER_PAGES - BATCH_PAGES;
+/// The rest: one read in flight without waiting (`start_read`), up to 6
+/// requests (66 blocks: a parked 256 KiB READ in one read). With a
+/// batch's 8 and the started flushes' 4 they fit the 32-slot ring.
+pub const READ_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 6;
 
 /// The id bit of a read started without waiting (its requests are
 /// `0..n` besides).
