@@ -331,7 +331,7 @@ impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
         // window: parking each of its reads would cost a round of the
         // caller's loop per window and cap the window at what a refused
         // read may name (measured under QEMU: a guest streaming 16 MiB
-        // took 2 to 3.5 times as long).
+        // took 1.6 to 3.5 times as long).
         if self.refuse_waits && !sequential && count <= self.arena.len() as u64 / REFUSE_FRACTION {
             // Named with its read-ahead, within the same fraction of the
             // room.
