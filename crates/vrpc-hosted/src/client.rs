@@ -50,7 +50,8 @@ pub struct HostedLink {
 impl Link for HostedLink {
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Wake> {
         Ok(match self.responses.wait(self.stream.as_fd(), timeout)? {
-            crate::doorbell::Wake::Rang => Wake::Rang,
+            // No waker is given: `Woken` cannot come, and a ring is harmless.
+            crate::doorbell::Wake::Rang | crate::doorbell::Wake::Woken => Wake::Rang,
             crate::doorbell::Wake::PeerGone => Wake::PeerGone,
             crate::doorbell::Wake::TimedOut => Wake::TimedOut,
         })

@@ -24,6 +24,45 @@ pub enum Wake {
     PeerGone,
     /// The timeout passed.
     TimedOut,
+    /// A [`Waker`] of the waiter's own (not the peer) woke it.
+    Woken,
+}
+
+/// Wakes a thread waiting on a [`Connection`](crate::Connection) from
+/// another thread of the same process (see
+/// [`Connection::waker`](crate::Connection::waker)): a second eventfd the
+/// waiter watches, so the peer's doorbell keeps its meaning.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    file: std::sync::Arc<OwnedFd>,
+}
+
+impl Waker {
+    /// A fresh waker.
+    ///
+    /// # Errors
+    /// The `eventfd` failure.
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            file: std::sync::Arc::new(EventDoorbell::new()?.file),
+        })
+    }
+
+    /// Wakes the waiter (or its next wait, if it is not waiting now).
+    pub fn wake(&self) {
+        // EAGAIN: the counter is at its maximum, a wake-up is pending.
+        let _ = nix::unistd::write(&*self.file, &1u64.to_ne_bytes());
+    }
+
+    pub(crate) fn file(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Resets the counter; returns whether it had been woken.
+    pub(crate) fn clear(&self) -> bool {
+        let mut buffer = [0u8; 8];
+        matches!(nix::unistd::read(&*self.file, &mut buffer), Ok(8))
+    }
 }
 
 impl EventDoorbell {
@@ -79,14 +118,31 @@ impl EventDoorbell {
     /// # Errors
     /// The `poll` failure.
     pub fn wait(&self, peer: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<Wake> {
+        self.wait_or_woken(peer, None, timeout)
+    }
+
+    /// [`EventDoorbell::wait`], also woken by `waker` ([`Wake::Woken`];
+    /// the doorbell is then left as it is, so a ring is not lost).
+    ///
+    /// # Errors
+    /// The `poll` failure.
+    pub fn wait_or_woken(
+        &self,
+        peer: BorrowedFd<'_>,
+        waker: Option<&Waker>,
+        timeout: Option<Duration>,
+    ) -> io::Result<Wake> {
         let timeout = match timeout {
             None => PollTimeout::NONE,
             Some(duration) => PollTimeout::try_from(duration).unwrap_or(PollTimeout::MAX),
         };
-        let mut descriptors = [
+        let mut descriptors = vec![
             PollFd::new(self.file.as_fd(), PollFlags::POLLIN),
             PollFd::new(peer, PollFlags::POLLIN),
         ];
+        if let Some(waker) = waker {
+            descriptors.push(PollFd::new(waker.file(), PollFlags::POLLIN));
+        }
         loop {
             match poll(&mut descriptors, timeout) {
                 Ok(0) => return Ok(Wake::TimedOut),
@@ -98,6 +154,11 @@ impl EventDoorbell {
         let peer_events = descriptors[1].revents().unwrap_or(PollFlags::empty());
         if !peer_events.is_empty() {
             return Ok(Wake::PeerGone);
+        }
+        // Woken wins: a doorbell that rang too stays set, so the next wait
+        // returns at once.
+        if waker.is_some_and(Waker::clear) {
+            return Ok(Wake::Woken);
         }
         self.clear();
         Ok(Wake::Rang)

@@ -41,10 +41,12 @@ pub mod region;
 pub mod server;
 
 pub use client::{connect, CallError, Client, ConnectError};
+pub use doorbell::Waker;
 pub use region::MappedRegion;
 pub use server::{
     Connection, ConnectionError, Incoming, Listener, PeerCredentials, PendingConnection,
 };
+pub use vrpc::Request;
 
 /// Creates an export's metadata table: a memfd of
 /// [`metatab::layout::table_bytes`]`(slot_count)` bytes, formatted for a

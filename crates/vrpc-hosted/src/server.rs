@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use vrpc::{Backend, ProtocolError, Request, ResponseStatus, RingParameters};
 
-use crate::doorbell::{EventDoorbell, Wake};
+use crate::doorbell::{EventDoorbell, Wake, Waker};
 use crate::handshake::{receive_hello, send_welcome, Status};
 use crate::region::MappedRegion;
 
@@ -227,6 +227,7 @@ impl PendingConnection {
             requests: self.requests,
             stream: self.stream,
             export: self.export,
+            waker: None,
         })
     }
 
@@ -257,16 +258,35 @@ pub struct Connection {
     requests: EventDoorbell,
     stream: UnixStream,
     export: String,
+    /// Made on the first [`Connection::waker`].
+    waker: Option<Waker>,
 }
 
 impl Connection {
+    /// A [`Waker`] that makes a [`Connection::next_request`] waiting on
+    /// another thread return `Ok(None)` at once: for a server that answers
+    /// some requests later (after a commit) and must look at them while it
+    /// waits for the guest's next request.
+    ///
+    /// # Errors
+    /// The `eventfd` failure.
+    pub fn waker(&mut self) -> io::Result<Waker> {
+        if let Some(waker) = &self.waker {
+            return Ok(waker.clone());
+        }
+        let waker = Waker::new()?;
+        self.waker = Some(waker.clone());
+        Ok(waker)
+    }
+
     /// The export this guest mounted.
     pub fn export(&self) -> &str {
         &self.export
     }
 
     /// The next request, waiting for one at most `timeout` (`None`: until
-    /// one comes or the guest goes). `Ok(None)` means the timeout passed.
+    /// one comes or the guest goes). `Ok(None)` means the timeout passed,
+    /// or a [`Connection::waker`] woke it.
     ///
     /// # Errors
     /// [`ConnectionError::Closed`] when the guest went away;
@@ -293,10 +313,13 @@ impl Connection {
             if self.backend.enable_notifications()? {
                 continue;
             }
-            match self.requests.wait(self.stream.as_fd(), timeout)? {
+            match self
+                .requests
+                .wait_or_woken(self.stream.as_fd(), self.waker.as_ref(), timeout)?
+            {
                 Wake::Rang => {}
                 Wake::PeerGone => return Err(ConnectionError::Closed),
-                Wake::TimedOut => return Ok(None),
+                Wake::TimedOut | Wake::Woken => return Ok(None),
             }
         }
     }

@@ -308,6 +308,56 @@ fn server_sees_a_client_that_goes_away_mid_request() {
     ));
 }
 
+/// A waker makes a waiting `next_request` return `Ok(None)` at once; a
+/// request the guest publishes afterwards is still taken, and the guest's
+/// own doorbell never reads as a wake.
+#[test]
+fn a_waker_ends_a_wait_without_losing_requests() {
+    let path = socket_path("waker");
+    let listener = Listener::bind(&path).unwrap();
+    let (go, called) = std::sync::mpsc::channel::<()>();
+    let client_thread = {
+        let path = path.clone();
+        thread::spawn(move || {
+            let client = connect(&path, "/export").unwrap();
+            called.recv().unwrap();
+            client.call(&call_record(1, 0, b"after"), &[], 0)
+        })
+    };
+    let pending = listener
+        .accept()
+        .unwrap()
+        .handshake(Duration::from_secs(5))
+        .unwrap();
+    let mut connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
+    let waker = connection.waker().unwrap();
+    let started = std::time::Instant::now();
+    let waking = {
+        let waker = waker.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            waker.wake();
+        })
+    };
+    assert!(matches!(
+        connection.next_request(Some(Duration::from_secs(30))),
+        Ok(None)
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "woken, not timed out"
+    );
+    waking.join().unwrap();
+    go.send(()).unwrap();
+    let request = connection
+        .next_request(Some(Duration::from_secs(30)))
+        .unwrap()
+        .expect("the guest's request, not a wake");
+    assert_eq!(&request.record()[request.record().len() - 5..], b"after");
+    connection.respond(request, b"reply", None).unwrap();
+    assert_eq!(client_thread.join().unwrap().unwrap(), b"reply");
+}
+
 /// A guest driven by hand: real regions and doorbells, raw handshake.
 struct RawGuest {
     stream: std::os::unix::net::UnixStream,

@@ -22,6 +22,8 @@ pub struct ImageFile {
     file: File,
     block_count: u64,
     writable: bool,
+    /// Every flush sleeps this long first (`serve --flush-delay`).
+    flush_delay: std::time::Duration,
 }
 
 impl ImageFile {
@@ -103,8 +105,27 @@ impl ImageFile {
             file,
             block_count: length / BLOCK_SIZE as u64,
             writable,
+            flush_delay: std::time::Duration::ZERO,
         })
     }
+
+    /// Makes every flush sleep `delay` before its `fdatasync`, as a slow
+    /// disk would (for tests of what runs while a commit flushes, and for
+    /// seeing group commit at work).
+    pub fn set_flush_delay(&mut self, delay: std::time::Duration) {
+        self.flush_delay = delay;
+    }
+}
+
+/// `fdatasync` of `file`, after `delay`.
+fn flush_file(file: &File, delay: std::time::Duration) -> Result<(), DeviceError> {
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    file.sync_data().map_err(|error| {
+        log::error!("image flush failed: {error}");
+        DeviceError::Io
+    })
 }
 
 impl BlockDevice for ImageFile {
@@ -178,10 +199,7 @@ impl BlockDevice for ImageFile {
         if !self.writable {
             return Ok(());
         }
-        self.file.sync_data().map_err(|error| {
-            log::error!("image flush failed: {error}");
-            DeviceError::Io
-        })
+        flush_file(&self.file, self.flush_delay)
     }
 
     /// `fdatasync` of a second descriptor of the image: it covers every
@@ -192,7 +210,10 @@ impl BlockDevice for ImageFile {
             return None;
         }
         match self.file.try_clone() {
-            Ok(file) => Some(Box::new(ImageFlush { file })),
+            Ok(file) => Some(Box::new(ImageFlush {
+                file,
+                delay: self.flush_delay,
+            })),
             Err(error) => {
                 // Without a second descriptor the commit runs whole.
                 log::warn!("cannot duplicate the image descriptor for a flush: {error}");
@@ -205,14 +226,12 @@ impl BlockDevice for ImageFile {
 /// The flush of an [`ImageFile`], detached from it.
 struct ImageFlush {
     file: File,
+    delay: std::time::Duration,
 }
 
 impl DeviceFlush for ImageFlush {
     fn flush(&mut self) -> Result<(), DeviceError> {
-        self.file.sync_data().map_err(|error| {
-            log::error!("image flush failed: {error}");
-            DeviceError::Io
-        })
+        flush_file(&self.file, self.delay)
     }
 }
 

@@ -96,6 +96,12 @@ pub struct ServeArgs {
     /// `after=1000` (see docs/reliability.md). Off by default.
     #[arg(long, value_name = "SPEC", value_parser = parse_fault)]
     pub fault: Option<FaultPlan>,
+    /// For tests and demonstrations: every flush of the disk first sleeps
+    /// this many milliseconds, as a slow disk would (what goes on while a
+    /// commit flushes, and group commit at work, become visible). 0, the
+    /// default, adds nothing.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub flush_delay_ms: u64,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -235,9 +241,11 @@ pub fn open_server(
     exports: Vec<ExportConfig>,
     port: u16,
     fault: Option<FaultPlan>,
+    flush_delay: Duration,
 ) -> anyhow::Result<(HostedServer, std::sync::Arc<FaultControl>)> {
-    let device =
+    let mut device =
         ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
+    device.set_flush_delay(flush_delay);
     let device = FaultDevice::new(device, fault.unwrap_or_default()).with_report(report_fault);
     let control = device.control();
     let device = CachedDevice::new(device, data_cache_bytes);
@@ -313,6 +321,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         exports,
         address.port(),
         args.fault.clone(),
+        Duration::from_millis(args.flush_delay_ms),
     )?;
     let names = server.export_names().join(" ");
     let tables = match &args.vrpc_socket {

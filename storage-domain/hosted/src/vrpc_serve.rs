@@ -3,10 +3,11 @@
 //!
 //! Each guest connection gets a thread. It takes every request the guest
 //! has published, runs each on the server at once, answers those that need
-//! no commit straight away, and answers the rest after one
-//! [`nfs_server::Server::finish`] that covers them all: the requests a guest
-//! has in flight share a commit (and with other guests' and TCP clients',
-//! through the server's durable sequence).
+//! no commit straight away, and holds the rest while the connection's
+//! settler thread runs one group commit that covers them all (shared with
+//! other guests and TCP clients through the server's durable sequence); the
+//! guest's later calls are answered meanwhile, and the held replies when
+//! that commit ends.
 //!
 //! Who may connect: the socket is created with `--vrpc-socket-mode`
 //! (default 0660) and `--vrpc-socket-group` (default the server's group),
@@ -29,10 +30,12 @@ use nfs_server::{ClientAddress, ExportId, LocalPeer};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
-use vrpc_hosted::{Connection, ConnectionError, Listener, MappedRegion, PendingConnection};
+use vrpc_hosted::{
+    Connection, ConnectionError, Listener, MappedRegion, PendingConnection, Request,
+};
 
 /// The metadata tables of every export, shared by the observer (which
 /// writes them) and the listener (which hands them to guests).
@@ -243,6 +246,13 @@ fn admit(
 }
 
 /// Serve one guest until it goes, breaks the protocol, or the server stops.
+///
+/// Replies that promise durability are held (their requests keep their ring
+/// slots) while a helper thread, the connection's settler, runs the group
+/// commit that covers them; the guest's other calls are answered meanwhile,
+/// so a guest's `fsync` does not stall its own reads. When a commit ends the
+/// settler wakes this thread ([`Connection::waker`]), which answers the
+/// replies it covered (NFS3ERR_IO if it failed).
 fn serve(
     mut connection: Connection,
     client: ClientAddress,
@@ -251,9 +261,84 @@ fn serve(
     stopping: &AtomicBool,
     activity: &crate::status::Activity,
 ) -> Result<(), ConnectionError> {
-    let mut waiting = Vec::new();
+    let waker = connection.waker()?;
+    let (ask, asked) = mpsc::channel::<u64>();
+    let (ended, settled) = mpsc::channel::<u64>();
+    thread::scope(|scope| {
+        let settler = thread::Builder::new()
+            .name("vrpc-settler".into())
+            .spawn_scoped(scope, move || {
+                // Each commit covers the highest sequence asked for so far.
+                while let Ok(mut sequence) = asked.recv() {
+                    while let Ok(later) = asked.try_recv() {
+                        sequence = sequence.max(later);
+                    }
+                    activity.make_durable(server, sequence);
+                    if ended.send(sequence).is_err() {
+                        return;
+                    }
+                    waker.wake();
+                }
+            });
+        if let Err(error) = settler {
+            return Err(ConnectionError::Io(error));
+        }
+        let mut held = Held::default();
+        let result = serve_calls(
+            &mut connection,
+            client,
+            session,
+            server,
+            stopping,
+            &mut held,
+            &ask,
+            &settled,
+        );
+        // The settler ends when `ask` goes; what it was asked for last is
+        // still committed (the guest may be gone, the changes are not).
+        drop(ask);
+        result
+    })
+}
+
+/// Replies held until a commit covers them, with what the settler was
+/// asked for.
+#[derive(Default)]
+struct Held {
+    replies: Vec<(Request, nfs_server::Reply, u64)>,
+    /// The highest sequence the settler was asked to make durable.
+    asked: u64,
+    /// The highest sequence a commit the settler ran has covered (or
+    /// failed to).
+    settled: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_calls(
+    connection: &mut Connection,
+    client: ClientAddress,
+    session: u64,
+    server: &Mutex<HostedServer>,
+    stopping: &AtomicBool,
+    held: &mut Held,
+    ask: &mpsc::Sender<u64>,
+    settled: &mpsc::Receiver<u64>,
+) -> Result<(), ConnectionError> {
     loop {
+        while let Ok(sequence) = settled.try_recv() {
+            held.settled = held.settled.max(sequence);
+        }
+        answer_settled(connection, server, held)?;
         if stopping.load(Ordering::SeqCst) {
+            // Answer what is held before going, as the commit it waits
+            // for ends.
+            while !held.replies.is_empty() {
+                match settled.recv_timeout(Duration::from_secs(60)) {
+                    Ok(sequence) => held.settled = held.settled.max(sequence),
+                    Err(_) => break,
+                }
+                answer_settled(connection, server, held)?;
+            }
             return Ok(());
         }
         let first = match connection.next_request(Some(Duration::from_millis(500))) {
@@ -267,33 +352,64 @@ fn serve(
             let reply = lock(server).handle_in_session(request.record(), client, session);
             match reply {
                 None => connection.respond_no_reply(request)?,
-                Some(reply) if reply.needs_commit() => waiting.push((request, reply)),
-                Some(reply) => {
-                    let record = reply.into_record_unchecked_durability();
-                    connection.respond(request, &record.bytes, record.segment)?;
-                }
+                Some(reply) => match reply.durable_at() {
+                    Some(sequence) if reply.needs_commit() => {
+                        held.replies.push((request, reply, sequence));
+                    }
+                    _ => {
+                        let record = reply.into_record_unchecked_durability();
+                        connection.respond(request, &record.bytes, record.segment)?;
+                    }
+                },
             }
             next = connection.try_next_request()?;
         }
-        if !waiting.is_empty() {
-            // One commit for everything this guest had in flight (and
-            // whatever other guests applied before it began).
-            let last = waiting
-                .iter()
-                .filter_map(|(_, reply)| reply.durable_at())
-                .max()
-                .unwrap_or(0);
-            activity.make_durable(server, last);
-            let replies: Vec<_> = {
-                let server = lock(server);
-                waiting
-                    .drain(..)
-                    .map(|(request, reply)| (request, server.settle_record(reply)))
-                    .collect()
-            };
-            for (request, record) in replies {
-                connection.respond(request, &record.bytes, record.segment)?;
+        // One commit for everything this guest has in flight (and whatever
+        // other guests applied before it began).
+        let wanted = held
+            .replies
+            .iter()
+            .map(|(_, _, sequence)| *sequence)
+            .max()
+            .unwrap_or(0);
+        if wanted > held.asked {
+            held.asked = wanted;
+            if ask.send(wanted).is_err() {
+                return Err(ConnectionError::Io(std::io::Error::other(
+                    "the connection's settler thread ended",
+                )));
             }
         }
     }
+}
+
+/// Answers the held replies a commit has covered (or failed to cover).
+fn answer_settled(
+    connection: &mut Connection,
+    server: &Mutex<HostedServer>,
+    held: &mut Held,
+) -> Result<(), ConnectionError> {
+    if !held
+        .replies
+        .iter()
+        .any(|(_, _, sequence)| *sequence <= held.settled)
+    {
+        return Ok(());
+    }
+    let (ready, waiting): (Vec<_>, Vec<_>) = held
+        .replies
+        .drain(..)
+        .partition(|(_, _, sequence)| *sequence <= held.settled);
+    held.replies = waiting;
+    let records: Vec<_> = {
+        let server = lock(server);
+        ready
+            .into_iter()
+            .map(|(request, reply, _)| (request, server.settle_record(reply)))
+            .collect()
+    };
+    for (request, record) in records {
+        connection.respond(request, &record.bytes, record.segment)?;
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! refused exports, and a clean shutdown with a clean image.
 
 use nfs3::procedures::create::{CreateArguments, CreateHow};
-use nfs3::procedures::data::{ReadArguments, WriteArguments};
+use nfs3::procedures::data::{CommitArguments, ReadArguments, WriteArguments};
 use nfs3::procedures::inspect::GetAttributesArguments;
 use nfs3::{Arguments, DirectoryOperationArguments, FileHandle, Nfs3, Results, StableHow};
 use std::io::{BufRead, BufReader};
@@ -23,6 +23,11 @@ struct Server {
 
 impl Server {
     fn start(exports: &[&str]) -> Server {
+        Server::start_with(exports, &[])
+    }
+
+    /// As [`Server::start`], with more arguments for `serve`.
+    fn start_with(exports: &[&str], more: &[&str]) -> Server {
         let directory = tempfile::tempdir().unwrap();
         let image = directory.path().join("disk.img");
         let socket = directory.path().join("vrpc.sock");
@@ -41,6 +46,7 @@ impl Server {
             ])
             .arg("--vrpc-socket")
             .arg(&socket)
+            .args(more)
             .stderr(Stdio::piped());
         for export in exports {
             command.args(["--export", export]);
@@ -124,14 +130,27 @@ fn credential() -> OpaqueAuth {
     })
 }
 
+/// One call, with xid 7 (every call of these tests but those made while
+/// another is in flight: the duplicate request cache test needs the same
+/// xid on two connections).
 fn call(
     client: &vrpc_hosted::Client,
     arguments: Arguments,
     payload: &[u8],
     read: usize,
 ) -> Results {
+    call_with_xid(client, 7, arguments, payload, read)
+}
+
+fn call_with_xid(
+    client: &vrpc_hosted::Client,
+    xid: u32,
+    arguments: Arguments,
+    payload: &[u8],
+    read: usize,
+) -> Results {
     let procedure = arguments.procedure().to_u32();
-    let record = nfs3::message::encode_call::<Nfs3>(7, credential(), &arguments);
+    let record = nfs3::message::encode_call::<Nfs3>(xid, credential(), &arguments);
     let reply = client.call(&record, payload, read).expect("a reply");
     nfs3::message::decode_reply::<Nfs3>(&reply, procedure)
         .expect("a successful RPC")
@@ -237,6 +256,109 @@ fn calls_data_pages_and_the_metadata_table() {
         table.lookup(attributes.file_id, 12345).unwrap(),
         metatab::Lookup::Miss
     ));
+    drop(client);
+    server.stop_and_check();
+}
+
+/// A guest's `fsync` does not hold up its other calls: the COMMIT's reply
+/// is held while the commit runs (each of its two flushes made 400 ms
+/// slow), and a GETATTR the same guest sends meanwhile, on the same ring,
+/// is answered at once. The COMMIT's reply comes when the commit ends, and
+/// the data is then durable (read back, fsck after a clean stop).
+#[test]
+fn a_guests_fsync_does_not_hold_up_its_other_calls() {
+    let server = Server::start_with(&["/,no_root_squash"], &["--flush-delay-ms", "400"]);
+    let client = connect(&server.socket, "/");
+    let root = mount(&client, "/");
+    let file = match call(
+        &client,
+        Arguments::Create(CreateArguments {
+            location: DirectoryOperationArguments {
+                directory: root.clone(),
+                name: b"durable".to_vec(),
+            },
+            how: CreateHow::Unchecked(Default::default()),
+        }),
+        &[],
+        0,
+    ) {
+        Results::Create(result) => result.into_result().unwrap().object.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let data = vec![0x5a_u8; 64 * 1024];
+    match call(
+        &client,
+        Arguments::Write(WriteArguments {
+            file: file.clone(),
+            offset: 0,
+            count: data.len() as u32,
+            stable: StableHow::Unstable,
+            data: Vec::new(),
+        }),
+        &data,
+        0,
+    ) {
+        Results::Write(result) => assert!(result.into_result().is_ok()),
+        other => panic!("{other:?}"),
+    }
+    let started = Instant::now();
+    let (commit_done, getattr_done) = std::thread::scope(|scope| {
+        let committer = scope.spawn(|| {
+            match call_with_xid(
+                &client,
+                8,
+                Arguments::Commit(CommitArguments {
+                    file: file.clone(),
+                    offset: 0,
+                    count: 0,
+                }),
+                &[],
+                0,
+            ) {
+                Results::Commit(result) => assert!(result.into_result().is_ok()),
+                other => panic!("{other:?}"),
+            }
+            started.elapsed()
+        });
+        // The COMMIT is on the ring and its commit under way (800 ms of
+        // flushes); now a call that needs no commit.
+        std::thread::sleep(Duration::from_millis(150));
+        match call(
+            &client,
+            Arguments::GetAttributes(GetAttributesArguments {
+                object: root.clone(),
+            }),
+            &[],
+            0,
+        ) {
+            Results::GetAttributes(result) => assert!(result.into_result().is_ok()),
+            other => panic!("{other:?}"),
+        }
+        let getattr_done = started.elapsed();
+        (committer.join().unwrap(), getattr_done)
+    });
+    assert!(
+        commit_done >= Duration::from_millis(800),
+        "the COMMIT was answered after {commit_done:?}, before its two 400 ms flushes \
+         could have run"
+    );
+    assert!(
+        getattr_done < commit_done,
+        "the GETATTR ({getattr_done:?}) waited for the COMMIT ({commit_done:?})"
+    );
+    match call(
+        &client,
+        Arguments::Read(ReadArguments {
+            file: file.clone(),
+            offset: 0,
+            count: data.len() as u32,
+        }),
+        &[],
+        data.len() + 4096,
+    ) {
+        Results::Read(result) => assert_eq!(result.into_result().unwrap().data, data),
+        other => panic!("{other:?}"),
+    }
     drop(client);
     server.stop_and_check();
 }
