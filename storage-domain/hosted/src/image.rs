@@ -109,6 +109,15 @@ impl ImageFile {
         })
     }
 
+    /// A second descriptor of the image, for reads made beside this device
+    /// (`cold_reads.rs`).
+    ///
+    /// # Errors
+    /// The `dup` failure.
+    pub fn reader(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Makes every flush sleep `delay` before its `fdatasync`, as a slow
     /// disk would (for tests of what runs while a commit flushes, and for
     /// seeing group commit at work).

@@ -5,6 +5,7 @@
 //! the administrator's offline tools for images: mkfs, fsck, listing and
 //! copying out, and snapshots.
 
+mod cold_reads;
 mod control;
 mod fstools;
 mod group_commit;

@@ -242,10 +242,27 @@ pub fn open_server(
     port: u16,
     fault: Option<FaultPlan>,
     flush_delay: Duration,
-) -> anyhow::Result<(HostedServer, std::sync::Arc<FaultControl>)> {
+) -> anyhow::Result<(
+    HostedServer,
+    std::sync::Arc<FaultControl>,
+    Option<crate::cold_reads::ColdReads>,
+)> {
     let mut device =
         ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
     device.set_flush_delay(flush_delay);
+    // Reads without the server's lock need a cache to fill, and would
+    // pass by the fault plan.
+    let cold_reads = if fault.is_none() && data_cache_bytes > 0 {
+        match device.reader() {
+            Ok(file) => Some(crate::cold_reads::ColdReads::new(file)),
+            Err(error) => {
+                log::warn!("cannot duplicate the image descriptor for reads: {error}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let device = FaultDevice::new(device, fault.unwrap_or_default()).with_report(report_fault);
     let control = device.control();
     let device = CachedDevice::new(device, data_cache_bytes);
@@ -287,7 +304,7 @@ pub fn open_server(
         port,
     };
     let server = Server::new(volume, config).map_err(|error| anyhow::anyhow!("{error}"))?;
-    Ok((server, control))
+    Ok((server, control, cold_reads))
 }
 
 /// `serve`.
@@ -314,7 +331,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             keep: false,
         });
     }
-    let (mut server, faults) = open_server(
+    let (mut server, faults, cold_reads) = open_server(
         &args.disk,
         args.cache_size,
         args.data_cache,
@@ -332,7 +349,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let server = Arc::new(Mutex::new(server));
-    let activity = Arc::new(crate::status::Activity::default());
+    let activity = Arc::new(crate::status::Activity::new(cold_reads));
     let canonical_disk = args.disk.canonicalize()?;
     crate::status::serve(&canonical_disk, Arc::clone(&activity), Arc::clone(&server))
         .context("starting the stats socket")?;
@@ -564,7 +581,12 @@ fn worker(
             Ok(call) => call,
             Err(_) => return,
         };
-        let reply = lock(server).handle(&call.record, call.client);
+        let reply = activity.handle(
+            server,
+            &call.record,
+            call.client,
+            nfs_server::locks::NO_SESSION,
+        );
         let Some(reply) = reply else {
             log::debug!(
                 "{}: dropped a record that is not a call",

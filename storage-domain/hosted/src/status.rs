@@ -33,6 +33,9 @@ pub struct Activity {
     commit_nanoseconds: AtomicU64,
     commit_maximum_nanoseconds: AtomicU64,
     timed_commits: AtomicU64,
+    /// Reads of cold blocks without the server's lock (`None`: every call
+    /// reads waiting).
+    cold_reads: Option<crate::cold_reads::ColdReads>,
 }
 
 /// Counts one open connection until dropped.
@@ -61,6 +64,29 @@ impl Drop for ConnectionCount<'_> {
 }
 
 impl Activity {
+    /// No connections yet; read-only calls read cold blocks through
+    /// `cold_reads` when given.
+    pub fn new(cold_reads: Option<crate::cold_reads::ColdReads>) -> Self {
+        Self {
+            cold_reads,
+            ..Self::default()
+        }
+    }
+
+    /// Runs a call: see [`crate::cold_reads::ColdReads::handle`].
+    pub fn handle(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: nfs_server::ClientAddress,
+        session: u64,
+    ) -> Option<nfs_server::Reply> {
+        match &self.cold_reads {
+            Some(cold_reads) => cold_reads.handle(server, record, client, session),
+            None => lock(server).handle_in_session(record, client, session),
+        }
+    }
+
     /// A TCP client connected.
     pub fn tcp_connection(&self) -> ConnectionCount<'_> {
         self.tcp_open.fetch_add(1, Ordering::Relaxed);
@@ -172,6 +198,14 @@ impl Activity {
             blocks => data.hits as f64 / blocks as f64,
         };
         line("data_cache.hit_ratio", format!("{ratio:.3}"));
+        let cold = self
+            .cold_reads
+            .as_ref()
+            .map(crate::cold_reads::ColdReads::counters)
+            .unwrap_or_default();
+        line("disk.parked_calls", cold.parked_calls.to_string());
+        line("disk.waited_calls", cold.waited_calls.to_string());
+        line("disk.blocks_read_unlocked", cold.blocks_read.to_string());
         if let Some(space) = space {
             let block = u64::from(space.block_size);
             line(

@@ -290,6 +290,7 @@ fn serve(
             session,
             server,
             stopping,
+            activity,
             &mut held,
             &ask,
             &settled,
@@ -320,6 +321,7 @@ fn serve_calls(
     session: u64,
     server: &Mutex<HostedServer>,
     stopping: &AtomicBool,
+    activity: &crate::status::Activity,
     held: &mut Held,
     ask: &mpsc::Sender<u64>,
     settled: &mpsc::Receiver<u64>,
@@ -349,7 +351,7 @@ fn serve_calls(
         };
         let mut next = Some(first);
         while let Some(request) = next {
-            let reply = lock(server).handle_in_session(request.record(), client, session);
+            let reply = activity.handle(server, request.record(), client, session);
             match reply {
                 None => connection.respond_no_reply(request)?,
                 Some(reply) => match reply.durable_at() {

@@ -1,0 +1,320 @@
+//! Reads of cold blocks made without the server's lock.
+//!
+//! Design: the hosted server runs every call under one lock. A call that
+//! only reads ([`nfs_server::Server::is_read_only_call`]) is first tried
+//! with the data cache refusing reads it cannot answer from memory
+//! ([`nfs_server::Server::try_without_waiting`], the same parking the Xen
+//! storage domain's poll loop uses). When it is refused, the blocks it
+//! named are read from the image through a descriptor of their own
+//! (`pread`) *after the lock is released*, handed to the cache
+//! ([`sdfs::CachedDevice::fill`], which leaves alone any block written
+//! since the read was announced, so stale data never replaces newer), and
+//! the call is tried again. A thread waiting for the disk therefore holds
+//! nothing: other threads' reads, changes and commits go on, and several
+//! threads' disk reads overlap. What stays under the lock is work in
+//! memory.
+//!
+//! A call still refused after [`MAX_TRIES`] fills runs waiting, as do the
+//! reads the cache never refuses (a sequential stream's, read with its
+//! read-ahead, and reads of more than a quarter of the cache): every call
+//! ends. With `--fault` the server reads waiting only, so that every read
+//! passes the fault plan; with `--data-cache 0` there is nothing to fill.
+
+use crate::serve::{lock, HostedServer};
+use nfs_server::{Attempt, ClientAddress, Reply};
+use sdfs::BLOCK_SIZE;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use vfs::WaitControl;
+
+/// Fills after which a call that is still refused runs waiting (a call
+/// reads a few metadata blocks, then its data: each refusal names one
+/// range).
+pub const MAX_TRIES: u32 = 8;
+
+/// The image's second descriptor, and what it did.
+#[derive(Debug)]
+pub struct ColdReads {
+    file: File,
+    /// Calls that were refused at least once and then answered.
+    parked_calls: AtomicU64,
+    /// Calls that ran waiting after [`MAX_TRIES`] fills.
+    waited_calls: AtomicU64,
+    /// Blocks read without the lock.
+    blocks_read: AtomicU64,
+}
+
+/// The counters of [`ColdReads`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColdReadCounters {
+    /// Calls answered after reads made without the lock.
+    pub parked_calls: u64,
+    /// Calls that ran waiting after [`MAX_TRIES`] fills.
+    pub waited_calls: u64,
+    /// Blocks read without the lock.
+    pub blocks_read: u64,
+}
+
+impl ColdReads {
+    /// Reads through `file`, a descriptor of the served image.
+    pub fn new(file: File) -> Self {
+        Self {
+            file,
+            parked_calls: AtomicU64::new(0),
+            waited_calls: AtomicU64::new(0),
+            blocks_read: AtomicU64::new(0),
+        }
+    }
+
+    /// What it did so far.
+    pub fn counters(&self) -> ColdReadCounters {
+        ColdReadCounters {
+            parked_calls: self.parked_calls.load(Ordering::Relaxed),
+            waited_calls: self.waited_calls.load(Ordering::Relaxed),
+            blocks_read: self.blocks_read.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs the call `record` from `client` in `session`, reading the
+    /// blocks a read-only call misses without holding `server`; any other
+    /// call runs as [`nfs_server::Server::handle_in_session`] does.
+    pub fn handle(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: ClientAddress,
+        session: u64,
+    ) -> Option<Reply> {
+        self.handle_with(server, record, client, session, |first, count| {
+            self.read(first, count)
+        })
+    }
+
+    /// [`ColdReads::handle`], reading without the lock through `read`
+    /// (tests put writes between the read and the fill).
+    fn handle_with(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: ClientAddress,
+        session: u64,
+        mut read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
+    ) -> Option<Reply> {
+        if !HostedServer::is_read_only_call(record) {
+            return lock(server).handle_in_session(record, client, session);
+        }
+        for tries in 0..MAX_TRIES {
+            let wanted = {
+                let mut server = lock(server);
+                match server.try_without_waiting(record, client, session) {
+                    Attempt::Answered(reply) => {
+                        if tries > 0 {
+                            self.parked_calls.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return reply;
+                    }
+                    Attempt::WouldWait => {}
+                }
+                let filesystem = server.filesystem();
+                let Some(wanted) = filesystem.take_wanted() else {
+                    break;
+                };
+                // Announced under the lock that refused the read: a write
+                // from now on is one the fill must not undo.
+                filesystem.device_mut().fill_started();
+                wanted
+            };
+            let (first, count) = wanted;
+            let data = read(first, count);
+            lock(server)
+                .filesystem()
+                .device_mut()
+                .fill(first, data.as_deref());
+            if data.is_none() {
+                break;
+            }
+        }
+        self.waited_calls.fetch_add(1, Ordering::Relaxed);
+        lock(server).handle_in_session(record, client, session)
+    }
+
+    /// Blocks `first..first + count` of the image, or `None` when the
+    /// read failed (the fill is abandoned and the call runs waiting: the
+    /// device reads again and reports the error).
+    fn read(&self, first: u64, count: u64) -> Option<Vec<u8>> {
+        let length = usize::try_from(count).ok()?.checked_mul(BLOCK_SIZE)?;
+        let offset = first.checked_mul(BLOCK_SIZE as u64)?;
+        let mut data = vec![0u8; length];
+        match self.file.read_exact_at(&mut data, offset) {
+            Ok(()) => {
+                self.blocks_read.fetch_add(count, Ordering::Relaxed);
+                Some(data)
+            }
+            Err(error) => {
+                log::debug!("read of blocks {first}..+{count} without the lock failed: {error}");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfs3::procedures::create::{CreateArguments, CreateHow};
+    use nfs3::procedures::data::{ReadArguments, WriteArguments};
+    use nfs3::{Arguments, DirectoryOperationArguments, FileHandle, Nfs3, Results, StableHow};
+    use nfs_server::locks::NO_SESSION;
+    use nfs_server::ExportConfig;
+    use sdfs::BlockDevice;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+    use xdr::{AuthSys, OpaqueAuth};
+
+    const CLIENT: ClientAddress = ClientAddress::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+    fn open(image: &Path) -> (HostedServer, Option<ColdReads>) {
+        let exports = vec![ExportConfig::parse("/,no_root_squash").unwrap()];
+        let (server, _, cold_reads) = crate::serve::open_server(
+            image,
+            1 << 20,
+            256 * 1024,
+            exports,
+            2049,
+            None,
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+        (server, cold_reads)
+    }
+
+    fn record(arguments: &Arguments) -> Vec<u8> {
+        let credential = OpaqueAuth::sys(&AuthSys {
+            stamp: 0,
+            machine_name: b"test".to_vec(),
+            uid: 0,
+            gid: 0,
+            gids: vec![],
+        });
+        nfs3::message::encode_call::<Nfs3>(1, credential, arguments)
+    }
+
+    fn results(server: &mut HostedServer, reply: Option<Reply>, procedure: u32) -> Results {
+        let bytes = server.finish(reply.expect("a reply"));
+        nfs3::message::decode_reply::<Nfs3>(&bytes, procedure)
+            .expect("an RPC reply")
+            .1
+    }
+
+    fn root(server: &mut HostedServer) -> FileHandle {
+        use nfs3::mount::{Arguments as M, Mount3, MountResult, Results as R};
+        let arguments = M::Mount(nfs3::mount::DirectoryPath {
+            path: b"/".to_vec(),
+        });
+        let credential = OpaqueAuth::sys(&AuthSys {
+            stamp: 0,
+            machine_name: b"test".to_vec(),
+            uid: 0,
+            gid: 0,
+            gids: vec![],
+        });
+        let call = nfs3::message::encode_call::<Mount3>(1, credential, &arguments);
+        let reply = server.handle(&call, CLIENT).expect("a MOUNT reply");
+        let bytes = server.finish(reply);
+        match nfs3::message::decode_reply::<Mount3>(&bytes, 1).unwrap().1 {
+            R::Mount(MountResult::Ok(ok)) => ok.handle,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A block rewritten while the call's read of it runs without the lock
+    /// (between the `pread` and the fill) is not filled with what that read
+    /// saw: the READ answers what the disk holds now. It fails when the
+    /// fill is announced after the read instead of under the refusing lock,
+    /// or when the cache's guard is removed.
+    #[test]
+    fn a_block_written_during_the_read_is_not_filled_stale() {
+        let directory = tempfile::tempdir().unwrap();
+        let image = directory.path().join("disk.img");
+        crate::fstools::format_image(&image, 8 << 20, false).unwrap();
+        let file = {
+            let (mut server, _) = open(&image);
+            let root = root(&mut server);
+            let created = server.handle(
+                &record(&Arguments::Create(CreateArguments {
+                    location: DirectoryOperationArguments {
+                        directory: root,
+                        name: b"f".to_vec(),
+                    },
+                    how: CreateHow::Unchecked(Default::default()),
+                })),
+                CLIENT,
+            );
+            let file = match results(&mut server, created, 8) {
+                Results::Create(result) => result.into_result().unwrap().object.unwrap(),
+                other => panic!("{other:?}"),
+            };
+            let written = server.handle(
+                &record(&Arguments::Write(WriteArguments {
+                    file: file.clone(),
+                    offset: 0,
+                    count: 128 * BLOCK_SIZE as u32,
+                    stable: StableHow::FileSync,
+                    data: vec![0xaa; 128 * BLOCK_SIZE],
+                })),
+                CLIENT,
+            );
+            assert!(matches!(
+                results(&mut server, written, 7),
+                Results::Write(result) if result.status().is_ok()
+            ));
+            file
+        };
+        // A fresh server: its data cache is cold.
+        let (server, cold_reads) = open(&image);
+        let cold_reads = cold_reads.expect("reads without the lock are on by default");
+        let server = Mutex::new(server);
+        // A block far into the file: past what the reads made at open
+        // brought in with their read-ahead.
+        let read = record(&Arguments::Read(ReadArguments {
+            file,
+            offset: 100 * BLOCK_SIZE as u64,
+            count: BLOCK_SIZE as u32,
+        }));
+        let mut rewritten = false;
+        let reply = cold_reads.handle_with(&server, &read, CLIENT, NO_SESSION, |first, count| {
+            let data = cold_reads.read(first, count)?;
+            if !rewritten && data[..BLOCK_SIZE] == [0xaa; BLOCK_SIZE] {
+                // The file's block: rewritten (under the lock, through the
+                // cache, as a commit would) after this read saw it.
+                rewritten = true;
+                lock(&server)
+                    .filesystem()
+                    .device_mut()
+                    .write_blocks(first, &[0xbb; BLOCK_SIZE])
+                    .unwrap();
+            }
+            Some(data)
+        });
+        let mut server = server.into_inner().unwrap();
+        assert!(
+            rewritten,
+            "the READ never read the file's block without the lock"
+        );
+        match results(&mut server, reply, 6) {
+            Results::Read(result) => {
+                let data = result.into_result().unwrap().data;
+                assert_eq!(data.len(), BLOCK_SIZE);
+                assert!(
+                    data.iter().all(|byte| *byte == 0xbb),
+                    "the READ answered the block as it was before the write (0x{:x}...)",
+                    data[0]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cold_reads.counters().parked_calls, 1);
+    }
+}
