@@ -38,12 +38,30 @@ pub const MAX_TRIES: u32 = 8;
 #[derive(Debug)]
 pub struct ColdReads {
     file: File,
+    /// Before every read (`serve --read-delay-ms`).
+    delay: std::time::Duration,
     /// Calls that were refused at least once and then answered.
     parked_calls: AtomicU64,
     /// Calls that ran waiting after [`MAX_TRIES`] fills.
     waited_calls: AtomicU64,
     /// Blocks read without the lock.
     blocks_read: AtomicU64,
+}
+
+/// What [`ColdReads::try_now`] came to.
+#[derive(Debug)]
+pub enum Tried {
+    /// Done: the call's reply (`None`: the server dropped the call).
+    Answered(Option<Reply>),
+    /// The call needs blocks read first (their fill is announced):
+    /// [`ColdReads::finish`].
+    Cold(Cold),
+}
+
+/// A call that waits for blocks, with the blocks it named.
+#[derive(Debug)]
+pub struct Cold {
+    wanted: (u64, u64),
 }
 
 /// The counters of [`ColdReads`].
@@ -58,10 +76,12 @@ pub struct ColdReadCounters {
 }
 
 impl ColdReads {
-    /// Reads through `file`, a descriptor of the served image.
-    pub fn new(file: File) -> Self {
+    /// Reads through `file`, a descriptor of the served image, each after
+    /// `delay` (a slow disk for tests; zero adds nothing).
+    pub fn new(file: File, delay: std::time::Duration) -> Self {
         Self {
             file,
+            delay,
             parked_calls: AtomicU64::new(0),
             waited_calls: AtomicU64::new(0),
             blocks_read: AtomicU64::new(0),
@@ -92,6 +112,54 @@ impl ColdReads {
         })
     }
 
+    /// The first try of [`ColdReads::handle`], under the lock and without
+    /// waiting for the disk: the reply, or [`Tried::Cold`] (a call that
+    /// only reads and needs blocks the cache does not hold), which
+    /// [`ColdReads::finish`] takes on, on this thread or another.
+    pub fn try_now(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: ClientAddress,
+        session: u64,
+    ) -> Tried {
+        if !HostedServer::is_read_only_call(record) {
+            return Tried::Answered(lock(server).handle_in_session(record, client, session));
+        }
+        let mut server = lock(server);
+        match server.try_without_waiting(record, client, session) {
+            Attempt::Answered(reply) => return Tried::Answered(reply),
+            Attempt::WouldWait => {}
+        }
+        let filesystem = server.filesystem();
+        match filesystem.take_wanted() {
+            Some(wanted) => {
+                // Announced under the lock that refused the read: a write
+                // from now on is one the fill must not undo.
+                filesystem.device_mut().fill_started();
+                Tried::Cold(Cold { wanted })
+            }
+            // Refused without naming blocks: cannot happen; read waiting.
+            None => Tried::Answered(server.handle_in_session(record, client, session)),
+        }
+    }
+
+    /// Ends a call [`ColdReads::try_now`] found cold: reads the blocks it
+    /// named without the lock, fills them in and tries again, up to
+    /// [`MAX_TRIES`] reads; then runs it waiting.
+    pub fn finish(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: ClientAddress,
+        session: u64,
+        cold: Cold,
+    ) -> Option<Reply> {
+        self.finish_with(server, record, client, session, cold, |first, count| {
+            self.read(first, count)
+        })
+    }
+
     /// [`ColdReads::handle`], reading without the lock through `read`
     /// (tests put writes between the read and the fill).
     fn handle_with(
@@ -100,40 +168,40 @@ impl ColdReads {
         record: &[u8],
         client: ClientAddress,
         session: u64,
+        read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
+    ) -> Option<Reply> {
+        match self.try_now(server, record, client, session) {
+            Tried::Answered(reply) => reply,
+            Tried::Cold(cold) => self.finish_with(server, record, client, session, cold, read),
+        }
+    }
+
+    fn finish_with(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: ClientAddress,
+        session: u64,
+        cold: Cold,
         mut read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
     ) -> Option<Reply> {
-        if !HostedServer::is_read_only_call(record) {
-            return lock(server).handle_in_session(record, client, session);
-        }
-        for tries in 0..MAX_TRIES {
-            let wanted = {
-                let mut server = lock(server);
-                match server.try_without_waiting(record, client, session) {
-                    Attempt::Answered(reply) => {
-                        if tries > 0 {
-                            self.parked_calls.fetch_add(1, Ordering::Relaxed);
-                        }
-                        return reply;
-                    }
-                    Attempt::WouldWait => {}
-                }
-                let filesystem = server.filesystem();
-                let Some(wanted) = filesystem.take_wanted() else {
-                    break;
-                };
-                // Announced under the lock that refused the read: a write
-                // from now on is one the fill must not undo.
-                filesystem.device_mut().fill_started();
-                wanted
-            };
+        let mut wanted = cold.wanted;
+        for reads in 1..=MAX_TRIES {
             let (first, count) = wanted;
             let data = read(first, count);
             lock(server)
                 .filesystem()
                 .device_mut()
                 .fill(first, data.as_deref());
-            if data.is_none() {
+            if data.is_none() || reads == MAX_TRIES {
                 break;
+            }
+            match self.try_now(server, record, client, session) {
+                Tried::Answered(reply) => {
+                    self.parked_calls.fetch_add(1, Ordering::Relaxed);
+                    return reply;
+                }
+                Tried::Cold(cold) => wanted = cold.wanted,
             }
         }
         self.waited_calls.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +215,7 @@ impl ColdReads {
         let length = usize::try_from(count).ok()?.checked_mul(BLOCK_SIZE)?;
         let offset = first.checked_mul(BLOCK_SIZE as u64)?;
         let mut data = vec![0u8; length];
+        crate::image::sleep(self.delay);
         match self.file.read_exact_at(&mut data, offset) {
             Ok(()) => {
                 self.blocks_read.fetch_add(count, Ordering::Relaxed);
@@ -184,7 +253,7 @@ mod tests {
             exports,
             2049,
             None,
-            std::time::Duration::ZERO,
+            crate::serve::SlowDisk::default(),
         )
         .unwrap();
         (server, cold_reads)

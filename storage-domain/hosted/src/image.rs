@@ -22,8 +22,10 @@ pub struct ImageFile {
     file: File,
     block_count: u64,
     writable: bool,
-    /// Every flush sleeps this long first (`serve --flush-delay`).
+    /// Every flush sleeps this long first (`serve --flush-delay-ms`).
     flush_delay: std::time::Duration,
+    /// Every read sleeps this long first (`serve --read-delay-ms`).
+    read_delay: std::time::Duration,
 }
 
 impl ImageFile {
@@ -106,6 +108,7 @@ impl ImageFile {
             block_count: length / BLOCK_SIZE as u64,
             writable,
             flush_delay: std::time::Duration::ZERO,
+            read_delay: std::time::Duration::ZERO,
         })
     }
 
@@ -118,19 +121,27 @@ impl ImageFile {
         self.file.try_clone()
     }
 
-    /// Makes every flush sleep `delay` before its `fdatasync`, as a slow
-    /// disk would (for tests of what runs while a commit flushes, and for
-    /// seeing group commit at work).
-    pub fn set_flush_delay(&mut self, delay: std::time::Duration) {
-        self.flush_delay = delay;
+    /// Makes every flush sleep `flush` before its `fdatasync`, and every
+    /// read sleep `read` first, as a slow disk would (for tests of what
+    /// runs while a commit flushes or a call reads, and for seeing group
+    /// commit at work).
+    pub fn set_delays(&mut self, read: std::time::Duration, flush: std::time::Duration) {
+        self.read_delay = read;
+        self.flush_delay = flush;
+    }
+}
+
+/// Sleeps `delay`, if any (a slow disk, `serve --read-delay-ms` and
+/// `--flush-delay-ms`).
+pub fn sleep(delay: std::time::Duration) {
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
     }
 }
 
 /// `fdatasync` of `file`, after `delay`.
 fn flush_file(file: &File, delay: std::time::Duration) -> Result<(), DeviceError> {
-    if !delay.is_zero() {
-        std::thread::sleep(delay);
-    }
+    sleep(delay);
     file.sync_data().map_err(|error| {
         log::error!("image flush failed: {error}");
         DeviceError::Io
@@ -146,6 +157,7 @@ impl BlockDevice for ImageFile {
         if block >= self.block_count {
             return Err(DeviceError::OutOfRange);
         }
+        sleep(self.read_delay);
         self.file
             .read_exact_at(buffer, block * BLOCK_SIZE as u64)
             .map_err(|error| {
@@ -162,6 +174,7 @@ impl BlockDevice for ImageFile {
         {
             return Err(DeviceError::OutOfRange);
         }
+        sleep(self.read_delay);
         self.file
             .read_exact_at(buffer, first * BLOCK_SIZE as u64)
             .map_err(|error| {

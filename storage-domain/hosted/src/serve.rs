@@ -102,6 +102,21 @@ pub struct ServeArgs {
     /// default, adds nothing.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub flush_delay_ms: u64,
+    /// For tests and demonstrations: every read of the disk first sleeps
+    /// this many milliseconds, as a slow disk would. 0, the default, adds
+    /// nothing.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub read_delay_ms: u64,
+}
+
+/// Delays that make the image a slow disk (`--read-delay-ms`,
+/// `--flush-delay-ms`); zero adds nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlowDisk {
+    /// Before every read.
+    pub read: Duration,
+    /// Before every flush.
+    pub flush: Duration,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -241,7 +256,7 @@ pub fn open_server(
     exports: Vec<ExportConfig>,
     port: u16,
     fault: Option<FaultPlan>,
-    flush_delay: Duration,
+    slow: SlowDisk,
 ) -> anyhow::Result<(
     HostedServer,
     std::sync::Arc<FaultControl>,
@@ -249,12 +264,12 @@ pub fn open_server(
 )> {
     let mut device =
         ImageFile::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
-    device.set_flush_delay(flush_delay);
+    device.set_delays(slow.read, slow.flush);
     // Reads without the server's lock need a cache to fill, and would
     // pass by the fault plan.
     let cold_reads = if fault.is_none() && data_cache_bytes > 0 {
         match device.reader() {
-            Ok(file) => Some(crate::cold_reads::ColdReads::new(file)),
+            Ok(file) => Some(crate::cold_reads::ColdReads::new(file, slow.read)),
             Err(error) => {
                 log::warn!("cannot duplicate the image descriptor for reads: {error}");
                 None
@@ -338,7 +353,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         exports,
         address.port(),
         args.fault.clone(),
-        Duration::from_millis(args.flush_delay_ms),
+        SlowDisk {
+            read: Duration::from_millis(args.read_delay_ms),
+            flush: Duration::from_millis(args.flush_delay_ms),
+        },
     )?;
     let names = server.export_names().join(" ");
     let tables = match &args.vrpc_socket {

@@ -87,6 +87,39 @@ impl Activity {
         }
     }
 
+    /// The first try of a call: see [`crate::cold_reads::ColdReads::try_now`]
+    /// (without cold reads every call is answered, waiting).
+    pub fn try_now(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: nfs_server::ClientAddress,
+        session: u64,
+    ) -> crate::cold_reads::Tried {
+        match &self.cold_reads {
+            Some(cold_reads) => cold_reads.try_now(server, record, client, session),
+            None => crate::cold_reads::Tried::Answered(
+                lock(server).handle_in_session(record, client, session),
+            ),
+        }
+    }
+
+    /// Ends a call [`Activity::try_now`] found cold: see
+    /// [`crate::cold_reads::ColdReads::finish`].
+    pub fn finish_cold(
+        &self,
+        server: &Mutex<HostedServer>,
+        record: &[u8],
+        client: nfs_server::ClientAddress,
+        session: u64,
+        cold: crate::cold_reads::Cold,
+    ) -> Option<nfs_server::Reply> {
+        match &self.cold_reads {
+            Some(cold_reads) => cold_reads.finish(server, record, client, session, cold),
+            None => lock(server).handle_in_session(record, client, session),
+        }
+    }
+
     /// A TCP client connected.
     pub fn tcp_connection(&self) -> ConnectionCount<'_> {
         self.tcp_open.fetch_add(1, Ordering::Relaxed);

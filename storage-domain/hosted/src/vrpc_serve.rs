@@ -245,14 +245,33 @@ fn admit(
     }
 }
 
+/// Threads per guest connection that finish calls whose blocks are read
+/// from the disk (see [`serve`]).
+const READ_WORKERS: usize = 2;
+
+/// A call whose cold blocks a read worker reads.
+struct ColdCall {
+    request: Request,
+    cold: crate::cold_reads::Cold,
+}
+
 /// Serve one guest until it goes, breaks the protocol, or the server stops.
 ///
-/// Replies that promise durability are held (their requests keep their ring
-/// slots) while a helper thread, the connection's settler, runs the group
-/// commit that covers them; the guest's other calls are answered meanwhile,
-/// so a guest's `fsync` does not stall its own reads. When a commit ends the
-/// settler wakes this thread ([`Connection::waker`]), which answers the
-/// replies it covered (NFS3ERR_IO if it failed).
+/// The connection thread takes the guest's requests and runs each at once
+/// under the server's lock, without waiting for the disk
+/// ([`crate::status::Activity::try_now`]). Two kinds of call are finished
+/// by helper threads, so that the guest's other calls are answered
+/// meanwhile:
+/// - a call that only reads and needs blocks the data cache does not hold
+///   goes to one of [`READ_WORKERS`] read workers, which read them without
+///   the lock and answer it (`cold_reads.rs`); several of a guest's cold
+///   reads overlap;
+/// - replies that promise durability are held (their requests keep their
+///   ring slots) while the connection's settler runs the group commit that
+///   covers them, so a guest's `fsync` does not stall its own reads.
+///
+/// Helpers hand their results back through channels and wake the
+/// connection thread ([`Connection::waker`]), which sends every reply.
 fn serve(
     mut connection: Connection,
     client: ClientAddress,
@@ -264,7 +283,11 @@ fn serve(
     let waker = connection.waker()?;
     let (ask, asked) = mpsc::channel::<u64>();
     let (ended, settled) = mpsc::channel::<u64>();
+    let (cold_calls, cold_queue) = mpsc::channel::<ColdCall>();
+    let cold_queue = Mutex::new(cold_queue);
+    let (read, reads_done) = mpsc::channel::<(Request, Option<nfs_server::Reply>)>();
     thread::scope(|scope| {
+        let settler_waker = waker.clone();
         let settler = thread::Builder::new()
             .name("vrpc-settler".into())
             .spawn_scoped(scope, move || {
@@ -277,141 +300,226 @@ fn serve(
                     if ended.send(sequence).is_err() {
                         return;
                     }
-                    waker.wake();
+                    settler_waker.wake();
                 }
             });
         if let Err(error) = settler {
             return Err(ConnectionError::Io(error));
         }
-        let mut held = Held::default();
-        let result = serve_calls(
-            &mut connection,
+        for _ in 0..READ_WORKERS {
+            let queue = &cold_queue;
+            let read = read.clone();
+            let waker = waker.clone();
+            let worker = thread::Builder::new()
+                .name("vrpc-reader".into())
+                .spawn_scoped(scope, move || loop {
+                    let next = lock(queue).recv();
+                    let Ok(ColdCall { request, cold }) = next else {
+                        return;
+                    };
+                    let reply =
+                        activity.finish_cold(server, request.record(), client, session, cold);
+                    if read.send((request, reply)).is_err() {
+                        return;
+                    }
+                    waker.wake();
+                });
+            if let Err(error) = worker {
+                return Err(ConnectionError::Io(error));
+            }
+        }
+        drop(read);
+        let mut guest = Guest {
+            connection: &mut connection,
             client,
             session,
             server,
-            stopping,
             activity,
-            &mut held,
-            &ask,
-            &settled,
-        );
-        // The settler ends when `ask` goes; what it was asked for last is
-        // still committed (the guest may be gone, the changes are not).
+            held: Vec::new(),
+            asked: 0,
+            settled: 0,
+            reading: 0,
+        };
+        let result = guest.serve(stopping, &ask, &settled, &cold_calls, &reads_done);
+        // The helpers end when their channels go; what the settler was
+        // asked for last is still committed (the guest may be gone, the
+        // changes are not).
         drop(ask);
+        drop(cold_calls);
         result
     })
 }
 
-/// Replies held until a commit covers them, with what the settler was
-/// asked for.
-#[derive(Default)]
-struct Held {
-    replies: Vec<(Request, nfs_server::Reply, u64)>,
+/// One guest's connection, as its connection thread sees it.
+struct Guest<'a> {
+    connection: &'a mut Connection,
+    client: ClientAddress,
+    session: u64,
+    server: &'a Mutex<HostedServer>,
+    activity: &'a crate::status::Activity,
+    /// Replies held until a commit covers them: request, reply, sequence.
+    held: Vec<(Request, nfs_server::Reply, u64)>,
     /// The highest sequence the settler was asked to make durable.
     asked: u64,
     /// The highest sequence a commit the settler ran has covered (or
     /// failed to).
     settled: u64,
+    /// Calls with the read workers.
+    reading: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve_calls(
-    connection: &mut Connection,
-    client: ClientAddress,
-    session: u64,
-    server: &Mutex<HostedServer>,
-    stopping: &AtomicBool,
-    activity: &crate::status::Activity,
-    held: &mut Held,
-    ask: &mpsc::Sender<u64>,
-    settled: &mpsc::Receiver<u64>,
-) -> Result<(), ConnectionError> {
-    loop {
-        while let Ok(sequence) = settled.try_recv() {
-            held.settled = held.settled.max(sequence);
-        }
-        answer_settled(connection, server, held)?;
-        if stopping.load(Ordering::SeqCst) {
-            // Answer what is held before going, as the commit it waits
-            // for ends.
-            while !held.replies.is_empty() {
-                match settled.recv_timeout(Duration::from_secs(60)) {
-                    Ok(sequence) => held.settled = held.settled.max(sequence),
-                    Err(_) => break,
+impl Guest<'_> {
+    fn serve(
+        &mut self,
+        stopping: &AtomicBool,
+        ask: &mpsc::Sender<u64>,
+        settled: &mpsc::Receiver<u64>,
+        cold_calls: &mpsc::Sender<ColdCall>,
+        reads_done: &mpsc::Receiver<(Request, Option<nfs_server::Reply>)>,
+    ) -> Result<(), ConnectionError> {
+        loop {
+            while let Ok(sequence) = settled.try_recv() {
+                self.settled = self.settled.max(sequence);
+            }
+            self.answer_settled()?;
+            while let Ok((request, reply)) = reads_done.try_recv() {
+                self.reading -= 1;
+                self.answer(request, reply)?;
+            }
+            self.ask_for_commit(ask)?;
+            if stopping.load(Ordering::SeqCst) {
+                return self.finish_before_stopping(settled, reads_done, ask);
+            }
+            let first = match self
+                .connection
+                .next_request(Some(Duration::from_millis(500)))
+            {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(ConnectionError::Closed) => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            let mut next = Some(first);
+            while let Some(request) = next {
+                let tried =
+                    self.activity
+                        .try_now(self.server, request.record(), self.client, self.session);
+                match tried {
+                    crate::cold_reads::Tried::Answered(reply) => self.answer(request, reply)?,
+                    crate::cold_reads::Tried::Cold(cold) => {
+                        self.reading += 1;
+                        if let Err(mpsc::SendError(call)) =
+                            cold_calls.send(ColdCall { request, cold })
+                        {
+                            // No read worker left: finish it here.
+                            self.reading -= 1;
+                            let reply = self.activity.finish_cold(
+                                self.server,
+                                call.request.record(),
+                                self.client,
+                                self.session,
+                                call.cold,
+                            );
+                            self.answer(call.request, reply)?;
+                        }
+                    }
                 }
-                answer_settled(connection, server, held)?;
+                next = self.connection.try_next_request()?;
             }
-            return Ok(());
         }
-        let first = match connection.next_request(Some(Duration::from_millis(500))) {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
-            Err(ConnectionError::Closed) => return Ok(()),
-            Err(error) => return Err(error),
-        };
-        let mut next = Some(first);
-        while let Some(request) = next {
-            let reply = activity.handle(server, request.record(), client, session);
-            match reply {
-                None => connection.respond_no_reply(request)?,
-                Some(reply) => match reply.durable_at() {
-                    Some(sequence) if reply.needs_commit() => {
-                        held.replies.push((request, reply, sequence));
-                    }
-                    _ => {
-                        let record = reply.into_record_unchecked_durability();
-                        connection.respond(request, &record.bytes, record.segment)?;
-                    }
-                },
-            }
-            next = connection.try_next_request()?;
+    }
+
+    /// Sends `reply`, or holds it until a commit covers it.
+    fn answer(
+        &mut self,
+        request: Request,
+        reply: Option<nfs_server::Reply>,
+    ) -> Result<(), ConnectionError> {
+        match reply {
+            None => self.connection.respond_no_reply(request)?,
+            Some(reply) => match reply.durable_at() {
+                Some(sequence) if reply.needs_commit() => {
+                    self.held.push((request, reply, sequence));
+                }
+                _ => {
+                    let record = reply.into_record_unchecked_durability();
+                    self.connection
+                        .respond(request, &record.bytes, record.segment)?;
+                }
+            },
         }
-        // One commit for everything this guest has in flight (and whatever
-        // other guests applied before it began).
-        let wanted = held
-            .replies
+        Ok(())
+    }
+
+    /// One commit for everything this guest has held (and whatever other
+    /// guests applied before it began).
+    fn ask_for_commit(&mut self, ask: &mpsc::Sender<u64>) -> Result<(), ConnectionError> {
+        let wanted = self
+            .held
             .iter()
             .map(|(_, _, sequence)| *sequence)
             .max()
             .unwrap_or(0);
-        if wanted > held.asked {
-            held.asked = wanted;
+        if wanted > self.asked {
+            self.asked = wanted;
             if ask.send(wanted).is_err() {
                 return Err(ConnectionError::Io(std::io::Error::other(
                     "the connection's settler thread ended",
                 )));
             }
         }
+        Ok(())
     }
-}
 
-/// Answers the held replies a commit has covered (or failed to cover).
-fn answer_settled(
-    connection: &mut Connection,
-    server: &Mutex<HostedServer>,
-    held: &mut Held,
-) -> Result<(), ConnectionError> {
-    if !held
-        .replies
-        .iter()
-        .any(|(_, _, sequence)| *sequence <= held.settled)
-    {
-        return Ok(());
+    /// Answers the held replies a commit has covered (or failed to cover).
+    fn answer_settled(&mut self) -> Result<(), ConnectionError> {
+        let settled = self.settled;
+        if !self
+            .held
+            .iter()
+            .any(|(_, _, sequence)| *sequence <= settled)
+        {
+            return Ok(());
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .held
+            .drain(..)
+            .partition(|(_, _, sequence)| *sequence <= settled);
+        self.held = waiting;
+        let records: Vec<_> = {
+            let server = lock(self.server);
+            ready
+                .into_iter()
+                .map(|(request, reply, _)| (request, server.settle_record(reply)))
+                .collect()
+        };
+        for (request, record) in records {
+            self.connection
+                .respond(request, &record.bytes, record.segment)?;
+        }
+        Ok(())
     }
-    let (ready, waiting): (Vec<_>, Vec<_>) = held
-        .replies
-        .drain(..)
-        .partition(|(_, _, sequence)| *sequence <= held.settled);
-    held.replies = waiting;
-    let records: Vec<_> = {
-        let server = lock(server);
-        ready
-            .into_iter()
-            .map(|(request, reply, _)| (request, server.settle_record(reply)))
-            .collect()
-    };
-    for (request, record) in records {
-        connection.respond(request, &record.bytes, record.segment)?;
+
+    /// The server stops: answer the calls still with the helpers, as they
+    /// end (a minute at most).
+    fn finish_before_stopping(
+        &mut self,
+        settled: &mpsc::Receiver<u64>,
+        reads_done: &mpsc::Receiver<(Request, Option<nfs_server::Reply>)>,
+        ask: &mpsc::Sender<u64>,
+    ) -> Result<(), ConnectionError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while (self.reading > 0 || !self.held.is_empty()) && std::time::Instant::now() < deadline {
+            if let Ok((request, reply)) = reads_done.recv_timeout(Duration::from_millis(10)) {
+                self.reading -= 1;
+                self.answer(request, reply)?;
+            }
+            self.ask_for_commit(ask)?;
+            while let Ok(sequence) = settled.try_recv() {
+                self.settled = self.settled.max(sequence);
+            }
+            self.answer_settled()?;
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -363,6 +363,110 @@ fn a_guests_fsync_does_not_hold_up_its_other_calls() {
     server.stop_and_check();
 }
 
+/// A guest's READ of cold blocks does not hold up its other calls: the
+/// blocks are read by one of the connection's read workers, without the
+/// server's lock (each read of the disk made 400 ms slow), while a GETATTR
+/// the same guest sends meanwhile is answered at once; then the READ is
+/// answered with the right bytes.
+#[test]
+fn a_guests_cold_read_does_not_hold_up_its_other_calls() {
+    let server = Server::start_with(
+        &["/,no_root_squash"],
+        &["--read-delay-ms", "400", "--data-cache", "4M"],
+    );
+    let client = connect(&server.socket, "/");
+    let root = mount(&client, "/");
+    let file = match call(
+        &client,
+        Arguments::Create(CreateArguments {
+            location: DirectoryOperationArguments {
+                directory: root.clone(),
+                name: b"cold".to_vec(),
+            },
+            how: CreateHow::Unchecked(Default::default()),
+        }),
+        &[],
+        0,
+    ) {
+        Results::Create(result) => result.into_result().unwrap().object.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // Blocks written are not put in the data cache: reading them is cold.
+    let data: Vec<u8> = (0..256 * 1024).map(|index| (index % 253) as u8).collect();
+    match call(
+        &client,
+        Arguments::Write(WriteArguments {
+            file: file.clone(),
+            offset: 0,
+            count: data.len() as u32,
+            stable: StableHow::FileSync,
+            data: Vec::new(),
+        }),
+        &data,
+        0,
+    ) {
+        Results::Write(result) => assert!(result.into_result().is_ok()),
+        other => panic!("{other:?}"),
+    }
+    let started = Instant::now();
+    let (read_done, getattr_done) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            match call_with_xid(
+                &client,
+                8,
+                Arguments::Read(ReadArguments {
+                    file: file.clone(),
+                    offset: 128 * 1024,
+                    count: 16 * 1024,
+                }),
+                &[],
+                16 * 1024 + 4096,
+            ) {
+                Results::Read(result) => assert_eq!(
+                    result.into_result().unwrap().data,
+                    &data[128 * 1024..144 * 1024],
+                    "the READ's bytes"
+                ),
+                other => panic!("{other:?}"),
+            }
+            started.elapsed()
+        });
+        // The READ is with a read worker, its 400 ms read under way.
+        std::thread::sleep(Duration::from_millis(100));
+        match call(
+            &client,
+            Arguments::GetAttributes(GetAttributesArguments {
+                object: root.clone(),
+            }),
+            &[],
+            0,
+        ) {
+            Results::GetAttributes(result) => assert!(result.into_result().is_ok()),
+            other => panic!("{other:?}"),
+        }
+        let getattr_done = started.elapsed();
+        (reader.join().unwrap(), getattr_done)
+    });
+    let parked = stats(&server.image)
+        .get("disk.parked_calls")
+        .and_then(|value| value.parse::<u64>().ok())
+        .expect("disk.parked_calls");
+    assert!(
+        parked >= 1,
+        "the READ was not finished by a read worker ({parked} parked calls)"
+    );
+    assert!(
+        read_done >= Duration::from_millis(400),
+        "the READ was answered after {read_done:?}, before its 400 ms read could end"
+    );
+    assert!(
+        getattr_done < read_done,
+        "the GETATTR ({getattr_done:?}) waited for the READ ({read_done:?})"
+    );
+    drop(client);
+    server.stop_and_check();
+}
+
 #[test]
 fn exports_a_guest_may_not_use_are_refused() {
     let server = Server::start(&["/,no_root_squash", "/lan,path=/lan,allow=10.0.0.0/8"]);
