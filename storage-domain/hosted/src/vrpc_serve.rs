@@ -265,7 +265,9 @@ struct ColdCall {
 /// - a call that only reads and needs blocks the data cache does not hold
 ///   goes to one of [`READ_WORKERS`] read workers, which read them without
 ///   the lock and answer it (`cold_reads.rs`); several of a guest's cold
-///   reads overlap;
+///   reads overlap. Only when the guest has nothing else published or
+///   with the workers is such a call finished on the connection thread
+///   (the same reads without the lock, but no hand-over);
 /// - replies that promise durability are held (their requests keep their
 ///   ring slots) while the connection's settler runs the group commit that
 ///   covers them, so a guest's `fsync` does not stall its own reads.
@@ -400,33 +402,49 @@ impl Guest<'_> {
                 Err(error) => return Err(error),
             };
             let mut next = Some(first);
-            while let Some(request) = next {
+            while let Some(request) = next.take() {
                 let tried =
                     self.activity
                         .try_now(self.server, request.record(), self.client, self.session);
                 match tried {
                     crate::cold_reads::Tried::Answered(reply) => self.answer(request, reply)?,
                     crate::cold_reads::Tried::Cold(cold) => {
-                        self.reading += 1;
-                        if let Err(mpsc::SendError(call)) =
-                            cold_calls.send(ColdCall { request, cold })
-                        {
-                            // No read worker left: finish it here.
-                            self.reading -= 1;
-                            let reply = self.activity.finish_cold(
-                                self.server,
-                                call.request.record(),
-                                self.client,
-                                self.session,
-                                call.cold,
-                            );
-                            self.answer(call.request, reply)?;
+                        next = self.connection.try_next_request()?;
+                        if next.is_none() && self.reading == 0 {
+                            // Nothing else of this guest's to answer
+                            // meanwhile: finished here, without the
+                            // hand-over's cost (a reader at queue depth 1).
+                            self.finish_here(ColdCall { request, cold })?;
+                        } else {
+                            self.reading += 1;
+                            if let Err(mpsc::SendError(call)) =
+                                cold_calls.send(ColdCall { request, cold })
+                            {
+                                // No read worker left.
+                                self.reading -= 1;
+                                self.finish_here(call)?;
+                            }
+                        }
+                        if next.is_some() {
+                            continue;
                         }
                     }
                 }
                 next = self.connection.try_next_request()?;
             }
         }
+    }
+
+    /// Finishes a cold call on the connection thread.
+    fn finish_here(&mut self, call: ColdCall) -> Result<(), ConnectionError> {
+        let reply = self.activity.finish_cold(
+            self.server,
+            call.request.record(),
+            self.client,
+            self.session,
+            call.cold,
+        );
+        self.answer(call.request, reply)
     }
 
     /// Sends `reply`, or holds it until a commit covers it.
