@@ -292,12 +292,7 @@ fn server_sees_a_client_that_goes_away_mid_request() {
             caller.join().unwrap()
         })
     };
-    let pending = listener
-        .accept()
-        .unwrap()
-        .handshake(Duration::from_secs(5))
-        .unwrap();
-    let mut connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
+    let mut connection = accept_one(&listener);
     let request = connection.next_request(None).unwrap().unwrap();
     assert_eq!(client_thread.join().unwrap(), Err(CallError::Disconnected));
     // Answering a departed guest is harmless; the next wait reports it.
@@ -306,6 +301,16 @@ fn server_sees_a_client_that_goes_away_mid_request() {
         connection.next_request(Some(Duration::from_secs(10))),
         Err(ConnectionError::Closed)
     ));
+}
+
+/// The next guest of `listener`, handshake done and accepted.
+fn accept_one(listener: &Listener) -> vrpc_hosted::Connection {
+    let pending = listener
+        .accept()
+        .unwrap()
+        .handshake(Duration::from_secs(5))
+        .unwrap();
+    pending.accept(None, DEFAULT_MAX_RECORD).unwrap()
 }
 
 /// A waker makes a waiting `next_request` return `Ok(None)` at once; a
@@ -324,12 +329,7 @@ fn a_waker_ends_a_wait_without_losing_requests() {
             client.call(&call_record(1, 0, b"after"), &[], 0)
         })
     };
-    let pending = listener
-        .accept()
-        .unwrap()
-        .handshake(Duration::from_secs(5))
-        .unwrap();
-    let mut connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
+    let mut connection = accept_one(&listener);
     let waker = connection.waker().unwrap();
     let started = std::time::Instant::now();
     let waking = {
@@ -750,12 +750,7 @@ fn killed_client_process_ends_only_its_connection() {
         let client = connect(&path_for_client, "/export").unwrap();
         client.call(&call_record(2, 0, b""), &[], 0)
     });
-    let pending = listener
-        .accept()
-        .unwrap()
-        .handshake(Duration::from_secs(5))
-        .unwrap();
-    let mut connection = pending.accept(None, DEFAULT_MAX_RECORD).unwrap();
+    let mut connection = accept_one(&listener);
     let request = connection.next_request(None).unwrap().unwrap();
     let reply = answer(request.record());
     connection.respond(request, &reply, None).unwrap();

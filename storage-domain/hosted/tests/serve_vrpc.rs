@@ -170,6 +170,91 @@ fn mount(client: &vrpc_hosted::Client, export: &str) -> FileHandle {
     }
 }
 
+/// CREATE (unchecked) of `name` in `directory`: the new file's handle.
+fn create(client: &vrpc_hosted::Client, directory: &FileHandle, name: &[u8]) -> FileHandle {
+    match call(
+        client,
+        Arguments::Create(CreateArguments {
+            location: DirectoryOperationArguments {
+                directory: directory.clone(),
+                name: name.to_vec(),
+            },
+            how: CreateHow::Unchecked(Default::default()),
+        }),
+        &[],
+        0,
+    ) {
+        Results::Create(result) => result.into_result().unwrap().object.unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A READ of `count` bytes at `offset` of `file` that must succeed, with
+/// its own `xid` (calls in flight at once need distinct ones): its data.
+fn read(
+    client: &vrpc_hosted::Client,
+    xid: u32,
+    file: &FileHandle,
+    offset: usize,
+    count: usize,
+) -> Vec<u8> {
+    match call_with_xid(
+        client,
+        xid,
+        Arguments::Read(ReadArguments {
+            file: file.clone(),
+            offset: offset as u64,
+            count: count as u32,
+        }),
+        &[],
+        count + 4096,
+    ) {
+        Results::Read(result) => result.into_result().unwrap().data,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A WRITE of `data` at `offset` of `file` (the data in the data pages)
+/// that must succeed.
+fn write(
+    client: &vrpc_hosted::Client,
+    file: &FileHandle,
+    offset: u64,
+    data: &[u8],
+    stable: StableHow,
+) {
+    match call(
+        client,
+        Arguments::Write(WriteArguments {
+            file: file.clone(),
+            offset,
+            count: data.len() as u32,
+            stable,
+            data: Vec::new(),
+        }),
+        data,
+        0,
+    ) {
+        Results::Write(result) => assert!(result.into_result().is_ok()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A GETATTR of `object` that must succeed.
+fn getattr(client: &vrpc_hosted::Client, object: &FileHandle) {
+    match call(
+        client,
+        Arguments::GetAttributes(GetAttributesArguments {
+            object: object.clone(),
+        }),
+        &[],
+        0,
+    ) {
+        Results::GetAttributes(result) => assert!(result.into_result().is_ok()),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn connect(socket: &Path, export: &str) -> vrpc_hosted::Client {
     vrpc_hosted::connect(socket, export).expect("connect")
 }
@@ -214,19 +299,7 @@ fn calls_data_pages_and_the_metadata_table() {
         }
         other => panic!("{other:?}"),
     }
-    match call(
-        &client,
-        Arguments::Read(ReadArguments {
-            file: file.clone(),
-            offset: 0,
-            count: data.len() as u32,
-        }),
-        &[],
-        data.len() + 4096,
-    ) {
-        Results::Read(result) => assert_eq!(result.into_result().unwrap().data, data),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(read(&client, 7, &file, 0, data.len()), data);
     // GETATTR published the file's attributes: the table answers with
     // the same size and the handle's digest.
     let attributes = match call(
@@ -270,37 +343,9 @@ fn a_guests_fsync_does_not_hold_up_its_other_calls() {
     let server = Server::start_with(&["/,no_root_squash"], &["--flush-delay-ms", "400"]);
     let client = connect(&server.socket, "/");
     let root = mount(&client, "/");
-    let file = match call(
-        &client,
-        Arguments::Create(CreateArguments {
-            location: DirectoryOperationArguments {
-                directory: root.clone(),
-                name: b"durable".to_vec(),
-            },
-            how: CreateHow::Unchecked(Default::default()),
-        }),
-        &[],
-        0,
-    ) {
-        Results::Create(result) => result.into_result().unwrap().object.unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let file = create(&client, &root, b"durable");
     let data = vec![0x5a_u8; 64 * 1024];
-    match call(
-        &client,
-        Arguments::Write(WriteArguments {
-            file: file.clone(),
-            offset: 0,
-            count: data.len() as u32,
-            stable: StableHow::Unstable,
-            data: Vec::new(),
-        }),
-        &data,
-        0,
-    ) {
-        Results::Write(result) => assert!(result.into_result().is_ok()),
-        other => panic!("{other:?}"),
-    }
+    write(&client, &file, 0, &data, StableHow::Unstable);
     let started = Instant::now();
     let (commit_done, getattr_done) = std::thread::scope(|scope| {
         let committer = scope.spawn(|| {
@@ -323,17 +368,7 @@ fn a_guests_fsync_does_not_hold_up_its_other_calls() {
         // The COMMIT is on the ring and its commit under way (800 ms of
         // flushes); now a call that needs no commit.
         std::thread::sleep(Duration::from_millis(150));
-        match call(
-            &client,
-            Arguments::GetAttributes(GetAttributesArguments {
-                object: root.clone(),
-            }),
-            &[],
-            0,
-        ) {
-            Results::GetAttributes(result) => assert!(result.into_result().is_ok()),
-            other => panic!("{other:?}"),
-        }
+        getattr(&client, &root);
         let getattr_done = started.elapsed();
         (committer.join().unwrap(), getattr_done)
     });
@@ -346,19 +381,7 @@ fn a_guests_fsync_does_not_hold_up_its_other_calls() {
         getattr_done < commit_done,
         "the GETATTR ({getattr_done:?}) waited for the COMMIT ({commit_done:?})"
     );
-    match call(
-        &client,
-        Arguments::Read(ReadArguments {
-            file: file.clone(),
-            offset: 0,
-            count: data.len() as u32,
-        }),
-        &[],
-        data.len() + 4096,
-    ) {
-        Results::Read(result) => assert_eq!(result.into_result().unwrap().data, data),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(read(&client, 7, &file, 0, data.len()), data);
     drop(client);
     server.stop_and_check();
 }
@@ -378,64 +401,29 @@ fn a_guests_cold_read_does_not_hold_up_its_other_calls() {
     );
     let client = connect(&server.socket, "/");
     let root = mount(&client, "/");
-    let file = match call(
-        &client,
-        Arguments::Create(CreateArguments {
-            location: DirectoryOperationArguments {
-                directory: root.clone(),
-                name: b"cold".to_vec(),
-            },
-            how: CreateHow::Unchecked(Default::default()),
-        }),
-        &[],
-        0,
-    ) {
-        Results::Create(result) => result.into_result().unwrap().object.unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let file = create(&client, &root, b"cold");
     // Blocks written are not put in the data cache, so reading them is
     // cold, except where the read-ahead of the reads made at open had
     // brought the free blocks after the metadata in (up to 1 MiB): the
     // READs are made past that.
     let data: Vec<u8> = (0..4 << 20).map(|index| (index % 253) as u8).collect();
     for (index, chunk) in data.chunks(1 << 20).enumerate() {
-        match call(
+        write(
             &client,
-            Arguments::Write(WriteArguments {
-                file: file.clone(),
-                offset: (index << 20) as u64,
-                count: chunk.len() as u32,
-                stable: StableHow::FileSync,
-                data: Vec::new(),
-            }),
+            &file,
+            (index << 20) as u64,
             chunk,
-            0,
-        ) {
-            Results::Write(result) => assert!(result.into_result().is_ok()),
-            other => panic!("{other:?}"),
-        }
+            StableHow::FileSync,
+        );
     }
     let started = Instant::now();
     // Two reads far apart in the file (neither continues the other).
     let read = |xid: u32, offset: usize| {
-        match call_with_xid(
-            &client,
-            xid,
-            Arguments::Read(ReadArguments {
-                file: file.clone(),
-                offset: offset as u64,
-                count: 16 * 1024,
-            }),
-            &[],
-            16 * 1024 + 4096,
-        ) {
-            Results::Read(result) => assert_eq!(
-                result.into_result().unwrap().data,
-                &data[offset..offset + 16 * 1024],
-                "the READ's bytes at {offset}"
-            ),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            read(&client, xid, &file, offset, 16 * 1024),
+            &data[offset..offset + 16 * 1024],
+            "the READ's bytes at {offset}"
+        );
         started.elapsed()
     };
     let (first_done, second_done, getattr_done) = std::thread::scope(|scope| {
@@ -443,17 +431,7 @@ fn a_guests_cold_read_does_not_hold_up_its_other_calls() {
         std::thread::sleep(Duration::from_millis(100));
         let second = scope.spawn(|| read(9, 7 << 19));
         std::thread::sleep(Duration::from_millis(100));
-        match call(
-            &client,
-            Arguments::GetAttributes(GetAttributesArguments {
-                object: root.clone(),
-            }),
-            &[],
-            0,
-        ) {
-            Results::GetAttributes(result) => assert!(result.into_result().is_ok()),
-            other => panic!("{other:?}"),
-        }
+        getattr(&client, &root);
         let getattr_done = started.elapsed();
         (first.join().unwrap(), second.join().unwrap(), getattr_done)
     });
@@ -634,21 +612,7 @@ fn stats_shows_guests_calls_commits_cache_and_space() {
     let file = created.object.unwrap();
     let data = vec![7u8; 1 << 20];
     for _ in 0..2 {
-        match call(
-            &first,
-            Arguments::Write(WriteArguments {
-                file: file.clone(),
-                offset: 0,
-                count: data.len() as u32,
-                stable: StableHow::FileSync,
-                data: Vec::new(),
-            }),
-            &data,
-            0,
-        ) {
-            Results::Write(result) => assert!(result.into_result().is_ok()),
-            other => panic!("{other:?}"),
-        }
+        write(&first, &file, 0, &data, StableHow::FileSync);
     }
     // Read twice: the second is answered by the data cache.
     for _ in 0..2 {
