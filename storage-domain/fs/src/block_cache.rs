@@ -12,8 +12,7 @@
 //! - **Read-ahead**: a request that starts where the previous read ended
 //!   is sequential; the window then doubles from [`READ_AHEAD_START`] up to
 //!   [`READ_AHEAD_MAX`] blocks (clamped to the device's end), and any other
-//!   request that misses resets it (one answered from the arena leaves the
-//!   stream as it was). The file system lays files out in runs, so the
+//!   request resets it. The file system lays files out in runs, so the
 //!   blocks after a run are usually the file's next ones.
 //! - **Writes** go to the device first (write-through: nothing is held
 //!   that a crash could lose), then replace the cached copies of the
@@ -310,23 +309,16 @@ impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
             return Err(DeviceError::OutOfRange);
         }
         let sequential = self.next_sequential == Some(first);
-        let hit = !self.arena.is_empty() && (first..end).all(|block| self.map.contains_key(&block));
-        // A read the arena answers that does not continue the stream
-        // leaves the stream alone: a random hit costs nothing, and a call
-        // made again after a refusal (its blocks filled meanwhile) must
-        // not end the read-ahead of a stream read since.
-        if sequential || !hit {
-            self.next_sequential = Some(end);
-            self.window = if sequential {
-                (self.window * 2).clamp(READ_AHEAD_START, READ_AHEAD_MAX)
-            } else {
-                0
-            };
-        }
+        self.next_sequential = Some(end);
+        self.window = if sequential {
+            (self.window * 2).clamp(READ_AHEAD_START, READ_AHEAD_MAX)
+        } else {
+            0
+        };
         if self.arena.is_empty() {
             return self.inner.read_blocks(first, buffer);
         }
-        if hit {
+        if (first..end).all(|block| self.map.contains_key(&block)) {
             for (index, chunk) in buffer.chunks_mut(BLOCK_SIZE).enumerate() {
                 if let Some(slot) = self.touch(first + index as u64) {
                     chunk.copy_from_slice(&self.arena[slot][..chunk.len()]);
@@ -543,30 +535,6 @@ mod tests {
         assert_eq!(cached.take_wanted(), None);
         assert!(cached.counters().read_ahead > 0);
         assert_eq!(cached.counters().refused, 1);
-    }
-
-    /// A stream keeps its read-ahead window across reads the arena answers
-    /// out of turn: a random hit, or a call made again after its refused
-    /// read was filled while the stream went on (the hosted server's read
-    /// workers). Without that, each such hit restarted the window at its
-    /// smallest.
-    #[test]
-    fn hits_out_of_turn_leave_a_streams_read_ahead_alone() {
-        let mut cached = CachedDevice::new(MemoryDevice::new(8_192), 4 << 20);
-        let mut small = alloc::vec![0u8; BLOCK_SIZE];
-        cached.read_blocks(7_000, &mut small).unwrap();
-        let mut buffer = alloc::vec![0u8; 8 * BLOCK_SIZE];
-        let mut windows = Vec::new();
-        for chunk in 0..40u64 {
-            cached.read_blocks(chunk * 8, &mut buffer).unwrap();
-            // A hit elsewhere between two reads of the stream.
-            cached.read_blocks(7_000, &mut small).unwrap();
-            windows.push(cached.window);
-        }
-        assert!(
-            windows.contains(&READ_AHEAD_MAX),
-            "the window never grew to its largest: {windows:?}"
-        );
     }
 
     #[test]
