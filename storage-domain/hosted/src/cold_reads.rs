@@ -29,6 +29,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use vfs::WaitControl;
 
+std::thread_local! {
+    /// The buffer of this thread's last read without the lock, reused by
+    /// the next (a fresh one would be zeroed first on every read).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest buffer a thread keeps (a 1 MiB READ with its read-ahead
+/// window): every guest connection has three threads that read, so
+/// keeping what the largest reads took would hold megabytes each.
+const READ_BUFFER_KEPT: usize = 2 << 20;
+
 /// Fills after which a call that is still refused runs waiting (a call
 /// reads a few metadata blocks, then its data: each refusal names one
 /// range).
@@ -193,7 +204,11 @@ impl ColdReads {
                 .filesystem()
                 .device_mut()
                 .fill(first, data.as_deref());
-            if data.is_none() || reads == MAX_TRIES {
+            let Some(data) = data else { break };
+            if data.capacity() <= READ_BUFFER_KEPT {
+                READ_BUFFER.with(|kept| *kept.borrow_mut() = data);
+            }
+            if reads == MAX_TRIES {
                 break;
             }
             match self.try_now(server, record, client, session) {
@@ -214,7 +229,10 @@ impl ColdReads {
     fn read(&self, first: u64, count: u64) -> Option<Vec<u8>> {
         let length = usize::try_from(count).ok()?.checked_mul(BLOCK_SIZE)?;
         let offset = first.checked_mul(BLOCK_SIZE as u64)?;
-        let mut data = vec![0u8; length];
+        // The thread's buffer of the last read, so that only growth is
+        // zeroed: `read_exact_at` overwrites every byte it returns.
+        let mut data = READ_BUFFER.with(|kept| std::mem::take(&mut *kept.borrow_mut()));
+        data.resize(length, 0);
         crate::image::sleep(self.delay);
         match self.file.read_exact_at(&mut data, offset) {
             Ok(()) => {

@@ -280,7 +280,8 @@ pub fn open_server(
     };
     let device = FaultDevice::new(device, fault.unwrap_or_default()).with_report(report_fault);
     let control = device.control();
-    let device = CachedDevice::new(device, data_cache_bytes);
+    let mut device = CachedDevice::new(device, data_cache_bytes);
+    device.keep_read_buffer();
     let mut volume = Volume::open(
         device,
         Box::new(SystemClock),
