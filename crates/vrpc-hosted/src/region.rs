@@ -14,6 +14,7 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
@@ -207,6 +208,41 @@ impl MappedRegion {
         self.writable
     }
 
+    /// Copies the region's bytes from `offset` into every byte of
+    /// `destination`, which the caller checked lies inside the region.
+    /// Bytes up to an 8-byte boundary, then words, then the tail: every
+    /// access is volatile, so the compiler neither elides nor tears nor
+    /// re-reads them, and the peer's concurrent writes yield garbage
+    /// values, never undefined control flow (the copy is validated later).
+    fn copy_out(&self, offset: usize, destination: &mut [MaybeUninit<u8>]) {
+        // SAFETY: the caller checked `offset + destination.len()` against
+        // the live mapping.
+        let source = unsafe { self.pointer.as_ptr().add(offset) };
+        let mut index = 0;
+        let length = destination.len();
+        while index < length && !(source as usize + index).is_multiple_of(8) {
+            // SAFETY: `offset + index < offset + length <= self.length`.
+            destination[index].write(unsafe { source.add(index).read_volatile() });
+            index += 1;
+        }
+        while index + 8 <= length {
+            // SAFETY: in bounds as above, and 8-aligned by the loop before.
+            let word = unsafe { source.add(index).cast::<u64>().read_volatile() };
+            for (slot, byte) in destination[index..index + 8]
+                .iter_mut()
+                .zip(word.to_ne_bytes())
+            {
+                slot.write(byte);
+            }
+            index += 8;
+        }
+        while index < length {
+            // SAFETY: in bounds as above.
+            destination[index].write(unsafe { source.add(index).read_volatile() });
+            index += 1;
+        }
+    }
+
     /// The word at `offset`, which `check_word` accepted.
     fn word(&self, offset: usize) -> &AtomicU32 {
         // SAFETY: `offset + 4 <= length` and `offset % 4 == 0` (checked by
@@ -250,30 +286,26 @@ impl SharedMemory for MappedRegion {
 
     fn read(&self, offset: usize, destination: &mut [u8]) -> Result<(), OutOfBounds> {
         check_range(self.length, offset, destination.len())?;
-        // SAFETY: the range was checked to lie inside the live mapping.
-        let source = unsafe { self.pointer.as_ptr().add(offset) };
-        let mut index = 0;
-        let length = destination.len();
-        // Bytes up to an 8-byte boundary, then words, then the tail: every
-        // access is volatile, so the compiler neither elides nor tears nor
-        // re-reads them, and the peer's concurrent writes yield garbage
-        // values, never undefined control flow (the copy is validated later).
-        while index < length && !(source as usize + index).is_multiple_of(8) {
-            // SAFETY: `offset + index < offset + length <= self.length`.
-            destination[index] = unsafe { source.add(index).read_volatile() };
-            index += 1;
-        }
-        while index + 8 <= length {
-            // SAFETY: in bounds as above, and 8-aligned by the loop before.
-            let word = unsafe { source.add(index).cast::<u64>().read_volatile() };
-            destination[index..index + 8].copy_from_slice(&word.to_ne_bytes());
-            index += 8;
-        }
-        while index < length {
-            // SAFETY: in bounds as above.
-            destination[index] = unsafe { source.add(index).read_volatile() };
-            index += 1;
-        }
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and `copy_out`
+        // only stores initialised bytes, so `destination` stays valid.
+        let room = unsafe { &mut *(std::ptr::from_mut(destination) as *mut [MaybeUninit<u8>]) };
+        self.copy_out(offset, room);
+        Ok(())
+    }
+
+    fn read_append(
+        &self,
+        offset: usize,
+        length: usize,
+        destination: &mut Vec<u8>,
+    ) -> Result<(), OutOfBounds> {
+        check_range(self.length, offset, length)?;
+        destination.reserve(length);
+        let start = destination.len();
+        self.copy_out(offset, &mut destination.spare_capacity_mut()[..length]);
+        // SAFETY: `reserve` made room for `length` more bytes and
+        // `copy_out` initialised all `length` of them.
+        unsafe { destination.set_len(start + length) };
         Ok(())
     }
 
@@ -320,6 +352,33 @@ impl SharedMemory for MappedRegion {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// `read_append` (the copy into fresh room, not zeroed first) returns
+    /// the same bytes as `read` at every alignment and length, after what
+    /// the vector held, and refuses a range past the end leaving the
+    /// vector as it was.
+    #[test]
+    fn read_append_matches_read_at_every_alignment() {
+        let region = MappedRegion::create("read-append-test", 8192).unwrap();
+        let pattern: Vec<u8> = (0..8192u32).map(|index| (index * 7 + 3) as u8).collect();
+        region.write(0, &pattern).unwrap();
+        for offset in [0, 1, 3, 7, 8, 9, 4095, 4096, 8000] {
+            for length in [0, 1, 7, 8, 9, 15, 16, 17, 100, 192 - offset % 5] {
+                let mut expected = vec![0u8; length];
+                region.read(offset, &mut expected).unwrap();
+                assert_eq!(expected, pattern[offset..offset + length]);
+                let mut appended = vec![0xee; offset % 3];
+                let before = appended.clone();
+                region.read_append(offset, length, &mut appended).unwrap();
+                assert_eq!(appended[..before.len()], before[..]);
+                assert_eq!(appended[before.len()..], expected[..], "{offset}+{length}");
+            }
+        }
+        let mut kept = vec![1, 2, 3];
+        assert!(region.read_append(8190, 3, &mut kept).is_err());
+        assert!(region.read_append(usize::MAX, 2, &mut kept).is_err());
+        assert_eq!(kept, [1, 2, 3]);
+    }
 
     /// `map_device` works on any mappable file; a memfd stands in for a
     /// grant device here: the offset selects the pages, read-only refuses

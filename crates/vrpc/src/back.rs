@@ -244,9 +244,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         let mut record = Vec::with_capacity(record_length + splice_length);
         record.extend_from_slice(&inline[..splice_offset]);
         for &(offset, length) in &ranges[..payload_count] {
-            let start = record.len();
-            record.resize(start + length, 0);
-            self.pool.read(offset, &mut record[start..])?;
+            self.pool.read_append(offset, length, &mut record)?;
         }
         record.extend_from_slice(&inline[splice_offset..]);
         Ok(Request {

@@ -429,11 +429,9 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Frontend<R, P, D> {
                         break;
                     }
                     let length = remaining.min(descriptor.length as usize);
-                    let start = record.len();
-                    record.resize(start + length, 0);
                     let offset = descriptor.page as usize * crate::layout::PAGE_SIZE
                         + descriptor.offset as usize;
-                    self.pool.read(offset, &mut record[start..])?;
+                    self.pool.read_append(offset, length, &mut record)?;
                     remaining -= length;
                 }
                 record.extend_from_slice(&inline[splice_offset..]);

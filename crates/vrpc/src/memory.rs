@@ -70,6 +70,28 @@ pub trait SharedMemory {
     /// [`OutOfBounds`] when the range leaves the region.
     fn read(&self, offset: usize, destination: &mut [u8]) -> Result<(), OutOfBounds>;
 
+    /// Appends the `length` bytes starting at `offset` to `destination`
+    /// ([`SharedMemory::read`] into new room: an implementation may skip
+    /// zeroing that room first). On error `destination` is unchanged.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] when the range leaves the region.
+    fn read_append(
+        &self,
+        offset: usize,
+        length: usize,
+        destination: &mut alloc::vec::Vec<u8>,
+    ) -> Result<(), OutOfBounds> {
+        check_range(self.size(), offset, length)?;
+        let start = destination.len();
+        destination.resize(start + length, 0);
+        let result = self.read(offset, &mut destination[start..]);
+        if result.is_err() {
+            destination.truncate(start);
+        }
+        result
+    }
+
     /// Copies `source` into the region starting at `offset`.
     ///
     /// # Errors
@@ -90,6 +112,14 @@ impl<T: SharedMemory + ?Sized> SharedMemory for &T {
     fn read(&self, offset: usize, destination: &mut [u8]) -> Result<(), OutOfBounds> {
         (**self).read(offset, destination)
     }
+    fn read_append(
+        &self,
+        offset: usize,
+        length: usize,
+        destination: &mut alloc::vec::Vec<u8>,
+    ) -> Result<(), OutOfBounds> {
+        (**self).read_append(offset, length, destination)
+    }
     fn write(&self, offset: usize, source: &[u8]) -> Result<(), OutOfBounds> {
         (**self).write(offset, source)
     }
@@ -107,6 +137,14 @@ impl<T: SharedMemory + ?Sized> SharedMemory for alloc::sync::Arc<T> {
     }
     fn read(&self, offset: usize, destination: &mut [u8]) -> Result<(), OutOfBounds> {
         (**self).read(offset, destination)
+    }
+    fn read_append(
+        &self,
+        offset: usize,
+        length: usize,
+        destination: &mut alloc::vec::Vec<u8>,
+    ) -> Result<(), OutOfBounds> {
+        (**self).read_append(offset, length, destination)
     }
     fn write(&self, offset: usize, source: &[u8]) -> Result<(), OutOfBounds> {
         (**self).write(offset, source)
