@@ -4,7 +4,9 @@
 //! and every test device stack as before (`Volume<CachedDevice<D>>`). Its
 //! room is a fixed arena of blocks allocated when it is made (on Xen at
 //! boot, before the heap is budgeted for connections), never grown: a slot
-//! per cached block, recycled least recently used first.
+//! per cached block, recycled least recently used first (the order of use
+//! is a doubly linked list through the slots: a use moves one slot in
+//! constant time).
 //!
 //! - **Reads** are answered from the arena when every block of the request
 //!   is there; otherwise the device is asked once for the whole request,
@@ -70,13 +72,17 @@ pub struct CachedDevice<D> {
     inner: D,
     /// One slot per cachable block.
     arena: Vec<[u8; BLOCK_SIZE]>,
-    /// Cached block number to `(slot, last use)`.
-    map: BTreeMap<u64, (usize, u64)>,
-    /// Last use to cached block number: the least recently used first.
-    by_use: BTreeMap<u64, u64>,
+    /// Cached block number to its slot.
+    map: BTreeMap<u64, usize>,
+    /// Per slot: its block and its neighbours in the order of use, a list
+    /// from the most recently used ([`CachedDevice::newest`]) to the least
+    /// ([`CachedDevice::oldest`]), linked through slot numbers ([`NONE`]
+    /// ends it), so a use moves a slot in constant time.
+    uses: Vec<Use>,
+    newest: usize,
+    oldest: usize,
     /// Slots not holding a block.
     free: Vec<usize>,
-    clock: u64,
     /// The block after the last read request: where a sequential read
     /// continues.
     next_sequential: Option<u64>,
@@ -97,6 +103,17 @@ pub struct CachedDevice<D> {
     read_buffer: Option<Vec<u8>>,
 }
 
+/// A slot's place in the order of use (see [`CachedDevice`]'s `uses`).
+#[derive(Clone, Copy, Debug)]
+struct Use {
+    block: u64,
+    newer: usize,
+    older: usize,
+}
+
+/// No slot: the end of the list of uses.
+const NONE: usize = usize::MAX;
+
 /// Only reads of at most this fraction of the cache's room are refused:
 /// a refused call is made again from the start, so everything it reads
 /// must be in the cache at once, and a larger read would crowd out what
@@ -115,18 +132,29 @@ impl<D: BlockDevice> CachedDevice<D> {
     pub fn new(inner: D, bytes: u64) -> CachedDevice<D> {
         let slots = usize::try_from(bytes / BLOCK_SIZE as u64).unwrap_or(usize::MAX);
         let mut arena: Vec<[u8; BLOCK_SIZE]> = Vec::new();
-        let slots = match arena.try_reserve_exact(slots) {
-            Ok(()) => slots,
-            Err(_) => 0,
+        let mut uses = Vec::new();
+        let slots = match (
+            arena.try_reserve_exact(slots),
+            uses.try_reserve_exact(slots),
+        ) {
+            (Ok(()), Ok(())) => slots,
+            _ => 0,
         };
         arena.resize(slots, [0u8; BLOCK_SIZE]);
+        let unused = Use {
+            block: 0,
+            newer: NONE,
+            older: NONE,
+        };
+        uses.resize(slots, unused);
         CachedDevice {
             inner,
             free: (0..slots).rev().collect(),
             arena,
             map: BTreeMap::new(),
-            by_use: BTreeMap::new(),
-            clock: 0,
+            uses,
+            newest: NONE,
+            oldest: NONE,
             next_sequential: None,
             window: 0,
             counters: CacheCounters::default(),
@@ -229,18 +257,45 @@ impl<D: BlockDevice> CachedDevice<D> {
         self.counters
     }
 
+    /// Takes `slot` out of the order of use.
+    fn unlink(&mut self, slot: usize) {
+        let Use { newer, older, .. } = self.uses[slot];
+        match newer {
+            NONE => self.newest = older,
+            newer => self.uses[newer].older = older,
+        }
+        match older {
+            NONE => self.oldest = newer,
+            older => self.uses[older].newer = newer,
+        }
+    }
+
+    /// Puts `slot`, holding `block`, first in the order of use.
+    fn link_newest(&mut self, slot: usize, block: u64) {
+        self.uses[slot] = Use {
+            block,
+            newer: NONE,
+            older: self.newest,
+        };
+        match self.newest {
+            NONE => self.oldest = slot,
+            newest => self.uses[newest].newer = slot,
+        }
+        self.newest = slot;
+    }
+
     fn touch(&mut self, block: u64) -> Option<usize> {
-        let (slot, used) = *self.map.get(&block)?;
-        self.clock += 1;
-        self.by_use.remove(&used);
-        self.by_use.insert(self.clock, block);
-        self.map.insert(block, (slot, self.clock));
+        let slot = *self.map.get(&block)?;
+        if self.newest != slot {
+            self.unlink(slot);
+            self.link_newest(slot, block);
+        }
         Some(slot)
     }
 
     fn evict(&mut self, block: u64) {
-        if let Some((slot, used)) = self.map.remove(&block) {
-            self.by_use.remove(&used);
+        if let Some(slot) = self.map.remove(&block) {
+            self.unlink(slot);
             self.free.push(slot);
         }
     }
@@ -256,19 +311,18 @@ impl<D: BlockDevice> CachedDevice<D> {
                 let slot = match self.free.pop() {
                     Some(slot) => slot,
                     None => {
-                        let Some((_, oldest)) = self.by_use.pop_first() else {
+                        let oldest = self.oldest;
+                        if oldest == NONE {
                             return;
-                        };
-                        self.counters.evictions += 1;
-                        match self.map.remove(&oldest) {
-                            Some((slot, _)) => slot,
-                            None => return,
                         }
+                        self.counters.evictions += 1;
+                        self.map.remove(&self.uses[oldest].block);
+                        self.unlink(oldest);
+                        oldest
                     }
                 };
-                self.clock += 1;
-                self.map.insert(block, (slot, self.clock));
-                self.by_use.insert(self.clock, block);
+                self.map.insert(block, slot);
+                self.link_newest(slot, block);
                 slot
             }
         };
@@ -290,7 +344,7 @@ impl<D: BlockDevice> CachedDevice<D> {
         }
         for index in 0..count {
             let block = first + index;
-            let Some(&(slot, _)) = self.map.get(&block) else {
+            let Some(&slot) = self.map.get(&block) else {
                 continue;
             };
             match data {
@@ -441,6 +495,42 @@ impl<D: BlockDevice> BlockDevice for CachedDevice<D> {
 
     fn poll_flush(&mut self, ticket: crate::FlushTicket) -> Option<Result<(), DeviceError>> {
         self.inner.poll_flush(ticket)
+    }
+}
+
+#[cfg(test)]
+impl<D> CachedDevice<D> {
+    /// The order of use lists every cached block once, both ways, and no
+    /// free slot.
+    fn check_order_of_use(&self) {
+        let mut forward = Vec::new();
+        let mut slot = self.newest;
+        while slot != NONE {
+            assert!(
+                forward.len() < self.uses.len(),
+                "a cycle in the order of use"
+            );
+            forward.push(slot);
+            slot = self.uses[slot].older;
+        }
+        let mut backward = Vec::new();
+        let mut slot = self.oldest;
+        while slot != NONE {
+            assert!(
+                backward.len() < self.uses.len(),
+                "a cycle in the order of use"
+            );
+            backward.push(slot);
+            slot = self.uses[slot].newer;
+        }
+        backward.reverse();
+        assert_eq!(forward, backward);
+        assert_eq!(forward.len(), self.map.len());
+        assert_eq!(forward.len() + self.free.len(), self.arena.len());
+        for &slot in &forward {
+            assert_eq!(self.map.get(&self.uses[slot].block), Some(&slot));
+            assert!(!self.free.contains(&slot));
+        }
     }
 }
 
@@ -598,6 +688,28 @@ mod tests {
     }
 
     #[test]
+    fn the_least_recently_used_block_makes_room() {
+        let mut cached = CachedDevice::new(MemoryDevice::new(16), 3 * BLOCK_SIZE as u64);
+        let mut buffer = [0u8; BLOCK_SIZE];
+        // Apart, so no read is sequential (no read-ahead).
+        for block in [0, 4, 8, 0] {
+            cached.read_block(block, &mut buffer).unwrap();
+        }
+        cached.read_block(12, &mut buffer).unwrap();
+        assert!(!cached.holds(4, 1), "4 was the least recently used");
+        assert!(cached.holds(0, 1) && cached.holds(8, 1) && cached.holds(12, 1));
+        cached.write_block(8, &[1u8; BLOCK_SIZE]).unwrap();
+        cached.read_block(2, &mut buffer).unwrap();
+        assert!(
+            !cached.holds(8, 1),
+            "a write is no use: 8 stayed the oldest"
+        );
+        assert!(cached.holds(0, 1) && cached.holds(12, 1) && cached.holds(2, 1));
+        assert_eq!(cached.counters().evictions, 2);
+        cached.check_order_of_use();
+    }
+
+    #[test]
     fn random_reads_and_writes_match_an_uncached_device() {
         const BLOCKS: u64 = 300;
         for seed in 0..20 {
@@ -642,6 +754,9 @@ mod tests {
                         cached.read_blocks(first, &mut actual).unwrap();
                         assert_eq!(actual, expected, "seed {seed} step {step}");
                         next = first + count;
+                        if step % 97 == 0 {
+                            cached.check_order_of_use();
+                        }
                     }
                 }
             }
@@ -654,7 +769,7 @@ mod tests {
                 );
             }
             assert!(cached.map.len() as u64 <= room);
-            assert_eq!(cached.map.len(), cached.by_use.len());
+            cached.check_order_of_use();
             assert_eq!(cached.into_inner().to_image(), plain.to_image());
         }
     }
