@@ -503,26 +503,17 @@ impl<D> CachedDevice<D> {
     /// The order of use lists every cached block once, both ways, and no
     /// free slot.
     fn check_order_of_use(&self) {
-        let mut forward = Vec::new();
-        let mut slot = self.newest;
-        while slot != NONE {
-            assert!(
-                forward.len() < self.uses.len(),
-                "a cycle in the order of use"
-            );
-            forward.push(slot);
-            slot = self.uses[slot].older;
-        }
-        let mut backward = Vec::new();
-        let mut slot = self.oldest;
-        while slot != NONE {
-            assert!(
-                backward.len() < self.uses.len(),
-                "a cycle in the order of use"
-            );
-            backward.push(slot);
-            slot = self.uses[slot].newer;
-        }
+        let walk = |mut slot: usize, step: fn(&Use) -> usize| {
+            let mut slots = Vec::new();
+            while slot != NONE {
+                assert!(slots.len() < self.uses.len(), "a cycle in the order of use");
+                slots.push(slot);
+                slot = step(&self.uses[slot]);
+            }
+            slots
+        };
+        let forward = walk(self.newest, |used| used.older);
+        let mut backward = walk(self.oldest, |used| used.newer);
         backward.reverse();
         assert_eq!(forward, backward);
         assert_eq!(forward.len(), self.map.len());
