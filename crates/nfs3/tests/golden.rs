@@ -382,6 +382,16 @@ fn read_reply_segment_is_the_data() {
             let (built, built_segment) = builder.finish(length, end_of_file);
             assert_eq!(built, golden);
             assert_eq!(built_segment, segment);
+
+            // Built for data carried apart: the same record with the data
+            // cut out at the segment's start.
+            let builder = ReadReplyBuffer::new(9, &file_attributes, 0, Vec::new());
+            let (apart, at) = builder.finish_apart(length, end_of_file);
+            assert_eq!(at, segment.start);
+            let mut joined = apart[..at].to_vec();
+            joined.extend_from_slice(&data);
+            joined.extend_from_slice(&apart[at..]);
+            assert_eq!(joined, golden);
         }
     }
     // A length beyond the room is cut to the room.

@@ -159,6 +159,30 @@ pub trait FileSystem {
     /// [`FsError::IsDirectory`], [`FsError::Invalid`] for non-regular files.
     fn read(&mut self, inode: InodeId, offset: u64, buffer: &mut [u8]) -> Result<usize, FsError>;
 
+    /// [`FileSystem::read`] of up to `length` bytes, handed to `sink` in
+    /// order as pieces with their offset in the read instead of into a
+    /// buffer: a file system that holds the data in memory hands its own
+    /// copies over, so a caller whose bytes go elsewhere (a guest's data
+    /// pages) saves a pass over them. Returns the bytes read, which `sink`
+    /// was given exactly once each. The default reads into a buffer and
+    /// hands it over whole.
+    ///
+    /// # Errors
+    /// As [`FileSystem::read`]; `sink` may have been given part of the
+    /// range.
+    fn read_to(
+        &mut self,
+        inode: InodeId,
+        offset: u64,
+        length: usize,
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<usize, FsError> {
+        let mut buffer = alloc::vec![0u8; length];
+        let read = self.read(inode, offset, &mut buffer)?;
+        sink(0, &buffer[..read]);
+        Ok(read)
+    }
+
     /// Write `data` to a regular file at `offset`, extending it if needed.
     /// Updates mtime, ctime and the change counter.
     ///

@@ -44,7 +44,8 @@ pub use client::{connect, CallError, Client, ConnectError};
 pub use doorbell::Waker;
 pub use region::MappedRegion;
 pub use server::{
-    Connection, ConnectionError, Incoming, Listener, PeerCredentials, PendingConnection,
+    Connection, ConnectionError, HostedReplyPages, Incoming, Listener, PeerCredentials,
+    PendingConnection,
 };
 pub use vrpc::Request;
 

@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use vrpc::{Backend, ProtocolError, Request, ResponseStatus, RingParameters};
@@ -206,7 +207,7 @@ impl PendingConnection {
     ) -> Result<Connection, ConnectionError> {
         let backend = match Backend::new(
             self.ring,
-            self.pool,
+            Arc::new(self.pool),
             self.responses,
             self.parameters,
             max_record,
@@ -249,7 +250,10 @@ impl PendingConnection {
     }
 }
 
-type HostedBackend = Backend<MappedRegion, MappedRegion, EventDoorbell>;
+type HostedBackend = Backend<MappedRegion, Arc<MappedRegion>, EventDoorbell>;
+
+/// A request's reply pages in the guest's pool ([`Connection::reply_pages`]).
+pub type HostedReplyPages = vrpc::ReplyPages<Arc<MappedRegion>>;
 
 /// One guest's connection: the backend of its ring.
 #[derive(Debug)]
@@ -344,6 +348,30 @@ impl Connection {
         segment: Option<std::ops::Range<usize>>,
     ) -> Result<ResponseStatus, ConnectionError> {
         Ok(self.backend.respond(request, reply, segment)?)
+    }
+
+    /// The reply pages `request` offered, for a server that writes a
+    /// reply's bulk data there itself (on any thread) and then answers
+    /// with [`Connection::respond_placed`] (see
+    /// [`vrpc::Backend::reply_pages`]).
+    pub fn reply_pages(&self, request: &Request) -> HostedReplyPages {
+        self.backend.reply_pages(request)
+    }
+
+    /// Answers `request` with `reply` and the `placed` bytes of bulk data
+    /// already written through [`Connection::reply_pages`], which belong
+    /// at offset `at` of it (see [`vrpc::Backend::respond_placed`]).
+    ///
+    /// # Errors
+    /// As [`Connection::next_request`].
+    pub fn respond_placed(
+        &mut self,
+        request: Request,
+        reply: &[u8],
+        at: usize,
+        placed: usize,
+    ) -> Result<ResponseStatus, ConnectionError> {
+        Ok(self.backend.respond_placed(request, reply, at, placed)?)
     }
 
     /// Answers `request` with no reply (the server dropped the call).

@@ -85,6 +85,66 @@ pub struct Backend<R, P, D> {
     slot: Vec<u8>,
 }
 
+/// The reply pages of one request ([`Backend::reply_pages`]): the bulk
+/// data of its reply, written where the frontend will read it.
+#[derive(Debug, Clone)]
+pub struct ReplyPages<P> {
+    pool: P,
+    /// `(pool byte offset, length)` of each reply range, validated.
+    ranges: Vec<(usize, usize)>,
+    capacity: usize,
+    /// The range the last write ended in, and the bytes of the ranges
+    /// before it: writes in order find their place at once.
+    cursor: (usize, usize),
+}
+
+impl<P: SharedMemory> ReplyPages<P> {
+    /// The bytes the pages hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Writes `bytes` at `at` of the reply's bulk data.
+    ///
+    /// # Errors
+    /// [`ProtocolError::SegmentOutOfReply`] for bytes past the capacity;
+    /// [`ProtocolError::Memory`] when the region refused the access.
+    pub fn write(&mut self, at: usize, bytes: &[u8]) -> Result<(), ProtocolError> {
+        if at
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.capacity)
+        {
+            return Err(ProtocolError::SegmentOutOfReply);
+        }
+        if at < self.cursor.1 {
+            self.cursor = (0, 0);
+        }
+        let (mut index, mut before) = self.cursor;
+        let mut rest = bytes;
+        while let Some(&(offset, length)) = self.ranges.get(index) {
+            if rest.is_empty() {
+                break;
+            }
+            let position = at + (bytes.len() - rest.len());
+            if position >= before + length {
+                before += length;
+                index += 1;
+                continue;
+            }
+            let within = position - before;
+            let count = (length - within).min(rest.len());
+            self.pool.write(offset + within, &rest[..count])?;
+            rest = &rest[count..];
+            self.cursor = (index, before);
+        }
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::SegmentOutOfReply)
+        }
+    }
+}
+
 impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
     /// Attaches to a ring the frontend initialised. `parameters` come from
     /// the handshake; the ring header must repeat them (read once, here).
@@ -345,6 +405,60 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
             &reply[splice_offset + spliced.len()..],
             splice_offset,
             spliced.len(),
+        )?;
+        Ok(ResponseStatus::Ok)
+    }
+
+    /// The reply pages `request` offered, as a handle the server can write
+    /// a reply's bulk data through itself, on any thread, before answering
+    /// with [`Backend::respond_placed`]: the bytes then cross into the
+    /// pages once, from where the server holds them.
+    pub fn reply_pages(&self, request: &Request) -> ReplyPages<P>
+    where
+        P: Clone,
+    {
+        ReplyPages {
+            pool: self.pool.clone(),
+            ranges: request.reply_ranges.clone(),
+            capacity: request.reply_capacity,
+            cursor: (0, 0),
+        }
+    }
+
+    /// Answers `request` with the reply record `reply` whose bulk data,
+    /// `placed` bytes belonging at offset `at` of it, the caller already
+    /// wrote through [`Backend::reply_pages`] (from the start of the
+    /// pages). The frontend rebuilds `reply[..at]`, the data, `reply[at..]`.
+    ///
+    /// # Errors
+    /// [`ProtocolError::SegmentOutOfReply`] for `at` past the record or
+    /// more data than the pages hold (the request is answered NO_REPLY);
+    /// otherwise as [`Backend::respond`]. A record that does not fit the
+    /// slot is answered [`ResponseStatus::ReplyTooLarge`], which is
+    /// returned.
+    pub fn respond_placed(
+        &mut self,
+        request: Request,
+        reply: &[u8],
+        at: usize,
+        placed: usize,
+    ) -> Result<ResponseStatus, ProtocolError> {
+        self.take_unanswered(&request)?;
+        if at > reply.len() || placed > request.reply_capacity {
+            self.push_response(request.xid, ResponseStatus::NoReply, &[], &[], 0, 0)?;
+            return Err(ProtocolError::SegmentOutOfReply);
+        }
+        if reply.len() > self.parameters.response_capacity() {
+            self.push_response(request.xid, ResponseStatus::ReplyTooLarge, &[], &[], 0, 0)?;
+            return Ok(ResponseStatus::ReplyTooLarge);
+        }
+        self.push_response(
+            request.xid,
+            ResponseStatus::Ok,
+            &reply[..at],
+            &reply[at..],
+            at,
+            placed,
         )?;
         Ok(ResponseStatus::Ok)
     }

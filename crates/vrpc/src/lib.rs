@@ -38,7 +38,7 @@ pub mod pool;
 pub mod splice;
 pub mod xenstore;
 
-pub use back::{Backend, Request, DEFAULT_MAX_RECORD};
+pub use back::{Backend, ReplyPages, Request, DEFAULT_MAX_RECORD};
 pub use error::{ProtocolError, SubmitError};
 pub use front::{CallFailure, Completion, Frontend, Payload, SetupError};
 pub use layout::{Descriptor, ResponseStatus, RingParameters, PAGE_SIZE};

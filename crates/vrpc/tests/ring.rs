@@ -651,3 +651,172 @@ fn dropped_requests_are_answered_no_reply() {
     );
     assert_eq!(back.outstanding(), 0);
 }
+
+/// Bulk data a server writes through a request's reply pages itself, in
+/// pieces of any size and in any order, with several calls in flight
+/// answered out of order (so the pages of a call need not be one run of the
+/// pool), arrives in the frontend's rebuilt record between the two parts
+/// of the record the backend sends.
+#[test]
+fn data_written_through_the_reply_pages_arrives_in_place() {
+    let parameters = RingParameters {
+        slot_count: 8,
+        slot_size: 512,
+        pool_pages: 16,
+    };
+    let (ring, pool) = regions(parameters);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+    let mut rng = Rng(31);
+    let mut waiting = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..200 {
+        let xid = front.allocate_xid();
+        let capacity = 1 + rng.below(3 * 4096) as usize;
+        front
+            .submit(&call_record(xid, 7, 6, b""), None, capacity)
+            .unwrap();
+        waiting.push(back.next_request().unwrap().expect("request published"));
+        if waiting.len() < 3 && round < 199 {
+            continue;
+        }
+        while !waiting.is_empty() {
+            let request = waiting.swap_remove(rng.below(waiting.len() as u64) as usize);
+            let mut pages = back.reply_pages(&request);
+            assert_eq!(pages.capacity(), request.reply_capacity());
+            let length = rng.below(pages.capacity() as u64 + 1) as usize;
+            let data = rng.bytes(length);
+            // Pieces of random sizes, written in order, then some again
+            // out of order (the same bytes: the writes may repeat).
+            let mut at = 0;
+            while at < length {
+                let piece = (1 + rng.below(5_000) as usize).min(length - at);
+                pages.write(at, &data[at..at + piece]).unwrap();
+                at += piece;
+            }
+            for _ in 0..3 {
+                if length > 0 {
+                    let start = rng.below(length as u64) as usize;
+                    let end = start + rng.below((length - start) as u64 + 1) as usize;
+                    pages.write(start, &data[start..end]).unwrap();
+                }
+            }
+            let head_length = 4 + rng.below(60) as usize;
+            let head = rng.bytes(head_length);
+            let tail_length = rng.below(4) as usize;
+            let tail = rng.bytes(tail_length);
+            let mut record = head.clone();
+            record.extend_from_slice(&tail);
+            record[..4].copy_from_slice(&request.xid().to_be_bytes());
+            let mut whole = record[..head.len()].to_vec();
+            whole.extend_from_slice(&data);
+            whole.extend_from_slice(&tail);
+            expected.insert(request.xid(), whole);
+            assert_eq!(
+                back.respond_placed(request, &record, head.len(), length)
+                    .unwrap(),
+                ResponseStatus::Ok
+            );
+        }
+        while let Some(completion) = front.poll_response().unwrap() {
+            let whole = expected.remove(&completion.xid).expect("a call in flight");
+            assert_eq!(completion.reply.unwrap(), whole);
+        }
+    }
+    assert!(expected.is_empty());
+
+    // Pages in several runs: eight one-page calls fill a pool of eight,
+    // every other one is answered, and the next call's three pages are
+    // three runs.
+    let parameters = RingParameters {
+        slot_count: 16,
+        slot_size: 512,
+        pool_pages: 8,
+    };
+    let (ring, pool) = regions(parameters);
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+    let mut held = Vec::new();
+    for index in 0..8 {
+        let xid = front.allocate_xid();
+        front
+            .submit(&call_record(xid, 7, 6, b""), None, 4096)
+            .unwrap();
+        let request = back.next_request().unwrap().unwrap();
+        if index % 2 == 0 {
+            back.respond(request, &xid.to_be_bytes(), None).unwrap();
+            front.poll_response().unwrap().unwrap();
+        } else {
+            held.push(request);
+        }
+    }
+    let xid = front.allocate_xid();
+    front
+        .submit(&call_record(xid, 7, 6, b""), None, 3 * 4096)
+        .unwrap();
+    let request = back.next_request().unwrap().unwrap();
+    let mut pages = back.reply_pages(&request);
+    let data = rng.bytes(3 * 4096 - 5);
+    // Backwards, a block at a time, then a piece across two runs again.
+    for start in (0..data.len()).step_by(1000).rev() {
+        let end = (start + 1000).min(data.len());
+        pages.write(start, &data[start..end]).unwrap();
+    }
+    pages.write(4000, &data[4000..8300]).unwrap();
+    let record = xid.to_be_bytes();
+    back.respond_placed(request, &record, 4, data.len())
+        .unwrap();
+    let mut whole = record.to_vec();
+    whole.extend_from_slice(&data);
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply.unwrap(),
+        whole
+    );
+    drop(held);
+}
+
+/// Writes past the reply pages, and answers that name data past the record
+/// or more than the pages hold, are refused without a panic; the frontend
+/// gets NO_REPLY and the connection goes on.
+#[test]
+fn placed_data_outside_the_reply_pages_is_refused() {
+    let (ring, pool) = regions(SMALL);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, SMALL, 0);
+    for (at, placed) in [(11, 0), (0, 4097), (usize::MAX, 1), (5, usize::MAX)] {
+        let xid = front.allocate_xid();
+        front
+            .submit(&call_record(xid, 7, 6, b""), None, 4096)
+            .unwrap();
+        let request = back.next_request().unwrap().unwrap();
+        let mut pages = back.reply_pages(&request);
+        for (offset, length) in [(4096, 1), (4000, 97), (usize::MAX, 2), (0, 4097)] {
+            assert_eq!(
+                pages.write(offset, &vec![7; length]),
+                Err(vrpc::ProtocolError::SegmentOutOfReply)
+            );
+        }
+        assert_eq!(
+            back.respond_placed(request, &[0; 10], at, placed),
+            Err(vrpc::ProtocolError::SegmentOutOfReply)
+        );
+        let completion = front.poll_response().unwrap().unwrap();
+        assert_eq!(completion.xid, xid);
+        assert_eq!(completion.reply, Err(CallFailure::NoReply));
+    }
+    let xid = front.allocate_xid();
+    front
+        .submit(&call_record(xid, 7, 6, b""), None, 4096)
+        .unwrap();
+    let request = back.next_request().unwrap().unwrap();
+    let mut pages = back.reply_pages(&request);
+    pages.write(0, b"data").unwrap();
+    let mut record = xid.to_be_bytes().to_vec();
+    record.extend_from_slice(b"head");
+    back.respond_placed(request, &record, 8, 4).unwrap();
+    let mut whole = record.clone();
+    whole.extend_from_slice(b"data");
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply.unwrap(),
+        whole
+    );
+}

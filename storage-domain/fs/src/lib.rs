@@ -77,6 +77,29 @@ pub trait BlockDevice {
         Ok(())
     }
 
+    /// Read `length` bytes of consecutive blocks from `first` (`length`
+    /// need not be a whole number of blocks), handing them to `sink` in
+    /// order as pieces with their offset in the range, instead of into a
+    /// buffer of the caller's: a device that holds blocks in memory (the
+    /// data cache) hands its own copies over, so a reader whose bytes go
+    /// elsewhere (a guest's data pages) saves a pass over them. The
+    /// default reads into a buffer and hands it over whole.
+    ///
+    /// # Errors
+    /// As [`BlockDevice::read_blocks`]; `sink` may have been given part of
+    /// the range.
+    fn read_blocks_to(
+        &mut self,
+        first: u64,
+        length: usize,
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<(), DeviceError> {
+        let mut buffer = alloc::vec![0u8; length];
+        self.read_blocks(first, &mut buffer)?;
+        sink(0, &buffer);
+        Ok(())
+    }
+
     /// Write one block (not durable until the next flush).
     ///
     /// # Errors
@@ -163,6 +186,15 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
 
     fn read_blocks(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), DeviceError> {
         (**self).read_blocks(first, buffer)
+    }
+
+    fn read_blocks_to(
+        &mut self,
+        first: u64,
+        length: usize,
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<(), DeviceError> {
+        (**self).read_blocks_to(first, length, sink)
     }
 
     fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {

@@ -621,40 +621,16 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
     }
 
     fn read(&mut self, inode: InodeId, offset: u64, buffer: &mut [u8]) -> Result<usize, FsError> {
-        let entry = self.inode(inode.0)?;
-        let Content::File(blocks) = &entry.content else {
-            return Err(wrong_kind(entry.attributes.file_type));
-        };
-        let size = entry.attributes.size;
-        if offset >= size {
-            return Ok(0);
-        }
-        let length = (size - offset).min(buffer.len() as u64) as usize;
-        // Split the range into pieces: holes, partial blocks, and runs of
-        // whole blocks that are consecutive on the device (one request each).
-        let mut plan: Vec<(usize, usize, usize, Option<u64>)> = Vec::new();
-        let mut done = 0usize;
-        while done < length {
-            let position = offset + done as u64;
-            let within = (position % BLOCK) as usize;
-            let count = (BLOCK_SIZE - within).min(length - done);
-            let physical = blocks.get(position / BLOCK);
-            match (plan.last_mut(), physical) {
-                (Some((_, 0, run, Some(previous))), Some(next))
-                    if within == 0
-                        && count == BLOCK_SIZE
-                        && *run % BLOCK_SIZE == 0
-                        && *previous + (*run / BLOCK_SIZE) as u64 == next =>
-                {
-                    *run += BLOCK_SIZE
-                }
-                _ => plan.push((done, within, count, physical)),
-            }
-            done += count;
-        }
-        for (at, within, count, physical) in plan {
+        let (length, plan) = self.read_plan(inode, offset, buffer.len())?;
+        for Piece {
+            at,
+            within,
+            count,
+            block,
+        } in plan
+        {
             let target = &mut buffer[at..at + count];
-            match physical {
+            match block {
                 Some(block) if within == 0 && count % BLOCK_SIZE == 0 => {
                     self.read_run(block, target)?
                 }
@@ -662,6 +638,34 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
                     target.copy_from_slice(&self.read_data(block)?[within..within + count])
                 }
                 None => target.fill(0),
+            }
+        }
+        Ok(length)
+    }
+
+    fn read_to(
+        &mut self,
+        inode: InodeId,
+        offset: u64,
+        length: usize,
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<usize, FsError> {
+        let (length, plan) = self.read_plan(inode, offset, length)?;
+        for Piece {
+            at,
+            within,
+            count,
+            block,
+        } in plan
+        {
+            match block {
+                Some(block) if within == 0 && count % BLOCK_SIZE == 0 => {
+                    self.read_run_to(block, count, &mut |piece_at, bytes| {
+                        sink(at + piece_at, bytes)
+                    })?
+                }
+                Some(block) => sink(at, &self.read_data(block)?[within..within + count]),
+                None => sink(at, &ZERO_BLOCK[..count]),
             }
         }
         Ok(length)
@@ -826,3 +830,72 @@ impl<D: BlockDevice> FileSystem for Volume<D> {
         self.with_snapshot(id, |view| body(view))
     }
 }
+
+impl<D: BlockDevice> Volume<D> {
+    /// How a read of up to `wanted` bytes of `inode` from `offset` is
+    /// made: the bytes it gives, and its pieces.
+    fn read_plan(
+        &mut self,
+        inode: InodeId,
+        offset: u64,
+        wanted: usize,
+    ) -> Result<(usize, Vec<Piece>), FsError> {
+        let entry = self.inode(inode.0)?;
+        let Content::File(blocks) = &entry.content else {
+            return Err(wrong_kind(entry.attributes.file_type));
+        };
+        let size = entry.attributes.size;
+        if offset >= size {
+            return Ok((0, Vec::new()));
+        }
+        let length = (size - offset).min(wanted as u64) as usize;
+        // Split the range into pieces: holes, partial blocks, and runs of
+        // whole blocks that are consecutive on the device (one request each).
+        let mut plan: Vec<Piece> = Vec::new();
+        let mut done = 0usize;
+        while done < length {
+            let position = offset + done as u64;
+            let within = (position % BLOCK) as usize;
+            let count = (BLOCK_SIZE - within).min(length - done);
+            let physical = blocks.get(position / BLOCK);
+            match (plan.last_mut(), physical) {
+                (
+                    Some(Piece {
+                        within: 0,
+                        count: run,
+                        block: Some(previous),
+                        ..
+                    }),
+                    Some(next),
+                ) if within == 0
+                    && count == BLOCK_SIZE
+                    && *run % BLOCK_SIZE == 0
+                    && *previous + (*run / BLOCK_SIZE) as u64 == next =>
+                {
+                    *run += BLOCK_SIZE
+                }
+                _ => plan.push(Piece {
+                    at: done,
+                    within,
+                    count,
+                    block: physical,
+                }),
+            }
+            done += count;
+        }
+        Ok((length, plan))
+    }
+}
+
+/// A piece of a read: `count` bytes at `at` of the read, from `within`
+/// of `block` (`None`: a hole). A run of whole blocks consecutive on the
+/// device is one piece.
+struct Piece {
+    at: usize,
+    within: usize,
+    count: usize,
+    block: Option<u64>,
+}
+
+/// The bytes of a hole.
+static ZERO_BLOCK: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];

@@ -811,6 +811,20 @@ impl<D: BlockDevice> Volume<D> {
         self.device.read_blocks(first, buffer).map_err(device_error)
     }
 
+    /// [`Volume::read_run`] of `length` bytes handed to `sink` in pieces
+    /// ([`BlockDevice::read_blocks_to`]).
+    pub(crate) fn read_run_to(
+        &mut self,
+        first: u64,
+        length: usize,
+        sink: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<(), FsError> {
+        self.refuse_uncommitted(first, length.div_ceil(BLOCK_SIZE) as u64)?;
+        self.device
+            .read_blocks_to(first, length, sink)
+            .map_err(device_error)
+    }
+
     /// Read a data block.
     pub(crate) fn read_data(&mut self, block: u64) -> Result<Block, FsError> {
         self.refuse_uncommitted(block, 1)?;

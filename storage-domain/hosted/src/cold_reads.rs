@@ -21,13 +21,14 @@
 //! passes the fault plan; with `--data-cache 0` there is nothing to fill.
 
 use crate::serve::{lock, HostedServer};
-use nfs_server::{Attempt, ClientAddress, Reply};
+use nfs_server::{Attempt, ClientAddress, ReadDestination, Reply};
 use sdfs::BLOCK_SIZE;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use vfs::WaitControl;
+use vrpc_hosted::HostedReplyPages;
 
 std::thread_local! {
     /// The buffer of this thread's last read without the lock, reused by
@@ -45,6 +46,28 @@ const READ_BUFFER_KEPT: usize = 2 << 20;
 /// range).
 pub const MAX_TRIES: u32 = 8;
 
+/// A VRPC guest's reply pages as a READ's destination: the file system
+/// hands the data straight from the data cache into the guest's pages.
+struct PagesDestination(HostedReplyPages);
+
+impl ReadDestination for PagesDestination {
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    fn put(&mut self, at: usize, bytes: &[u8]) -> bool {
+        self.0.write(at, bytes).is_ok()
+    }
+}
+
+/// Lets `server`'s next call, if a READ, put its data into `pages` (the
+/// call's reply pages, for a VRPC guest; `None` for TCP).
+pub fn direct_reads(server: &mut HostedServer, pages: Option<&HostedReplyPages>) {
+    if let Some(pages) = pages.filter(|pages| pages.capacity() > 0) {
+        server.direct_next_read(Box::new(PagesDestination(pages.clone())));
+    }
+}
+
 /// The image's second descriptor, and what it did.
 #[derive(Debug)]
 pub struct ColdReads {
@@ -57,6 +80,15 @@ pub struct ColdReads {
     waited_calls: AtomicU64,
     /// Blocks read without the lock.
     blocks_read: AtomicU64,
+}
+
+/// A call as [`ColdReads::finish`] runs it.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    record: &'a [u8],
+    client: ClientAddress,
+    session: u64,
+    pages: Option<&'a HostedReplyPages>,
 }
 
 /// What [`ColdReads::try_now`] came to.
@@ -118,26 +150,30 @@ impl ColdReads {
         client: ClientAddress,
         session: u64,
     ) -> Option<Reply> {
-        self.handle_with(server, record, client, session, |first, count| {
-            self.read(first, count)
-        })
+        match self.try_now(server, record, client, session, None) {
+            Tried::Answered(reply) => reply,
+            Tried::Cold(cold) => self.finish(server, record, client, session, cold, None),
+        }
     }
 
     /// The first try of [`ColdReads::handle`], under the lock and without
     /// waiting for the disk: the reply, or [`Tried::Cold`] (a call that
     /// only reads and needs blocks the cache does not hold), which
-    /// [`ColdReads::finish`] takes on, on this thread or another.
+    /// [`ColdReads::finish`] takes on, on this thread or another. A READ's
+    /// data goes into `pages` when given (see [`direct_reads`]).
     pub fn try_now(
         &self,
         server: &Mutex<HostedServer>,
         record: &[u8],
         client: ClientAddress,
         session: u64,
+        pages: Option<&HostedReplyPages>,
     ) -> Tried {
         if !HostedServer::is_read_only_call(record) {
             return Tried::Answered(lock(server).handle_in_session(record, client, session));
         }
         let mut server = lock(server);
+        direct_reads(&mut server, pages);
         match server.try_without_waiting(record, client, session) {
             Attempt::Answered(reply) => return Tried::Answered(reply),
             Attempt::WouldWait => {}
@@ -151,7 +187,10 @@ impl ColdReads {
                 Tried::Cold(Cold { wanted })
             }
             // Refused without naming blocks: cannot happen; read waiting.
-            None => Tried::Answered(server.handle_in_session(record, client, session)),
+            None => {
+                direct_reads(&mut server, pages);
+                Tried::Answered(server.handle_in_session(record, client, session))
+            }
         }
     }
 
@@ -165,14 +204,19 @@ impl ColdReads {
         client: ClientAddress,
         session: u64,
         cold: Cold,
+        pages: Option<&HostedReplyPages>,
     ) -> Option<Reply> {
-        self.finish_with(server, record, client, session, cold, |first, count| {
-            self.read(first, count)
-        })
+        let call = Call {
+            record,
+            client,
+            session,
+            pages,
+        };
+        self.finish_with(server, &call, cold, |first, count| self.read(first, count))
     }
 
-    /// [`ColdReads::handle`], reading without the lock through `read`
-    /// (tests put writes between the read and the fill).
+    /// [`ColdReads::handle`], reading without the lock through `read`.
+    #[cfg(test)]
     fn handle_with(
         &self,
         server: &Mutex<HostedServer>,
@@ -181,21 +225,35 @@ impl ColdReads {
         session: u64,
         read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
     ) -> Option<Reply> {
-        match self.try_now(server, record, client, session) {
+        match self.try_now(server, record, client, session, None) {
             Tried::Answered(reply) => reply,
-            Tried::Cold(cold) => self.finish_with(server, record, client, session, cold, read),
+            Tried::Cold(cold) => {
+                let call = Call {
+                    record,
+                    client,
+                    session,
+                    pages: None,
+                };
+                self.finish_with(server, &call, cold, read)
+            }
         }
     }
 
+    /// [`ColdReads::finish`], reading without the lock through `read`
+    /// (tests put writes between the read and the fill).
     fn finish_with(
         &self,
         server: &Mutex<HostedServer>,
-        record: &[u8],
-        client: ClientAddress,
-        session: u64,
+        call: &Call<'_>,
         cold: Cold,
         mut read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
     ) -> Option<Reply> {
+        let Call {
+            record,
+            client,
+            session,
+            pages,
+        } = *call;
         let mut wanted = cold.wanted;
         for reads in 1..=MAX_TRIES {
             let (first, count) = wanted;
@@ -211,7 +269,7 @@ impl ColdReads {
             if reads == MAX_TRIES {
                 break;
             }
-            match self.try_now(server, record, client, session) {
+            match self.try_now(server, record, client, session, pages) {
                 Tried::Answered(reply) => {
                     self.parked_calls.fetch_add(1, Ordering::Relaxed);
                     return reply;
@@ -220,7 +278,9 @@ impl ColdReads {
             }
         }
         self.waited_calls.fetch_add(1, Ordering::Relaxed);
-        lock(server).handle_in_session(record, client, session)
+        let mut server = lock(server);
+        direct_reads(&mut server, pages);
+        server.handle_in_session(record, client, session)
     }
 
     /// Blocks `first..first + count` of the image, or `None` when the

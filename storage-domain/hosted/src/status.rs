@@ -88,19 +88,25 @@ impl Activity {
     }
 
     /// The first try of a call: see [`crate::cold_reads::ColdReads::try_now`]
-    /// (without cold reads every call is answered, waiting).
+    /// (without cold reads every call is answered, waiting). A READ's data
+    /// goes into `pages` when given ([`crate::cold_reads::direct_reads`]).
     pub fn try_now(
         &self,
         server: &Mutex<HostedServer>,
         record: &[u8],
         client: nfs_server::ClientAddress,
         session: u64,
+        pages: Option<&vrpc_hosted::HostedReplyPages>,
     ) -> crate::cold_reads::Tried {
         match &self.cold_reads {
-            Some(cold_reads) => cold_reads.try_now(server, record, client, session),
-            None => crate::cold_reads::Tried::Answered(
-                lock(server).handle_in_session(record, client, session),
-            ),
+            Some(cold_reads) => cold_reads.try_now(server, record, client, session, pages),
+            None => {
+                let mut server = lock(server);
+                crate::cold_reads::direct_reads(&mut server, pages);
+                crate::cold_reads::Tried::Answered(
+                    server.handle_in_session(record, client, session),
+                )
+            }
         }
     }
 
@@ -113,10 +119,15 @@ impl Activity {
         client: nfs_server::ClientAddress,
         session: u64,
         cold: crate::cold_reads::Cold,
+        pages: Option<&vrpc_hosted::HostedReplyPages>,
     ) -> Option<nfs_server::Reply> {
         match &self.cold_reads {
-            Some(cold_reads) => cold_reads.finish(server, record, client, session, cold),
-            None => lock(server).handle_in_session(record, client, session),
+            Some(cold_reads) => cold_reads.finish(server, record, client, session, cold, pages),
+            None => {
+                let mut server = lock(server);
+                crate::cold_reads::direct_reads(&mut server, pages);
+                server.handle_in_session(record, client, session)
+            }
         }
     }
 

@@ -26,7 +26,7 @@
 use crate::serve::{lock, HostedServer};
 use anyhow::Context;
 use nfs_server::table::TablePublisher;
-use nfs_server::{ClientAddress, ExportId, LocalPeer};
+use nfs_server::{ClientAddress, ExportId, LocalPeer, ReplyRecord};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 use vrpc_hosted::{
-    Connection, ConnectionError, Listener, MappedRegion, PendingConnection, Request,
+    Connection, ConnectionError, HostedReplyPages, Listener, MappedRegion, PendingConnection,
+    Request,
 };
 
 /// The metadata tables of every export, shared by the observer (which
@@ -253,6 +254,8 @@ const READ_WORKERS: usize = 2;
 struct ColdCall {
     request: Request,
     cold: crate::cold_reads::Cold,
+    /// The request's reply pages, which a READ's data goes straight into.
+    pages: Option<HostedReplyPages>,
 }
 
 /// Serve one guest until it goes, breaks the protocol, or the server stops.
@@ -316,11 +319,22 @@ fn serve(
                 .name("vrpc-reader".into())
                 .spawn_scoped(scope, move || loop {
                     let next = lock(queue).recv();
-                    let Ok(ColdCall { request, cold }) = next else {
+                    let Ok(ColdCall {
+                        request,
+                        cold,
+                        pages,
+                    }) = next
+                    else {
                         return;
                     };
-                    let reply =
-                        activity.finish_cold(server, request.record(), client, session, cold);
+                    let reply = activity.finish_cold(
+                        server,
+                        request.record(),
+                        client,
+                        session,
+                        cold,
+                        pages.as_ref(),
+                    );
                     if read.send((request, reply)).is_err() {
                         return;
                     }
@@ -350,6 +364,24 @@ fn serve(
         drop(cold_calls);
         result
     })
+}
+
+/// Answers `request` with `record`, whose bulk data the server may have
+/// put into the request's reply pages already ([`ReplyRecord::placed`]).
+fn send(
+    connection: &mut Connection,
+    request: Request,
+    record: ReplyRecord,
+) -> Result<(), ConnectionError> {
+    match record.segment {
+        Some(segment) if record.placed > 0 => {
+            connection.respond_placed(request, &record.bytes, segment.start, record.placed)?;
+        }
+        segment => {
+            connection.respond(request, &record.bytes, segment)?;
+        }
+    }
+    Ok(())
 }
 
 /// One guest's connection, as its connection thread sees it.
@@ -403,23 +435,32 @@ impl Guest<'_> {
             };
             let mut next = Some(first);
             while let Some(request) = next.take() {
-                let tried =
-                    self.activity
-                        .try_now(self.server, request.record(), self.client, self.session);
+                let pages =
+                    (request.reply_capacity() > 0).then(|| self.connection.reply_pages(&request));
+                let tried = self.activity.try_now(
+                    self.server,
+                    request.record(),
+                    self.client,
+                    self.session,
+                    pages.as_ref(),
+                );
                 match tried {
                     crate::cold_reads::Tried::Answered(reply) => self.answer(request, reply)?,
                     crate::cold_reads::Tried::Cold(cold) => {
                         next = self.connection.try_next_request()?;
+                        let call = ColdCall {
+                            request,
+                            cold,
+                            pages,
+                        };
                         if next.is_none() && self.reading == 0 {
                             // Nothing else of this guest's to answer
                             // meanwhile: finished here, without the
                             // hand-over's cost (a reader at queue depth 1).
-                            self.finish_here(ColdCall { request, cold })?;
+                            self.finish_here(call)?;
                         } else {
                             self.reading += 1;
-                            if let Err(mpsc::SendError(call)) =
-                                cold_calls.send(ColdCall { request, cold })
-                            {
+                            if let Err(mpsc::SendError(call)) = cold_calls.send(call) {
                                 // No read worker left.
                                 self.reading -= 1;
                                 self.finish_here(call)?;
@@ -443,6 +484,7 @@ impl Guest<'_> {
             self.client,
             self.session,
             call.cold,
+            call.pages.as_ref(),
         );
         self.answer(call.request, reply)
     }
@@ -459,11 +501,11 @@ impl Guest<'_> {
                 Some(sequence) if reply.needs_commit() => {
                     self.held.push((request, reply, sequence));
                 }
-                _ => {
-                    let record = reply.into_record_unchecked_durability();
-                    self.connection
-                        .respond(request, &record.bytes, record.segment)?;
-                }
+                _ => send(
+                    self.connection,
+                    request,
+                    reply.into_record_unchecked_durability(),
+                )?,
             },
         }
         Ok(())
@@ -512,8 +554,7 @@ impl Guest<'_> {
                 .collect()
         };
         for (request, record) in records {
-            self.connection
-                .respond(request, &record.bytes, record.segment)?;
+            send(self.connection, request, record)?;
         }
         Ok(())
     }

@@ -85,7 +85,22 @@ pub struct Reply {
     bytes: Vec<u8>,
     /// The range of `bytes` holding the bulk data (see [`ReplyRecord`]).
     segment: Option<Range<usize>>,
+    /// Bytes of bulk data put into the call's read destination instead
+    /// (see [`ReplyRecord::placed`]).
+    placed: usize,
     pending: Option<PendingCommit>,
+}
+
+/// Where a READ may put its data directly: a transport's own room for the
+/// reply's bulk data (a VRPC guest's reply pages), so that the data never
+/// passes through the reply record (see [`Server::direct_next_read`]).
+pub trait ReadDestination {
+    /// The bytes it holds.
+    fn capacity(&self) -> usize;
+
+    /// Puts `bytes` at `at` (within the capacity); `false` when it cannot,
+    /// and the READ then carries its data in the record as usual.
+    fn put(&mut self, at: usize, bytes: &[u8]) -> bool;
 }
 
 /// A reply record ready to send, and the range of it that holds its bulk
@@ -100,6 +115,12 @@ pub struct ReplyRecord {
     /// The bulk data's range of `bytes`, always within it; `None` for
     /// replies without bulk data.
     pub segment: Option<Range<usize>>,
+    /// Bytes of bulk data the server put into the call's read destination
+    /// ([`Server::direct_next_read`]) instead of the record: when not 0,
+    /// `segment` is the empty range where they belong in `bytes`, and the
+    /// record is whole only with them there. Always 0 for a transport that
+    /// gave no destination.
+    pub placed: usize,
 }
 
 impl ReplyRecord {
@@ -143,7 +164,9 @@ impl Reply {
         self.pending.is_some()
     }
 
-    /// The reply record, for a reply that needs no commit.
+    /// The reply record, for a reply that needs no commit and carries its
+    /// bulk data in the record (none was placed: no read destination was
+    /// given).
     pub fn into_bytes_unchecked_durability(self) -> Vec<u8> {
         self.bytes
     }
@@ -159,10 +182,12 @@ impl Reply {
                     Vec::new(),
                 ),
                 segment: None,
+                placed: 0,
             },
             _ => ReplyRecord {
                 bytes: self.bytes,
                 segment: self.segment,
+                placed: self.placed,
             },
         }
     }
@@ -179,6 +204,7 @@ impl Reply {
         ReplyRecord {
             bytes: self.bytes,
             segment: self.segment,
+            placed: self.placed,
         }
     }
 }
@@ -276,8 +302,12 @@ pub(crate) struct Core {
     call_xid: u32,
     /// The whole reply record of the call being run, when it is a READ that
     /// succeeded: built in place, the file system reading straight into it
-    /// (its `Results::Read` then carries no data).
+    /// or into `read_destination` (its `Results::Read` then carries no
+    /// data).
     read_record: Option<ReplyRecord>,
+    /// Where the call being run, if a READ, may put its data
+    /// ([`Server::direct_next_read`]).
+    read_destination: Option<Box<dyn ReadDestination + Send>>,
 }
 
 /// The NFS server over one file system.
@@ -357,6 +387,7 @@ impl<F: FileSystem> Server<F> {
                 call_listing: None,
                 call_xid: 0,
                 read_record: None,
+                read_destination: None,
             },
         })
     }
@@ -479,6 +510,15 @@ impl<F: FileSystem> Server<F> {
         self.handle_in_session(record, client, locks::NO_SESSION)
     }
 
+    /// Lets the next call handled, if it is a READ whose data fits
+    /// `destination`, put its data there: its reply record then leaves the
+    /// data out ([`ReplyRecord::placed`]), saving a pass over it. Whatever
+    /// the call, the destination is dropped when it ends; a READ that does
+    /// not fit it, or that it refuses, carries its data in the record.
+    pub fn direct_next_read(&mut self, destination: Box<dyn ReadDestination + Send>) {
+        self.core.read_destination = Some(destination);
+    }
+
     /// A new session: a client whose departure its transport sees (a VRPC
     /// guest). The locks its calls take go when [`Server::end_session`]
     /// says it went.
@@ -558,6 +598,12 @@ impl<F: FileSystem> Server<F> {
         client: ClientAddress,
         session: u64,
     ) -> Option<Reply> {
+        let reply = self.run_call(record, client, session);
+        self.core.read_destination = None;
+        reply
+    }
+
+    fn run_call(&mut self, record: &[u8], client: ClientAddress, session: u64) -> Option<Reply> {
         let program = record
             .get(12..16)
             .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -743,11 +789,14 @@ impl<F: FileSystem> Server<F> {
                 .nfs(&mut self.filesystem, &caller, arguments, write_data);
         // A successful READ built its record in place (the file system read
         // straight into it); everything else is encoded here.
-        let (bytes, segment) = match (self.core.read_record.take(), &results) {
+        let (bytes, segment, placed) = match (self.core.read_record.take(), &results) {
             (Some(record), nfs3::Results::Read(nfs3::ProcedureResult::Ok(_))) => {
-                (record.bytes, record.segment)
+                (record.bytes, record.segment, record.placed)
             }
-            _ => message::encode_nfs_reply(header.xid, &results, Vec::new()),
+            _ => {
+                let (bytes, segment) = message::encode_nfs_reply(header.xid, &results, Vec::new());
+                (bytes, segment, 0)
+            }
         };
         let sequence = durable.then(|| self.filesystem.applied_sequence());
         if let Some(key) = key {
@@ -759,8 +808,10 @@ impl<F: FileSystem> Server<F> {
                 },
             );
         }
+        // (READ is not cached: `bytes` always holds the data when it is.)
         let mut reply = with_fallback(header.xid, procedure, sequence, bytes);
         reply.segment = segment;
+        reply.placed = placed;
         Some(reply)
     }
 }
@@ -776,6 +827,7 @@ fn with_fallback(
     Reply {
         bytes,
         segment: None,
+        placed: 0,
         pending: sequence.map(|sequence| PendingCommit {
             sequence,
             xid,
@@ -788,6 +840,7 @@ fn plain(bytes: Vec<u8>) -> Reply {
     Reply {
         bytes,
         segment: None,
+        placed: 0,
         pending: None,
     }
 }

@@ -713,9 +713,48 @@ impl Core {
         let count = arguments.count.min(MAX_IO_SIZE) as usize;
         let available = attributes.size.saturating_sub(arguments.offset);
         let capacity = count.min(usize::try_from(available).unwrap_or(usize::MAX));
+        let file_attributes = Some(self.attributes(resolved.export, &attributes));
+        // With a destination that holds it, the file system hands the data
+        // straight there and the record leaves it out.
+        if let Some(mut destination) = self
+            .read_destination
+            .take()
+            .filter(|destination| destination.capacity() >= capacity)
+        {
+            let mut fits = true;
+            let read = fs.read_to(
+                attributes.inode,
+                arguments.offset,
+                capacity,
+                &mut |at, bytes| fits = fits && destination.put(at, bytes),
+            );
+            match read {
+                Ok(length) if fits => {
+                    let length = length.min(capacity);
+                    let end_of_file =
+                        arguments.offset.saturating_add(length as u64) >= attributes.size;
+                    let (bytes, at) =
+                        ReadReplyBuffer::new(self.call_xid, &file_attributes, 0, Vec::new())
+                            .finish_apart(length, end_of_file);
+                    self.read_record = Some(crate::ReplyRecord {
+                        bytes,
+                        segment: Some(at..at),
+                        placed: length,
+                    });
+                    return ProcedureResult::Ok(ReadOk {
+                        file_attributes,
+                        count: length as u32,
+                        end_of_file,
+                        data: Vec::new(),
+                    });
+                }
+                // Refused by the destination: read into the record below.
+                Ok(_) => {}
+                Err(error) => return failed(self, status(&error)),
+            }
+        }
         // The reply record is built around the room for the data, and the
         // file system reads straight into it (see `Core::read_record`).
-        let file_attributes = Some(self.attributes(resolved.export, &attributes));
         let mut record =
             ReadReplyBuffer::new(self.call_xid, &file_attributes, capacity, Vec::new());
         match fs.read(attributes.inode, arguments.offset, record.data_mut()) {
@@ -726,6 +765,7 @@ impl Core {
                 self.read_record = Some(crate::ReplyRecord {
                     bytes,
                     segment: Some(segment),
+                    placed: 0,
                 });
                 ProcedureResult::Ok(ReadOk {
                     file_attributes,

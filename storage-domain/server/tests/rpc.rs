@@ -613,12 +613,118 @@ fn a_reply_record_with_a_range_outside_it_is_one_piece() {
         let record = nfs_server::ReplyRecord {
             bytes: vec![1, 2, 3, 4],
             segment: Some(segment),
+            placed: 0,
         };
         assert_eq!(record.pieces(), (&[1, 2, 3, 4][..], &[][..], &[][..]));
     }
     let record = nfs_server::ReplyRecord {
         bytes: vec![1, 2, 3, 4],
         segment: Some(1..3),
+        placed: 0,
     };
     assert_eq!(record.pieces(), (&[1][..], &[2, 3][..], &[4][..]));
+}
+
+/// A read destination over a shared buffer, as a transport's data pages.
+struct Pages {
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    refuse: bool,
+}
+
+impl nfs_server::ReadDestination for Pages {
+    fn capacity(&self) -> usize {
+        self.bytes.lock().unwrap().len()
+    }
+
+    fn put(&mut self, at: usize, bytes: &[u8]) -> bool {
+        if self.refuse {
+            return false;
+        }
+        self.bytes.lock().unwrap()[at..at + bytes.len()].copy_from_slice(bytes);
+        true
+    }
+}
+
+/// A READ given a destination puts its data there, and its record with
+/// the data put back where `segment` says is byte for byte the record of
+/// a READ without one; holes, partial blocks, runs, end of file and
+/// reads past it included, on the volume and on the in-memory file
+/// system. A destination too small, one that refuses, or one given to a
+/// call that is not a READ leaves the data in the record.
+#[test]
+fn a_read_into_a_destination_makes_the_same_reply() {
+    fn check<F: FileSystem>(mut client: Client<F>) {
+        let root = client.root();
+        let file = client.create(&root, b"f").expect("create");
+        let data: Vec<u8> = (0..20_000u32).map(|index| (index * 13 + 5) as u8).collect();
+        client
+            .write(&file, 0, &data, StableHow::FileSync)
+            .expect("write");
+        // A hole from 20,000 to 70,000.
+        client
+            .write(&file, 70_000, &data[..3_001], StableHow::FileSync)
+            .expect("write");
+        let read = |client: &mut Client<F>, offset: u64, count: u32| {
+            client.nfs_record(&Arguments::Read(nfs3::procedures::data::ReadArguments {
+                file: file.clone(),
+                offset,
+                count,
+            }))
+        };
+        for (offset, count) in [
+            (0, 4096),
+            (0, 20_000),
+            (1, 8191),
+            (4095, 2),
+            (10_000, 65_536),
+            (69_999, 10_000),
+            (73_000, 10),
+            (73_001, 10),
+            (100_000, 10),
+            (5, 0),
+        ] {
+            let call = read(&mut client, offset, count);
+            let plain = client.raw(&call).expect("a reply");
+            for (room, refuse) in [(count as usize, false), (count as usize + 7, false)] {
+                let bytes = std::sync::Arc::new(std::sync::Mutex::new(vec![0xee; room]));
+                client.server.direct_next_read(Box::new(Pages {
+                    bytes: bytes.clone(),
+                    refuse,
+                }));
+                let reply = client.server.handle(&call, client.client).expect("a reply");
+                let record = client.server.finish_record(reply);
+                let segment = record.segment.clone().expect("a READ's segment");
+                assert!(segment.is_empty(), "the data is left out of the record");
+                let mut whole = record.bytes[..segment.start].to_vec();
+                whole.extend_from_slice(&bytes.lock().unwrap()[..record.placed]);
+                whole.extend_from_slice(&record.bytes[segment.start..]);
+                assert_eq!(whole, plain, "READ of {count} at {offset}");
+            }
+            // Too small, refusing, or handed to another call first: the
+            // data stays in the record.
+            let given = u64::from(count).min(73_001u64.saturating_sub(offset)) as usize;
+            if given > 0 {
+                for (room, refuse) in [(given - 1, false), (given, true)] {
+                    let bytes = std::sync::Arc::new(std::sync::Mutex::new(vec![0; room]));
+                    client
+                        .server
+                        .direct_next_read(Box::new(Pages { bytes, refuse }));
+                    let reply = client.server.handle(&call, client.client).expect("a reply");
+                    let record = client.server.finish_record(reply);
+                    assert_eq!(record.placed, 0);
+                    assert_eq!(record.bytes, plain);
+                }
+            }
+            let bytes = std::sync::Arc::new(std::sync::Mutex::new(vec![0; 1 << 20]));
+            client.server.direct_next_read(Box::new(Pages {
+                bytes: bytes.clone(),
+                refuse: false,
+            }));
+            client.getattr(&file).expect("getattr");
+            assert_eq!(client.raw(&call).expect("a reply"), plain);
+            assert!(bytes.lock().unwrap().iter().all(|&byte| byte == 0));
+        }
+    }
+    check(Client::new(common::volume(4096), &["/,no_root_squash"]));
+    check(Client::new(common::memfs(), &["/,no_root_squash"]));
 }

@@ -178,17 +178,37 @@ impl ReadReplyBuffer {
     /// occupy: the payload a transport may carry apart from the rest.
     pub fn finish(mut self, length: usize, end_of_file: bool) -> (Vec<u8>, Range<usize>) {
         let length = length.min(self.capacity);
-        // `capacity` is at most MAX_DATA_WIRE, so the length fits the word.
-        let length_word = (length as u32).to_be_bytes();
-        let fields = self.data_start - READ_DATA_PREFIX;
-        self.record[fields..fields + 4].copy_from_slice(&length_word);
-        self.record[fields + 4..fields + 8].copy_from_slice(&u32::from(end_of_file).to_be_bytes());
-        self.record[fields + 8..fields + 12].copy_from_slice(&length_word);
+        self.set_fields(length, end_of_file);
         let end = self.data_start + length;
         // The padding must be zeros whatever the room held past the data.
         self.record.truncate(end);
         self.record
             .resize(self.data_start + xdr::padded_length(length), 0);
         (self.record, self.data_start..end)
+    }
+
+    /// The finished record of a READ whose `length` bytes of data (at
+    /// most [`crate::types::MAX_DATA_WIRE`]) the transport carries apart
+    /// and already holds (a VRPC guest's data pages the server read
+    /// into): the record without the data, its padding included, and the
+    /// offset in it where the data belongs. For a buffer made with no
+    /// room (`capacity` 0); any room it has is dropped.
+    pub fn finish_apart(mut self, length: usize, end_of_file: bool) -> (Vec<u8>, usize) {
+        let length = length.min(crate::types::MAX_DATA_WIRE as usize);
+        self.set_fields(length, end_of_file);
+        self.record.truncate(self.data_start);
+        let padding = xdr::padded_length(length) - length;
+        self.record.resize(self.data_start + padding, 0);
+        (self.record, self.data_start)
+    }
+
+    /// Sets `count`, `eof` and the data's length word.
+    fn set_fields(&mut self, length: usize, end_of_file: bool) {
+        // `length` is at most MAX_DATA_WIRE, so it fits the word.
+        let length_word = (length as u32).to_be_bytes();
+        let fields = self.data_start - READ_DATA_PREFIX;
+        self.record[fields..fields + 4].copy_from_slice(&length_word);
+        self.record[fields + 4..fields + 8].copy_from_slice(&u32::from(end_of_file).to_be_bytes());
+        self.record[fields + 8..fields + 12].copy_from_slice(&length_word);
     }
 }

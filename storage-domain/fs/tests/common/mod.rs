@@ -237,9 +237,22 @@ pub fn random_operation(
         _ => {
             let mut buffer = vec![0u8; random.below(9000) as usize];
             let offset = random.below(300_000);
-            let result = fs
-                .read(file, offset, &mut buffer)
-                .map(|count| buffer[..count].to_vec());
+            // Half the reads hand their bytes over in pieces (`read_to`),
+            // which must come in order, each byte once.
+            let result = if offset.is_multiple_of(2) {
+                fs.read(file, offset, &mut buffer)
+                    .map(|count| buffer[..count].to_vec())
+            } else {
+                let mut pieces = Vec::new();
+                fs.read_to(file, offset, buffer.len(), &mut |at, bytes| {
+                    assert_eq!(at, pieces.len(), "a piece out of order");
+                    pieces.extend_from_slice(bytes);
+                })
+                .map(|count| {
+                    assert_eq!(count, pieces.len(), "pieces and count disagree");
+                    pieces
+                })
+            };
             format!("{result:?}")
         }
     }
