@@ -25,6 +25,9 @@ pub struct Stats {
     mount_calls: AtomicU64,
     invalidated_nodes: AtomicU64,
     invalidated_names: AtomicU64,
+    /// Attribute invalidations of files this driver was still changing
+    /// (their pages judged later).
+    invalidated_attributes: AtomicU64,
     local_misses: AtomicU64,
     deferred_setattrs: AtomicU64,
     lock_calls: AtomicU64,
@@ -39,6 +42,7 @@ impl Default for Stats {
             mount_calls: AtomicU64::new(0),
             invalidated_nodes: AtomicU64::new(0),
             invalidated_names: AtomicU64::new(0),
+            invalidated_attributes: AtomicU64::new(0),
             local_misses: AtomicU64::new(0),
             deferred_setattrs: AtomicU64::new(0),
             lock_calls: AtomicU64::new(0),
@@ -76,6 +80,13 @@ impl Stats {
     pub fn count_invalidation(&self, names: u64) {
         self.invalidated_nodes.fetch_add(1, Ordering::Relaxed);
         self.invalidated_names.fetch_add(names, Ordering::Relaxed);
+    }
+
+    /// Counts the watcher invalidating the attributes only of a file this
+    /// driver is still changing (its pages are judged once its calls are
+    /// recorded).
+    pub fn count_attribute_invalidation(&self) {
+        self.invalidated_attributes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a lookup answered "not found" without a call.
@@ -122,9 +133,10 @@ impl Stats {
             self.table_misses.load(Ordering::Relaxed)
         ));
         text.push_str(&format!(
-            "watch.nodes {}\nwatch.names {}\nlookup.local_misses {}\n",
+            "watch.nodes {}\nwatch.names {}\nwatch.attributes {}\nlookup.local_misses {}\n",
             self.invalidated_nodes.load(Ordering::Relaxed),
             self.invalidated_names.load(Ordering::Relaxed),
+            self.invalidated_attributes.load(Ordering::Relaxed),
             self.local_misses.load(Ordering::Relaxed)
         ));
         text.push_str(&format!(

@@ -419,3 +419,76 @@ fn random_operations_on_two_mounts_match_one_model() {
     second.stop();
     server.stop_and_check();
 }
+
+/// A file this mount writes in a stream (write-behind keeps WRITEs in
+/// flight for longer than the watcher's deferral) keeps its cached pages:
+/// the watcher leaves the pages to be judged once the writes are recorded,
+/// and they are this mount's own. Another mount's write into the middle of
+/// such a stream still reaches the writer's cache once the stream ends.
+/// The first half fails when the watcher judges a streaming file's pages
+/// while its own writes are in flight (it then dropped them about ten
+/// times per GiB written).
+#[test]
+fn a_file_written_in_a_stream_keeps_its_pages_and_sees_another_mounts_write() {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let Some((server, first, second)) = hosted_pair(scratch.path()) else {
+        return;
+    };
+    // Pieces with gaps between them: each is a WRITE of its own (pieces
+    // that continue each other would be joined), hundreds a second.
+    let chunk = vec![0x5a; 64 << 10];
+    let stream = |name: &str, during: Option<&dyn Fn()>| {
+        let path = first.path.join(name);
+        let file = fs::File::create(&path).unwrap();
+        let started = Instant::now();
+        let mut written = 0u64;
+        while written < 1_500 && (written < 64 || started.elapsed() < Duration::from_millis(600)) {
+            file.write_all_at(&chunk, written * (128 << 10)).unwrap();
+            written += 1;
+            if written == 64 {
+                if let Some(during) = during {
+                    during();
+                }
+            }
+        }
+        // Every write reached the disk (the image holds 256 MiB).
+        file.sync_all().unwrap();
+        written
+    };
+
+    let before = first.stats();
+    let written = stream("mine", None);
+    let after = first.stats();
+    assert_eq!(
+        after["watch.nodes"] - before["watch.nodes"],
+        0,
+        "the watcher dropped the cache of a file this mount was writing \
+         ({written} writes; watch.attributes {})",
+        after.get("watch.attributes").copied().unwrap_or(0)
+            - before.get("watch.attributes").copied().unwrap_or(0)
+    );
+    fs::remove_file(first.path.join("mine")).unwrap();
+    fs::File::open(&first.path).unwrap().sync_all().unwrap();
+
+    // The other mount overwrites the first page while the stream goes on.
+    let overwrite = || {
+        let theirs = fs::OpenOptions::new()
+            .write(true)
+            .open(second.path.join("theirs"))
+            .unwrap();
+        theirs.write_all_at(&[b'X'; 4096], 0).unwrap();
+        theirs.sync_all().unwrap();
+    };
+    stream("theirs", Some(&overwrite));
+    let mut file = fs::File::open(first.path.join("theirs")).unwrap();
+    visible_within("another mount's write into a streamed file", || {
+        let mut page = [0u8; 4096];
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_exact(&mut page).unwrap();
+        page == [b'X'; 4096]
+    });
+    drop(server);
+}

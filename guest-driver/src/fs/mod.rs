@@ -1326,11 +1326,9 @@ fn record_own_change(
         found.children = None;
         return;
     };
-    let transitions = &mut found.own.transitions;
-    if transitions.len() >= nodes::MAX_TRANSITIONS {
-        transitions.remove(0);
-    }
-    transitions.push((nodes::Key::of_wcc(before), nodes::Key::of(after)));
+    found
+        .own
+        .record(nodes::Key::of_wcc(before), nodes::Key::of(after));
     if let Some(children) = &mut found.children {
         apply(children);
         if children.len() > nodes::MAX_TRACKED_NAMES {

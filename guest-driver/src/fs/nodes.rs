@@ -103,12 +103,66 @@ pub struct OwnChanges {
     /// When the watcher first put off checking the node because a call was
     /// in flight.
     pub deferred_since: Option<std::time::Instant>,
+    /// A change the watcher could not yet tell from this driver's own
+    /// calls still in flight: the state the kernel's cached pages match,
+    /// and since when the pages have been left unjudged (the attributes
+    /// were invalidated meanwhile).
+    pub unjudged: Option<(Key, std::time::Instant)>,
 }
 
-/// Most unmatched transitions kept per node.
-pub const MAX_TRANSITIONS: usize = 64;
+/// Most unmatched transitions kept per node: a file written in a stream
+/// records one per WRITE until the watcher judges it (100 ms, more while
+/// its calls stay in flight), so this holds 2,560 WRITEs a second.
+pub const MAX_TRANSITIONS: usize = 256;
 
 impl OwnChanges {
+    /// Records this driver's change `before -> after` (the oldest is
+    /// dropped when [`MAX_TRANSITIONS`] are kept).
+    pub fn record(&mut self, before: Key, after: Key) {
+        if self.transitions.len() >= MAX_TRANSITIONS {
+            self.transitions.remove(0);
+        }
+        self.transitions.push((before, after));
+    }
+
+    /// Follows the recorded transitions from `from` as far as they lead,
+    /// removing them, and returns the state reached: what the kernel's
+    /// cache in state `from` matches after this driver's own changes.
+    pub fn advance(&mut self, from: Key) -> Key {
+        let mut at = from;
+        while let Some(index) = self
+            .transitions
+            .iter()
+            .position(|(before, _)| *before == at)
+        {
+            at = self.transitions.remove(index).1;
+        }
+        at
+    }
+
+    /// How many changes at least are missing between `from` and `to` for
+    /// the recorded transitions to lead from one to the other: one before
+    /// each recorded change the chain from `from` does not reach, and one
+    /// at the end unless a recorded change ends at `to` (or the chain is
+    /// there). Each call in flight makes one change; more missing changes
+    /// than calls in flight means another guest's change.
+    pub fn missing_changes(&self, from: Key, to: Key) -> usize {
+        let mut at = from;
+        let mut reached = vec![false; self.transitions.len()];
+        while let Some(index) = self
+            .transitions
+            .iter()
+            .enumerate()
+            .position(|(index, (start, _))| *start == at && !reached[index])
+        {
+            reached[index] = true;
+            at = self.transitions[index].1;
+        }
+        let unreached = reached.iter().filter(|reached| !**reached).count();
+        let ends_at_to = at == to || self.transitions.iter().any(|(_, end)| *end == to);
+        unreached + usize::from(!ends_at_to)
+    }
+
     /// Whether the recorded transitions lead from `from` to `to`; the ones
     /// used are removed.
     pub fn explain(&mut self, from: Key, to: Key) -> bool {
@@ -149,6 +203,12 @@ pub struct Key {
 }
 
 impl Key {
+    /// Whether cached data pages of a file in state `self` still hold in
+    /// state `other`.
+    pub fn same_data(&self, other: &Key) -> bool {
+        self.modify_time == other.modify_time && self.size == other.size
+    }
+
     /// The key of wcc attributes.
     pub fn of_wcc(wcc: &WccAttributes) -> Key {
         Key {
@@ -224,12 +284,6 @@ impl Known {
             change_time: self.change_time,
             size: self.size,
         }
-    }
-
-    /// Whether cached data pages of a file in state `self` still hold in
-    /// state `other`.
-    pub fn same_data(&self, other: &Known) -> bool {
-        self.modify_time == other.modify_time && self.size == other.size
     }
 }
 
@@ -517,6 +571,79 @@ impl NodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The state after `n` changes (size and times grow with each).
+    fn state(n: u32) -> Key {
+        let time = Time {
+            seconds: 1_000 + n,
+            nanoseconds: 0,
+        };
+        Key {
+            modify_time: time,
+            change_time: time,
+            size: u64::from(n) * 10,
+        }
+    }
+
+    #[test]
+    fn own_changes_recorded_in_any_order_explain_the_state_they_lead_to() {
+        let mut own = OwnChanges::default();
+        for n in [0, 1, 2, 4, 3, 6, 5] {
+            own.record(state(n), state(n + 1));
+        }
+        assert!(!own.explain(state(0), state(8)));
+        assert!(own.explain(state(0), state(7)));
+        assert!(own.transitions.is_empty());
+        // Past the room, the oldest go: the chain from the start breaks.
+        for n in 0..(MAX_TRANSITIONS as u32 + 1) {
+            own.record(state(n), state(n + 1));
+        }
+        assert_eq!(own.transitions.len(), MAX_TRANSITIONS);
+        assert!(!own.explain(state(0), state(MAX_TRANSITIONS as u32 + 1)));
+        assert!(own.explain(state(1), state(MAX_TRANSITIONS as u32 + 1)));
+    }
+
+    #[test]
+    fn advancing_follows_and_removes_the_chain_from_a_state() {
+        let mut own = OwnChanges::default();
+        for n in [0, 1, 3, 4] {
+            own.record(state(n), state(n + 1));
+        }
+        // 2 -> 3 is still to come: the chain from 0 ends at 2.
+        assert_eq!(own.advance(state(0)), state(2));
+        assert_eq!(
+            own.transitions,
+            vec![(state(3), state(4)), (state(4), state(5))]
+        );
+        assert_eq!(own.advance(state(7)), state(7));
+        own.record(state(2), state(3));
+        assert_eq!(own.advance(state(2)), state(5));
+        assert!(own.transitions.is_empty());
+    }
+
+    #[test]
+    fn missing_changes_count_what_calls_in_flight_must_make() {
+        let mut own = OwnChanges::default();
+        // Nothing recorded yet: one change missing (the call in flight).
+        assert_eq!(own.missing_changes(state(0), state(1)), 1);
+        assert_eq!(own.missing_changes(state(0), state(0)), 0);
+        own.record(state(0), state(1));
+        // The reply of 1 -> 2 is still to come.
+        assert_eq!(own.missing_changes(state(0), state(2)), 1);
+        own.record(state(2), state(3));
+        // 1 -> 2 missing between the two pieces; none at the end.
+        assert_eq!(own.missing_changes(state(0), state(3)), 1);
+        // Another guest's change 3 -> 4, then ours from 4: two missing
+        // changes for the one call that could be in flight.
+        own.record(state(4), state(5));
+        assert_eq!(own.missing_changes(state(0), state(5)), 2);
+        // Everything recorded but another guest's change 5 -> 6 at the
+        // end.
+        let mut own = OwnChanges::default();
+        own.record(state(0), state(5));
+        assert_eq!(own.missing_changes(state(0), state(6)), 1);
+        assert_eq!(own.missing_changes(state(0), state(5)), 0);
+    }
 
     fn handle(byte: u8) -> FileHandle {
         FileHandle(vec![byte; 8])

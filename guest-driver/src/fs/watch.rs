@@ -23,7 +23,14 @@
 //! whose state the recorded transitions lead to from [`Known`] was changed
 //! by this driver alone; anything else is another guest's change. A node
 //! with a call in flight is judged at a later pass (at most
-//! [`MAX_DEFERRAL`] later).
+//! [`MAX_DEFERRAL`] later). A file whose calls are still in flight then
+//! (one this driver streams into) has its attributes invalidated and its
+//! pages judged once the calls are recorded (at most
+//! [`MAX_PAGE_DEFERRAL`] later), as long as the changes the recorded
+//! transitions lack are no more than the calls in flight
+//! ([`OwnChanges::missing_changes`]).
+//!
+//! [`OwnChanges::missing_changes`]: super::nodes::OwnChanges::missing_changes
 //!
 //! Races with replies in flight: a reply built from data older than a
 //! change the watcher just handled would land in the kernel after the
@@ -62,6 +69,12 @@ pub const QUIET: Duration = Duration::from_secs(1);
 
 /// Longest a node with this driver's calls in flight is left unjudged.
 pub const MAX_DEFERRAL: Duration = Duration::from_millis(100);
+
+/// Longest the cached pages of a file this driver keeps changing (calls
+/// always in flight, as while a program streams into it) are left
+/// unjudged when its calls in flight could explain the change; its
+/// attributes are invalidated meanwhile.
+pub const MAX_PAGE_DEFERRAL: Duration = Duration::from_secs(1);
 
 /// The invalidation epoch shared by the watcher and the request handlers.
 #[derive(Debug, Default)]
@@ -223,6 +236,7 @@ impl Watcher {
             };
             let epoch = self.coherence.next();
             node.known = None;
+            node.own.unjudged = None;
             node.children = None;
             node.stale_at = epoch;
             node.names_stale_at = epoch;
@@ -238,7 +252,7 @@ impl Watcher {
 
     /// Compares node `id` with its slot and invalidates what changed.
     fn check(&self, id: u64, notifier: &Notifier) -> Result<Checked, Unmounted> {
-        let (file_id, handle, known) = {
+        let (file_id, handle, known, unjudged) = {
             let nodes = lock(&self.nodes);
             let Some(node) = nodes.get(id) else {
                 return Ok(Checked::Done);
@@ -246,13 +260,18 @@ impl Watcher {
             let Some(file_id) = node.file_id() else {
                 return Ok(Checked::Done);
             };
-            (file_id, node.handle.clone(), node.known)
+            (
+                file_id,
+                node.handle.clone(),
+                node.known,
+                node.own.unjudged.is_some(),
+            )
         };
         let current = self
             .table
             .lookup(file_id, &handle)
             .map(|entry| Known::of(&entry));
-        if current == known {
+        if current == known && !unjudged {
             return Ok(Checked::Done);
         }
         let (data_changed, names) = {
@@ -262,36 +281,77 @@ impl Watcher {
             };
             // A handler may have moved on meanwhile: nothing to tell the
             // kernel then.
-            if node.known == current {
+            if node.known == current && node.own.unjudged.is_none() {
                 return Ok(Checked::Done);
             }
+            // The state the kernel's cached pages match.
+            let pages = node
+                .own
+                .unjudged
+                .map(|(key, _)| key)
+                .or_else(|| node.known.map(|known| known.key()));
             // This driver's own call may be what changed it: judge once
-            // its change is recorded.
+            // its change is recorded. Meanwhile the changes recorded so far
+            // are followed, so that however fast the calls come the
+            // recorded ones stay few.
             if node.own.in_flight > 0 {
                 let since = *node
                     .own
                     .deferred_since
                     .get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() < MAX_DEFERRAL {
+                    if let Some(from) = pages {
+                        let reached = node.own.advance(from);
+                        if reached != from || node.own.unjudged.is_some() {
+                            let first = node.own.unjudged.map_or(since, |(_, first)| first);
+                            node.own.unjudged = Some((reached, first));
+                        }
+                    }
                     return Ok(Checked::Deferred);
                 }
             }
             node.own.deferred_since = None;
-            if let (Some(from), Some(to)) = (node.known, current) {
-                if node.own.explain(from.key(), to.key()) {
+            if let (Some(from), Some(to)) = (pages, current) {
+                if node.own.explain(from, to.key()) {
                     // Only this driver's changes: the kernel has them.
                     node.known = current;
+                    node.own.unjudged = None;
                     return Ok(Checked::Done);
+                }
+                // Still changing it (a file written in a stream): when the
+                // calls in flight may be what the recorded changes lack,
+                // the attributes go now and the pages are judged once the
+                // calls are recorded, within a bound.
+                let since = node
+                    .own
+                    .unjudged
+                    .map_or_else(std::time::Instant::now, |(_, since)| since);
+                if node.own.in_flight > 0
+                    && node.names.is_empty()
+                    && node.own.missing_changes(from, to.key()) <= node.own.in_flight as usize
+                    && since.elapsed() < MAX_PAGE_DEFERRAL
+                {
+                    node.own.unjudged = Some((node.own.advance(from), since));
+                    if node.known == current {
+                        return Ok(Checked::Deferred);
+                    }
+                    let epoch = self.coherence.next();
+                    node.known = current;
+                    node.stale_at = epoch;
+                    drop(nodes);
+                    self.stats.count_attribute_invalidation();
+                    deliver(notifier.inval_inode(INodeNo(id), -1, 0))?;
+                    return Ok(Checked::Deferred);
                 }
             }
             node.own.transitions.clear();
-            let previous = node.known;
+            node.own.unjudged = None;
             let epoch = self.coherence.next();
             node.known = current;
             node.children = None;
             node.stale_at = epoch;
-            let data_changed = match (previous, current) {
-                (Some(previous), Some(current)) => !previous.same_data(&current),
+            let data_changed = match (pages, current) {
+                (Some(pages), Some(current)) => !pages.same_data(&current.key()),
                 _ => true,
             };
             let names = if node.names.is_empty() {
