@@ -492,3 +492,71 @@ fn a_file_written_in_a_stream_keeps_its_pages_and_sees_another_mounts_write() {
     });
     drop(server);
 }
+
+/// A file this mount wrote is read back from the kernel's page cache, as
+/// a linker reads the object files a compiler just wrote: the pages the
+/// writes filled stay although the file's mtime moved (the kernel's own
+/// mtime check would drop them, so with a table the driver leaves pages
+/// to the watcher and the open's version check). Another mount's write of
+/// the same size into the file still reaches this mount's cache while it
+/// holds the file open. Fails when the mount asks the kernel to drop pages
+/// on an mtime change (`FUSE_AUTO_INVAL_DATA`) with a table.
+#[test]
+fn a_file_this_mount_wrote_is_read_back_from_its_pages_and_sees_another_mounts_write() {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let Some((server, first, second)) = hosted_pair(scratch.path()) else {
+        return;
+    };
+    let reads = |mount: &Mount| mount.stats().get("rpc.READ").copied().unwrap_or(0);
+    // Whole pages, written in pieces and the head rewritten last, as an
+    // assembler writes an object file.
+    let mut contents = Vec::new();
+    for index in 0..40u32 {
+        contents.extend(std::iter::repeat_n(index as u8, 4096));
+    }
+    contents[..600].fill(b'H');
+    for index in 0..10 {
+        let path = first.path.join(format!("object-{index}.o"));
+        let file = fs::File::create(&path).unwrap();
+        for piece in 0..40u64 {
+            let at = piece as usize * 4096;
+            file.write_all_at(&contents[at..at + 4096], piece * 4096)
+                .unwrap();
+        }
+        file.write_all_at(&contents[..600], 0).unwrap();
+        drop(file);
+    }
+    let before = reads(&first);
+    for index in 0..10 {
+        let path = first.path.join(format!("object-{index}.o"));
+        // The stat brings the file's new mtime to the kernel.
+        assert_eq!(fs::metadata(&path).unwrap().len(), contents.len() as u64);
+        assert!(fs::read(&path).unwrap() == contents, "object-{index}.o");
+    }
+    assert_eq!(
+        reads(&first) - before,
+        0,
+        "the pages of files this mount wrote were read again"
+    );
+
+    // The other mount rewrites a page of a file the first holds open with
+    // its pages cached; the size stays.
+    let mut file = fs::File::open(first.path.join("object-3.o")).unwrap();
+    let mut page = [0u8; 4096];
+    file.read_exact(&mut page).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(second.path.join("object-3.o"))
+        .unwrap()
+        .write_all_at(&[b'Y'; 4096], 8192)
+        .unwrap();
+    visible_within("another mount's write of the same size", || {
+        file.seek(SeekFrom::Start(8192)).unwrap();
+        file.read_exact(&mut page).unwrap();
+        page == [b'Y'; 4096]
+    });
+    drop(server);
+}

@@ -749,12 +749,26 @@ impl Filesystem for NfsFilesystem {
         let _ = config.set_max_write(self.settings.write_size);
         let _ = config.set_max_readahead(self.settings.read_size);
         let _ = config.set_max_background(64);
+        // Without a table the kernel's own check keeps cached pages honest:
+        // it drops them when a file's attributes come back with another
+        // mtime. With one, the watcher drops them when another guest
+        // changes the file and the open checks the file's version, so the
+        // kernel's check would only drop pages this mount wrote itself (its
+        // cached mtime predates its own writes): every object file a
+        // compiler wrote would be read again by the linker.
+        let inval_on_mtime = self
+            .coherence
+            .is_none()
+            .then_some(InitFlags::FUSE_AUTO_INVAL_DATA);
         for capability in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_AUTO_INVAL_DATA,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-        ] {
+            Some(InitFlags::FUSE_DO_READDIRPLUS),
+            inval_on_mtime,
+            Some(InitFlags::FUSE_PARALLEL_DIROPS),
+            Some(InitFlags::FUSE_CACHE_SYMLINKS),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if config.add_capabilities(capability).is_err() {
                 log::info!("the kernel lacks {capability:?}");
             }
