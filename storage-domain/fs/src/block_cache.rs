@@ -197,47 +197,36 @@ impl<D: BlockDevice> CachedDevice<D> {
         {
             ahead = 0;
         }
-        if ahead == 0 {
-            match output {
-                Output::Buffer(buffer) => {
-                    if keeping {
-                        self.read_buffer = Some(read);
-                    }
-                    self.inner.read_blocks(first, buffer)?;
-                    self.keep_whole_blocks(first, buffer);
+        // A read into a buffer with nothing to read ahead goes straight
+        // into it; the rest go through the read buffer.
+        let mut output = match output {
+            Output::Buffer(buffer) if ahead == 0 => {
+                if keeping {
+                    self.read_buffer = Some(read);
                 }
-                Output::Sink(_, sink) => {
-                    // Read through the read-ahead buffer, as with a window.
-                    read.resize(read.len().max(length), 0);
-                    let result = self.inner.read_blocks(first, &mut read[..length]);
-                    if result.is_ok() {
-                        sink(0, &read[..length]);
-                        self.keep_whole_blocks(first, &read[..length]);
-                    }
-                    if keeping {
-                        self.read_buffer = Some(read);
-                    }
-                    result?;
-                }
+                self.inner.read_blocks(first, buffer)?;
+                self.keep_whole_blocks(first, buffer);
+                self.counters.misses += count;
+                return Ok(());
             }
-        } else {
-            // A kept buffer is only zeroed where it grows: the device
-            // overwrites every byte of the range read.
-            let range = ((count + ahead) as usize) * BLOCK_SIZE;
-            read.resize(read.len().max(range), 0);
-            let result = self.inner.read_blocks(first, &mut read[..range]);
-            if result.is_ok() {
-                output.put(0, &read[..length]);
-                for index in 0..count + ahead {
-                    let at = index as usize * BLOCK_SIZE;
-                    self.keep(first + index, &read[at..at + BLOCK_SIZE]);
-                }
+            output => output,
+        };
+        // A kept buffer is only zeroed where it grows: the device
+        // overwrites every byte of the range read.
+        let range = ((count + ahead) as usize) * BLOCK_SIZE;
+        read.resize(read.len().max(range), 0);
+        let result = self.inner.read_blocks(first, &mut read[..range]);
+        if result.is_ok() {
+            output.put(0, &read[..length]);
+            for index in 0..count + ahead {
+                let at = index as usize * BLOCK_SIZE;
+                self.keep(first + index, &read[at..at + BLOCK_SIZE]);
             }
-            if keeping {
-                self.read_buffer = Some(read);
-            }
-            result?;
         }
+        if keeping {
+            self.read_buffer = Some(read);
+        }
+        result?;
         self.counters.misses += count;
         self.counters.read_ahead += ahead;
         Ok(())
