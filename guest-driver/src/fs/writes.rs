@@ -545,7 +545,7 @@ impl WriteBehind {
                 .is_some_and(|parked| parked.job.attributes.is_none())
         {
             // A parked write is waited for: it goes now.
-            let unsent = self.shared.unpark(&mut queue, node);
+            let unsent = self.shared.unpark_for_waiter(&mut queue, node);
             drop(queue);
             self.shared.run_unsent(unsent);
             queue = lock(&self.shared.queue);
@@ -574,7 +574,7 @@ impl WriteBehind {
     pub fn drain(&self, node: u64) {
         let mut queue = lock(&self.shared.queue);
         if queue.parked.contains_key(&node) {
-            let unsent = self.shared.unpark(&mut queue, node);
+            let unsent = self.shared.unpark_for_waiter(&mut queue, node);
             drop(queue);
             self.shared.run_unsent(unsent);
             queue = lock(&self.shared.queue);
@@ -811,6 +811,20 @@ impl Shared {
             Ok(()) => Vec::new(),
             Err(mpsc::SendError(job)) => vec![job],
         }
+    }
+
+    /// [`Shared::unpark`] for a caller that waits for `node`'s writes next
+    /// (`close`, `fsync`, `stat`): when the parked job is all the node has
+    /// queued or in flight, the caller sends it itself, sparing the
+    /// hand-off to a worker and back (two thread wake-ups on every close
+    /// of a file written in pieces).
+    fn unpark_for_waiter(&self, queue: &mut Queue, node: u64) -> Vec<Job> {
+        if queue.pending.get(&node) == Some(&1) {
+            if let Some(parked) = queue.parked.remove(&node) {
+                return vec![parked.job];
+            }
+        }
+        self.unpark(queue, node)
     }
 
     /// Runs jobs no worker took, here.
