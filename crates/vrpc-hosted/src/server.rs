@@ -229,6 +229,7 @@ impl PendingConnection {
             stream: self.stream,
             export: self.export,
             waker: None,
+            spin: vrpc::client::SpinPolicy::default(),
         })
     }
 
@@ -264,6 +265,8 @@ pub struct Connection {
     export: String,
     /// Made on the first [`Connection::waker`].
     waker: Option<Waker>,
+    /// Whether a wait for the next request polls before sleeping.
+    spin: vrpc::client::SpinPolicy,
 }
 
 impl Connection {
@@ -307,20 +310,23 @@ impl Connection {
             // A guest's next call usually follows its last reply closely:
             // poll for a moment before arming the doorbell, so that neither
             // side pays a system call for it.
-            let spin_until = std::time::Instant::now() + vrpc::client::SPIN;
+            let started = std::time::Instant::now();
+            let spin_until = started + self.spin.budget();
             while std::time::Instant::now() < spin_until {
                 std::thread::yield_now();
                 if let Some(request) = self.backend.next_request()? {
+                    self.spin.ended(started);
                     return Ok(Some(request));
                 }
             }
             if self.backend.enable_notifications()? {
                 continue;
             }
-            match self
-                .requests
-                .wait_or_woken(self.stream.as_fd(), self.waker.as_ref(), timeout)?
-            {
+            let wake =
+                self.requests
+                    .wait_or_woken(self.stream.as_fd(), self.waker.as_ref(), timeout)?;
+            self.spin.ended(started);
+            match wake {
                 Wake::Rang => {}
                 Wake::PeerGone => return Err(ConnectionError::Closed),
                 Wake::TimedOut | Wake::Woken => return Ok(None),
