@@ -111,8 +111,8 @@ impl Outstanding {
 /// ids are `0..count`, so the two never meet.
 pub const STARTED_FLUSH_ID: u64 = 1 << 63;
 
-/// Started flushes in flight at most: with a batch's 8 requests and a
-/// started read's 6 they always fit the 32-slot ring.
+/// Started flushes in flight at most: with a batch's 8 requests and the
+/// started reads' 9 they always fit the 32-slot ring.
 pub const MAX_STARTED_FLUSHES: usize = 4;
 
 /// Outcomes kept of started flushes nobody asked about (a plain commit

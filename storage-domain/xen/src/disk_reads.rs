@@ -5,9 +5,10 @@
 //! cannot answer from the data cache (`nfs_server::Server::
 //! try_without_waiting`); when it is refused, the blocks it named are
 //! queued here and the call is parked (on its guest's ring, or its TCP
-//! connection). The platform starts one read of the queue at a time
-//! (blkfront's `start_read`), fills the cache when it completes, and
-//! a parked call is tried again once the range it waits for is read. What
+//! connection). The platform starts up to [`MAX_READING`] reads of the
+//! queue at once (blkfront's `start_read`), fills the cache as each
+//! completes, and a parked call is tried again once the range it waits
+//! for is read. What
 //! is queued or being read stays within half the cache, so parked calls
 //! do not evict each other's blocks; a call whose blocks would not fit,
 //! or one refused [`MAX_TRIES`] times, runs waiting, so every call ends
@@ -15,16 +16,22 @@
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 /// Tries without waiting before a call runs waiting.
 pub const MAX_TRIES: u8 = 8;
+
+/// Reads on the disk at once: the scattered blocks of several parked
+/// calls (other guests, other TCP clients) are read side by side instead
+/// of one after another.
+pub const MAX_READING: usize = 4;
 
 /// The reads parked calls wait for.
 #[derive(Debug)]
 pub struct DiskReads {
     queue: VecDeque<(u64, u64)>,
-    /// The range on the disk now.
-    reading: Option<(u64, u64)>,
+    /// The ranges on the disk now, at most [`MAX_READING`].
+    reading: Vec<(u64, u64)>,
     /// Blocks queued or being read at most: half the data cache, so what
     /// the parked calls wait for fits in it together with what else they
     /// read (a read that would crowd it out makes its call run waiting).
@@ -57,7 +64,7 @@ impl DiskReads {
     pub fn new(cache_blocks: u64) -> Self {
         DiskReads {
             queue: VecDeque::new(),
-            reading: None,
+            reading: Vec::new(),
             budget: cache_blocks / 2,
             fills: 0,
             parked: 0,
@@ -67,7 +74,7 @@ impl DiskReads {
 
     fn pending_blocks(&self) -> u64 {
         self.queue.iter().map(|&(_, count)| count).sum::<u64>()
-            + self.reading.map_or(0, |(_, count)| count)
+            + self.reading.iter().map(|&(_, count)| count).sum::<u64>()
     }
 
     /// A call was refused for `wanted` (first block, count): queue the
@@ -89,7 +96,7 @@ impl DiskReads {
             let within = |&(start, length): &(u64, u64)| {
                 first >= start && first.saturating_add(count) <= start.saturating_add(length)
             };
-            let known = self.queue.iter().any(within) || self.reading.as_ref().is_some_and(within);
+            let known = self.queue.iter().any(within) || self.reading.iter().any(within);
             if !known {
                 if self.pending_blocks() + count > self.budget {
                     self.waited += 1;
@@ -115,18 +122,19 @@ impl DiskReads {
         match parked.range {
             Some(range) => {
                 !self.queue.iter().any(|&queued| overlaps(queued, range))
-                    && !self.reading.is_some_and(|reading| overlaps(reading, range))
+                    && !self.reading.iter().any(|&reading| overlaps(reading, range))
             }
             None => {
-                parked.fills_seen != self.fills || (self.reading.is_none() && self.queue.is_empty())
+                parked.fills_seen != self.fills
+                    || (self.reading.is_empty() && self.queue.is_empty())
             }
         }
     }
 
     /// The next range to read (the platform calls [`DiskReads::started`]
-    /// once its read is on the disk), if none is being read.
+    /// once its read is on the disk), if fewer than [`MAX_READING`] are.
     pub fn next(&self) -> Option<(u64, u64)> {
-        if self.reading.is_some() {
+        if self.reading.len() >= MAX_READING {
             return None;
         }
         self.queue.front().copied()
@@ -137,23 +145,30 @@ impl DiskReads {
     pub fn started(&mut self, blocks: u64) {
         if let Some((first, count)) = self.queue.pop_front() {
             let blocks = blocks.min(count);
-            self.reading = Some((first, blocks));
+            self.reading.push((first, blocks));
             if blocks < count {
                 self.queue.push_front((first + blocks, count - blocks));
             }
         }
     }
 
-    /// The read on the disk ended (its blocks filled into the cache, or
-    /// it failed): the calls waiting for it may be tried again.
-    pub fn finished(&mut self) {
-        self.reading = None;
+    /// The read of `blocks` blocks from `first` ended (its blocks filled
+    /// into the cache, or it failed): the calls waiting for it may be
+    /// tried again.
+    pub fn finished(&mut self, first: u64, blocks: u64) {
+        if let Some(index) = self
+            .reading
+            .iter()
+            .position(|&range| range == (first, blocks))
+        {
+            self.reading.swap_remove(index);
+        }
         self.fills += 1;
     }
 
     /// Whether a read is on the disk.
     pub fn reading(&self) -> bool {
-        self.reading.is_some()
+        !self.reading.is_empty()
     }
 
     /// Ranges queued.
@@ -180,15 +195,16 @@ mod tests {
         assert!(!reads.ready(&first) && !reads.ready(&inside) && !reads.ready(&elsewhere));
         assert_eq!(reads.next(), Some((100, 40)));
         reads.started(33);
-        assert_eq!(reads.next(), None, "one read at a time");
-        reads.finished();
+        // Blocks 100..133 are on the disk; 133..140 are next in the queue.
+        assert_eq!(reads.next(), Some((133, 7)));
+        reads.finished(100, 33);
         // Blocks 100..133 are in: the call for 110..120 may go; the one
         // for 100..140 still waits for 133..140.
         assert!(reads.ready(&inside));
         assert!(!reads.ready(&first) && !reads.ready(&elsewhere));
         assert_eq!(reads.next(), Some((133, 7)));
         reads.started(33);
-        reads.finished();
+        reads.finished(133, 7);
         assert!(reads.ready(&first));
         assert_eq!(reads.next(), Some((500, 8)));
         assert_eq!(reads.parked, 3);
@@ -223,7 +239,7 @@ mod tests {
         // Within a pending range costs nothing.
         assert!(reads.refused(Some((1010, 4)), None).is_some());
         reads.started(33);
-        reads.finished();
+        reads.finished(0, 33);
         assert!(
             reads.refused(Some((3000, 33)), None).is_some(),
             "room again"
@@ -232,5 +248,37 @@ mod tests {
         let mut idle = DiskReads::new(256);
         let parked = idle.refused(None, None).unwrap();
         assert!(idle.ready(&parked));
+    }
+
+    #[test]
+    fn several_reads_are_on_the_disk_at_once_and_end_in_any_order() {
+        let mut reads = DiskReads::new(1024);
+        let calls: Vec<Parked> = (0..6u64)
+            .map(|index| reads.refused(Some((index * 100, 4)), None).unwrap())
+            .collect();
+        for index in 0..MAX_READING as u64 {
+            assert_eq!(reads.next(), Some((index * 100, 4)));
+            reads.started(4);
+        }
+        assert_eq!(reads.next(), None, "at most MAX_READING at once");
+        assert!(calls.iter().all(|call| !reads.ready(call)));
+        // The third read ends first: only its call may go, and a fifth
+        // read may start.
+        reads.finished(200, 4);
+        let ready: Vec<bool> = calls.iter().map(|call| reads.ready(call)).collect();
+        assert_eq!(ready, [false, false, true, false, false, false]);
+        assert_eq!(reads.next(), Some((400, 4)));
+        reads.started(4);
+        assert_eq!(reads.next(), None);
+        // A read that ended unknown to the queue changes nothing but the
+        // count of fills.
+        reads.finished(9_999, 1);
+        assert_eq!(reads.next(), None);
+        for (first, call) in [(0, 0), (100, 1), (300, 3), (400, 4)] {
+            reads.finished(first, 4);
+            assert!(reads.ready(&calls[call]), "call {call}");
+        }
+        assert!(!reads.reading());
+        assert_eq!(reads.next(), Some((500, 4)));
     }
 }

@@ -814,7 +814,7 @@ mod tests {
             let mut data = vec![0u8; blocks as usize * sdfs::BLOCK_SIZE];
             cache.inner_mut().read_blocks(start, &mut data).unwrap();
             cache.fill(start, Some(&data));
-            reads.finished();
+            reads.finished(start, blocks);
             fills += 1;
             assert!(fills < 20, "never answered");
             serve_pass([&mut ring_a, &mut ring_b], &mut server, &mut reads);

@@ -6,10 +6,11 @@
 //! once; the caller waits for all of them. Responses are untrusted: each
 //! is copied out of the ring once and its id checked against the batch.
 //!
-//! The pool's last [`READ_PAGES`] serve one read started without waiting
-//! (`start_read` / `poll_read`: the poll loop reads what a parked call
-//! needs while it serves others), its request ids tagged apart from a
-//! batch's.
+//! The pool's last [`READ_PAGES`] serve up to [`MAX_READING`] reads
+//! started without waiting (`start_read` / `poll_read`: the poll loop
+//! reads what parked calls need while it serves others), each with the
+//! pages it takes from them, their request ids tagged apart from a
+//! batch's and from each other's.
 //!
 //! Flushes can also be started without waiting (`start_flush`, the
 //! commits of the poll loop): their ids carry
@@ -25,6 +26,7 @@ use super::memory::Page;
 use super::xenbus::{self, XenbusError};
 use super::xenstore::{Transaction, Xenstore};
 use crate::blkif_batch::{build_requests, Outstanding, StartedFlushes};
+use crate::disk_reads::MAX_READING;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -45,14 +47,31 @@ pub const BUFFER_PAGES: usize = BATCH_PAGES + READ_PAGES;
 /// Of those, the pages of batches the caller waits for: 8 requests.
 const BATCH_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 8;
 
-/// The rest: one read in flight without waiting (`start_read`), up to 6
-/// requests (66 blocks: a parked 256 KiB READ in one read). With a
-/// batch's 8 and the started flushes' 4 they fit the 32-slot ring.
+/// The rest: the reads in flight without waiting (`start_read`), 66
+/// blocks among up to [`MAX_READING`] reads (a parked 256 KiB READ in
+/// one read). Their requests are at most 6 plus one per read beyond the
+/// first (a read's last request may be partly empty): with a batch's 8
+/// and the started flushes' 4, at most 21 of the 32-slot ring.
 pub const READ_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 6;
 
-/// The id bit of a read started without waiting (its requests are
-/// `0..n` besides).
+/// The id bit of a read started without waiting; the read's slot is
+/// shifted by [`READ_SLOT_SHIFT`], its requests are `0..n` below.
 const STARTED_READ_ID: u64 = 1 << 62;
+
+/// Where a started read's slot sits in its requests' ids.
+const READ_SLOT_SHIFT: u32 = 8;
+
+/// A read started without waiting.
+#[derive(Debug)]
+struct StartedRead {
+    first: u64,
+    /// Its read pages (indices into the last [`READ_PAGES`] of the pool):
+    /// block `i` lands in `pages[i]`.
+    pages: Vec<usize>,
+    outstanding: Outstanding,
+    /// When it must be answered by.
+    deadline: u64,
+}
 
 /// How long one batch of requests may take.
 const IO_TIMEOUT_MS: u64 = 60_000;
@@ -139,9 +158,11 @@ pub struct Blkfront {
     flush_method: FlushMethod,
     broken: bool,
     started: StartedFlushes,
-    /// The read started without waiting: its first block, its blocks,
-    /// its requests' bookkeeping, and when it must be answered by.
-    started_read: Option<(u64, usize, Outstanding, u64)>,
+    /// The reads started without waiting, by slot (the slot is in their
+    /// requests' ids).
+    started_reads: [Option<StartedRead>; MAX_READING],
+    /// Read pages no started read holds.
+    free_read_pages: Vec<usize>,
     /// Most requests ever in flight at once.
     pub most_in_flight: usize,
     /// Requests completed.
@@ -269,7 +290,8 @@ impl Blkfront {
             flush_method,
             broken: false,
             started: StartedFlushes::default(),
-            started_read: None,
+            started_reads: Default::default(),
+            free_read_pages: (0..READ_PAGES).collect(),
             most_in_flight: 0,
             requests: 0,
         })
@@ -363,11 +385,14 @@ impl Blkfront {
             let accepted = if StartedFlushes::owns(response.id) {
                 self.started.complete(&response).is_ok()
             } else if response.id & STARTED_READ_ID != 0 {
+                let slot = (response.id & !STARTED_READ_ID) >> READ_SLOT_SHIFT;
                 let mut untagged = response;
-                untagged.id &= !STARTED_READ_ID;
-                self.started_read
-                    .as_mut()
-                    .is_some_and(|(_, _, read, _)| read.complete(&untagged).is_ok())
+                untagged.id &= (1 << READ_SLOT_SHIFT) - 1;
+                usize::try_from(slot)
+                    .ok()
+                    .and_then(|slot| self.started_reads.get_mut(slot))
+                    .and_then(Option::as_mut)
+                    .is_some_and(|read| read.outstanding.complete(&untagged).is_ok())
             } else {
                 batch
                     .as_deref_mut()
@@ -397,12 +422,7 @@ impl Blkfront {
     /// status, if any.
     fn complete(&mut self, count: usize) -> Result<Option<i16>, DeviceError> {
         self.publish();
-        let reading = self.started_read.as_ref().map_or(0, |(_, blocks, _, _)| {
-            blocks.div_ceil(MAX_SEGMENTS_PER_REQUEST)
-        });
-        self.most_in_flight = self
-            .most_in_flight
-            .max(count + self.started.in_flight() + reading);
+        self.note_in_flight(count);
 
         let mut outstanding = Outstanding::new(count);
         let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
@@ -425,71 +445,100 @@ impl Blkfront {
         Ok(outstanding.first_failure())
     }
 
-    /// Start reading `blocks` (at most [`READ_PAGES`]) from `first` into
-    /// the read pages without waiting; [`Blkfront::poll_read`] hands them
-    /// over. `Ok(false)` when a started read is still in flight.
+    /// Records the requests in flight with `batch` more of a batch.
+    fn note_in_flight(&mut self, batch: usize) {
+        let reading: usize = self
+            .started_reads
+            .iter()
+            .flatten()
+            .map(|read| read.pages.len().div_ceil(MAX_SEGMENTS_PER_REQUEST))
+            .sum();
+        self.most_in_flight = self
+            .most_in_flight
+            .max(batch + self.started.in_flight() + reading);
+    }
+
+    /// Start reading up to `blocks` from `first` into free read pages
+    /// without waiting; [`Blkfront::poll_read`] hands them over. Returns
+    /// the blocks started: fewer when fewer pages are free, 0 when
+    /// [`MAX_READING`] reads are in flight or no page is free.
     ///
     /// # Errors
     /// [`DeviceError`] for a broken device or a range past the disk.
-    pub fn start_read(&mut self, first: u64, blocks: usize) -> Result<bool, DeviceError> {
-        if self.started_read.is_some() {
-            return Ok(false);
+    pub fn start_read(&mut self, first: u64, blocks: usize) -> Result<usize, DeviceError> {
+        let Some(slot) = self.started_reads.iter().position(Option::is_none) else {
+            return Ok(0);
+        };
+        if self.free_read_pages.is_empty() {
+            return Ok(0);
         }
-        let blocks = blocks.clamp(1, READ_PAGES);
+        let blocks = blocks.clamp(1, self.free_read_pages.len());
         self.check_range(first, blocks * BLOCK_SIZE)?;
-        let grants: Vec<u32> = self.buffers[BATCH_PAGES..BATCH_PAGES + blocks]
+        let pages = self
+            .free_read_pages
+            .split_off(self.free_read_pages.len() - blocks);
+        let grants: Vec<u32> = pages
             .iter()
-            .map(|(_, reference)| reference.0)
+            .map(|&page| self.buffers[BATCH_PAGES + page].1 .0)
             .collect();
         let mut requests = build_requests(OP_READ, self.handle, first, &grants);
         for request in &mut requests {
-            request.id |= STARTED_READ_ID;
+            request.id |= STARTED_READ_ID | ((slot as u64) << READ_SLOT_SHIFT);
         }
         for request in &requests {
             self.push(request);
         }
-        let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
-        self.started_read = Some((first, blocks, Outstanding::new(requests.len()), deadline));
+        self.started_reads[slot] = Some(StartedRead {
+            first,
+            pages,
+            outstanding: Outstanding::new(requests.len()),
+            deadline: events::deadline_after_ms(IO_TIMEOUT_MS),
+        });
+        self.note_in_flight(0);
         self.publish();
-        Ok(true)
+        Ok(blocks)
     }
 
-    /// The started read's blocks once they are all there (first block and
-    /// data), without waiting; `None` while it runs or when none was
-    /// started. Asks the backend for an event at the next response before
-    /// saying "not yet", so a caller may sleep on [`Blkfront::port`].
-    pub fn poll_read(&mut self) -> Option<Result<(u64, Vec<u8>), DeviceError>> {
+    /// A started read that ended, without waiting: its first block, its
+    /// blocks, and their data or the failure; `None` while none has
+    /// ended (or none was started). Asks the backend for an event at the
+    /// next response before saying "not yet", so a caller may sleep on
+    /// [`Blkfront::port`].
+    pub fn poll_read(&mut self) -> Option<(u64, usize, Result<Vec<u8>, DeviceError>)> {
         loop {
-            self.started_read.as_ref()?;
+            let started = self.started_reads.iter().position(Option::is_some)?;
             if let Err(error) = self.take_responses(None) {
-                self.started_read = None;
-                return Some(Err(error));
+                // Broken: requests may still complete into the pages, which
+                // are therefore never handed out again.
+                let read = self.started_reads[started].take()?;
+                return Some((read.first, read.pages.len(), Err(error)));
             }
-            let (first, blocks, done, deadline) = match &self.started_read {
-                Some((first, blocks, read, deadline)) => {
-                    (*first, *blocks, read.remaining() == 0, *deadline)
-                }
-                None => return None,
-            };
-            if done {
-                let failed = self
-                    .started_read
-                    .take()
-                    .and_then(|(_, _, read, _)| read.first_failure());
-                if failed.is_some() {
-                    return Some(Err(DeviceError::Io));
-                }
-                let mut data = alloc::vec![0u8; blocks * BLOCK_SIZE];
-                for (index, chunk) in data.chunks_mut(BLOCK_SIZE).enumerate() {
-                    self.buffers[BATCH_PAGES + index].0.read(0, chunk);
-                }
-                return Some(Ok((first, data)));
+            let done = self.started_reads.iter().position(|read| {
+                read.as_ref()
+                    .is_some_and(|read| read.outstanding.remaining() == 0)
+            });
+            if let Some(read) = done.and_then(|slot| self.started_reads[slot].take()) {
+                let result = if read.outstanding.first_failure().is_some() {
+                    Err(DeviceError::Io)
+                } else {
+                    let mut data = alloc::vec![0u8; read.pages.len() * BLOCK_SIZE];
+                    for (chunk, &page) in data.chunks_mut(BLOCK_SIZE).zip(&read.pages) {
+                        self.buffers[BATCH_PAGES + page].0.read(0, chunk);
+                    }
+                    Ok(data)
+                };
+                self.free_read_pages.extend_from_slice(&read.pages);
+                return Some((read.first, read.pages.len(), result));
             }
-            if events::system_time_ns() > deadline {
-                // It may still complete into the read pages: stop using them.
+            let now = events::system_time_ns();
+            let late = self
+                .started_reads
+                .iter()
+                .position(|read| read.as_ref().is_some_and(|read| now > read.deadline));
+            if let Some(read) = late.and_then(|slot| self.started_reads[slot].take()) {
+                // It may still complete into its pages: stop using them.
                 self.broken = true;
-                self.started_read = None;
-                return Some(Err(DeviceError::Io));
+                return Some((read.first, read.pages.len(), Err(DeviceError::Io)));
             }
             if !self.ask_for_event() {
                 return None;

@@ -501,39 +501,36 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
 /// The NFS server the domain runs.
 type Server<'disk> = nfs_server::Server<sdfs::Volume<sdfs::CachedDevice<&'disk mut Blkfront>>>;
 
-/// Take the started read's blocks into the data cache when it is done,
-/// and start the next read parked calls wait for. Returns whether a read
-/// ended (parked calls should be tried again now).
+/// Take the blocks of every started read that is done into the data
+/// cache, and start the next reads parked calls wait for (up to
+/// `MAX_READING` at once). Returns whether a read ended (parked calls
+/// should be tried again now).
 fn drive_reads(cache: &mut sdfs::CachedDevice<&mut Blkfront>, reads: &mut DiskReads) -> bool {
     let mut ended = false;
-    if reads.reading() {
-        match cache.inner_mut().poll_read() {
-            Some(Ok((first, data))) => {
-                cache.fill(first, Some(&data));
-                reads.finished();
-                ended = true;
-            }
-            Some(Err(_)) => {
-                // The calls try again and, refused often enough, run
-                // waiting: they get the disk's error then.
-                cache.fill(0, None);
-                reads.finished();
-                ended = true;
-            }
-            None => {}
+    while reads.reading() {
+        let Some((first, blocks, result)) = cache.inner_mut().poll_read() else {
+            break;
+        };
+        match result {
+            Ok(data) => cache.fill(first, Some(&data)),
+            // The calls try again and, refused often enough, run waiting:
+            // they get the disk's error then.
+            Err(_) => cache.fill(0, None),
         }
+        reads.finished(first, blocks as u64);
+        ended = true;
     }
-    if let Some((first, count)) = reads.next() {
+    while let Some((first, count)) = reads.next() {
         let blocks = usize::try_from(count).unwrap_or(READ_PAGES).min(READ_PAGES);
         match cache.inner_mut().start_read(first, blocks) {
-            Ok(true) => {
+            Ok(0) => break,
+            Ok(started) => {
                 cache.fill_started();
-                reads.started(blocks as u64);
+                reads.started(started as u64);
             }
-            Ok(false) => {}
             Err(_) => {
                 reads.started(blocks as u64);
-                reads.finished();
+                reads.finished(first, blocks as u64);
                 ended = true;
             }
         }
