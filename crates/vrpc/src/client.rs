@@ -201,9 +201,8 @@ pub const QUICK_WAITS: u32 = 4;
 /// wait before: one that ended within [`QUICK_WAITS`] times [`SPIN`] (a
 /// burst of calls, a reply that came soon) makes the next poll first; one
 /// that did not (the program computing between calls) makes the next
-/// sleep at once, leaving the CPU the polling would take to the program. Measured hosted on the Apache
-/// build, polling always made `tar x` 1.3 to 1.7 times as fast as never
-/// polling and cost the compilers' phase 0.1 s of CPU and 3% of its time.
+/// sleep at once, leaving the CPU the polling would take to the program
+/// (measurements: `docs/vrpc.md`, "Polling before sleeping").
 #[derive(Debug, Clone, Copy)]
 pub struct SpinPolicy {
     quick: bool,
