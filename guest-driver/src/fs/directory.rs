@@ -291,12 +291,13 @@ impl NfsFilesystem {
         }
         reply.ok();
         // Attributes the table did not confirm may be stale already, and
-        // names the watcher dropped meanwhile too: invalidated again.
+        // names the watcher dropped meanwhile too: invalidated again (the
+        // attributes only, as in `recheck`: the listing filled no page).
         let Some(notifier) = self.notifier.get() else {
             return;
         };
         for id in unconfirmed {
-            let _ = super::watch::deliver(notifier.inval_inode(INodeNo(id), 0, 0));
+            let _ = super::watch::deliver(notifier.inval_inode(INodeNo(id), -1, 0));
         }
         let names_stale = lock(&self.nodes)
             .get(node.0)

@@ -413,6 +413,15 @@ impl NfsFilesystem {
 
     /// After a reply with attributes of `node`: invalidates them again if
     /// the watcher found them stale after `mark`.
+    ///
+    /// The attributes only: a reply with attributes fills no page, and a
+    /// page drop of the watcher's already covers any READ that was in
+    /// flight (the kernel keeps the READ's pages locked until its reply
+    /// lands, and the drop waits for them). Dropping the pages here would
+    /// lose what the program wrote since the reply: a CREATE's reply is
+    /// followed at once by the program's writes, and a watcher pass that
+    /// met the new file before its reply was handed to the kernel (any
+    /// pass in between stamps it stale) would drop them.
     fn recheck(&self, mark: u64, node: u64) {
         if self.coherence.is_none() {
             return;
@@ -422,7 +431,7 @@ impl NfsFilesystem {
             .is_some_and(|found| found.stale_at > mark);
         if stale {
             if let Some(notifier) = self.notifier.get() {
-                let _ = watch::deliver(notifier.inval_inode(INodeNo(node), 0, 0));
+                let _ = watch::deliver(notifier.inval_inode(INodeNo(node), -1, 0));
             }
         }
     }
@@ -479,11 +488,26 @@ impl NfsFilesystem {
             Some(attributes) => attributes,
             None => self.get_attributes(caller, handle)?,
         };
-        let node = {
+        let (node, _handing) = {
             let mut nodes = lock(&self.nodes);
-            let node = nodes.reference(handle);
+            let (node, created) = nodes.reference(handle);
             nodes.set_file_id(node, attributes.file_id);
-            node
+            // A node new to the kernel: the watcher leaves it alone until
+            // `handed` has set what the kernel holds. A pass in between
+            // would find nothing known and invalidate it all, and the
+            // notice could reach the kernel after the reply, once the
+            // program's first writes to a file it just created are in its
+            // pages.
+            let handing = (created && self.coherence.is_some()).then(|| {
+                if let Some(found) = nodes.get_mut(node) {
+                    found.own.in_flight += 1;
+                }
+                OwnCalls {
+                    nodes: Arc::clone(&self.nodes),
+                    ids: vec![node],
+                }
+            });
+            (node, handing)
         };
         // The kernel must not get a size older than the writes it queued.
         let attributes = if self.writes.pending(node) {

@@ -430,13 +430,13 @@ impl NodeTable {
     }
 
     /// The node for `handle` with one more kernel reference: what an entry
-    /// reply needs.
-    pub fn reference(&mut self, handle: &FileHandle) -> u64 {
-        let (id, _) = self.remember(handle);
+    /// reply needs; `true` when the node is new.
+    pub fn reference(&mut self, handle: &FileHandle) -> (u64, bool) {
+        let (id, created) = self.remember(handle);
         if let Some(node) = self.nodes.get_mut(&id) {
             node.lookups += 1;
         }
-        id
+        (id, created)
     }
 
     /// Adds one kernel reference to an existing node.
@@ -652,9 +652,13 @@ mod tests {
     #[test]
     fn references_and_forgets_balance() {
         let mut table = NodeTable::new(handle(0));
-        let first = table.reference(&handle(1));
-        assert_eq!(table.reference(&handle(1)), first, "one node per handle");
-        let second = table.reference(&handle(2));
+        let first = table.reference(&handle(1)).0;
+        assert_eq!(
+            table.reference(&handle(1)),
+            (first, false),
+            "one node per handle"
+        );
+        let second = table.reference(&handle(2)).0;
         assert_ne!(first, second);
         assert_eq!(table.len(), 3);
         table.forget(first, 1);
@@ -663,7 +667,7 @@ mod tests {
         assert!(table.get(first).is_none());
         assert_eq!(table.find(&handle(1)), None);
         // A handle seen again gets a fresh id, never a reused one.
-        let again = table.reference(&handle(1));
+        let again = table.reference(&handle(1)).0;
         assert!(again > second);
         table.forget(ROOT, 100);
         assert!(table.get(ROOT).is_some(), "the root is never forgotten");
@@ -672,7 +676,7 @@ mod tests {
     #[test]
     fn an_open_node_outlives_its_references() {
         let mut table = NodeTable::new(handle(0));
-        let id = table.reference(&handle(1));
+        let id = table.reference(&handle(1)).0;
         table.get_mut(id).unwrap().open_count = 1;
         table.forget(id, 1);
         assert!(table.get(id).is_some());
