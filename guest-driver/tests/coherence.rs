@@ -37,53 +37,6 @@ fn visible_within(what: &str, mut check: impl FnMut() -> bool) -> Duration {
     }
 }
 
-/// `struct cachestat` of Linux's `cachestat(2)`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct CacheStat {
-    nr_cache: u64,
-    nr_dirty: u64,
-    nr_writeback: u64,
-    nr_evicted: u64,
-    nr_recently_evicted: u64,
-}
-
-/// What the page cache holds of the first `length` bytes of `file`:
-/// `cachestat(2)`, `None` where the kernel lacks it (before 6.5).
-fn page_cache(file: &fs::File, length: u64) -> Option<CacheStat> {
-    use std::os::fd::AsRawFd;
-    /// The system call's number (one for every architecture).
-    const SYS_CACHESTAT: libc::c_long = 451;
-    #[repr(C)]
-    struct Range {
-        offset: u64,
-        length: u64,
-    }
-    let range = Range { offset: 0, length };
-    let mut state = CacheStat::default();
-    // SAFETY: both pointers are to live values of the layouts the call
-    // reads and writes; the descriptor is open.
-    let result = unsafe {
-        libc::syscall(
-            SYS_CACHESTAT,
-            file.as_raw_fd(),
-            &range as *const Range,
-            &mut state as *mut CacheStat,
-            0u32,
-        )
-    };
-    if result == 0 {
-        return Some(state);
-    }
-    let error = std::io::Error::last_os_error();
-    assert_eq!(
-        error.raw_os_error(),
-        Some(libc::ENOSYS),
-        "cachestat failed: {error}"
-    );
-    None
-}
-
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -589,7 +542,7 @@ fn a_file_this_mount_wrote_is_read_back_from_its_pages_and_sees_another_mounts_w
         // machines page out idle page cache within seconds). A page an
         // invalidation dropped (the driver's, or the kernel's own on an
         // mtime change) leaves neither.
-        match page_cache(&file, contents.len() as u64) {
+        match common::page_cache(&file, contents.len() as u64) {
             Some(state) => {
                 assert_eq!(
                     state.nr_cache + state.nr_evicted,

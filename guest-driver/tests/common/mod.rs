@@ -357,3 +357,52 @@ impl Drop for Mount {
         }
     }
 }
+
+/// `struct cachestat` of Linux's `cachestat(2)`: pages cached, and pages
+/// the kernel reclaimed (they leave a shadow entry; an invalidation
+/// does not).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct CacheStat {
+    pub nr_cache: u64,
+    pub nr_dirty: u64,
+    pub nr_writeback: u64,
+    pub nr_evicted: u64,
+    pub nr_recently_evicted: u64,
+}
+
+/// What the page cache holds of the first `length` bytes of `file`:
+/// `cachestat(2)`, `None` where the kernel lacks it (before 6.5).
+pub fn page_cache(file: &std::fs::File, length: u64) -> Option<CacheStat> {
+    use std::os::fd::AsRawFd;
+    /// The system call's number (one for every architecture).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    #[repr(C)]
+    struct Range {
+        offset: u64,
+        length: u64,
+    }
+    let range = Range { offset: 0, length };
+    let mut state = CacheStat::default();
+    // SAFETY: both pointers are to live values of the layouts the call
+    // reads and writes; the descriptor is open.
+    let result = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut state as *mut CacheStat,
+            0u32,
+        )
+    };
+    if result == 0 {
+        return Some(state);
+    }
+    let error = std::io::Error::last_os_error();
+    assert_eq!(
+        error.raw_os_error(),
+        Some(libc::ENOSYS),
+        "cachestat failed: {error}"
+    );
+    None
+}
