@@ -450,23 +450,34 @@ fn a_file_written_in_a_stream_keeps_its_pages_and_sees_another_mounts_write() {
             written += 1;
             if written == 64 {
                 if let Some(during) = during {
+                    // What this mount wrote so far reaches the server
+                    // first: write-behind may still hold the first
+                    // pieces on a busy machine, and sent after the other
+                    // mount's write they would overwrite it (as any
+                    // NFS client's unflushed writes would: only a close
+                    // or fsync orders writes across mounts).
+                    file.sync_data().unwrap();
                     during();
                 }
             }
         }
         // Every write reached the disk (the image holds 256 MiB).
         file.sync_all().unwrap();
-        written
+        (written, started.elapsed())
     };
 
     let before = first.stats();
-    let written = stream("mine", None);
+    let (written, took) = stream("mine", None);
     let after = first.stats();
-    assert_eq!(
-        after["watch.nodes"] - before["watch.nodes"],
-        0,
+    // The watcher judges the pages of a file whose writes never settle
+    // once a second (`MAX_PAGE_DEFERRAL`): a stream a busy machine slowed
+    // past a second may lose them that often; before, every pass after
+    // 100 ms dropped them.
+    assert!(
+        after["watch.nodes"] - before["watch.nodes"] <= took.as_secs(),
         "the watcher dropped the cache of a file this mount was writing \
-         ({written} writes; watch.attributes {})",
+         {} times in {took:?} ({written} writes; watch.attributes {})",
+        after["watch.nodes"] - before["watch.nodes"],
         after.get("watch.attributes").copied().unwrap_or(0)
             - before.get("watch.attributes").copied().unwrap_or(0)
     );
