@@ -359,21 +359,27 @@ impl NfsFilesystem {
     /// judging their slots until the call's change is recorded (or the
     /// guard drops without one: then it counts as another guest's).
     fn own_calls(&self, nodes: &[u64]) -> OwnCalls {
-        if self.coherence.is_some() {
-            let mut table = lock(&self.nodes);
-            for node in nodes {
-                if let Some(found) = table.get_mut(*node) {
-                    found.own.in_flight += 1;
-                }
+        if self.coherence.is_none() {
+            // No watcher: nothing to put off, no lock taken.
+            return OwnCalls {
+                nodes: Arc::clone(&self.nodes),
+                ids: Vec::new(),
+            };
+        }
+        self.own_calls_locked(&mut lock(&self.nodes), nodes)
+    }
+
+    /// [`NfsFilesystem::own_calls`] with the node table already locked,
+    /// for a mount with a watcher.
+    fn own_calls_locked(&self, table: &mut NodeTable, nodes: &[u64]) -> OwnCalls {
+        for node in nodes {
+            if let Some(found) = table.get_mut(*node) {
+                found.own.in_flight += 1;
             }
         }
         OwnCalls {
             nodes: Arc::clone(&self.nodes),
-            ids: if self.coherence.is_some() {
-                nodes.to_vec()
-            } else {
-                Vec::new()
-            },
+            ids: nodes.to_vec(),
         }
     }
 
@@ -498,15 +504,8 @@ impl NfsFilesystem {
             // notice could reach the kernel after the reply, once the
             // program's first writes to a file it just created are in its
             // pages.
-            let handing = (created && self.coherence.is_some()).then(|| {
-                if let Some(found) = nodes.get_mut(node) {
-                    found.own.in_flight += 1;
-                }
-                OwnCalls {
-                    nodes: Arc::clone(&self.nodes),
-                    ids: vec![node],
-                }
-            });
+            let handing = (created && self.coherence.is_some())
+                .then(|| self.own_calls_locked(&mut nodes, &[node]));
             (node, handing)
         };
         // The kernel must not get a size older than the writes it queued.

@@ -375,7 +375,8 @@ pub struct CacheStat {
 /// `cachestat(2)`, `None` where the kernel lacks it (before 6.5).
 pub fn page_cache(file: &std::fs::File, length: u64) -> Option<CacheStat> {
     use std::os::fd::AsRawFd;
-    /// The system call's number (one for every architecture).
+    /// The system call's number in the generic table (x86_64 and most
+    /// architectures; alpha numbers it apart).
     const SYS_CACHESTAT: libc::c_long = 451;
     #[repr(C)]
     struct Range {
