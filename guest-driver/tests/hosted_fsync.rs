@@ -22,13 +22,27 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Waits until the mount answers again after a restart.
+/// Waits until the mount answers again after a restart: a `statfs`, which
+/// the kernel never caches and the driver always asks the server (a
+/// listing may come from the kernel's cache while the driver is still
+/// reconnecting; the test's next open then failed with EIO, about once
+/// in 30 runs).
 fn wait_for_mount(mount: &Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while fs::read_dir(mount).is_err() {
+    while !reaches_server(mount) {
         assert!(Instant::now() < deadline, "the mount did not come back");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether a `statfs` of `mount` succeeds.
+fn reaches_server(mount: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(mount.as_os_str().as_bytes()).unwrap();
+    let mut statistics = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `statistics` a
+    // writable `struct statvfs`, both live for the call.
+    unsafe { libc::statvfs(path.as_ptr(), statistics.as_mut_ptr()) == 0 }
 }
 
 fn commits(mount: &Mount) -> u64 {
