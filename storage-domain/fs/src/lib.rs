@@ -100,7 +100,10 @@ pub trait BlockDevice {
         Ok(())
     }
 
-    /// Write one block (not durable until the next flush).
+    /// Write one block (not durable until the next flush). A device may
+    /// return before the write completes; it then reports a failure of
+    /// the write by failing the next flush, and a later read of the block
+    /// returns what was written.
     ///
     /// # Errors
     /// [`DeviceError`] when the device fails or `block` is out of range.
@@ -140,9 +143,10 @@ pub trait BlockDevice {
 
     /// Start a flush that completes while the caller goes on, for a
     /// single-threaded caller that must not wait for the device (the Xen
-    /// domain's poll loop): it covers every write the device had completed
-    /// when it was started, and [`BlockDevice::poll_flush`] tells when it
-    /// has. Reads, writes and plain flushes may be issued meanwhile.
+    /// domain's poll loop): it covers every write issued before it (a
+    /// device whose writes return before they complete, Xen's blkfront,
+    /// holds the flush back until they have), and
+    /// [`BlockDevice::poll_flush`] tells when it has. Reads, writes and plain flushes may be issued meanwhile.
     /// Returns its ticket, or `None` (the default) for a device without
     /// such flushes: the caller then flushes through
     /// [`BlockDevice::flush`].

@@ -125,6 +125,9 @@ pub struct StartedFlushes {
     issued: u64,
     /// (id, deadline in ns, status once answered), oldest first.
     entries: Vec<(u64, u64, Option<i16>)>,
+    /// Started flushes not yet on the ring, each waiting for the writes
+    /// issued before it: (id, the writes' mark).
+    held: Vec<(u64, u64)>,
 }
 
 impl StartedFlushes {
@@ -203,6 +206,241 @@ impl StartedFlushes {
         self.entries
             .iter()
             .any(|(_, deadline, status)| status.is_none() && now > *deadline)
+    }
+
+    /// Hold started flush `id` off the ring until the writes issued up to
+    /// `mark` ([`StartedWrites::issued_mark`]) have completed.
+    pub fn hold(&mut self, id: u64, mark: u64) {
+        self.held.push((id, mark));
+    }
+
+    /// The held flushes whose writes have completed, taken off hold in the
+    /// order they were started, to go on the ring; one behind a failed
+    /// write is answered here, with that write's status, instead.
+    pub fn release(&mut self, writes: &StartedWrites) -> Vec<u64> {
+        let mut ready = Vec::new();
+        let mut index = 0;
+        while index < self.held.len() {
+            let (id, mark) = self.held[index];
+            if !writes.done_through(mark) {
+                index += 1;
+                continue;
+            }
+            self.held.remove(index);
+            match writes.failure() {
+                Some(status) => {
+                    let _ = self.complete(&BlkifResponse {
+                        id,
+                        status,
+                        ..BlkifResponse::default()
+                    });
+                }
+                None => ready.push(id),
+            }
+        }
+        ready
+    }
+}
+
+/// The id bit of a write started without waiting ([`StartedWrites`]);
+/// below it, the write's issue number.
+pub const STARTED_WRITE_ID: u64 = 1 << 61;
+
+/// Write requests in flight at most: the batch's share of the ring (a
+/// batch first waits for every started write, so the two never meet).
+pub const MAX_STARTED_WRITES: usize = 8;
+
+/// A write request on the ring.
+#[derive(Debug)]
+struct WriteInFlight {
+    /// Its issue number (1, 2, ...; the id is `STARTED_WRITE_ID | issue`).
+    issue: u64,
+    first: u64,
+    /// Its pages (indices into the pool), block `i` in `pages[i]`.
+    pages: Vec<usize>,
+    /// When it must be answered by (ns).
+    deadline: u64,
+}
+
+/// Writes that return before they complete: the blocks of a run of
+/// consecutive writes are gathered into one request of up to
+/// [`MAX_SEGMENTS_PER_REQUEST`] pages (a commit writes its records and
+/// index nodes one block at a time, mostly into consecutive fresh
+/// blocks), issued when the run breaks or fills, or before a flush or a
+/// read that needs it, with at most [`MAX_STARTED_WRITES`] requests on the
+/// ring. A flush covers the writes issued before it only once they have
+/// completed ([`StartedWrites::done_through`]); a write the backend fails
+/// fails every later flush ([`StartedWrites::failure`]).
+///
+/// Kept free of shared memory: the caller copies each block into the page
+/// [`StartedWrites::take_page`] gives, pushes the requests
+/// [`StartedWrites::issue`] builds, and hands back the responses.
+#[derive(Debug)]
+pub struct StartedWrites {
+    free_pages: Vec<usize>,
+    /// The run being gathered: its first block and pages.
+    forming: Option<(u64, Vec<usize>)>,
+    in_flight: Vec<WriteInFlight>,
+    issued: u64,
+    failure: Option<i16>,
+    /// Requests issued and blocks written, for the shutdown counters.
+    pub requests: u64,
+    /// Blocks written through started writes.
+    pub blocks: u64,
+}
+
+impl StartedWrites {
+    /// Writes through the pool's pages `pages`.
+    pub fn new(pages: core::ops::Range<usize>) -> Self {
+        StartedWrites {
+            free_pages: pages.rev().collect(),
+            forming: None,
+            in_flight: Vec::new(),
+            issued: 0,
+            failure: None,
+            requests: 0,
+            blocks: 0,
+        }
+    }
+
+    /// Whether `id` names a started write (check the flush and read tags
+    /// first: this bit is below theirs).
+    pub fn owns(id: u64) -> bool {
+        id & STARTED_WRITE_ID != 0
+    }
+
+    /// Whether `block` must start a run of its own: the gathered run does
+    /// not end just before it, or is full.
+    pub fn breaks_run(&self, block: u64) -> bool {
+        self.forming.as_ref().is_some_and(|(first, pages)| {
+            pages.len() >= MAX_SEGMENTS_PER_REQUEST || *first + pages.len() as u64 != block
+        })
+    }
+
+    /// A free page for the next block, `None` when every page is in a run
+    /// or on the ring (issue the run, then wait for a response).
+    pub fn take_page(&mut self) -> Option<usize> {
+        self.free_pages.pop()
+    }
+
+    /// Add `block`, copied into `page` ([`StartedWrites::take_page`]), to
+    /// the run (which must not break there).
+    pub fn gather(&mut self, block: u64, page: usize) {
+        debug_assert!(!self.breaks_run(block));
+        match &mut self.forming {
+            Some((_, pages)) => pages.push(page),
+            None => self.forming = Some((block, alloc::vec![page])),
+        }
+        self.blocks += 1;
+    }
+
+    /// Whether a run is being gathered.
+    pub fn gathering(&self) -> bool {
+        self.forming.is_some()
+    }
+
+    /// Whether a page is free for the next block.
+    pub fn has_free_page(&self) -> bool {
+        !self.free_pages.is_empty()
+    }
+
+    /// Whether another request may go on the ring.
+    pub fn has_slot(&self) -> bool {
+        self.in_flight.len() < MAX_STARTED_WRITES
+    }
+
+    /// The request writing the gathered run, which is then in flight until
+    /// `deadline`; `None` when nothing is gathered or no slot is free
+    /// ([`StartedWrites::has_slot`]). `grant` names each page's grant.
+    pub fn issue(
+        &mut self,
+        handle: u16,
+        deadline: u64,
+        grant: impl Fn(usize) -> u32,
+    ) -> Option<BlkifRequest> {
+        if !self.has_slot() {
+            return None;
+        }
+        let (first, pages) = self.forming.take()?;
+        let grants: Vec<u32> = pages.iter().map(|&page| grant(page)).collect();
+        let mut request = build_requests(xen_abi::blkif::OP_WRITE, handle, first, &grants)
+            .into_iter()
+            .next()?;
+        self.issued += 1;
+        request.id = STARTED_WRITE_ID | self.issued;
+        self.in_flight.push(WriteInFlight {
+            issue: self.issued,
+            first,
+            pages,
+            deadline,
+        });
+        self.requests += 1;
+        Some(request)
+    }
+
+    /// Account for a response to a started write: its pages are free again,
+    /// a failure is kept.
+    ///
+    /// # Errors
+    /// [`UnexpectedResponse`] for an id not in flight.
+    pub fn complete(&mut self, response: &BlkifResponse) -> Result<(), UnexpectedResponse> {
+        let index = self
+            .in_flight
+            .iter()
+            .position(|write| STARTED_WRITE_ID | write.issue == response.id)
+            .ok_or(UnexpectedResponse { id: response.id })?;
+        let write = self.in_flight.swap_remove(index);
+        self.free_pages.extend(write.pages);
+        if response.status != RSP_OKAY && self.failure.is_none() {
+            self.failure = Some(response.status);
+        }
+        Ok(())
+    }
+
+    /// The mark of every write issued so far, for [`StartedWrites::done_through`]
+    /// (a gathered run is not issued: issue it first).
+    pub fn issued_mark(&self) -> u64 {
+        self.issued
+    }
+
+    /// Whether every write issued up to `mark` has been answered.
+    pub fn done_through(&self, mark: u64) -> bool {
+        self.in_flight.iter().all(|write| write.issue > mark)
+    }
+
+    /// Requests on the ring.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether nothing is gathered or in flight.
+    pub fn idle(&self) -> bool {
+        self.forming.is_none() && self.in_flight.is_empty()
+    }
+
+    /// Whether a write gathered or in flight touches blocks
+    /// `first..first + count`.
+    pub fn overlaps(&self, first: u64, count: u64) -> bool {
+        let end = first.saturating_add(count);
+        let touches = |start: u64, blocks: usize| start < end && first < start + blocks as u64;
+        self.forming
+            .as_ref()
+            .is_some_and(|(start, pages)| touches(*start, pages.len()))
+            || self
+                .in_flight
+                .iter()
+                .any(|write| touches(write.first, write.pages.len()))
+    }
+
+    /// The first failed write's status, if any: the data of a write that
+    /// failed is unknown, so no later flush may succeed.
+    pub fn failure(&self) -> Option<i16> {
+        self.failure
+    }
+
+    /// Whether a write in flight has passed its deadline at `now`.
+    pub fn overdue(&self, now: u64) -> bool {
+        self.in_flight.iter().any(|write| now > write.deadline)
     }
 }
 
@@ -315,5 +553,181 @@ mod tests {
         }
         assert!(started.entries.len() <= KEPT_OUTCOMES);
         assert_eq!(started.take(ids[0]), None);
+    }
+
+    /// Gathers `blocks` written one at a time, issuing whenever the run
+    /// breaks, as blkfront does; returns the requests issued.
+    fn write_each(writes: &mut StartedWrites, blocks: &[u64]) -> Vec<BlkifRequest> {
+        let mut issued = Vec::new();
+        for &block in blocks {
+            if writes.breaks_run(block) {
+                issued.extend(writes.issue(7, 100, |page| 1000 + page as u32));
+            }
+            let page = writes.take_page().expect("a free page");
+            writes.gather(block, page);
+        }
+        issued
+    }
+
+    #[test]
+    fn consecutive_block_writes_become_one_request_of_up_to_11_pages() {
+        let mut writes = StartedWrites::new(0..88);
+        let mut issued = write_each(&mut writes, &(500..514).collect::<Vec<_>>());
+        assert_eq!(
+            issued.len(),
+            1,
+            "the first 11 blocks went out when the 12th broke the run"
+        );
+        assert!(writes.gathering());
+        issued.extend(writes.issue(7, 100, |page| 1000 + page as u32));
+        assert!(!writes.gathering() && writes.issue(7, 100, |_| 0).is_none());
+        assert_eq!(
+            issued
+                .iter()
+                .map(|request| request.nr_segments)
+                .collect::<Vec<_>>(),
+            [11, 3]
+        );
+        let [first, second] = &issued[..] else {
+            unreachable!()
+        };
+        assert_eq!(first.operation, xen_abi::blkif::OP_WRITE);
+        assert_eq!(first.handle, 7);
+        assert_eq!(first.sector_number, 500 * SECTORS_PER_BLOCK);
+        assert_eq!(second.sector_number, 511 * SECTORS_PER_BLOCK);
+        assert!(StartedWrites::owns(first.id) && StartedWrites::owns(second.id));
+        assert!(!StartedFlushes::owns(first.id));
+        assert_ne!(first.id, second.id);
+        // Pages are handed out from the start of the pool, each once.
+        assert_eq!(first.seg[0].gref, 1000);
+        assert_eq!(first.seg[10].gref, 1010);
+        assert_eq!(second.seg[2].gref, 1013);
+        assert_eq!((writes.requests, writes.blocks), (2, 14));
+    }
+
+    #[test]
+    fn a_scattered_write_breaks_the_run() {
+        let mut writes = StartedWrites::new(0..88);
+        let issued = write_each(&mut writes, &[10, 11, 30, 29, 31]);
+        // 10-11, then 30, then 29 (not after 30); 31 (not after 29) is
+        // gathered.
+        assert_eq!(
+            issued
+                .iter()
+                .map(|request| (
+                    request.sector_number / SECTORS_PER_BLOCK,
+                    request.nr_segments
+                ))
+                .collect::<Vec<_>>(),
+            [(10, 2), (30, 1), (29, 1)]
+        );
+        assert!(writes.breaks_run(31) && writes.breaks_run(33));
+        assert!(!writes.breaks_run(32));
+        assert!(writes.overlaps(29, 1) && writes.overlaps(0, 11) && writes.overlaps(31, 100));
+        assert!(!writes.overlaps(12, 17) && !writes.overlaps(32, 5) && !writes.overlaps(0, 10));
+    }
+
+    #[test]
+    fn the_ring_share_and_the_pages_bound_started_writes() {
+        let mut writes = StartedWrites::new(0..12);
+        let mut ids = Vec::new();
+        for block in 0..MAX_STARTED_WRITES as u64 {
+            let page = writes.take_page().unwrap();
+            writes.gather(block * 2, page);
+            ids.push(writes.issue(0, 100, |_| 0).unwrap().id);
+        }
+        let page = writes.take_page().unwrap();
+        writes.gather(100, page);
+        assert!(!writes.has_slot());
+        assert!(
+            writes.issue(0, 100, |_| 0).is_none(),
+            "the ring share is full"
+        );
+        assert!(writes.gathering(), "the run waits for a slot");
+        // 9 of 12 pages are taken; 3 more and then none.
+        assert!((0..3).all(|_| writes.take_page().is_some()));
+        assert_eq!(writes.take_page(), None);
+        writes.complete(&response(ids[3], RSP_OKAY)).unwrap();
+        assert!(writes.has_slot());
+        assert!(
+            writes.take_page().is_some(),
+            "an answered write frees its page"
+        );
+        assert!(writes.issue(0, 100, |_| 0).is_some());
+        assert_eq!(writes.in_flight(), MAX_STARTED_WRITES);
+    }
+
+    #[test]
+    fn a_flush_waits_for_the_writes_before_it_and_a_failure_stays() {
+        let mut writes = StartedWrites::new(0..88);
+        assert!(writes.done_through(writes.issued_mark()) && writes.idle());
+        write_each(&mut writes, &[1]);
+        let first = writes.issue(0, 100, |_| 0).unwrap().id;
+        write_each(&mut writes, &[5]);
+        let second = writes.issue(0, 100, |_| 0).unwrap().id;
+        let mark = writes.issued_mark();
+        write_each(&mut writes, &[9]);
+        let later = writes.issue(0, 100, |_| 0).unwrap().id;
+        assert!(!writes.done_through(mark));
+        writes.complete(&response(second, RSP_OKAY)).unwrap();
+        assert!(!writes.done_through(mark), "the first is still in flight");
+        assert!(!writes.overdue(100) && writes.overdue(101));
+        writes.complete(&response(first, RSP_OKAY)).unwrap();
+        assert!(
+            writes.done_through(mark),
+            "a later write does not hold it back"
+        );
+        assert!(!writes.done_through(writes.issued_mark()));
+        assert_eq!(writes.failure(), None);
+        // A foreign id, a repeated one, a flush's: refused.
+        assert!(writes.complete(&response(first, RSP_OKAY)).is_err());
+        assert!(writes
+            .complete(&response(STARTED_WRITE_ID | 99, RSP_OKAY))
+            .is_err());
+        assert!(writes
+            .complete(&response(STARTED_FLUSH_ID | 1, RSP_OKAY))
+            .is_err());
+        writes.complete(&response(later, RSP_ERROR)).unwrap();
+        assert_eq!(writes.failure(), Some(RSP_ERROR));
+        assert!(writes.idle());
+        write_each(&mut writes, &[2]);
+        let after = writes.issue(0, 100, |_| 0).unwrap().id;
+        writes.complete(&response(after, RSP_OKAY)).unwrap();
+        assert_eq!(
+            writes.failure(),
+            Some(RSP_ERROR),
+            "a failure is never forgotten"
+        );
+    }
+
+    #[test]
+    fn a_held_flush_goes_out_once_its_writes_are_done_or_fails_behind_a_failed_one() {
+        let mut writes = StartedWrites::new(0..88);
+        let mut flushes = StartedFlushes::default();
+        // No write before it: out at once.
+        let idle = flushes.start(100).unwrap();
+        flushes.hold(idle, writes.issued_mark());
+        assert_eq!(flushes.release(&writes), [idle]);
+        write_each(&mut writes, &[4]);
+        let write = writes.issue(0, 100, |_| 0).unwrap().id;
+        let behind = flushes.start(100).unwrap();
+        flushes.hold(behind, writes.issued_mark());
+        // A write issued after it does not hold it back.
+        write_each(&mut writes, &[8]);
+        let later = writes.issue(0, 100, |_| 0).unwrap().id;
+        assert!(
+            flushes.release(&writes).is_empty(),
+            "its write is in flight"
+        );
+        assert_eq!(flushes.in_flight(), 2, "held flushes count as in flight");
+        writes.complete(&response(write, RSP_OKAY)).unwrap();
+        assert_eq!(flushes.release(&writes), [behind]);
+        assert!(flushes.release(&writes).is_empty(), "released once");
+        // Behind a failed write: answered as failed, never put on the ring.
+        let failing = flushes.start(100).unwrap();
+        flushes.hold(failing, writes.issued_mark());
+        writes.complete(&response(later, RSP_ERROR)).unwrap();
+        assert!(flushes.release(&writes).is_empty());
+        assert_eq!(flushes.take(failing), Some(Some(RSP_ERROR)));
     }
 }

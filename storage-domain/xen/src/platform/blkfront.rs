@@ -2,9 +2,20 @@
 //!
 //! One-page blkif ring (32 slots), 11 segments (pages) per request, and a
 //! pool of [`BUFFER_PAGES`] data pages granted to the backend once at
-//! connect time. A run of blocks becomes up to 8 requests in flight at
-//! once; the caller waits for all of them. Responses are untrusted: each
-//! is copied out of the ring once and its id checked against the batch.
+//! connect time. A read of a run of blocks becomes up to 8 requests in
+//! flight at once; the caller waits for all of them. Responses are
+//! untrusted: each is copied out of the ring once and its id checked
+//! against what is in flight.
+//!
+//! Writes return before they complete ([`StartedWrites`]): each block is
+//! copied into one of the batch's pages and gathered with the blocks
+//! before it into one request while they are consecutive; the request
+//! goes on the ring when the run breaks or fills, or before a flush or a
+//! read that needs it. A flush (plain or started) covers the writes
+//! issued before it: it goes on the ring only once they have completed,
+//! and fails if one of them failed. A read batch, which uses the same
+//! pages, first waits for every write; a started read waits for the
+//! writes of its blocks.
 //!
 //! The pool's last [`READ_PAGES`] serve up to [`MAX_READING`] reads
 //! started without waiting (`start_read` / `poll_read`: the poll loop
@@ -25,7 +36,7 @@ use super::hypercall::{self, HypercallError};
 use super::memory::Page;
 use super::xenbus::{self, XenbusError};
 use super::xenstore::{Transaction, Xenstore};
-use crate::blkif_batch::{build_requests, Outstanding, StartedFlushes};
+use crate::blkif_batch::{build_requests, Outstanding, StartedFlushes, StartedWrites};
 use crate::disk_reads::MAX_READING;
 use alloc::format;
 use alloc::string::String;
@@ -33,7 +44,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use sdfs::{BlockDevice, DeviceError, FlushTicket, BLOCK_SIZE};
 use xen_abi::blkif::{
-    BlkifRequest, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE, OP_READ, OP_WRITE,
+    BlkifRequest, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE, OP_READ,
     OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE, RSP_EOPNOTSUPP, RSP_OKAY,
     SECTOR_SIZE,
 };
@@ -44,7 +55,8 @@ use xen_abi::{DomainId, EventChannelPort, GrantRef};
 /// Data pages shared with the backend: 14 full requests.
 pub const BUFFER_PAGES: usize = BATCH_PAGES + READ_PAGES;
 
-/// Of those, the pages of batches the caller waits for: 8 requests.
+/// Of those, the pages of the reads the caller waits for (8 requests),
+/// which started writes use between reads.
 const BATCH_PAGES: usize = MAX_SEGMENTS_PER_REQUEST * 8;
 
 /// The rest: the reads in flight without waiting (`start_read`), 66
@@ -158,6 +170,8 @@ pub struct Blkfront {
     flush_method: FlushMethod,
     broken: bool,
     started: StartedFlushes,
+    /// Writes that returned before completing.
+    pub writes: StartedWrites,
     /// The reads started without waiting, by slot (the slot is in their
     /// requests' ids).
     started_reads: [Option<StartedRead>; MAX_READING],
@@ -290,6 +304,7 @@ impl Blkfront {
             flush_method,
             broken: false,
             started: StartedFlushes::default(),
+            writes: StartedWrites::new(0..BATCH_PAGES),
             started_reads: Default::default(),
             free_read_pages: (0..READ_PAGES).collect(),
             most_in_flight: 0,
@@ -393,6 +408,8 @@ impl Blkfront {
                     .and_then(|slot| self.started_reads.get_mut(slot))
                     .and_then(Option::as_mut)
                     .is_some_and(|read| read.outstanding.complete(&untagged).is_ok())
+            } else if StartedWrites::owns(response.id) {
+                self.writes.complete(&response).is_ok()
             } else {
                 batch
                     .as_deref_mut()
@@ -404,7 +421,91 @@ impl Blkfront {
             }
             self.requests += 1;
         }
+        self.release_flushes();
         Ok(())
+    }
+
+    /// Put on the ring every held flush whose writes have completed (one
+    /// behind a failed write is answered as failed: `StartedFlushes::
+    /// release`); without a flush operation (the backend refused it since)
+    /// completed writes are durable, and it is answered as done.
+    fn release_flushes(&mut self) {
+        let mut published = false;
+        for id in self.started.release(&self.writes) {
+            match self.flush_request(id) {
+                Some(request) => {
+                    self.push(&request);
+                    published = true;
+                }
+                None => {
+                    let _ = self.started.complete(&BlkifResponse {
+                        id,
+                        status: RSP_OKAY,
+                        ..BlkifResponse::default()
+                    });
+                }
+            }
+        }
+        if published {
+            self.publish();
+        }
+    }
+
+    /// Wait (bounded) until `until` holds of the started writes, taking
+    /// every response meanwhile.
+    fn wait_for_writes(&mut self, until: fn(&StartedWrites) -> bool) -> Result<(), DeviceError> {
+        let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
+        loop {
+            events::clear_pending(self.port);
+            self.take_responses(None)?;
+            if until(&self.writes) {
+                return Ok(());
+            }
+            if self.ask_for_event() {
+                continue;
+            }
+            if events::system_time_ns() > deadline {
+                // They may still complete into our pages: stop using them.
+                self.broken = true;
+                return Err(DeviceError::Io);
+            }
+            events::wait(&[self.port], deadline);
+        }
+    }
+
+    /// Put the gathered run of writes on the ring, waiting for a slot if
+    /// the writes' share is full.
+    fn issue_writes(&mut self) -> Result<(), DeviceError> {
+        if !self.writes.gathering() {
+            return Ok(());
+        }
+        if !self.writes.has_slot() {
+            self.wait_for_writes(StartedWrites::has_slot)?;
+        }
+        let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
+        let buffers = &self.buffers;
+        if let Some(request) = self
+            .writes
+            .issue(self.handle, deadline, |page| buffers[page].1 .0)
+        {
+            self.push(&request);
+            self.publish();
+            self.note_in_flight(0);
+        }
+        Ok(())
+    }
+
+    /// Wait until every write issued so far has completed; fails if one
+    /// failed.
+    fn drain_writes(&mut self) -> Result<(), DeviceError> {
+        self.issue_writes()?;
+        if !self.writes.idle() {
+            self.wait_for_writes(StartedWrites::idle)?;
+        }
+        match self.writes.failure() {
+            Some(_) => Err(DeviceError::Io),
+            None => Ok(()),
+        }
     }
 
     /// Ask for an event at the next response (RING_FINAL_CHECK_FOR_RESPONSES);
@@ -455,7 +556,7 @@ impl Blkfront {
             .sum();
         self.most_in_flight = self
             .most_in_flight
-            .max(batch + self.started.in_flight() + reading);
+            .max(batch + self.started.in_flight() + reading + self.writes.in_flight());
     }
 
     /// Start reading up to `blocks` from `first` into free read pages
@@ -474,6 +575,11 @@ impl Blkfront {
         }
         let blocks = blocks.clamp(1, self.free_read_pages.len());
         self.check_range(first, blocks * BLOCK_SIZE)?;
+        if self.writes.overlaps(first, blocks as u64) {
+            // The backend may order requests as it likes: the blocks'
+            // writes complete first.
+            self.drain_writes()?;
+        }
         let pages = self
             .free_read_pages
             .split_off(self.free_read_pages.len() - blocks);
@@ -616,6 +722,13 @@ impl BlockDevice for Blkfront {
 
     fn read_blocks(&mut self, first: u64, buffer: &mut [u8]) -> Result<(), DeviceError> {
         let blocks = self.check_range(first, buffer.len())?;
+        // The batch's pages are the writes': every write completes first
+        // (which also orders this read after writes of its blocks). A write
+        // that failed fails the next flush, not this read.
+        self.issue_writes()?;
+        if !self.writes.idle() {
+            self.wait_for_writes(StartedWrites::idle)?;
+        }
         let mut done = 0;
         while done < blocks {
             let count = BATCH_PAGES.min(blocks - done);
@@ -634,28 +747,33 @@ impl BlockDevice for Blkfront {
         self.write_blocks(block, data)
     }
 
+    /// Returns once the data is copied into the pool's pages; the request
+    /// goes on the ring with the run it belongs to (see the module's
+    /// documentation). A write that fails later fails the next flush.
     fn write_blocks(&mut self, first: u64, data: &[u8]) -> Result<(), DeviceError> {
-        if self.read_only {
+        if self.read_only || self.writes.failure().is_some() {
             return Err(DeviceError::Io);
         }
         let blocks = self.check_range(first, data.len())?;
-        let mut done = 0;
-        while done < blocks {
-            let count = BATCH_PAGES.min(blocks - done);
-            for index in 0..count {
-                let start = (done + index) * BLOCK_SIZE;
-                let end = (start + BLOCK_SIZE).min(data.len());
-                let page = &mut self.buffers[index].0;
-                page.write(0, &data[start..end]);
-                if end - start < BLOCK_SIZE {
-                    page.write(
-                        end - start,
-                        &[0u8; BLOCK_SIZE][..BLOCK_SIZE - (end - start)],
-                    );
-                }
+        for (index, chunk) in data.chunks(BLOCK_SIZE).enumerate().take(blocks) {
+            let block = first + index as u64;
+            if self.writes.breaks_run(block) {
+                self.issue_writes()?;
             }
-            self.batch(OP_WRITE, first + done as u64, count)?;
-            done += count;
+            let page = loop {
+                if let Some(page) = self.writes.take_page() {
+                    break page;
+                }
+                // Every page is gathered or on the ring.
+                self.issue_writes()?;
+                self.wait_for_writes(StartedWrites::has_free_page)?;
+            };
+            let buffer = &mut self.buffers[page].0;
+            buffer.write(0, chunk);
+            if chunk.len() < BLOCK_SIZE {
+                buffer.write(chunk.len(), &[0u8; BLOCK_SIZE][..BLOCK_SIZE - chunk.len()]);
+            }
+            self.writes.gather(block, page);
         }
         Ok(())
     }
@@ -664,8 +782,9 @@ impl BlockDevice for Blkfront {
         if self.broken {
             return Err(DeviceError::Io);
         }
+        self.drain_writes()?;
         let Some(request) = self.flush_request(0) else {
-            // Every write has completed (batches wait): nothing more to ask.
+            // Every write has completed (waited for above): nothing more to ask.
             return Ok(());
         };
         self.push(&request);
@@ -680,20 +799,22 @@ impl BlockDevice for Blkfront {
         }
         let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
         // Without a flush operation nothing is asked (the caller's plain
-        // flush returns at once); with too many in flight the caller
-        // flushes plainly.
+        // flush waits for the writes and returns); with too many in flight
+        // the caller flushes plainly.
         if self.flush_request(0).is_none() {
             return Ok(None);
         }
+        if self.writes.failure().is_some() {
+            return Err(DeviceError::Io);
+        }
+        self.issue_writes()?;
         let Some(id) = self.started.start(deadline) else {
             return Ok(None);
         };
-        let Some(request) = self.flush_request(id) else {
-            return Ok(None);
-        };
-        self.push(&request);
-        self.publish();
-        self.most_in_flight = self.most_in_flight.max(self.started.in_flight());
+        // Held until the writes issued so far have completed.
+        self.started.hold(id, self.writes.issued_mark());
+        self.release_flushes();
+        self.note_in_flight(0);
         Ok(Some(FlushTicket(id)))
     }
 
@@ -710,7 +831,8 @@ impl BlockDevice for Blkfront {
                 }
                 Some(None) => {}
             }
-            if self.started.overdue(events::system_time_ns()) {
+            let now = events::system_time_ns();
+            if self.started.overdue(now) || self.writes.overdue(now) {
                 // It may still complete: the device is no longer used.
                 self.broken = true;
                 return Some(Err(DeviceError::Io));

@@ -479,10 +479,12 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let flushed = sdfs::BlockDevice::flush(&mut disk);
     let (heap_used, _) = memory::heap_usage();
     println!(
-        "shutdown ({reason:?}): commit {sequence} {}, disk flush {}, {} requests, at most {} in flight, heap {} KiB used",
+        "shutdown ({reason:?}): commit {sequence} {}, disk flush {}, {} requests ({} blocks in {} started writes), at most {} in flight, heap {} KiB used",
         if committed.is_ok() { "written" } else { "FAILED" },
         if flushed.is_ok() { "ok" } else { "FAILED" },
         disk.requests,
+        disk.writes.blocks,
+        disk.writes.requests,
         disk.most_in_flight,
         heap_used >> 10
     );
