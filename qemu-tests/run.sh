@@ -265,7 +265,7 @@ if [ "$failures" = 0 ]; then
     guest_cycles=$(sed -n 's/^SDT-OK vrpc: \([0-9]* guest create\/attach\/mount\/destroy cycles\) in [0-9.]* s, \(heap .*\) t=.*/\1, \2/p' "$SERIAL" | head -1)
     ratios=$(sed -n 's/^\[guest1\] GDT-RATIO \([A-Za-z0-9]*\) \([0-9.]*\) \([0-9.]*\).*/\1 \2 \3/p' "$SERIAL" \
         | awk '{ printf "%s%s NFS/VRPC %.2f", (NR > 1 ? ", " : ""), $1, ($2 > 0 ? $3 / $2 : 0) }')
-    mixed=$(awk '$1 == "[guest1]" && $2 == "GDT-MIXED" { printf "NFS stat pass beside a VRPC fsync loop %.2fx of alone (%s fsyncs), beside scattered cold VRPC reads %.2fx (%s reads)", ($3 > 0 ? $4 / $3 : 0), $5, ($3 > 0 ? $6 / $3 : 0), $7 }' "$SERIAL" | head -1)
+    mixed=$(awk '$1 == "[guest1]" && $2 == "GDT-MIXED" { printf "NFS stat pass beside a VRPC fsync loop %.2fx of alone (%s fsyncs, %.1f a second), beside scattered cold VRPC reads %.2fx (%s reads, %.1f a second)", ($3 > 0 ? $4 / $3 : 0), $5, ($4 > 0 ? $5 / $4 : 0), ($3 > 0 ? $6 / $3 : 0), $7, ($6 > 0 ? $7 / $6 : 0) }' "$SERIAL" | head -1)
     held=$(sed -n 's/^SDT-TCP-HELD \([0-9]*\).*/\1/p' "$SERIAL" | head -1)
     leased=$(sed -n 's/^\[sd-nfs\] dhcp: leased \([0-9./]*\).*/\1/p' "$SERIAL" | head -1)
     tcp_counts=$(grep -m1 -oE '^\[sd-nfs\] network: [0-9]+ connections \(at most [0-9]+ at once, [0-9]+ evicted, [0-9]+ stalled\)' "$SERIAL" \
