@@ -495,13 +495,20 @@ impl Blkfront {
         Ok(())
     }
 
-    /// Wait until every write issued so far has completed; fails if one
-    /// failed.
-    fn drain_writes(&mut self) -> Result<(), DeviceError> {
+    /// Put the gathered run on the ring and wait until every write has
+    /// completed (whatever its outcome: see `drain_writes`).
+    fn settle_writes(&mut self) -> Result<(), DeviceError> {
         self.issue_writes()?;
         if !self.writes.idle() {
             self.wait_for_writes(StartedWrites::idle)?;
         }
+        Ok(())
+    }
+
+    /// [`Blkfront::settle_writes`], failing if a write ever failed (for a
+    /// flush, which must not succeed after one).
+    fn drain_writes(&mut self) -> Result<(), DeviceError> {
+        self.settle_writes()?;
         match self.writes.failure() {
             Some(_) => Err(DeviceError::Io),
             None => Ok(()),
@@ -578,7 +585,7 @@ impl Blkfront {
         if self.writes.overlaps(first, blocks as u64) {
             // The backend may order requests as it likes: the blocks'
             // writes complete first.
-            self.drain_writes()?;
+            self.settle_writes()?;
         }
         let pages = self
             .free_read_pages
@@ -725,10 +732,7 @@ impl BlockDevice for Blkfront {
         // The batch's pages are the writes': every write completes first
         // (which also orders this read after writes of its blocks). A write
         // that failed fails the next flush, not this read.
-        self.issue_writes()?;
-        if !self.writes.idle() {
-            self.wait_for_writes(StartedWrites::idle)?;
-        }
+        self.settle_writes()?;
         let mut done = 0;
         while done < blocks {
             let count = BATCH_PAGES.min(blocks - done);
