@@ -191,7 +191,7 @@ impl<D: BlockDevice> CachedDevice<D> {
         if ahead > 0
             && read
                 .try_reserve_exact(
-                    (((count + ahead) as usize) * BLOCK_SIZE).saturating_sub(read.len()),
+                    (((count + ahead) as usize + 1) * BLOCK_SIZE).saturating_sub(read.len()),
                 )
                 .is_err()
         {
@@ -212,15 +212,20 @@ impl<D: BlockDevice> CachedDevice<D> {
             output => output,
         };
         // A kept buffer is only zeroed where it grows: the device
-        // overwrites every byte of the range read.
+        // overwrites every byte of the range read. The range starts at a
+        // block-aligned address within it (one block more is asked for),
+        // so a device that reads straight into aligned memory (the hosted
+        // image's direct reads) needs no bounce.
         let range = ((count + ahead) as usize) * BLOCK_SIZE;
-        read.resize(read.len().max(range), 0);
-        let result = self.inner.read_blocks(first, &mut read[..range]);
+        read.resize(read.len().max(range + BLOCK_SIZE), 0);
+        let start = read.as_ptr().align_offset(BLOCK_SIZE).min(BLOCK_SIZE);
+        let window = &mut read[start..start + range];
+        let result = self.inner.read_blocks(first, window);
         if result.is_ok() {
-            output.put(0, &read[..length]);
+            output.put(0, &window[..length]);
             for index in 0..count + ahead {
                 let at = index as usize * BLOCK_SIZE;
-                self.keep(first + index, &read[at..at + BLOCK_SIZE]);
+                self.keep(first + index, &window[at..at + BLOCK_SIZE]);
             }
         }
         if keeping {

@@ -20,6 +20,7 @@
 //! ends. With `--fault` the server reads waiting only, so that every read
 //! passes the fault plan; with `--data-cache 0` there is nothing to fill.
 
+use crate::image::{AlignedBuffer, DirectFile, DIRECT_READ_MIN};
 use crate::serve::{lock, HostedServer};
 use nfs_server::{Attempt, ClientAddress, ReadDestination, Reply};
 use sdfs::BLOCK_SIZE;
@@ -32,8 +33,9 @@ use vrpc_hosted::HostedReplyPages;
 
 std::thread_local! {
     /// The buffer of this thread's last read without the lock, reused by
-    /// the next (a fresh one would be zeroed first on every read).
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// the next (a fresh one would be zeroed first on every read);
+    /// page-aligned, for reads that bypass the host's page cache.
+    static READ_BUFFER: std::cell::RefCell<AlignedBuffer> = std::cell::RefCell::new(AlignedBuffer::default());
 }
 
 /// The largest buffer a thread keeps (a 1 MiB READ with its read-ahead
@@ -72,6 +74,8 @@ pub fn direct_reads(server: &mut HostedServer, pages: Option<&HostedReplyPages>)
 #[derive(Debug)]
 pub struct ColdReads {
     file: File,
+    /// Its large reads, when the host allows them.
+    direct: Option<DirectFile>,
     /// Before every read (`serve --read-delay-ms`).
     delay: std::time::Duration,
     /// Calls that were refused at least once and then answered.
@@ -80,6 +84,18 @@ pub struct ColdReads {
     waited_calls: AtomicU64,
     /// Blocks read without the lock.
     blocks_read: AtomicU64,
+}
+
+/// Blocks read without the lock: the first `length` bytes of `buffer`.
+struct ReadBlocks {
+    buffer: AlignedBuffer,
+    length: usize,
+}
+
+impl ReadBlocks {
+    fn bytes(&mut self) -> &[u8] {
+        self.buffer.bytes(self.length)
+    }
 }
 
 /// A call as [`ColdReads::finish`] runs it.
@@ -119,11 +135,14 @@ pub struct ColdReadCounters {
 }
 
 impl ColdReads {
-    /// Reads through `file`, a descriptor of the served image, each after
-    /// `delay` (a slow disk for tests; zero adds nothing).
-    pub fn new(file: File, delay: std::time::Duration) -> Self {
+    /// Reads through `file`, a descriptor of the served image (and
+    /// `direct`, an `O_DIRECT` one, for reads of [`DIRECT_READ_MIN`] or
+    /// more), each after `delay` (a slow disk for tests; zero adds
+    /// nothing).
+    pub fn new(file: File, direct: Option<DirectFile>, delay: std::time::Duration) -> Self {
         Self {
             file,
+            direct,
             delay,
             parked_calls: AtomicU64::new(0),
             waited_calls: AtomicU64::new(0),
@@ -223,7 +242,7 @@ impl ColdReads {
         record: &[u8],
         client: ClientAddress,
         session: u64,
-        read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
+        read: impl FnMut(u64, u64) -> Option<ReadBlocks>,
     ) -> Option<Reply> {
         match self.try_now(server, record, client, session, None) {
             Tried::Answered(reply) => reply,
@@ -246,7 +265,7 @@ impl ColdReads {
         server: &Mutex<HostedServer>,
         call: &Call<'_>,
         cold: Cold,
-        mut read: impl FnMut(u64, u64) -> Option<Vec<u8>>,
+        mut read: impl FnMut(u64, u64) -> Option<ReadBlocks>,
     ) -> Option<Reply> {
         let Call {
             record,
@@ -257,14 +276,14 @@ impl ColdReads {
         let mut wanted = cold.wanted;
         for reads in 1..=MAX_TRIES {
             let (first, count) = wanted;
-            let data = read(first, count);
+            let mut data = read(first, count);
             lock(server)
                 .filesystem()
                 .device_mut()
-                .fill(first, data.as_deref());
+                .fill(first, data.as_mut().map(ReadBlocks::bytes));
             let Some(data) = data else { break };
-            if data.capacity() <= READ_BUFFER_KEPT {
-                READ_BUFFER.with(|kept| *kept.borrow_mut() = data);
+            if data.buffer.capacity() <= READ_BUFFER_KEPT {
+                READ_BUFFER.with(|kept| *kept.borrow_mut() = data.buffer);
             }
             if reads == MAX_TRIES {
                 break;
@@ -286,18 +305,25 @@ impl ColdReads {
     /// Blocks `first..first + count` of the image, or `None` when the
     /// read failed (the fill is abandoned and the call runs waiting: the
     /// device reads again and reports the error).
-    fn read(&self, first: u64, count: u64) -> Option<Vec<u8>> {
+    fn read(&self, first: u64, count: u64) -> Option<ReadBlocks> {
         let length = usize::try_from(count).ok()?.checked_mul(BLOCK_SIZE)?;
         let offset = first.checked_mul(BLOCK_SIZE as u64)?;
         // The thread's buffer of the last read, so that only growth is
         // zeroed: `read_exact_at` overwrites every byte it returns.
-        let mut data = READ_BUFFER.with(|kept| std::mem::take(&mut *kept.borrow_mut()));
-        data.resize(length, 0);
+        let mut buffer = READ_BUFFER.with(|kept| std::mem::take(&mut *kept.borrow_mut()));
         crate::image::sleep(self.delay);
-        match self.file.read_exact_at(&mut data, offset) {
+        let mut bounce = AlignedBuffer::default();
+        let read = match &self.direct {
+            // Page-aligned already: no bounce.
+            Some(direct) if length >= DIRECT_READ_MIN => {
+                direct.read_exact_at(buffer.bytes(length), offset, &mut bounce)
+            }
+            _ => self.file.read_exact_at(buffer.bytes(length), offset),
+        };
+        match read {
             Ok(()) => {
                 self.blocks_read.fetch_add(count, Ordering::Relaxed);
-                Some(data)
+                Some(ReadBlocks { buffer, length })
             }
             Err(error) => {
                 log::debug!("read of blocks {first}..+{count} without the lock failed: {error}");
@@ -432,8 +458,8 @@ mod tests {
         }));
         let mut rewritten = false;
         let reply = cold_reads.handle_with(&server, &read, CLIENT, NO_SESSION, |first, count| {
-            let data = cold_reads.read(first, count)?;
-            if !rewritten && data[..BLOCK_SIZE] == [0xaa; BLOCK_SIZE] {
+            let mut data = cold_reads.read(first, count)?;
+            if !rewritten && data.bytes()[..BLOCK_SIZE] == [0xaa; BLOCK_SIZE] {
                 // The file's block: rewritten (under the lock, through the
                 // cache, as a commit would) after this read saw it.
                 rewritten = true;

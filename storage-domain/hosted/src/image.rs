@@ -3,6 +3,17 @@
 //! Reads and writes are positioned (`pread`/`pwrite` through `FileExt`), and
 //! the flush barrier is `fdatasync`, which the file system's commit protocol
 //! relies on for ordering.
+//!
+//! Reads of [`DIRECT_READ_MIN`] bytes or more (a sequential stream with its
+//! read-ahead, a cold fill) go through a second descriptor opened with
+//! `O_DIRECT` ([`DirectFile`]): the disk's data lands in the server's own
+//! buffer instead of being copied there out of the host's page cache, the
+//! largest single cost of a hosted sequential read (a `perf` of a cold
+//! 1 GiB read: 40% of all samples in that copy). The server's data cache
+//! keeps what it reads; the host's page cache is left to the host. Writes
+//! stay buffered: Linux writes back a dirty range before a direct read of
+//! it, so a direct read always sees the last write. Where the host file
+//! system refuses `O_DIRECT` (tmpfs), every read is buffered.
 
 use sdfs::{BlockDevice, DeviceError, DeviceFlush, BLOCK_SIZE};
 use std::fs::{File, OpenOptions};
@@ -16,10 +27,110 @@ fn busy() -> std::io::Error {
     )
 }
 
+/// Reads at least this long bypass the host's page cache ([`DirectFile`]).
+pub const DIRECT_READ_MIN: usize = 64 * 1024;
+
+/// A page-aligned block of bytes: buffers of `O_DIRECT` reads.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct AlignedBlock([u8; BLOCK_SIZE]);
+
+/// A growable buffer of whole, page-aligned blocks (`O_DIRECT` needs the
+/// memory, the offset and the length aligned).
+#[derive(Default)]
+pub struct AlignedBuffer(Vec<AlignedBlock>);
+
+impl AlignedBuffer {
+    /// The first `length` bytes (grown to whole blocks first; growth is
+    /// zeroed, the rest keeps what it held).
+    pub fn bytes(&mut self, length: usize) -> &mut [u8] {
+        let blocks = length.div_ceil(BLOCK_SIZE);
+        if self.0.len() < blocks {
+            self.0.resize(blocks, AlignedBlock([0; BLOCK_SIZE]));
+        }
+        // SAFETY: `AlignedBlock` is `repr(C)` over `[u8; BLOCK_SIZE]` with
+        // a size equal to its alignment, so the vector's first `blocks`
+        // elements are `blocks * BLOCK_SIZE` initialised, contiguous bytes,
+        // borrowed mutably through `self` for the slice's lifetime.
+        let all = unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), blocks * BLOCK_SIZE)
+        };
+        &mut all[..length]
+    }
+
+    /// Bytes it holds.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity() * BLOCK_SIZE
+    }
+}
+
+impl std::fmt::Debug for AlignedBuffer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "AlignedBuffer({} bytes)", self.capacity())
+    }
+}
+
+/// A descriptor of the image opened with `O_DIRECT`, for reads that
+/// bypass the host's page cache.
+#[derive(Debug)]
+pub struct DirectFile(File);
+
+impl DirectFile {
+    /// Opens `path` for direct reads; `None` (and a log line) when the host
+    /// file system refuses `O_DIRECT`.
+    pub fn open(path: &Path) -> Option<DirectFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => Some(DirectFile(file)),
+            Err(error) => {
+                log::info!(
+                    "reads of {} go through the host's page cache: no O_DIRECT ({error})",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads `destination.len()` bytes (whole blocks) at `offset` (a whole
+    /// block), straight into `destination` when it is page-aligned, else
+    /// through `bounce`.
+    ///
+    /// # Errors
+    /// The read's failure, or a short read (past the end of the image).
+    pub fn read_exact_at(
+        &self,
+        destination: &mut [u8],
+        offset: u64,
+        bounce: &mut AlignedBuffer,
+    ) -> std::io::Result<()> {
+        let aligned = destination.as_ptr().addr().is_multiple_of(BLOCK_SIZE)
+            && destination.len().is_multiple_of(BLOCK_SIZE);
+        if aligned {
+            return self.0.read_exact_at(destination, offset);
+        }
+        let length = destination.len();
+        let buffer = bounce.bytes(length.next_multiple_of(BLOCK_SIZE));
+        self.0.read_exact_at(buffer, offset)?;
+        destination.copy_from_slice(&buffer[..length]);
+        Ok(())
+    }
+}
+
 /// A block device backed by a regular file (or a block device node).
 #[derive(Debug)]
 pub struct ImageFile {
     file: File,
+    /// Large reads, when the host allows them ([`DirectFile`]).
+    direct: Option<DirectFile>,
+    /// The bounce buffer of direct reads into unaligned buffers.
+    bounce: AlignedBuffer,
+    /// Reads that bypassed the host's page cache.
+    direct_reads: u64,
     block_count: u64,
     writable: bool,
     /// Every flush sleeps this long first (`serve --flush-delay-ms`).
@@ -35,7 +146,9 @@ impl ImageFile {
     /// When the file cannot be opened.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Self::from_file(file, true)
+        let mut image = Self::from_file(file, true)?;
+        image.direct = DirectFile::open(path);
+        Ok(image)
     }
 
     /// Open an existing image read-only (offline inspection: a write fails).
@@ -105,6 +218,9 @@ impl ImageFile {
         let length = file.metadata()?.len();
         Ok(ImageFile {
             file,
+            direct: None,
+            bounce: AlignedBuffer::default(),
+            direct_reads: 0,
             block_count: length / BLOCK_SIZE as u64,
             writable,
             flush_delay: std::time::Duration::ZERO,
@@ -113,12 +229,17 @@ impl ImageFile {
     }
 
     /// A second descriptor of the image, for reads made beside this device
-    /// (`cold_reads.rs`).
+    /// (`cold_reads.rs`), and a direct one for its large reads when the
+    /// device has one.
     ///
     /// # Errors
     /// The `dup` failure.
-    pub fn reader(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+    pub fn reader(&self) -> std::io::Result<(File, Option<DirectFile>)> {
+        let direct = match &self.direct {
+            Some(direct) => Some(DirectFile(direct.0.try_clone()?)),
+            None => None,
+        };
+        Ok((self.file.try_clone()?, direct))
     }
 
     /// Makes every flush sleep `flush` before its `fdatasync`, and every
@@ -175,12 +296,18 @@ impl BlockDevice for ImageFile {
             return Err(DeviceError::OutOfRange);
         }
         sleep(self.read_delay);
-        self.file
-            .read_exact_at(buffer, first * BLOCK_SIZE as u64)
-            .map_err(|error| {
-                log::error!("image read of blocks {first}..+{blocks} failed: {error}");
-                DeviceError::Io
-            })
+        let offset = first * BLOCK_SIZE as u64;
+        let read = match &self.direct {
+            Some(direct) if buffer.len() >= DIRECT_READ_MIN => {
+                self.direct_reads += 1;
+                direct.read_exact_at(buffer, offset, &mut self.bounce)
+            }
+            _ => self.file.read_exact_at(buffer, offset),
+        };
+        read.map_err(|error| {
+            log::error!("image read of blocks {first}..+{blocks} failed: {error}");
+            DeviceError::Io
+        })
     }
 
     fn write_block(&mut self, block: u64, data: &[u8; BLOCK_SIZE]) -> Result<(), DeviceError> {
@@ -281,4 +408,63 @@ pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     std::io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_reads_bypass_the_page_cache_and_see_the_last_buffered_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        drop(ImageFile::create_new(&path, 4 << 20).unwrap());
+        let mut image = ImageFile::open(&path).unwrap();
+        if image.direct.is_none() {
+            eprintln!(
+                "skipped: the file system of {} refuses O_DIRECT, so every read is buffered",
+                dir.path().display()
+            );
+            return;
+        }
+        let length = 64 * BLOCK_SIZE;
+        let pattern = |seed: usize| -> Vec<u8> {
+            (0..length)
+                .map(|index| (index * 7 + index / BLOCK_SIZE + seed) as u8)
+                .collect()
+        };
+        let first = pattern(1);
+        // Written through the page cache, not flushed: the direct read must
+        // still see it.
+        image.write_blocks(10, &first).unwrap();
+        let mut aligned = AlignedBuffer::default();
+        image.read_blocks(10, aligned.bytes(length)).unwrap();
+        assert!(aligned.bytes(length) == &first[..], "aligned direct read");
+        // An unaligned buffer, and a length that is not whole blocks: bounced.
+        let mut unaligned = vec![0u8; length + 1];
+        image.read_blocks(10, &mut unaligned[1..]).unwrap();
+        assert!(unaligned[1..] == first[..], "unaligned direct read");
+        let mut partial = vec![0u8; length - 100];
+        image.read_blocks(10, &mut partial).unwrap();
+        assert!(partial[..] == first[..length - 100], "partial block read");
+        assert_eq!(image.direct_reads, 3, "the large reads went direct");
+        // Rewritten: read again, the new bytes.
+        let second = pattern(2);
+        image.write_blocks(10, &second).unwrap();
+        image.read_blocks(10, aligned.bytes(length)).unwrap();
+        assert!(
+            aligned.bytes(length) == &second[..],
+            "a read after a rewrite"
+        );
+        // Small reads stay buffered; past the end fails.
+        let mut block = [0u8; BLOCK_SIZE];
+        image.read_block(12, &mut block).unwrap();
+        assert_eq!(block[..], second[2 * BLOCK_SIZE..3 * BLOCK_SIZE]);
+        assert_eq!(image.direct_reads, 4);
+        let last = image.block_count() - 10;
+        assert_eq!(
+            image.read_blocks(last, aligned.bytes(length)),
+            Err(DeviceError::OutOfRange)
+        );
+    }
 }

@@ -269,7 +269,7 @@ pub fn open_server(
     // pass by the fault plan.
     let cold_reads = if fault.is_none() && data_cache_bytes > 0 {
         match device.reader() {
-            Ok(file) => Some(crate::cold_reads::ColdReads::new(file, slow.read)),
+            Ok((file, direct)) => Some(crate::cold_reads::ColdReads::new(file, direct, slow.read)),
             Err(error) => {
                 log::warn!("cannot duplicate the image descriptor for reads: {error}");
                 None
