@@ -454,18 +454,30 @@ impl Blkfront {
     /// Wait (bounded) until `until` holds of the started writes, taking
     /// every response meanwhile.
     fn wait_for_writes(&mut self, until: fn(&StartedWrites) -> bool) -> Result<(), DeviceError> {
+        self.wait_until(None, |writes, _| until(writes))
+    }
+
+    /// Wait (bounded, sleeping on the event channel) until `done` holds of
+    /// the started writes and `batch`, taking every response meanwhile
+    /// (the batch's into `batch`). Past the deadline the device is broken:
+    /// requests may still complete into its pages, which are never used
+    /// again.
+    fn wait_until(
+        &mut self,
+        mut batch: Option<&mut Outstanding>,
+        done: impl Fn(&StartedWrites, Option<&Outstanding>) -> bool,
+    ) -> Result<(), DeviceError> {
         let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
         loop {
             events::clear_pending(self.port);
-            self.take_responses(None)?;
-            if until(&self.writes) {
+            self.take_responses(batch.as_deref_mut())?;
+            if done(&self.writes, batch.as_deref()) {
                 return Ok(());
             }
             if self.ask_for_event() {
                 continue;
             }
             if events::system_time_ns() > deadline {
-                // They may still complete into our pages: stop using them.
                 self.broken = true;
                 return Err(DeviceError::Io);
             }
@@ -533,23 +545,9 @@ impl Blkfront {
         self.note_in_flight(count);
 
         let mut outstanding = Outstanding::new(count);
-        let deadline = events::deadline_after_ms(IO_TIMEOUT_MS);
-        while outstanding.remaining() > 0 {
-            events::clear_pending(self.port);
-            self.take_responses(Some(&mut outstanding))?;
-            if outstanding.remaining() == 0 {
-                break;
-            }
-            if self.ask_for_event() {
-                continue;
-            }
-            if events::system_time_ns() > deadline {
-                // Requests may still complete into our buffers: stop using them.
-                self.broken = true;
-                return Err(DeviceError::Io);
-            }
-            events::wait(&[self.port], deadline);
-        }
+        self.wait_until(Some(&mut outstanding), |_, batch| {
+            batch.is_none_or(|batch| batch.remaining() == 0)
+        })?;
         Ok(outstanding.first_failure())
     }
 
