@@ -146,7 +146,8 @@ pub trait BlockDevice {
     /// domain's poll loop): it covers every write issued before it (a
     /// device whose writes return before they complete, Xen's blkfront,
     /// holds the flush back until they have), and
-    /// [`BlockDevice::poll_flush`] tells when it has. Reads, writes and plain flushes may be issued meanwhile.
+    /// [`BlockDevice::poll_flush`] tells when it has. Reads, writes and
+    /// plain flushes may be issued meanwhile.
     /// Returns its ticket, or `None` (the default) for a device without
     /// such flushes: the caller then flushes through
     /// [`BlockDevice::flush`].

@@ -334,6 +334,14 @@ impl StartedWrites {
         self.blocks += 1;
     }
 
+    /// Whether the gathered run holds [`MAX_SEGMENTS_PER_REQUEST`] blocks
+    /// (issue it: nothing more can join it).
+    pub fn run_full(&self) -> bool {
+        self.forming
+            .as_ref()
+            .is_some_and(|(_, pages)| pages.len() >= MAX_SEGMENTS_PER_REQUEST)
+    }
+
     /// Whether a run is being gathered.
     pub fn gathering(&self) -> bool {
         self.forming.is_some()
@@ -603,6 +611,13 @@ mod tests {
         assert_eq!(first.seg[10].gref, 1010);
         assert_eq!(second.seg[2].gref, 1013);
         assert_eq!((writes.requests, writes.blocks), (2, 14));
+        // Full at 11 blocks: blkfront issues it then.
+        let mut full = StartedWrites::new(0..88);
+        write_each(&mut full, &(0..10).collect::<Vec<_>>());
+        assert!(!full.run_full());
+        write_each(&mut full, &[10]);
+        assert!(full.run_full() && full.breaks_run(11));
+        assert!(full.issue(0, 100, |_| 0).is_some() && !full.run_full());
     }
 
     #[test]

@@ -756,8 +756,8 @@ impl BlockDevice for Blkfront {
         if self.read_only || self.writes.failure().is_some() {
             return Err(DeviceError::Io);
         }
-        let blocks = self.check_range(first, data.len())?;
-        for (index, chunk) in data.chunks(BLOCK_SIZE).enumerate().take(blocks) {
+        self.check_range(first, data.len())?;
+        for (index, chunk) in data.chunks(BLOCK_SIZE).enumerate() {
             let block = first + index as u64;
             if self.writes.breaks_run(block) {
                 self.issue_writes()?;
@@ -776,6 +776,10 @@ impl BlockDevice for Blkfront {
                 buffer.write(chunk.len(), &[0u8; BLOCK_SIZE][..BLOCK_SIZE - chunk.len()]);
             }
             self.writes.gather(block, page);
+            if self.writes.run_full() {
+                // On the ring at once: nothing more can join it.
+                self.issue_writes()?;
+            }
         }
         Ok(())
     }
