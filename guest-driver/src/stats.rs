@@ -29,6 +29,8 @@ pub struct Stats {
     /// (their pages judged later).
     invalidated_attributes: AtomicU64,
     local_misses: AtomicU64,
+    local_hits: AtomicU64,
+    listings: AtomicU64,
     deferred_setattrs: AtomicU64,
     lock_calls: AtomicU64,
 }
@@ -44,6 +46,8 @@ impl Default for Stats {
             invalidated_names: AtomicU64::new(0),
             invalidated_attributes: AtomicU64::new(0),
             local_misses: AtomicU64::new(0),
+            local_hits: AtomicU64::new(0),
+            listings: AtomicU64::new(0),
             deferred_setattrs: AtomicU64::new(0),
             lock_calls: AtomicU64::new(0),
         }
@@ -94,6 +98,17 @@ impl Stats {
         self.local_misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a lookup answered with the file without a call (a listing
+    /// named it, the table gave its attributes).
+    pub fn count_local_hit(&self) {
+        self.local_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a directory listed to answer lookups.
+    pub fn count_listing(&self) {
+        self.listings.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a setattr answered at once and sent later (merged with the
     /// file's other changes where possible).
     pub fn count_deferred_setattr(&self) {
@@ -138,6 +153,11 @@ impl Stats {
             self.invalidated_names.load(Ordering::Relaxed),
             self.invalidated_attributes.load(Ordering::Relaxed),
             self.local_misses.load(Ordering::Relaxed)
+        ));
+        text.push_str(&format!(
+            "lookup.local_hits {}\nlookup.listings {}\n",
+            self.local_hits.load(Ordering::Relaxed),
+            self.listings.load(Ordering::Relaxed)
         ));
         text.push_str(&format!(
             "setattr.deferred {}\nnlm.calls {}\n",

@@ -169,6 +169,95 @@ fn default_hosted_mounts_cache_long_and_stay_coherent() {
     server.stop_and_check();
 }
 
+/// A directory another mount filled: after a lookup of two of its names
+/// this mount lists it once and answers the other names without a call
+/// (the attributes from the table), and another mount's removal, creation
+/// and rename there still show within the window: the watcher drops the
+/// listing. Fails if the listing is not dropped (a created name would stay
+/// "not found", a removed one found) and if lookups there keep reaching
+/// the server.
+#[test]
+fn a_listed_directory_answers_lookups_and_follows_another_mounts_changes() {
+    require_mounts!();
+    let scratch = tempfile::tempdir().unwrap();
+    let Some((server, first, second)) = hosted_pair(scratch.path()) else {
+        return;
+    };
+    let names: Vec<String> = (0..40).map(|index| format!("file-{index:02}")).collect();
+    fs::create_dir(second.path.join("filled")).unwrap();
+    for name in &names {
+        fs::write(second.path.join("filled").join(name), name.as_bytes()).unwrap();
+    }
+    let listed = first.path.join("filled");
+    visible_within("the filled directory", || {
+        exists(&listed.join(names.last().unwrap()))
+    });
+    let before = first.stats();
+    for name in &names {
+        let metadata = fs::symlink_metadata(listed.join(name)).unwrap();
+        assert_eq!(metadata.len(), name.len() as u64, "{name}");
+    }
+    assert!(!exists(&listed.join("absent")));
+    let after = first.stats();
+    let counted = |counter: &str| after[counter] - before[counter];
+    assert!(
+        counted("lookup.listings") >= 1 && counted("lookup.local_hits") >= 30,
+        "the directory was not listed for lookups: {after:?}"
+    );
+    assert!(
+        counted("rpc.LOOKUP") <= 4,
+        "{} lookups reached the server",
+        counted("rpc.LOOKUP")
+    );
+
+    // Another mount changes the directory: each change shows here.
+    fs::remove_file(second.path.join("filled/file-05")).unwrap();
+    visible_within("a name removed from a listed directory", || {
+        !exists(&listed.join("file-05"))
+    });
+    fs::write(second.path.join("filled/new"), b"new").unwrap();
+    visible_within("a name created in a listed directory", || {
+        exists(&listed.join("new"))
+    });
+    fs::rename(
+        second.path.join("filled/file-06"),
+        second.path.join("filled/file-06-renamed"),
+    )
+    .unwrap();
+    visible_within("a name renamed in a listed directory", || {
+        !exists(&listed.join("file-06")) && exists(&listed.join("file-06-renamed"))
+    });
+    assert_eq!(
+        fs::read(listed.join("file-06-renamed")).unwrap(),
+        b"file-06"
+    );
+    // A file replaced under its name: the new file, not the listed one.
+    fs::remove_file(second.path.join("filled/file-07")).unwrap();
+    fs::write(second.path.join("filled/file-07"), b"replaced").unwrap();
+    visible_within("a file replaced in a listed directory", || {
+        fs::read(listed.join("file-07")).is_ok_and(|data| data == b"replaced")
+    });
+
+    // Names this mount never looked up, added by the other: listed again.
+    let before = first.stats();
+    for index in 0..20 {
+        fs::write(second.path.join(format!("filled/more-{index}")), b"m").unwrap();
+    }
+    visible_within("the added names", || exists(&listed.join("more-19")));
+    for index in 0..20 {
+        assert!(exists(&listed.join(format!("more-{index}"))));
+    }
+    let after = first.stats();
+    assert!(
+        after["lookup.listings"] > before["lookup.listings"],
+        "{after:?}"
+    );
+
+    first.stop();
+    second.stop();
+    server.stop_and_check();
+}
+
 /// A small deterministic generator (xorshift): the seed is printed so a
 /// failure can be replayed with `COHERENCE_SEED`.
 struct Random(u64);

@@ -9,6 +9,11 @@
 //! call. Each entry's handle and attributes come with the listing, so a
 //! READDIRPLUS primes the kernel's entry and attribute caches (`ls -l`
 //! costs no LOOKUP or GETATTR per file).
+//!
+//! A directory where lookups keep reaching the server is listed once for
+//! them ([`NfsFilesystem::list_for_lookup`]): its names and handles are
+//! kept while nobody else changes it, and lookups there are answered
+//! without a call (the attributes from the metadata table).
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -19,8 +24,9 @@ use nfs3::procedures::directory::{EntryPlus, ReadDirectoryPlusArguments};
 use nfs3::procedures::inspect::LookupArguments;
 use nfs3::{CookieVerifier, DirectoryOperationArguments, FileAttributes, FileHandle};
 
+use super::nodes::{self, Child, Children};
 use super::table::TableEntry;
-use super::{attributes, lock, nfs, NfsFilesystem};
+use super::{attributes, io, lock, nfs, NfsFilesystem};
 use crate::client::Caller;
 
 /// Bytes of names and cookies asked per READDIRPLUS (`dircount`).
@@ -162,6 +168,105 @@ impl NfsFilesystem {
             });
         }
         Ok(listed)
+    }
+
+    /// Lists `directory` so that lookups there are answered without a call
+    /// ([`nodes::LIST_AFTER_LOOKUPS`]); returns whether its names are now
+    /// known (listed here or meanwhile by another request). Only where lookups may be answered locally (a watched table,
+    /// `default_permissions`), for a live directory (a snapshot's are not
+    /// in the table), and when the whole listing fits one READDIRPLUS
+    /// reply (else never again for this node). The names are kept only if
+    /// nothing changed the directory during the call: no call of this
+    /// driver's in flight or recorded, and no invalidation by the watcher
+    /// since before it (the listing may predate another guest's change the
+    /// watcher already handled). A change after it the watcher sees, and
+    /// drops the names.
+    pub(super) fn list_for_lookup(&self, caller: &Caller, directory: u64) -> bool {
+        if !self.names_known_locally() {
+            return false;
+        }
+        let mark = self.mark();
+        let (handle, own_changes) = {
+            let mut nodes = lock(&self.nodes);
+            let Some(node) = nodes.get_mut(directory) else {
+                return false;
+            };
+            let live = node
+                .file_id()
+                .is_some_and(|file_id| file_id < io::SNAPSHOT_DIRECTORY_FILE_ID);
+            // Listed meanwhile by another request.
+            if node.children.is_some() {
+                return true;
+            }
+            if node.too_large_to_list || !live {
+                return false;
+            }
+            if node.lookups_unlisted < nodes::LIST_AFTER_LOOKUPS {
+                node.lookups_unlisted += 1;
+                return false;
+            }
+            if node.own.in_flight > 0 {
+                return false;
+            }
+            (node.handle.clone(), node.own_changes)
+        };
+        let listing = match nfs(self.client.read_directory_plus(
+            caller,
+            ReadDirectoryPlusArguments {
+                directory: handle.clone(),
+                cookie: 0,
+                cookie_verifier: [0; 8],
+                directory_count: DIRECTORY_COUNT,
+                maximum_count: MAXIMUM_COUNT,
+            },
+        )) {
+            Ok(listing) => listing,
+            Err(error) => {
+                log::debug!("listing a directory for lookups failed: {error:?}");
+                if let Some(node) = lock(&self.nodes).get_mut(directory) {
+                    node.lookups_unlisted = 0;
+                }
+                return false;
+            }
+        };
+        let mut children = Children::default();
+        for entry in listing.entries {
+            if entry.name == b"." || entry.name == b".." {
+                continue;
+            }
+            match entry.handle {
+                Some(handle) => children.insert_child(
+                    entry.name,
+                    Child {
+                        handle,
+                        file_id: entry.file_id,
+                    },
+                ),
+                None => children.insert(entry.name),
+            }
+        }
+        let mut nodes = lock(&self.nodes);
+        let Some(node) = nodes.get_mut(directory) else {
+            return false;
+        };
+        node.lookups_unlisted = 0;
+        if !listing.end_of_file || children.len() > nodes::MAX_TRACKED_NAMES {
+            node.too_large_to_list = true;
+            return false;
+        }
+        if node.children.is_some() {
+            return true;
+        }
+        let unchanged = node.handle == handle
+            && node.own_changes == own_changes
+            && node.own.in_flight == 0
+            && node.stale_at <= mark
+            && node.names_stale_at <= mark;
+        if unchanged {
+            node.children = Some(children);
+            self.stats.count_listing();
+        }
+        unchanged
     }
 
     /// Puts entries that did not fit back at the head of the stream.

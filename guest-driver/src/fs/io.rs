@@ -434,6 +434,11 @@ impl NfsFilesystem {
 /// directory (`docs/nfs-server.md`, "Snapshots: `.snapshots`").
 pub const SNAPSHOT_DIRECTORY_FILE_ID: u64 = 1 << 63;
 
+/// The name of that directory in an export's root. The server answers a
+/// LOOKUP of it but lists it nowhere, so a listing of the root must not
+/// answer "not found" for it.
+pub const SNAPSHOT_DIRECTORY_NAME: &str = ".snapshots";
+
 /// Whether a file id is one the storage domain gives objects inside a
 /// snapshot (above [`SNAPSHOT_DIRECTORY_FILE_ID`]; live file ids are inode
 /// numbers): they never change, and are never in the metadata table.

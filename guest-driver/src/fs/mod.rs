@@ -396,7 +396,7 @@ impl NfsFilesystem {
         &self,
         directory: u64,
         wcc: &nfs3::WccData,
-        apply: impl FnOnce(&mut std::collections::HashSet<Vec<u8>>),
+        apply: impl FnOnce(&mut nodes::Children),
     ) {
         if self.coherence.is_none() {
             return;
@@ -404,17 +404,43 @@ impl NfsFilesystem {
         record_own_change(&self.nodes, directory, wcc, apply);
     }
 
-    /// Whether `name` is certainly not in `directory`: this driver knows
-    /// every name there (see [`nodes::Node::children`]).
-    fn known_absent(&self, directory: u64, name: &OsStr) -> bool {
-        if self.coherence.is_none() {
-            return false;
+    /// What this driver knows of `name` in `directory` without a call: it
+    /// knows every name there (see [`nodes::Node::children`]). Only where
+    /// the watcher follows the directory, and the kernel checks
+    /// permissions (`default_permissions`: the kernel checked the search
+    /// permission the server's LOOKUP would), and never for `.snapshots`
+    /// at the root, which no listing shows but the server answers. Found
+    /// names only while the kernel may cache names, failed ones only while
+    /// it may cache failed lookups (`--entry-timeout 0`, `--negative-timeout
+    /// 0`: every lookup asks the server, at once current).
+    fn known_name(&self, directory: u64, name: &OsStr) -> nodes::NameKnown {
+        if !self.names_known_locally()
+            || name.len() > self.settings.name_maximum as usize
+            || (directory == nodes::ROOT && name == io::SNAPSHOT_DIRECTORY_NAME)
+        {
+            return nodes::NameKnown::Unknown;
         }
         use std::os::unix::ffi::OsStrExt;
-        lock(&self.nodes)
+        let known = lock(&self.nodes)
             .get(directory)
             .and_then(|found| found.children.as_ref())
-            .is_some_and(|children| !children.contains(name.as_bytes()))
+            .map_or(nodes::NameKnown::Unknown, |children| {
+                children.known(name.as_bytes())
+            });
+        match known {
+            nodes::NameKnown::Absent if self.settings.negative_timeout.is_zero() => {
+                nodes::NameKnown::Unknown
+            }
+            known => known,
+        }
+    }
+
+    /// Whether lookups may be answered from known names at all (see
+    /// [`Self::known_name`]).
+    fn names_known_locally(&self) -> bool {
+        self.coherence.is_some()
+            && self.settings.kernel_permissions
+            && !self.settings.entry_timeout.is_zero()
     }
 
     /// After a reply with attributes of `node`: invalidates them again if
@@ -448,9 +474,12 @@ impl NfsFilesystem {
         if self.coherence.is_none() {
             return;
         }
+        // The directory's attributes invalidated since is a change of it
+        // too: a pass that found no cached name to drop (the kernel had
+        // none there yet) stamps only those.
         let stale = lock(&self.nodes)
             .get(directory)
-            .is_some_and(|found| found.names_stale_at > mark);
+            .is_some_and(|found| found.names_stale_at > mark || found.stale_at > mark);
         if stale {
             if let Some(notifier) = self.notifier.get() {
                 let _ = watch::deliver(notifier.inval_entry(INodeNo(directory), name));
@@ -526,10 +555,13 @@ impl NfsFilesystem {
         parent: INodeNo,
         name: &OsStr,
     ) -> Result<fuser::FileAttr, Errno> {
-        // A name the server would refuse gets the server's answer.
-        if name.len() <= self.settings.name_maximum as usize && self.known_absent(parent.0, name) {
-            self.stats.count_local_miss();
-            return Err(Errno::ENOENT);
+        if let Some(answer) = self.answer_known(caller, parent.0, name) {
+            return answer;
+        }
+        if self.list_for_lookup(caller, parent.0) {
+            if let Some(answer) = self.answer_known(caller, parent.0, name) {
+                return answer;
+            }
         }
         let directory = self.handle_of(parent)?;
         let found = nfs(self.client.lookup(
@@ -542,6 +574,30 @@ impl NfsFilesystem {
             },
         ))?;
         self.entry(caller, &found.object, found.object_attributes)
+    }
+
+    /// A lookup answered without a call where the directory's names are
+    /// known ([`Self::known_name`]): "not found", or the listed file with
+    /// the table's attributes. `None`: ask the server (the names are not
+    /// known, or the file is not in the table).
+    fn answer_known(
+        &self,
+        caller: &Caller,
+        directory: u64,
+        name: &OsStr,
+    ) -> Option<Result<fuser::FileAttr, Errno>> {
+        match self.known_name(directory, name) {
+            nodes::NameKnown::Unknown => None,
+            nodes::NameKnown::Absent => {
+                self.stats.count_local_miss();
+                Some(Err(Errno::ENOENT))
+            }
+            nodes::NameKnown::Present(child) => {
+                let found = self.table.as_ref()?.lookup(child.file_id, &child.handle)?;
+                self.stats.count_local_hit();
+                Some(self.entry(caller, &child.handle, Some(found.attributes)))
+            }
+        }
     }
 
     /// GETATTR, and how long the kernel may cache the answer.
@@ -1352,12 +1408,13 @@ fn record_own_change(
     nodes: &Mutex<NodeTable>,
     node: u64,
     wcc: &nfs3::WccData,
-    apply: impl FnOnce(&mut std::collections::HashSet<Vec<u8>>),
+    apply: impl FnOnce(&mut nodes::Children),
 ) {
     let mut nodes = lock(nodes);
     let Some(found) = nodes.get_mut(node) else {
         return;
     };
+    found.own_changes += 1;
     let (Some(before), Some(after)) = (&wcc.before, &wcc.after) else {
         // Nothing to match: the watcher will see another's change.
         found.children = None;

@@ -129,7 +129,7 @@ impl NfsFilesystem {
                         && known.change_time == attributes::to_nfs_time(made.ctime)
                 });
                 if as_made && node.names.is_empty() {
-                    node.children = Some(std::collections::HashSet::new());
+                    node.children = Some(super::nodes::Children::default());
                 }
             }
         }
@@ -253,8 +253,7 @@ impl NfsFilesystem {
             },
         ))?;
         self.own_directory_change(parent, &renamed.from_directory_wcc, |children| {
-            children.remove(&name_bytes(name));
-            children.insert(hidden.as_bytes().to_vec());
+            children.rename(&name_bytes(name), hidden.as_bytes().to_vec());
         });
         // The file's last release may have run while the RENAME was in
         // flight (FUSE sends RELEASE after `close` returned, so a program's
@@ -324,8 +323,7 @@ impl NfsFilesystem {
         ))?;
         if parent == new_parent {
             self.own_directory_change(parent.0, &renamed.from_directory_wcc, |children| {
-                children.remove(&name_bytes(name));
-                children.insert(name_bytes(new_name));
+                children.rename(&name_bytes(name), name_bytes(new_name));
             });
         } else {
             self.own_directory_change(parent.0, &renamed.from_directory_wcc, |children| {

@@ -48,10 +48,20 @@ pub struct Node {
     /// The watcher's epoch when it last invalidated [`Node::names`].
     pub names_stale_at: u64,
     /// Every name in this directory, when this driver knows them all: it
-    /// made the directory and every change since was its own (the watcher
-    /// drops the set at the first change by anybody else). A lookup of
-    /// another name is then answered "not found" without a call.
-    pub children: Option<HashSet<Vec<u8>>>,
+    /// made the directory, or listed it, and every change since was its own
+    /// (the watcher drops the set at the first change by anybody else). A
+    /// lookup is then answered without a call: "not found" for a name not
+    /// in it, the file for a name whose handle it holds.
+    pub children: Option<Children>,
+    /// Lookups of names in this directory sent to the server since its
+    /// names were last known (see [`LIST_AFTER_LOOKUPS`]).
+    pub lookups_unlisted: u32,
+    /// A listing of this directory did not fit one READDIRPLUS reply: it
+    /// is not listed for lookups again.
+    pub too_large_to_list: bool,
+    /// This driver's changes of the directory recorded so far: a listing
+    /// that one may have overtaken is not kept.
+    pub own_changes: u64,
     /// This driver's own changes to the node the watcher has not matched
     /// yet (see `fs/watch.rs`).
     pub own: OwnChanges,
@@ -60,6 +70,82 @@ pub struct Node {
     /// back owned by root, so root is not squashed there. Attribute changes
     /// the server will certainly allow may then be deferred (`fs/writes.rs`).
     pub made_here: Option<bool>,
+}
+
+/// A directory that looked up this many names at the server while its
+/// names were not all known is listed (one READDIRPLUS) on the next
+/// lookup, and the names there are answered from the listing while nobody
+/// else changes it: a program walking a directory (`stat` of every file
+/// after the kernel dropped its cache, `make` checking its targets) costs
+/// one call for the directory instead of one per name, and a single
+/// lookup in a directory costs no listing.
+pub const LIST_AFTER_LOOKUPS: u32 = 1;
+
+/// A file a directory listing named: what a lookup needs to answer
+/// without a call (its attributes come from the metadata table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    /// The server's handle.
+    pub handle: FileHandle,
+    /// The server's file id: the table key.
+    pub file_id: u64,
+}
+
+/// Every name in a directory, each with its file when known (a listing
+/// gives it; this driver's own CREATE, LINK and RENAME record the name
+/// only, and a lookup of it asks the server).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Children {
+    names: HashMap<Vec<u8>, Option<Child>>,
+}
+
+/// What a directory's known names say about one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameKnown {
+    /// The names are not all known, or the name's file is not: ask.
+    Unknown,
+    /// Certainly not there.
+    Absent,
+    /// There, this file.
+    Present(Child),
+}
+
+impl Children {
+    /// Adds `name`, its file unknown (it replaces any file known there).
+    pub fn insert(&mut self, name: Vec<u8>) {
+        self.names.insert(name, None);
+    }
+
+    /// Adds `name` with its file.
+    pub fn insert_child(&mut self, name: Vec<u8>, child: Child) {
+        self.names.insert(name, Some(child));
+    }
+
+    /// Removes `name`.
+    pub fn remove(&mut self, name: &[u8]) {
+        self.names.remove(name);
+    }
+
+    /// Moves `from` to `to` (what a rename inside the directory does),
+    /// keeping its file; `to`'s old file is gone.
+    pub fn rename(&mut self, from: &[u8], to: Vec<u8>) {
+        let child = self.names.remove(from).flatten();
+        self.names.insert(to, child);
+    }
+
+    /// What these names say about `name`.
+    pub fn known(&self, name: &[u8]) -> NameKnown {
+        match self.names.get(name) {
+            None => NameKnown::Absent,
+            Some(None) => NameKnown::Unknown,
+            Some(Some(child)) => NameKnown::Present(child.clone()),
+        }
+    }
+
+    /// How many names.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
 }
 
 /// A file's UNSTABLE writes waiting for a COMMIT.
@@ -237,10 +323,12 @@ impl Node {
     /// Moves [`Node::known`] to `entry` unless it already knows a later
     /// change (change counters only grow): a reply built from an older
     /// copy must not hide a change the watcher already saw.
-    /// A directory with cached names is left to the watcher: its state
-    /// also vouches for those names, which this reply did not refresh.
+    /// A directory with cached names, or whose names this driver knows, is
+    /// left to the watcher: its state also vouches for those names, which
+    /// this reply did not refresh (moving it past another guest's change
+    /// would hide that change from the watcher for good).
     pub fn learn(&mut self, entry: &TableEntry) {
-        if !self.names.is_empty() {
+        if !self.names.is_empty() || self.children.is_some() {
             return;
         }
         let newer = self
@@ -347,6 +435,9 @@ impl NodeTable {
                 names: HashSet::new(),
                 names_stale_at: 0,
                 children: None,
+                lookups_unlisted: 0,
+                too_large_to_list: false,
+                own_changes: 0,
                 own: OwnChanges::default(),
                 made_here: None,
             },
@@ -422,6 +513,9 @@ impl NodeTable {
                 names: HashSet::new(),
                 names_stale_at: 0,
                 children: None,
+                lookups_unlisted: 0,
+                too_large_to_list: false,
+                own_changes: 0,
                 own: OwnChanges::default(),
                 made_here: None,
             },
@@ -693,5 +787,68 @@ mod tests {
         assert_eq!(table.remember(&handle(3)), (id, false));
         table.collect(id);
         assert!(table.get(id).is_none());
+    }
+
+    #[test]
+    fn known_names_answer_absent_present_or_ask() {
+        let child = |n: u8| Child {
+            handle: FileHandle(vec![n; 8]),
+            file_id: u64::from(n),
+        };
+        let mut children = Children::default();
+        assert_eq!(children.len(), 0);
+        children.insert_child(b"listed".to_vec(), child(1));
+        children.insert(b"made-here".to_vec());
+        assert_eq!(children.known(b"listed"), NameKnown::Present(child(1)));
+        // A name recorded without its file is asked for, never "absent".
+        assert_eq!(children.known(b"made-here"), NameKnown::Unknown);
+        assert_eq!(children.known(b"other"), NameKnown::Absent);
+        // A rename keeps the file under the new name and replaces what
+        // was there; the old name is gone.
+        children.insert_child(b"target".to_vec(), child(2));
+        children.rename(b"listed", b"target".to_vec());
+        assert_eq!(children.known(b"target"), NameKnown::Present(child(1)));
+        assert_eq!(children.known(b"listed"), NameKnown::Absent);
+        // An insert forgets the file a name had (another file took it).
+        children.insert(b"target".to_vec());
+        assert_eq!(children.known(b"target"), NameKnown::Unknown);
+        children.remove(b"target");
+        assert_eq!(children.known(b"target"), NameKnown::Absent);
+        assert_eq!(children.len(), 1);
+    }
+
+    #[test]
+    fn a_directory_whose_names_are_known_keeps_its_state_for_the_watcher() {
+        let mut table = NodeTable::new(handle(1));
+        let (id, _) = table.reference(&handle(2));
+        let entry = |change: u64| TableEntry {
+            change,
+            attributes: FileAttributes {
+                file_type: nfs3::FileType::Directory,
+                mode: 0o755,
+                link_count: 2,
+                uid: 0,
+                gid: 0,
+                size: 4096,
+                used: 4096,
+                device: nfs3::DeviceNumbers::default(),
+                file_system_id: 1,
+                file_id: 2,
+                access_time: Time::default(),
+                modify_time: Time::default(),
+                change_time: Time::default(),
+            },
+        };
+        let node = table.get_mut(id).unwrap();
+        node.learn(&entry(1));
+        assert_eq!(node.known.map(|known| known.change), Some(1));
+        node.children = Some(Children::default());
+        // A later state a reply saw must not move past a change the
+        // watcher has not judged: the names would stay stale.
+        node.learn(&entry(2));
+        assert_eq!(node.known.map(|known| known.change), Some(1));
+        node.children = None;
+        node.learn(&entry(2));
+        assert_eq!(node.known.map(|known| known.change), Some(2));
     }
 }
