@@ -504,6 +504,17 @@ fn random_operations_on_two_mounts_match_one_model() {
         );
         std::thread::sleep(settle);
     }
+    for mount in [&first, &second] {
+        let stats = mount.stats();
+        eprintln!(
+            "{}: {} LOOKUPs, {} listings, lookups answered without a call: {} found, {} not found",
+            mount.path.display(),
+            stats["rpc.LOOKUP"],
+            stats["lookup.listings"],
+            stats["lookup.local_hits"],
+            stats["lookup.local_misses"]
+        );
+    }
     first.stop();
     second.stop();
     server.stop_and_check();

@@ -416,14 +416,29 @@ impl NfsFilesystem {
             hidden
         };
         if let Some((directory, name)) = hidden {
+            // Recorded as this driver's own change of the directory, where
+            // the kernel still knows it: the watcher then keeps what is
+            // cached there, and a listing in flight is not kept.
+            let parent = lock(&self.nodes).find(&directory);
+            let _own = self.own_calls(parent.as_slice());
             let removed = nfs(self.client.remove(
                 &open.caller,
                 nfs3::procedures::remove::RemoveArguments {
-                    object: DirectoryOperationArguments { directory, name },
+                    object: DirectoryOperationArguments {
+                        directory,
+                        name: name.clone(),
+                    },
                 },
             ));
-            if let Err(error) = removed {
-                log::warn!("removing a hidden unlinked file failed: {error:?}");
+            match removed {
+                Ok(removed) => {
+                    if let Some(parent) = parent {
+                        self.own_directory_change(parent, &removed.directory_wcc, |children| {
+                            children.remove(&name);
+                        });
+                    }
+                }
+                Err(error) => log::warn!("removing a hidden unlinked file failed: {error:?}"),
             }
         }
         committed
