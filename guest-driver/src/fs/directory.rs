@@ -172,10 +172,12 @@ impl NfsFilesystem {
 
     /// Lists `directory` so that lookups there are answered without a call
     /// ([`nodes::LIST_AFTER_LOOKUPS`]); returns whether its names are now
-    /// known (listed here or meanwhile by another request). Only where lookups may be answered locally (a watched table,
-    /// `default_permissions`), for a live directory (a snapshot's are not
-    /// in the table), and when the whole listing fits one READDIRPLUS
-    /// reply (else never again for this node). The names are kept only if
+    /// known (listed here or meanwhile by another request). Only where
+    /// lookups may be answered locally (a watched table,
+    /// `default_permissions`, names cached by the kernel), for a live
+    /// directory (a snapshot's are not in the table), and when the whole
+    /// listing fits one READDIRPLUS reply (else never again for this
+    /// node). The names are kept only if
     /// nothing changed the directory during the call: no call of this
     /// driver's in flight or recorded, and no invalidation by the watcher
     /// since before it (the listing may predate another guest's change the
