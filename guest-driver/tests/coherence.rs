@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -252,6 +253,81 @@ fn a_listed_directory_answers_lookups_and_follows_another_mounts_changes() {
         after["lookup.listings"] > before["lookup.listings"],
         "{after:?}"
     );
+
+    first.stop();
+    second.stop();
+    server.stop_and_check();
+}
+
+/// A caller who may search a directory but not read it (mode 0711): its
+/// lookups are answered right, and the listing it cannot make is tried
+/// once, not at every other lookup.
+#[test]
+fn a_directory_that_cannot_be_listed_is_tried_once() {
+    require_mounts!();
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: setpriv (util-linux) is missing");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let Some((server, first, second)) = hosted_pair(scratch.path()) else {
+        return;
+    };
+    let searchable = second.path.join("searchable");
+    fs::create_dir(&searchable).unwrap();
+    for index in 0..20 {
+        fs::write(searchable.join(format!("file-{index}")), b"x").unwrap();
+    }
+    fs::set_permissions(&searchable, fs::Permissions::from_mode(0o711)).unwrap();
+    let listed = first.path.join("searchable");
+    visible_within("the searchable directory", || {
+        fs::symlink_metadata(&listed)
+            .is_ok_and(|metadata| metadata.permissions().mode() & 0o777 == 0o711)
+    });
+    let before = first.stats();
+    // As nobody: every name stat'ed by one process, then one absent name.
+    let mut command = std::process::Command::new("setpriv");
+    command.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "stat",
+        "-c",
+        "%s",
+    ]);
+    for index in 0..20 {
+        command.arg(listed.join(format!("file-{index}")));
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "stat as nobody: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "1\n".repeat(20));
+    let absent = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "stat"])
+        .arg(listed.join("absent"))
+        .output()
+        .unwrap();
+    assert!(!absent.status.success());
+    assert!(
+        String::from_utf8_lossy(&absent.stderr).contains("No such file"),
+        "{}",
+        String::from_utf8_lossy(&absent.stderr)
+    );
+    let after = first.stats();
+    let counted = |counter: &str| after[counter] - before[counter];
+    // Listings that failed: READDIRPLUS calls not counted as listings
+    // (another directory, the root, may be listed meanwhile).
+    let failed = counted("rpc.READDIRPLUS") - counted("lookup.listings");
+    assert!(failed <= 1, "{failed} failed listings: {after:?}");
+    assert!(counted("rpc.LOOKUP") >= 20, "{after:?}");
 
     first.stop();
     second.stop();

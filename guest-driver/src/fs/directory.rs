@@ -176,8 +176,8 @@ impl NfsFilesystem {
     /// lookups may be answered locally (a watched table,
     /// `default_permissions`, names cached by the kernel), for a live
     /// directory (a snapshot's are not in the table), and when the whole
-    /// listing fits one READDIRPLUS reply (else never again for this
-    /// node). The names are kept only if
+    /// listing fits one READDIRPLUS reply (else, or if the listing fails,
+    /// never again for this node). The names are kept only if
     /// nothing changed the directory during the call: no call of this
     /// driver's in flight or recorded, and no invalidation by the watcher
     /// since before it (the listing may predate another guest's change the
@@ -200,7 +200,7 @@ impl NfsFilesystem {
             if node.children.is_some() {
                 return true;
             }
-            if node.too_large_to_list || !live {
+            if node.unlistable || !live {
                 return false;
             }
             if node.lookups_unlisted < nodes::LIST_AFTER_LOOKUPS {
@@ -227,6 +227,7 @@ impl NfsFilesystem {
                 log::debug!("listing a directory for lookups failed: {error:?}");
                 if let Some(node) = lock(&self.nodes).get_mut(directory) {
                     node.lookups_unlisted = 0;
+                    node.unlistable = true;
                 }
                 return false;
             }
@@ -253,7 +254,7 @@ impl NfsFilesystem {
         };
         node.lookups_unlisted = 0;
         if !listing.end_of_file || children.len() > nodes::MAX_TRACKED_NAMES {
-            node.too_large_to_list = true;
+            node.unlistable = true;
             return false;
         }
         if node.children.is_some() {

@@ -56,9 +56,10 @@ pub struct Node {
     /// Lookups of names in this directory sent to the server since its
     /// names were last known (see [`LIST_AFTER_LOOKUPS`]).
     pub lookups_unlisted: u32,
-    /// A listing of this directory did not fit one READDIRPLUS reply: it
-    /// is not listed for lookups again.
-    pub too_large_to_list: bool,
+    /// A listing of this directory did not fit one READDIRPLUS reply, or
+    /// failed (a caller may search a directory it may not read): it is
+    /// not listed for lookups again while the driver keeps the node.
+    pub unlistable: bool,
     /// This driver's changes of the directory recorded so far: a listing
     /// that one may have overtaken is not kept.
     pub own_changes: u64,
@@ -436,7 +437,7 @@ impl NodeTable {
                 names_stale_at: 0,
                 children: None,
                 lookups_unlisted: 0,
-                too_large_to_list: false,
+                unlistable: false,
                 own_changes: 0,
                 own: OwnChanges::default(),
                 made_here: None,
@@ -514,7 +515,7 @@ impl NodeTable {
                 names_stale_at: 0,
                 children: None,
                 lookups_unlisted: 0,
-                too_large_to_list: false,
+                unlistable: false,
                 own_changes: 0,
                 own: OwnChanges::default(),
                 made_here: None,
