@@ -176,8 +176,8 @@ impl NfsFilesystem {
     /// lookups may be answered locally (a watched table,
     /// `default_permissions`, names cached by the kernel), for a live
     /// directory (a snapshot's are not in the table), and when the whole
-    /// listing fits one READDIRPLUS reply (else, or if the listing fails,
-    /// never again for this node). The names are kept only if
+    /// listing fits one READDIRPLUS reply (else, or if the listing is
+    /// refused, never again for this node). The names are kept only if
     /// nothing changed the directory during the call: no call of this
     /// driver's in flight or recorded, and no invalidation by the watcher
     /// since before it (the listing may predate another guest's change the
@@ -227,7 +227,9 @@ impl NfsFilesystem {
                 log::debug!("listing a directory for lookups failed: {error:?}");
                 if let Some(node) = lock(&self.nodes).get_mut(directory) {
                     node.lookups_unlisted = 0;
-                    node.unlistable = true;
+                    // Refused stays refused; a lost connection or another
+                    // passing failure is tried again after the next lookup.
+                    node.unlistable = error == Errno::EACCES;
                 }
                 return false;
             }

@@ -519,6 +519,18 @@ impl NfsFilesystem {
         handle: &FileHandle,
         attributes: Option<FileAttributes>,
     ) -> Result<fuser::FileAttr, Errno> {
+        self.entry_with(caller, handle, attributes, None)
+    }
+
+    /// [`Self::entry`], with the table entry the attributes came from if
+    /// they did (`handed` then need not read the table again).
+    fn entry_with(
+        &self,
+        caller: &Caller,
+        handle: &FileHandle,
+        attributes: Option<FileAttributes>,
+        mut from_table: Option<TableEntry>,
+    ) -> Result<fuser::FileAttr, Errno> {
         let attributes = match attributes {
             Some(attributes) => attributes,
             None => self.get_attributes(caller, handle)?,
@@ -540,12 +552,13 @@ impl NfsFilesystem {
         // The kernel must not get a size older than the writes it queued.
         let attributes = if self.writes.pending(node) {
             self.writes.drain(node);
+            from_table = None;
             self.current_attributes_for(|| caller.clone(), handle, Some(attributes.file_id))?
                 .0
         } else {
             attributes
         };
-        self.handed(node, &attributes, None);
+        self.handed(node, &attributes, from_table);
         Ok(attributes::to_fuse(node, &attributes))
     }
 
@@ -595,7 +608,8 @@ impl NfsFilesystem {
             nodes::NameKnown::Present(child) => {
                 let found = self.table.as_ref()?.lookup(child.file_id, &child.handle)?;
                 self.stats.count_local_hit();
-                Some(self.entry(caller, &child.handle, Some(found.attributes)))
+                let attributes = found.attributes.clone();
+                Some(self.entry_with(caller, &child.handle, Some(attributes), Some(found)))
             }
         }
     }

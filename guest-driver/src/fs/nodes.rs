@@ -57,8 +57,8 @@ pub struct Node {
     /// names were last known (see [`LIST_AFTER_LOOKUPS`]).
     pub lookups_unlisted: u32,
     /// A listing of this directory did not fit one READDIRPLUS reply, or
-    /// failed (a caller may search a directory it may not read): it is
-    /// not listed for lookups again while the driver keeps the node.
+    /// was refused (a caller may search a directory it may not read): it
+    /// is not listed for lookups again while the driver keeps the node.
     pub unlistable: bool,
     /// This driver's changes of the directory recorded so far: a listing
     /// that one may have overtaken is not kept.
@@ -93,8 +93,9 @@ pub struct Child {
 }
 
 /// Every name in a directory, each with its file when known (a listing
-/// gives it; this driver's own CREATE, LINK and RENAME record the name
-/// only, and a lookup of it asks the server).
+/// gives it, a rename inside the directory keeps it; the names this
+/// driver's own CREATE, LINK and RENAME from elsewhere add come without
+/// it, and a lookup of them asks the server).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Children {
     names: HashMap<Vec<u8>, Option<Child>>,
