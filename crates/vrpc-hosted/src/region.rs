@@ -4,8 +4,9 @@
 //! Design: this is the one module of the hosted transport with `unsafe`.
 //! [`MappedRegion`] owns the mapping for as long as it lives (Tock's
 //! `DmaSlice` habit: the buffer a peer may touch is owned by a wrapper) and
-//! implements [`vrpc::SharedMemory`] with atomic word accesses and volatile
-//! copies at bounds-checked offsets; no `&[u8]` or `&mut [u8]` to the
+//! implements [`vrpc::SharedMemory`] with atomic word accesses and copies
+//! the compiler cannot see into (`copy_shared`: like volatile accesses, at
+//! `memcpy`'s speed) at bounds-checked offsets; no `&[u8]` or `&mut [u8]` to the
 //! mapping ever exists. A region received from a peer is mapped only when
 //! the peer sealed it against shrinking (`F_SEAL_SHRINK`): otherwise the
 //! peer could truncate the memfd and turn our next access into `SIGBUS`.
@@ -36,12 +37,12 @@ pub struct MappedRegion {
 }
 
 // SAFETY: the mapping is plain memory owned by this value until `Drop`; all
-// accesses go through atomic operations or volatile copies at checked
+// accesses go through atomic operations or opaque copies at checked
 // offsets, which are sound from any thread (the peer writes it concurrently
 // anyway, so threads of this process add nothing new).
 unsafe impl Send for MappedRegion {}
-// SAFETY: as for `Send`: `&MappedRegion` only offers atomic and volatile
-// accesses.
+// SAFETY: as for `Send`: `&MappedRegion` only offers atomic accesses and
+// opaque copies.
 unsafe impl Sync for MappedRegion {}
 
 fn errno(error: nix::Error) -> io::Error {
@@ -130,7 +131,7 @@ impl MappedRegion {
         // it aliases nothing of ours; the device driver backs the pages for
         // as long as the mapping exists (it refuses `mmap` of an offset it
         // did not hand out), and the mapping is only ever accessed through
-        // the atomic and volatile accessors below.
+        // the atomic and copying accessors below.
         let pointer = unsafe {
             mmap(
                 None,
@@ -209,37 +210,19 @@ impl MappedRegion {
     }
 
     /// Copies the region's bytes from `offset` into every byte of
-    /// `destination`, which the caller checked lies inside the region.
-    /// Bytes up to an 8-byte boundary, then words, then the tail: every
-    /// access is volatile, so the compiler neither elides nor tears nor
-    /// re-reads them, and the peer's concurrent writes yield garbage
-    /// values, never undefined control flow (the copy is validated later).
+    /// `destination`, which the caller checked lies inside the region
+    /// (see [`copy_shared`]: the peer's concurrent writes yield garbage
+    /// values, never undefined control flow; the copy is validated later).
     fn copy_out(&self, offset: usize, destination: &mut [MaybeUninit<u8>]) {
         // SAFETY: the caller checked `offset + destination.len()` against
-        // the live mapping.
-        let source = unsafe { self.pointer.as_ptr().add(offset) };
-        let mut index = 0;
-        let length = destination.len();
-        while index < length && !(source as usize + index).is_multiple_of(8) {
-            // SAFETY: `offset + index < offset + length <= self.length`.
-            destination[index].write(unsafe { source.add(index).read_volatile() });
-            index += 1;
-        }
-        while index + 8 <= length {
-            // SAFETY: in bounds as above, and 8-aligned by the loop before.
-            let word = unsafe { source.add(index).cast::<u64>().read_volatile() };
-            for (slot, byte) in destination[index..index + 8]
-                .iter_mut()
-                .zip(word.to_ne_bytes())
-            {
-                slot.write(byte);
-            }
-            index += 8;
-        }
-        while index < length {
-            // SAFETY: in bounds as above.
-            destination[index].write(unsafe { source.add(index).read_volatile() });
-            index += 1;
+        // the live mapping; `destination` is private memory of that
+        // length, and `MaybeUninit` bytes may be written with anything.
+        unsafe {
+            copy_shared(
+                self.pointer.as_ptr().add(offset),
+                destination.as_mut_ptr().cast::<u8>(),
+                destination.len(),
+            );
         }
     }
 
@@ -253,6 +236,65 @@ impl MappedRegion {
         // immutability, and every access through it is an atomic operation,
         // which is what concurrent writes by the peer require.
         unsafe { AtomicU32::from_ptr(self.pointer.as_ptr().add(offset).cast::<u32>()) }
+    }
+}
+
+/// Copies `length` bytes from `source` to `target`, one of which is the
+/// shared mapping, as an access the compiler cannot see into: it neither
+/// elides, merges nor repeats it, nor assumes anything about the bytes, so
+/// a peer writing the mapping meanwhile yields garbage values, never
+/// undefined control flow (what volatile accesses promise). On x86_64 it
+/// is one `rep movsb` in inline assembly, which runs at `memcpy`'s speed
+/// on processors with fast string moves (ERMS, every x86_64 since 2013):
+/// the volatile word loop it replaced took about 1.4 times as long as
+/// `memcpy` for the 1 MiB copies of a READ's data, measured with `perf`
+/// on a sequential read through a hosted mount. Elsewhere, volatile
+/// accesses: bytes up to an 8-byte boundary of `target`, then words.
+///
+/// # Safety
+/// Both ranges are valid for `length` bytes (`target` for writes) and do
+/// not overlap.
+unsafe fn copy_shared(source: *const u8, target: *mut u8, length: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `rep movsb` copies `rcx` bytes from `rsi` to `rdi` upwards
+    // (the direction flag is clear on entry, as the ABI requires), touching
+    // only the two ranges, which the caller vouches for; it uses no stack
+    // and leaves the flags alone.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            inout("rcx") length => _,
+            inout("rsi") source => _,
+            inout("rdi") target => _,
+            options(nostack, preserves_flags),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: every access lies in the ranges the caller vouches for; the
+    // words are written 8-aligned (the loop before aligns `target`) and
+    // read as byte arrays, which need no alignment.
+    unsafe {
+        let mut index = 0;
+        while index < length && !(target as usize + index).is_multiple_of(8) {
+            target
+                .add(index)
+                .write_volatile(source.add(index).read_volatile());
+            index += 1;
+        }
+        while index + 8 <= length {
+            let bytes = source.add(index).cast::<[u8; 8]>().read_volatile();
+            target
+                .add(index)
+                .cast::<u64>()
+                .write_volatile(u64::from_ne_bytes(bytes));
+            index += 8;
+        }
+        while index < length {
+            target
+                .add(index)
+                .write_volatile(source.add(index).read_volatile());
+            index += 1;
+        }
     }
 }
 
@@ -318,31 +360,13 @@ impl SharedMemory for MappedRegion {
             });
         }
         // SAFETY: the range was checked to lie inside the live, writable
-        // mapping.
-        let target = unsafe { self.pointer.as_ptr().add(offset) };
-        let mut index = 0;
-        let length = source.len();
-        while index < length && !(target as usize + index).is_multiple_of(8) {
-            // SAFETY: `offset + index < offset + length <= self.length`.
-            unsafe { target.add(index).write_volatile(source[index]) };
-            index += 1;
-        }
-        while index + 8 <= length {
-            let mut word = [0; 8];
-            word.copy_from_slice(&source[index..index + 8]);
-            // SAFETY: in bounds as above, and 8-aligned by the loop before.
-            unsafe {
-                target
-                    .add(index)
-                    .cast::<u64>()
-                    .write_volatile(u64::from_ne_bytes(word))
-            };
-            index += 8;
-        }
-        while index < length {
-            // SAFETY: in bounds as above.
-            unsafe { target.add(index).write_volatile(source[index]) };
-            index += 1;
+        // mapping; `source` is private memory of that length.
+        unsafe {
+            copy_shared(
+                source.as_ptr(),
+                self.pointer.as_ptr().add(offset),
+                source.len(),
+            );
         }
         Ok(())
     }

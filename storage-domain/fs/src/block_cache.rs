@@ -11,11 +11,18 @@
 //! - **Reads** are answered from the arena when every block of the request
 //!   is there; otherwise the device is asked once for the whole request,
 //!   extended by the read-ahead window, and every block read is kept.
-//! - **Read-ahead**: a request that starts where the previous read ended
-//!   is sequential; the window then doubles from [`READ_AHEAD_START`] up to
-//!   [`READ_AHEAD_MAX`] blocks (clamped to the device's end), and any other
-//!   request resets it. The file system lays files out in runs, so the
-//!   blocks after a run are usually the file's next ones.
+//! - **Read-ahead**: a request that continues a sequential stream (it
+//!   starts within one request or window of where the stream's furthest
+//!   request ended: requests in flight may arrive out of order) doubles
+//!   the stream's window from [`READ_AHEAD_START`] up to [`READ_AHEAD_MAX`]
+//!   blocks (clamped to the device's end); [`STREAMS`] streams are
+//!   followed at once, so metadata reads in between do not end one. The
+//!   file system lays files out in runs, so the blocks after a run are
+//!   usually the file's next ones.
+//! - **Kept fills** (the hosted server, [`CachedDevice::keep_fills`]): a
+//!   large fill stays in the buffer it was read into, so a stream's data
+//!   is not copied into the arena and out again; refusals leave out
+//!   blocks a fill under way brings ([`CachedDevice::take_wanted`]).
 //! - **Writes** go to the device first (write-through: nothing is held
 //!   that a crash could lose), then replace the cached copies of the
 //!   blocks written; a write the device fails evicts them instead, since a
@@ -83,13 +90,17 @@ pub struct CachedDevice<D> {
     oldest: usize,
     /// Slots not holding a block.
     free: Vec<usize>,
-    /// The block after the last read request: where a sequential read
-    /// continues.
-    next_sequential: Option<u64>,
+    /// The sequential streams followed (see [`Stream`]).
+    streams: [Stream; STREAMS],
+    /// The window of the read being made (its stream's, 0 for none).
     window: u64,
+    /// Reads so far: the streams' order of use.
+    reads: u64,
     counters: CacheCounters,
     /// Reads that miss fail at once (see [`CachedDevice::refuse_waits`]).
     refuse_waits: bool,
+    /// Refusals include a sequential stream's reads.
+    park_streams: bool,
     /// The blocks the last refused read needed: (first, count).
     wanted: Option<(u64, u64)>,
     /// Fills announced and not yet made or abandoned.
@@ -101,7 +112,79 @@ pub struct CachedDevice<D> {
     /// The buffer of the last read with read-ahead, kept for the next one
     /// when [`CachedDevice::keep_read_buffer`] asked for it.
     read_buffer: Option<Vec<u8>>,
+    /// Large fills kept as they were read (see [`CachedDevice::keep_fills`]),
+    /// oldest first, at most [`KEPT_FILLS`]; `None`: every fill is copied
+    /// into the arena.
+    kept: Option<Vec<KeptFill>>,
+    /// Blocks named by refusals whose fills are pending: (first, count),
+    /// at most [`UNDER_WAY_LIMIT`].
+    under_way: Vec<(u64, u64)>,
+    /// Buffers of retired kept fills, for the next reads
+    /// ([`CachedDevice::take_spare`]), at most [`SPARE_BUFFERS`].
+    spares: Vec<Vec<AlignedBlock>>,
 }
+
+/// A page-aligned block: the buffers of fills the cache keeps whole
+/// ([`CachedDevice::fill_blocks`]), which a host reads into straight from
+/// the disk (`O_DIRECT` wants aligned memory).
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+pub struct AlignedBlock(pub [u8; BLOCK_SIZE]);
+
+impl core::fmt::Debug for AlignedBlock {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter.write_str("AlignedBlock")
+    }
+}
+
+/// A fill kept whole: its blocks are cached where they were read.
+#[derive(Clone, Debug)]
+struct KeptFill {
+    first: u64,
+    blocks: Vec<AlignedBlock>,
+    /// Per block: not read from here yet (read ahead of any request). When
+    /// the fill retires, these are copied into the arena; the others were
+    /// handed out already, and a stream does not come back for them.
+    unread: Vec<bool>,
+}
+
+impl KeptFill {
+    fn index_of(&self, block: u64) -> Option<usize> {
+        let index = block.checked_sub(self.first)?;
+        (index < self.blocks.len() as u64).then_some(index as usize)
+    }
+}
+
+/// Fills kept whole at once; the oldest retires when one more comes.
+pub const KEPT_FILLS: usize = 4;
+
+/// Fills of fewer blocks are copied into the arena, not kept whole: they
+/// are not a stream's, and what they hold (metadata, random reads) is
+/// worth keeping after it was read.
+pub const KEEP_WHOLE_MIN: usize = READ_AHEAD_START as usize;
+
+/// Refusals whose blocks are remembered as under way.
+const UNDER_WAY_LIMIT: usize = 16;
+
+/// Buffers of retired fills kept for reuse.
+const SPARE_BUFFERS: usize = 2;
+
+/// A sequential stream: where it continues and its read-ahead window.
+///
+/// Several are followed at once, so that reads of other blocks between a
+/// stream's requests (a file's metadata, another file) do not end it; a
+/// read that continues none takes the place of the least recently used.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stream {
+    /// The block after the stream's furthest request (0: unused).
+    next: u64,
+    window: u64,
+    /// [`CachedDevice`]'s read count at its last use.
+    used: u64,
+}
+
+/// Sequential streams followed at once.
+pub const STREAMS: usize = 4;
 
 /// A slot's place in the order of use (see [`CachedDevice`]'s `uses`).
 #[derive(Clone, Copy, Debug)]
@@ -134,24 +217,24 @@ impl<D: BlockDevice> CachedDevice<D> {
         if end > self.inner.block_count() {
             return Err(DeviceError::OutOfRange);
         }
-        let sequential = self.next_sequential == Some(first);
-        self.next_sequential = Some(end);
-        self.window = if sequential {
-            (self.window * 2).clamp(READ_AHEAD_START, READ_AHEAD_MAX)
-        } else {
-            0
-        };
+        let sequential = self.follow(first, end);
         if self.arena.is_empty() {
             return match output {
                 Output::Buffer(buffer) => self.inner.read_blocks(first, buffer),
                 Output::Sink(length, sink) => self.inner.read_blocks_to(first, length, sink),
             };
         }
-        if (first..end).all(|block| self.map.contains_key(&block)) {
+        if (first..end).all(|block| self.cached(block)) {
             for index in 0..count as usize {
                 let at = index * BLOCK_SIZE;
-                if let Some(slot) = self.touch(first + index as u64) {
-                    output.put(at, &self.arena[slot][..(length - at).min(BLOCK_SIZE)]);
+                let block = first + index as u64;
+                let take = (length - at).min(BLOCK_SIZE);
+                if let Some(slot) = self.touch(block) {
+                    output.put(at, &self.arena[slot][..take]);
+                } else if let Some((fill, index)) = self.kept_block(block) {
+                    let kept = &mut self.kept.as_mut().expect("found in it")[fill];
+                    kept.unread[index] = false;
+                    output.put(at, &kept.blocks[index].0[..take]);
                 }
             }
             self.counters.hits += count;
@@ -162,9 +245,13 @@ impl<D: BlockDevice> CachedDevice<D> {
         // caller's loop per window and cap the window at what a refused
         // read may name (measured under QEMU: a guest streaming 16 MiB
         // took 1.6 to 3.5 times as long).
-        if self.refuse_waits && !sequential && count <= self.arena.len() as u64 / REFUSE_FRACTION {
+        if self.refuse_waits
+            && (!sequential || self.park_streams)
+            && count <= self.arena.len() as u64 / REFUSE_FRACTION
+        {
             // Named with its read-ahead, within the same fraction of the
-            // room.
+            // room, less what is cached already at either end (a stream's
+            // neighbouring request may have brought it).
             let ahead = self
                 .window
                 .min(self.inner.block_count() - end)
@@ -173,7 +260,27 @@ impl<D: BlockDevice> CachedDevice<D> {
                 .min(self.arena.len() as u64 / REFUSE_FRACTION)
                 .max(count)
                 .max(1);
-            self.wanted = Some((first, wanted));
+            // With streams parked, blocks a fill under way brings are not
+            // read again: a read that needs nothing else names no blocks
+            // (count 0: wait for the fills, then try again).
+            let have = |cache: &Self, block: u64| {
+                cache.cached(block) || (cache.park_streams && cache.under_way(block))
+            };
+            let start = (first..end).find(|&block| !have(self, block));
+            let (start, stop) = match start {
+                None if self.park_streams => (first, first),
+                None => (first, first + wanted),
+                Some(start) => (
+                    start,
+                    (end..first + wanted)
+                        .find(|&block| have(self, block))
+                        .unwrap_or(first + wanted),
+                ),
+            };
+            self.wanted = Some((start, stop - start));
+            if stop > start && self.under_way.len() < UNDER_WAY_LIMIT {
+                self.under_way.push((start, stop - start));
+            }
             self.counters.refused += 1;
             return Err(DeviceError::Io);
         }
@@ -237,6 +344,40 @@ impl<D: BlockDevice> CachedDevice<D> {
         Ok(())
     }
 
+    /// Files the read of `first..end` under the stream it continues, or
+    /// starts a stream with it; sets [`CachedDevice::window`] and says
+    /// whether the read was sequential. A stream's requests may arrive a
+    /// little out of order (a client with several requests in flight,
+    /// served by several threads): a request that starts within one
+    /// request or window of where the stream's furthest request ended
+    /// continues it, and its end only moves forward.
+    fn follow(&mut self, first: u64, end: u64) -> bool {
+        self.reads += 1;
+        let count = end - first;
+        let continued = self.streams.iter_mut().find(|stream| {
+            stream.next > 0 && first.abs_diff(stream.next) < count.max(stream.window).max(1)
+        });
+        if let Some(stream) = continued {
+            stream.window = (stream.window * 2).clamp(READ_AHEAD_START, READ_AHEAD_MAX);
+            stream.next = stream.next.max(end);
+            stream.used = self.reads;
+            self.window = stream.window;
+            return true;
+        }
+        let oldest = self
+            .streams
+            .iter_mut()
+            .min_by_key(|stream| stream.used)
+            .expect("STREAMS > 0");
+        *oldest = Stream {
+            next: end,
+            window: 0,
+            used: self.reads,
+        };
+        self.window = 0;
+        false
+    }
+
     /// Keeps the whole blocks of `data`, read from `first`, in the cache.
     fn keep_whole_blocks(&mut self, first: u64, data: &[u8]) {
         for (index, chunk) in data.chunks(BLOCK_SIZE).enumerate() {
@@ -276,14 +417,19 @@ impl<D: BlockDevice> CachedDevice<D> {
             uses,
             newest: NONE,
             oldest: NONE,
-            next_sequential: None,
+            streams: [Stream::default(); STREAMS],
             window: 0,
+            reads: 0,
             counters: CacheCounters::default(),
             refuse_waits: false,
+            park_streams: false,
             wanted: None,
             fills_pending: 0,
             written_meanwhile: Some(Vec::new()),
             read_buffer: None,
+            kept: None,
+            under_way: Vec::new(),
+            spares: Vec::new(),
         }
     }
 
@@ -303,7 +449,16 @@ impl<D: BlockDevice> CachedDevice<D> {
         self.refuse_waits = refuse && !self.arena.is_empty();
     }
 
-    /// The blocks the last refused read needed (first, count), once.
+    /// Whether refusals include a sequential stream's reads (the hosted
+    /// server, whose read workers overlap them).
+    pub fn park_streams(&mut self, park: bool) {
+        self.park_streams = park;
+    }
+
+    /// The blocks the last refused read needed (first, count), once. A
+    /// count of 0 (only with [`CachedDevice::park_streams`]): every block
+    /// it needs that is not cached is being read for a fill announced
+    /// before; wait for fills, then try again.
     pub fn take_wanted(&mut self) -> Option<(u64, u64)> {
         self.wanted.take()
     }
@@ -327,26 +482,21 @@ impl<D: BlockDevice> CachedDevice<D> {
     /// written since (and blocks past the device); a whole number of
     /// blocks. `None` for `data` abandons the fill (the read failed).
     pub fn fill(&mut self, first: u64, data: Option<&[u8]>) {
+        self.fill_arrived(first);
         if let Some(data) = data {
             for (index, chunk) in data.chunks_exact(BLOCK_SIZE).enumerate() {
                 let Some(block) = first.checked_add(index as u64) else {
                     break;
                 };
-                let written = match &self.written_meanwhile {
-                    Some(ranges) => ranges
-                        .iter()
-                        .any(|&(start, count)| block >= start && block - start < count),
-                    None => true,
-                };
-                if !written && block < self.inner.block_count() && !self.map.contains_key(&block) {
+                if !self.written_since_announced(block)
+                    && block < self.inner.block_count()
+                    && !self.map.contains_key(&block)
+                {
                     self.keep(block, chunk);
                 }
             }
         }
-        self.fills_pending = self.fills_pending.saturating_sub(1);
-        if self.fills_pending == 0 {
-            self.written_meanwhile = Some(Vec::new());
-        }
+        self.fill_done();
     }
 
     /// Whether every block of `first..first + count` is cached.
@@ -354,8 +504,149 @@ impl<D: BlockDevice> CachedDevice<D> {
         (0..count).all(|index| {
             first
                 .checked_add(index)
-                .is_some_and(|block| self.map.contains_key(&block))
+                .is_some_and(|block| self.cached(block))
         })
+    }
+
+    /// Whether `block` was named by a refusal whose fill is pending.
+    fn under_way(&self, block: u64) -> bool {
+        self.under_way
+            .iter()
+            .any(|&(start, count)| block >= start && block - start < count)
+    }
+
+    /// The fill of blocks from `first` is made or abandoned: they are no
+    /// longer under way.
+    fn fill_arrived(&mut self, first: u64) {
+        if let Some(index) = self.under_way.iter().position(|&(start, _)| start == first) {
+            self.under_way.swap_remove(index);
+        }
+    }
+
+    /// Whether `block` is in the arena or a kept fill.
+    fn cached(&self, block: u64) -> bool {
+        self.map.contains_key(&block) || self.kept_block(block).is_some()
+    }
+
+    /// The kept fill holding `block` (the newest that does) and its index
+    /// there.
+    fn kept_block(&self, block: u64) -> Option<(usize, usize)> {
+        let kept = self.kept.as_ref()?;
+        kept.iter()
+            .enumerate()
+            .rev()
+            .find_map(|(fill, kept)| kept.index_of(block).map(|index| (fill, index)))
+    }
+
+    /// Keeps large fills whole instead of copying them into the arena
+    /// (the hosted server, whose read workers read a stream's windows
+    /// without the lock): a fill of [`KEEP_WHOLE_MIN`] blocks or more
+    /// handed over with [`CachedDevice::fill_blocks`] is cached in its own
+    /// buffer, up to [`KEPT_FILLS`] of them (their room comes on top of
+    /// the arena's: at most a quarter of it each, the most a refused read
+    /// names). When one more comes, the oldest retires: its blocks not
+    /// read yet are copied into the arena, the others dropped (a stream
+    /// has handed them out). A READ's data thus crosses memory once on
+    /// the server, from the disk's buffer into the reply.
+    pub fn keep_fills(&mut self) {
+        self.kept.get_or_insert_with(Vec::new);
+    }
+
+    /// A buffer of a retired kept fill, for the next read.
+    pub fn take_spare(&mut self) -> Option<Vec<AlignedBlock>> {
+        self.spares.pop()
+    }
+
+    /// [`CachedDevice::fill`] with the read's own buffer, `blocks[0]`
+    /// being block `first`: kept whole when [`CachedDevice::keep_fills`]
+    /// asked for it, the fill is large and nothing in it was written since
+    /// it was announced; else copied into the arena as by `fill`, the
+    /// buffer kept as a spare.
+    pub fn fill_blocks(&mut self, first: u64, mut blocks: Vec<AlignedBlock>) {
+        self.fill_arrived(first);
+        let past_end = self.inner.block_count().saturating_sub(first);
+        blocks.truncate(usize::try_from(past_end).unwrap_or(usize::MAX));
+        let count = blocks.len() as u64;
+        let untouched = match &self.written_meanwhile {
+            Some(ranges) => !ranges.iter().any(|&(start, written)| {
+                start < first.saturating_add(count) && first < start.saturating_add(written)
+            }),
+            None => false,
+        };
+        let whole = self.kept.is_some()
+            && blocks.len() >= KEEP_WHOLE_MIN
+            && untouched
+            && first.checked_add(count).is_some();
+        if !whole {
+            self.fill_each(first, &blocks);
+            self.spare(blocks);
+            return;
+        }
+        let kept = self.kept.as_mut().expect("checked");
+        let retired = (kept.len() >= KEPT_FILLS).then(|| kept.remove(0));
+        kept.push(KeptFill {
+            first,
+            unread: alloc::vec![true; blocks.len()],
+            blocks,
+        });
+        if let Some(retired) = retired {
+            self.retire(retired);
+        }
+        self.fill_done();
+    }
+
+    /// [`CachedDevice::fill`] of aligned blocks.
+    fn fill_each(&mut self, first: u64, blocks: &[AlignedBlock]) {
+        for (index, block) in blocks.iter().enumerate() {
+            let Some(number) = first.checked_add(index as u64) else {
+                break;
+            };
+            if !self.written_since_announced(number)
+                && number < self.inner.block_count()
+                && !self.map.contains_key(&number)
+            {
+                self.keep(number, &block.0);
+            }
+        }
+        self.fill_done();
+    }
+
+    /// Whether `block` was written since the pending fills were announced
+    /// (or too much was written to tell).
+    fn written_since_announced(&self, block: u64) -> bool {
+        match &self.written_meanwhile {
+            Some(ranges) => ranges
+                .iter()
+                .any(|&(start, count)| block >= start && block - start < count),
+            None => true,
+        }
+    }
+
+    /// One announced fill is made or abandoned.
+    fn fill_done(&mut self) {
+        self.fills_pending = self.fills_pending.saturating_sub(1);
+        if self.fills_pending == 0 {
+            self.written_meanwhile = Some(Vec::new());
+            self.under_way.clear();
+        }
+    }
+
+    /// Copies a retiring kept fill's unread blocks into the arena.
+    fn retire(&mut self, retired: KeptFill) {
+        for (index, block) in retired.blocks.iter().enumerate() {
+            let number = retired.first + index as u64;
+            if retired.unread[index] && !self.map.contains_key(&number) {
+                self.keep(number, &block.0);
+            }
+        }
+        self.spare(retired.blocks);
+    }
+
+    /// Keeps `blocks` for a later read, when there is room.
+    fn spare(&mut self, blocks: Vec<AlignedBlock>) {
+        if self.spares.len() < SPARE_BUFFERS && !blocks.is_empty() {
+            self.spares.push(blocks);
+        }
     }
 
     /// The device underneath.
@@ -461,6 +752,36 @@ impl<D: BlockDevice> CachedDevice<D> {
                 } else {
                     self.written_meanwhile = None;
                 }
+            }
+        }
+        if let Some(kept) = &mut self.kept {
+            let end = first.saturating_add(count);
+            let mut retired = Vec::new();
+            let mut index = 0;
+            while index < kept.len() {
+                let fill = &mut kept[index];
+                let fill_end = fill.first + fill.blocks.len() as u64;
+                if fill.first >= end || first >= fill_end {
+                    index += 1;
+                    continue;
+                }
+                let Some(data) = data else {
+                    // A failed write leaves the blocks unknown: the fill
+                    // goes whole.
+                    retired.push(kept.remove(index).blocks);
+                    continue;
+                };
+                for block in first.max(fill.first)..end.min(fill_end) {
+                    let at = (block - first) as usize * BLOCK_SIZE;
+                    let piece = &data[at..(at + BLOCK_SIZE).min(data.len())];
+                    let target = &mut fill.blocks[(block - fill.first) as usize].0;
+                    target[..piece.len()].copy_from_slice(piece);
+                    target[piece.len()..].fill(0);
+                }
+                index += 1;
+            }
+            for blocks in retired {
+                self.spare(blocks);
             }
         }
         for index in 0..count {
@@ -638,20 +959,50 @@ mod tests {
     /// read retried after the fill must equal the uncached device's.
     #[test]
     fn refused_reads_filled_later_never_return_stale_data() {
-        const BLOCKS: u64 = 200;
+        refused_reads_filled_later(false);
+    }
+
+    /// The same with large fills kept whole (the hosted server's way):
+    /// streams refused too, larger reads, fills handed over in their own
+    /// buffers, so fills are kept, read from, written over and retired.
+    #[test]
+    fn fills_kept_whole_never_return_stale_data() {
+        refused_reads_filled_later(true);
+    }
+
+    fn refused_reads_filled_later(kept: bool) {
+        let blocks: u64 = if kept { 600 } else { 200 };
+        let largest = if kept { 48 } else { 6 };
         let mut refusals = 0;
         let mut checked = 0;
+        let mut kept_hits = 0;
+        let mut waits = 0;
         for seed in 0..20 {
             let mut random = Random(seed);
-            let room = [24, 32, 64, BLOCKS][seed as usize % 4];
-            let mut plain = MemoryDevice::new(BLOCKS);
-            let mut cached = CachedDevice::new(MemoryDevice::new(BLOCKS), room * BLOCK_SIZE as u64);
+            let room = if kept {
+                [128, 256, 512, blocks][seed as usize % 4]
+            } else {
+                [24, 32, 64, blocks][seed as usize % 4]
+            };
+            let mut plain = MemoryDevice::new(blocks);
+            let mut cached = CachedDevice::new(MemoryDevice::new(blocks), room * BLOCK_SIZE as u64);
             cached.refuse_waits(true);
+            if kept {
+                cached.park_streams(true);
+                cached.keep_fills();
+            }
             // Fills under way: (first, the device's blocks when refused).
             let mut under_way: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut next = 0;
             for step in 0..2_000 {
-                let first = random.below(BLOCKS);
-                let count = 1 + random.below(6.min(BLOCKS - first));
+                // In kept mode, half the reads continue the last one.
+                let first = if kept && random.below(2) == 0 && next < blocks {
+                    next
+                } else {
+                    random.below(blocks)
+                };
+                let count = 1 + random.below(largest.min(blocks - first));
+                next = first + count;
                 let length = count as usize * BLOCK_SIZE;
                 match random.below(4) {
                     0 => {
@@ -665,7 +1016,7 @@ mod tests {
                     1 if !under_way.is_empty() => {
                         let index = random.below(under_way.len() as u64) as usize;
                         let (start, data) = under_way.swap_remove(index);
-                        cached.fill(start, Some(&data));
+                        fill(&mut cached, start, &data, kept);
                     }
                     _ => {
                         let mut expected = alloc::vec![0u8; length];
@@ -677,9 +1028,31 @@ mod tests {
                             Err(DeviceError::Io) => {
                                 refusals += 1;
                                 let (start, wanted) = cached.take_wanted().expect("named");
-                                assert_eq!(start, first);
+                                if wanted == 0 {
+                                    // Wait: fills under way bring every
+                                    // block not cached.
+                                    assert!(kept, "only with streams parked");
+                                    for block in first..first + count {
+                                        assert!(
+                                            cached.cached(block)
+                                                || under_way.iter().any(|(start, data)| {
+                                                    block >= *start
+                                                        && block - start
+                                                            < (data.len() / BLOCK_SIZE) as u64
+                                                }),
+                                            "seed {seed} step {step}: block {block} is coming from nowhere"
+                                        );
+                                    }
+                                    waits += 1;
+                                    continue;
+                                }
+                                // What was cached or under way at either
+                                // end is left out.
+                                assert!(start >= first && start < first + count);
+                                assert!(start + wanted >= first + count);
                                 assert!(count <= room / REFUSE_FRACTION);
-                                assert!(wanted >= count && wanted <= room);
+                                assert!(wanted >= 1 && wanted <= room);
+                                assert!(start + wanted <= blocks);
                                 assert_eq!(cached.take_wanted(), None, "named once");
                                 let mut data = alloc::vec![0u8; wanted as usize * BLOCK_SIZE];
                                 plain.read_blocks(start, &mut data).unwrap();
@@ -692,11 +1065,17 @@ mod tests {
                 }
             }
             for (start, data) in under_way.drain(..) {
-                cached.fill(start, Some(&data));
+                fill(&mut cached, start, &data, kept);
             }
+            kept_hits += cached.kept.as_ref().map_or(0, |kept| {
+                kept.iter()
+                    .map(|fill| fill.unread.iter().filter(|unread| !**unread).count())
+                    .sum::<usize>()
+            });
+            cached.check_order_of_use();
             // Everything cached equals the device.
             cached.refuse_waits(false);
-            for block in 0..BLOCKS {
+            for block in 0..blocks {
                 let mut expected = [0u8; BLOCK_SIZE];
                 let mut actual = [1u8; BLOCK_SIZE];
                 plain.read_block(block, &mut expected).unwrap();
@@ -709,6 +1088,26 @@ mod tests {
         }
         assert!(refusals > 100, "{refusals} refusals");
         assert!(checked > 0);
+        if kept {
+            assert!(kept_hits > 0, "no block was read from a kept fill");
+            assert!(waits > 0, "no read waited for a fill under way");
+        }
+    }
+
+    /// Hands a fill over as the server in `kept` mode does (its own
+    /// buffer) or as bytes.
+    fn fill(cached: &mut CachedDevice<MemoryDevice>, first: u64, data: &[u8], kept: bool) {
+        if !kept {
+            cached.fill(first, Some(data));
+            return;
+        }
+        let mut blocks = cached.take_spare().unwrap_or_default();
+        blocks.clear();
+        blocks.extend(
+            data.chunks_exact(BLOCK_SIZE)
+                .map(|chunk| AlignedBlock(chunk.try_into().expect("whole blocks"))),
+        );
+        cached.fill_blocks(first, blocks);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! it, so a direct read always sees the last write. Where the host file
 //! system refuses `O_DIRECT` (tmpfs), every read is buffered.
 
+use sdfs::block_cache::AlignedBlock;
 use sdfs::{BlockDevice, DeviceError, DeviceFlush, BLOCK_SIZE};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -29,11 +30,6 @@ fn busy() -> std::io::Error {
 
 /// Reads at least this long bypass the host's page cache ([`DirectFile`]).
 pub const DIRECT_READ_MIN: usize = 64 * 1024;
-
-/// A page-aligned block of bytes: buffers of `O_DIRECT` reads.
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct AlignedBlock([u8; BLOCK_SIZE]);
 
 /// A growable buffer of whole, page-aligned blocks (`O_DIRECT` needs the
 /// memory, the offset and the length aligned).
@@ -61,6 +57,17 @@ impl AlignedBuffer {
     /// Bytes it holds.
     pub fn capacity(&self) -> usize {
         self.0.capacity() * BLOCK_SIZE
+    }
+
+    /// Its first `length` bytes' blocks, to hand to the data cache whole.
+    pub fn into_blocks(mut self, length: usize) -> Vec<AlignedBlock> {
+        self.0.truncate(length.div_ceil(BLOCK_SIZE));
+        self.0
+    }
+
+    /// A buffer over `blocks` (a retired fill's, from the data cache).
+    pub fn from_blocks(blocks: Vec<AlignedBlock>) -> Self {
+        Self(blocks)
     }
 }
 

@@ -282,6 +282,12 @@ pub fn open_server(
     let control = device.control();
     let mut device = CachedDevice::new(device, data_cache_bytes);
     device.keep_read_buffer();
+    if cold_reads.is_some() {
+        // The read workers read a stream's windows without the lock, and
+        // the cache keeps each window in the buffer it was read into.
+        device.park_streams(true);
+        device.keep_fills();
+    }
     let mut volume = Volume::open(
         device,
         Box::new(SystemClock),

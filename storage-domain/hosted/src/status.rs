@@ -250,6 +250,7 @@ impl Activity {
         line("disk.parked_calls", cold.parked_calls.to_string());
         line("disk.waited_calls", cold.waited_calls.to_string());
         line("disk.blocks_read_unlocked", cold.blocks_read.to_string());
+        line("disk.fill_waits", cold.fill_waits.to_string());
         if let Some(space) = space {
             let block = u64::from(space.block_size);
             line(

@@ -248,7 +248,7 @@ fn admit(
 
 /// Threads per guest connection that finish calls whose blocks are read
 /// from the disk (see [`serve`]).
-const READ_WORKERS: usize = 2;
+const READ_WORKERS: usize = 3;
 
 /// A call whose cold blocks a read worker reads.
 struct ColdCall {
