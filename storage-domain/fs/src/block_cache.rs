@@ -12,13 +12,16 @@
 //!   is there; otherwise the device is asked once for the whole request,
 //!   extended by the read-ahead window, and every block read is kept.
 //! - **Read-ahead**: a request that continues a sequential stream (it
-//!   starts within one request or window of where the stream's furthest
-//!   request ended: requests in flight may arrive out of order) doubles
-//!   the stream's window from [`READ_AHEAD_START`] up to [`READ_AHEAD_MAX`]
-//!   blocks (clamped to the device's end); [`STREAMS`] streams are
-//!   followed at once, so metadata reads in between do not end one. The
-//!   file system lays files out in runs, so the blocks after a run are
-//!   usually the file's next ones.
+//!   starts where the stream's last request ended) doubles the stream's
+//!   window from [`READ_AHEAD_START`] up to [`READ_AHEAD_MAX`] blocks
+//!   (clamped to the device's end), and any other request starts a new
+//!   stream. With streams parked (the hosted server,
+//!   [`CachedDevice::park_streams`]) [`STREAMS`] streams are followed at
+//!   once, so metadata reads in between do not end one, and a request
+//!   less than one request or window away from a stream's end continues
+//!   it (requests in flight arrive out of order). The file system lays
+//!   files out in runs, so the blocks after a run are usually the file's
+//!   next ones.
 //! - **Kept fills** (the hosted server, [`CachedDevice::keep_fills`]): a
 //!   large fill stays in the buffer it was read into, so a stream's data
 //!   is not copied into the arena and out again; refusals leave out
@@ -348,14 +351,31 @@ impl<D: BlockDevice> CachedDevice<D> {
     /// starts a stream with it; sets [`CachedDevice::window`] and says
     /// whether the read was sequential. A stream's requests may arrive a
     /// little out of order (a client with several requests in flight,
-    /// served by several threads): a request that starts within one
-    /// request or window of where the stream's furthest request ended
-    /// continues it, and its end only moves forward.
+    /// served by several threads): with streams parked, a request that
+    /// starts less than one request or window away from where the
+    /// stream's furthest request ended continues it, and its end only
+    /// moves forward; [`STREAMS`] streams are followed. Otherwise one
+    /// stream is, continued only exactly where its last read ended.
     fn follow(&mut self, first: u64, end: u64) -> bool {
         self.reads += 1;
+        // With streams parked (the hosted server), several streams are
+        // followed, and a request that starts less than one request or
+        // window away from a stream's end continues it; otherwise (Xen's
+        // domain, whose loop waits for a stream's reads) one stream,
+        // continued only where its last read ended.
+        let (followed, tolerant) = if self.park_streams {
+            (STREAMS, true)
+        } else {
+            (1, false)
+        };
         let count = end - first;
-        let continued = self.streams.iter_mut().find(|stream| {
-            stream.next > 0 && first.abs_diff(stream.next) < count.max(stream.window).max(1)
+        let continued = self.streams[..followed].iter_mut().find(|stream| {
+            stream.next > 0
+                && if tolerant {
+                    first.abs_diff(stream.next) < count.max(stream.window).max(1)
+                } else {
+                    first == stream.next
+                }
         });
         if let Some(stream) = continued {
             stream.window = (stream.window * 2).clamp(READ_AHEAD_START, READ_AHEAD_MAX);
@@ -364,8 +384,7 @@ impl<D: BlockDevice> CachedDevice<D> {
             self.window = stream.window;
             return true;
         }
-        let oldest = self
-            .streams
+        let oldest = self.streams[..followed]
             .iter_mut()
             .min_by_key(|stream| stream.used)
             .expect("STREAMS > 0");

@@ -490,20 +490,7 @@ mod tests {
         let file = {
             let (mut server, _) = open(&image);
             let root = root(&mut server);
-            let created = server.handle(
-                &record(&Arguments::Create(CreateArguments {
-                    location: DirectoryOperationArguments {
-                        directory: root,
-                        name: b"f".to_vec(),
-                    },
-                    how: CreateHow::Unchecked(Default::default()),
-                })),
-                CLIENT,
-            );
-            let file = match results(&mut server, created, 8) {
-                Results::Create(result) => result.into_result().unwrap().object.unwrap(),
-                other => panic!("{other:?}"),
-            };
+            let file = create(&mut server, root);
             let written = server.handle(
                 &record(&Arguments::Write(WriteArguments {
                     file: file.clone(),
@@ -566,26 +553,31 @@ mod tests {
         assert_eq!(cold_reads.counters().parked_calls, 1);
     }
 
-    /// `f` in a fresh image of 16 MiB, `blocks` blocks long, each block
-    /// filled with its number's low byte.
-    fn image_with_file(image: &Path, blocks: usize) -> FileHandle {
-        crate::fstools::format_image(image, 16 << 20, false).unwrap();
-        let (mut server, _) = open(image);
-        let root = root(&mut server);
+    /// Creates `f` in `directory`.
+    fn create(server: &mut HostedServer, directory: FileHandle) -> FileHandle {
         let created = server.handle(
             &record(&Arguments::Create(CreateArguments {
                 location: DirectoryOperationArguments {
-                    directory: root,
+                    directory,
                     name: b"f".to_vec(),
                 },
                 how: CreateHow::Unchecked(Default::default()),
             })),
             CLIENT,
         );
-        let file = match results(&mut server, created, 8) {
+        match results(server, created, 8) {
             Results::Create(result) => result.into_result().unwrap().object.unwrap(),
             other => panic!("{other:?}"),
-        };
+        }
+    }
+
+    /// `f` in a fresh image of 16 MiB, `blocks` blocks long, each block
+    /// filled with its number's low byte.
+    fn image_with_file(image: &Path, blocks: usize) -> FileHandle {
+        crate::fstools::format_image(image, 16 << 20, false).unwrap();
+        let (mut server, _) = open(image);
+        let root = root(&mut server);
+        let file = create(&mut server, root);
         // In WRITEs of 64 blocks, under any server's largest.
         for start in (0..blocks).step_by(64) {
             let data: Vec<u8> = (start..blocks.min(start + 64))
