@@ -149,6 +149,13 @@ impl Files for MountFiles {
         let mut seen = None;
         while Instant::now() < deadline {
             match std::fs::metadata(&peer) {
+                // Not there yet: a file this mount made a moment ago may
+                // still be unknown to the other (its driver answers names
+                // from a listing of the directory until its watcher sees
+                // the change), within the same window as its attributes.
+                Err(error) if error.raw_os_error() == Some(nix::libc::ENOENT) => {
+                    seen = None;
+                }
                 Ok(metadata) => {
                     let state = (metadata.len(), metadata.mtime(), metadata.mtime_nsec());
                     if state == wanted {
@@ -175,10 +182,17 @@ impl Files for MountFiles {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Some(Err(Failure::Unexpected(format!(
-            "{} still shows (size, mtime) {seen:?} {} s after this mount saw {wanted:?}",
-            peer.display(),
-            VISIBILITY_LIMIT.as_secs()
-        ))))
+        Some(Err(Failure::Unexpected(match seen {
+            Some(seen) => format!(
+                "{} still shows (size, mtime) {seen:?} {} s after this mount saw {wanted:?}",
+                peer.display(),
+                VISIBILITY_LIMIT.as_secs()
+            ),
+            None => format!(
+                "{} is still missing {} s after this mount saw it",
+                peer.display(),
+                VISIBILITY_LIMIT.as_secs()
+            ),
+        })))
     }
 }
