@@ -706,9 +706,11 @@ impl NfsFilesystem {
                 guard: None,
             },
         ))?;
-        if size.is_some() {
-            self.note_own_change(node.0, &result.object_wcc);
-        }
+        // A truncate drops the kernel's pages past the new size itself; a
+        // change of times, mode or owner leaves the data alone. Either
+        // way the pages still match the file unless someone else changed
+        // it first.
+        self.note_own_change(node.0, &result.object_wcc);
         self.own_change(node.0, &result.object_wcc);
         let attributes = match result.object_wcc.after {
             Some(attributes) => attributes,
@@ -761,9 +763,9 @@ impl NfsFilesystem {
         )
     }
 
-    /// After this driver changed a file's data: the cached pages still
-    /// match the file if nobody else changed it in between (the wcc
-    /// `before` equals what they matched).
+    /// After this driver changed a file (its data or its attributes): the
+    /// cached pages still match the file if nobody else changed it in
+    /// between (the wcc `before` equals what they matched).
     fn note_own_change(&self, node: u64, wcc: &nfs3::WccData) {
         note_data_version(&self.nodes, node, wcc);
     }
@@ -1445,9 +1447,11 @@ fn record_own_change(
     }
 }
 
-/// After this driver changed a file's data: the cached pages still match
-/// the file if nobody else changed it in between (the wcc `before` equals
-/// what they matched).
+/// After this driver changed a file (a WRITE, or a SETATTR: a change of
+/// times, mode or owner leaves the data as it was, and a truncate's pages
+/// the kernel drops itself): the cached pages still match the file if
+/// nobody else changed it in between (the wcc `before` equals what they
+/// matched).
 fn note_data_version(nodes: &Mutex<NodeTable>, node: u64, wcc: &nfs3::WccData) {
     let mut nodes = lock(nodes);
     let Some(node) = nodes.get_mut(node) else {

@@ -27,8 +27,9 @@ pub struct Node {
     /// Open files on this node.
     pub open_count: u32,
     /// `(mtime, size)` that the kernel's cached pages of this file match,
-    /// if known: set at open and by this driver's own writes. An open that
-    /// finds other values drops the page cache (close-to-open).
+    /// if known: set at open and by this driver's own changes (writes and
+    /// attribute changes). An open that finds other values drops the page
+    /// cache (close-to-open).
     pub data_version: Option<(Time, u64)>,
     /// Where the file was hidden when it was unlinked while open: removed
     /// on its last release.

@@ -769,6 +769,10 @@ impl Shared {
             },
         ));
         if let Ok(ok) = &result {
+            // The file's data is as it was: its pages stay valid (an
+            // extracted file's `futimens` no longer costs its next open
+            // the page cache).
+            note_data_version(&self.sender.nodes, job.node, &ok.object_wcc);
             if self.sender.coherent {
                 record_own_change(&self.sender.nodes, job.node, &ok.object_wcc, |_| {});
             }
