@@ -680,6 +680,66 @@ fn a_file_written_in_a_stream_keeps_its_pages_and_sees_another_mounts_write() {
     drop(server);
 }
 
+/// Checks, file by file, that the pages this mount wrote are still in the
+/// kernel's page cache when the file is opened again, then reads them.
+struct KeptPages {
+    /// Pages reclaimed before the reads; `None` without `cachestat(2)`
+    /// (Linux before 6.5).
+    reclaimed: Option<u64>,
+    /// Pages checked.
+    pages: u64,
+}
+
+impl KeptPages {
+    fn new() -> KeptPages {
+        KeptPages {
+            reclaimed: Some(0),
+            pages: 0,
+        }
+    }
+
+    /// Before reading `file`, which must hold `contents` in whole pages:
+    /// every page is cached, or was reclaimed by the kernel's memory
+    /// management (which leaves a shadow entry: these machines page out
+    /// idle page cache within seconds). A page an invalidation dropped
+    /// (the driver's, or the kernel's own on an mtime change) leaves
+    /// neither.
+    fn check_and_read(&mut self, file: &mut fs::File, contents: &[u8], what: &str) {
+        use std::io::Read;
+        let pages = contents.len() as u64 / 4096;
+        self.pages += pages;
+        match common::page_cache(file, contents.len() as u64) {
+            Some(state) => {
+                assert_eq!(
+                    state.nr_cache + state.nr_evicted,
+                    pages,
+                    "{what}: its pages were dropped ({} cached, {} reclaimed of {pages})",
+                    state.nr_cache,
+                    state.nr_evicted
+                );
+                self.reclaimed = self.reclaimed.map(|sum| sum + state.nr_evicted);
+            }
+            None => self.reclaimed = None,
+        }
+        let mut read = Vec::new();
+        file.read_to_end(&mut read).unwrap();
+        assert!(read == contents, "{what}");
+    }
+
+    /// Prints the READ calls the reads cost. Without `cachestat`, reclaim
+    /// cannot be told from a drop: then no page may have been read again.
+    fn report(&self, what: &str, read_calls: u64) {
+        match self.reclaimed {
+            Some(reclaimed) => eprintln!(
+                "{what}: {reclaimed} of {} pages reclaimed before the read, \
+                 {read_calls} READ calls",
+                self.pages
+            ),
+            None => assert_eq!(read_calls, 0, "the pages of {what} were read again"),
+        }
+    }
+}
+
 /// A file this mount wrote and then stamped, as `tar x` stamps each file
 /// it extracts (`fchmod`, then `futimens` with the archive's times), keeps
 /// its pages at its next open: an attribute change this mount made is its
@@ -691,7 +751,6 @@ fn a_file_written_in_a_stream_keeps_its_pages_and_sees_another_mounts_write() {
 #[test]
 fn a_file_this_mount_wrote_and_stamped_keeps_its_pages() {
     use std::fs::FileTimes;
-    use std::io::Read;
     use std::os::unix::fs::FileExt;
     use std::time::SystemTime;
     require_mounts!();
@@ -702,7 +761,6 @@ fn a_file_this_mount_wrote_and_stamped_keeps_its_pages() {
     // Whole pages in one write: every page the write filled is current
     // in the kernel's cache (a partly written page would be read anyway).
     let contents: Vec<u8> = (0..40 * 4096u32).map(|at| (at / 4096) as u8).collect();
-    let pages = contents.len() as u64 / 4096;
     let archive_time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
     let stamp = |path: &Path| {
         let file = fs::OpenOptions::new().write(true).open(path).unwrap();
@@ -750,7 +808,7 @@ fn a_file_this_mount_wrote_and_stamped_keeps_its_pages() {
             }
         );
         let before = reads(&first);
-        let mut reclaimed = Some(0);
+        let mut kept = KeptPages::new();
         for name in names {
             let mut file = fs::File::open(first.path.join(name)).unwrap();
             assert_eq!(
@@ -758,41 +816,13 @@ fn a_file_this_mount_wrote_and_stamped_keeps_its_pages() {
                 archive_time,
                 "{name}"
             );
-            // Every page is cached, or was reclaimed by the kernel's memory
-            // management (a shadow entry); a page an open dropped leaves
-            // neither.
-            match common::page_cache(&file, contents.len() as u64) {
-                Some(state) => {
-                    assert_eq!(
-                        state.nr_cache + state.nr_evicted,
-                        pages,
-                        "{name}: the pages of a file this mount wrote and stamped were \
-                         dropped at its open ({} cached, {} reclaimed of {pages})",
-                        state.nr_cache,
-                        state.nr_evicted
-                    );
-                    reclaimed = reclaimed.map(|sum| sum + state.nr_evicted);
-                }
-                None => reclaimed = None,
-            }
-            let mut read = Vec::new();
-            file.read_to_end(&mut read).unwrap();
-            assert!(read == contents, "{name}");
+            kept.check_and_read(
+                &mut file,
+                &contents,
+                &format!("{name}, a file this mount wrote and stamped"),
+            );
         }
-        let read_calls = reads(&first) - before;
-        match reclaimed {
-            Some(reclaimed) => eprintln!(
-                "files this mount wrote and stamped: {reclaimed} of {} pages reclaimed \
-                 before the read, {read_calls} READ calls",
-                pages * names.len() as u64
-            ),
-            // Without cachestat (Linux before 6.5) reclaim cannot be told
-            // from a drop: every page must still be cached.
-            None => assert_eq!(
-                read_calls, 0,
-                "the pages of files this mount wrote and stamped were read again"
-            ),
-        }
+        kept.report("files this mount wrote and stamped", reads(&first) - before);
     }
     drop(server);
 }
@@ -834,50 +864,19 @@ fn a_file_this_mount_wrote_is_read_back_from_its_pages_and_sees_another_mounts_w
         drop(file);
     }
     let before = reads(&first);
-    let pages = contents.len() as u64 / 4096;
-    let mut reclaimed = Some(0);
+    let mut kept = KeptPages::new();
     for index in 0..10 {
         let path = first.path.join(format!("object-{index}.o"));
         // The stat brings the file's new mtime to the kernel.
         assert_eq!(fs::metadata(&path).unwrap().len(), contents.len() as u64);
         let mut file = fs::File::open(&path).unwrap();
-        // Before the read: every page is cached, or was reclaimed by the
-        // kernel's memory management (which leaves a shadow entry: these
-        // machines page out idle page cache within seconds). A page an
-        // invalidation dropped (the driver's, or the kernel's own on an
-        // mtime change) leaves neither.
-        match common::page_cache(&file, contents.len() as u64) {
-            Some(state) => {
-                assert_eq!(
-                    state.nr_cache + state.nr_evicted,
-                    pages,
-                    "object-{index}.o: pages of a file this mount wrote were dropped \
-                     ({} cached, {} reclaimed of {pages})",
-                    state.nr_cache,
-                    state.nr_evicted
-                );
-                reclaimed = reclaimed.map(|sum| sum + state.nr_evicted);
-            }
-            None => reclaimed = None,
-        }
-        let mut read = Vec::new();
-        file.read_to_end(&mut read).unwrap();
-        assert!(read == contents, "object-{index}.o");
+        kept.check_and_read(
+            &mut file,
+            &contents,
+            &format!("object-{index}.o, a file this mount wrote"),
+        );
     }
-    let read_calls = reads(&first) - before;
-    match reclaimed {
-        Some(reclaimed) => eprintln!(
-            "files this mount wrote: {reclaimed} of {} pages reclaimed before the read, \
-             {read_calls} READ calls",
-            pages * 10
-        ),
-        // Without cachestat (Linux before 6.5) reclaim cannot be told
-        // from a drop: every page must still be cached.
-        None => assert_eq!(
-            read_calls, 0,
-            "the pages of files this mount wrote were read again"
-        ),
-    }
+    kept.report("files this mount wrote", reads(&first) - before);
 
     // The other mount rewrites a page of a file the first holds open with
     // its pages cached; the size stays.
