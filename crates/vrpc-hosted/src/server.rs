@@ -380,6 +380,12 @@ impl Connection {
         Ok(self.backend.respond_placed(request, reply, at, placed)?)
     }
 
+    /// Frees `request`'s record for a later request's, once it has been
+    /// read (see [`vrpc::Backend::recycle_record`]).
+    pub fn recycle_record(&mut self, request: &mut Request) {
+        self.backend.recycle_record(request);
+    }
+
     /// Answers `request` with no reply (the server dropped the call).
     ///
     /// # Errors

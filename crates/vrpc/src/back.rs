@@ -30,6 +30,15 @@ use crate::memory::{Doorbell, SharedMemory};
 /// Default limit on a rebuilt request record: a 1 MiB WRITE plus headers.
 pub const DEFAULT_MAX_RECORD: usize = (1 << 20) + 4096;
 
+/// Request records of at least this capacity are kept for the next
+/// request once answered ([`Backend::recycle_record`]); smaller ones cost
+/// little to allocate.
+const SPARE_RECORD_MIN: usize = 64 << 10;
+
+/// Spare request records a backend keeps: one for the request being
+/// rebuilt and one for a request being answered meanwhile.
+const SPARE_RECORDS: usize = 2;
+
 /// A validated request, copied out of shared memory.
 ///
 /// Answer it exactly once with [`Backend::respond`] or
@@ -83,6 +92,11 @@ pub struct Backend<R, P, D> {
     /// Consumed, unanswered requests: xid and ticket.
     unanswered: Vec<(u32, Arc<()>)>,
     slot: Vec<u8>,
+    /// Emptied records of answered requests, reused for the next large
+    /// ones: a 1 MiB WRITE's record is otherwise a fresh allocation per
+    /// call, which a process whose allocator maps large blocks on their
+    /// own (the hosted server's) pays for in page faults.
+    spare_records: Vec<Vec<u8>>,
 }
 
 /// The reply pages of one request ([`Backend::reply_pages`]): the bulk
@@ -189,6 +203,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
             response_producer: producer,
             unanswered: Vec::with_capacity(parameters.slot_count as usize),
             slot: vec![0; parameters.slot_size as usize],
+            spare_records: Vec::new(),
         })
     }
 
@@ -254,7 +269,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         Ok(())
     }
 
-    fn parse_slot(&self) -> Result<Request, ProtocolError> {
+    fn parse_slot(&mut self) -> Result<Request, ProtocolError> {
         let slot = &self.slot;
         let xid = get_u32(slot, REQUEST_XID);
         if get_u32(slot, REQUEST_FLAGS) != 0 {
@@ -301,7 +316,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         }
         let inline_start = SLOT_HEADER_SIZE + descriptor_count * DESCRIPTOR_SIZE;
         let inline = &slot[inline_start..inline_start + record_length];
-        let mut record = Vec::with_capacity(record_length + splice_length);
+        let mut record = take_spare(&mut self.spare_records, record_length + splice_length);
         record.extend_from_slice(&inline[..splice_offset]);
         for &(offset, length) in &ranges[..payload_count] {
             self.pool.read_append(offset, length, &mut record)?;
@@ -362,6 +377,8 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         segment: Option<Range<usize>>,
     ) -> Result<ResponseStatus, ProtocolError> {
         self.take_unanswered(&request)?;
+        let mut request = request;
+        self.recycle_record(&mut request);
         if segment
             .as_ref()
             .is_some_and(|segment| segment.start > segment.end || segment.end > reply.len())
@@ -444,6 +461,8 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         placed: usize,
     ) -> Result<ResponseStatus, ProtocolError> {
         self.take_unanswered(&request)?;
+        let mut request = request;
+        self.recycle_record(&mut request);
         if at > reply.len() || placed > request.reply_capacity {
             self.push_response(request.xid, ResponseStatus::NoReply, &[], &[], 0, 0)?;
             return Err(ProtocolError::SegmentOutOfReply);
@@ -467,9 +486,27 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
     ///
     /// # Errors
     /// As [`Backend::respond`].
-    pub fn respond_no_reply(&mut self, request: Request) -> Result<(), ProtocolError> {
+    pub fn respond_no_reply(&mut self, mut request: Request) -> Result<(), ProtocolError> {
         self.take_unanswered(&request)?;
+        self.recycle_record(&mut request);
         self.push_response(request.xid, ResponseStatus::NoReply, &[], &[], 0, 0)
+    }
+
+    /// Takes `request`'s record (leaving it empty) for a later request's:
+    /// call it once the record has been read, for instance when the
+    /// request's answer must wait for a commit. The answers call it
+    /// themselves. Records below 64 KiB, and any beyond the two kept, are
+    /// freed; so at most two records of at most `max_record` bytes are
+    /// kept per connection.
+    pub fn recycle_record(&mut self, request: &mut Request) {
+        let mut record = core::mem::take(&mut request.record);
+        if record.capacity() >= SPARE_RECORD_MIN
+            && record.capacity() <= self.max_record
+            && self.spare_records.len() < SPARE_RECORDS
+        {
+            record.clear();
+            self.spare_records.push(record);
+        }
     }
 
     /// Removes `request` from the unanswered list; a request this backend
@@ -530,4 +567,15 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         }
         Ok(())
     }
+}
+
+/// An empty vector with room for `length` bytes: a spare that has the room
+/// when `length` is large enough to have kept one, a new one otherwise.
+fn take_spare(spares: &mut Vec<Vec<u8>>, length: usize) -> Vec<u8> {
+    if length >= SPARE_RECORD_MIN {
+        if let Some(index) = spares.iter().position(|spare| spare.capacity() >= length) {
+            return spares.swap_remove(index);
+        }
+    }
+    Vec::with_capacity(length)
 }

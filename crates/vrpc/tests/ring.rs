@@ -820,3 +820,76 @@ fn placed_data_outside_the_reply_pages_is_refused() {
         whole
     );
 }
+
+/// A call whose WRITE-like payload of `length` bytes travels in pool
+/// pages; returns the record the backend must rebuild.
+fn submit_payload(front: &mut Front<'_>, rng: &mut Rng, length: usize) -> Vec<u8> {
+    let xid = front.allocate_xid();
+    let payload = rng.bytes(length);
+    let mut record = call_record(xid, 7, 2, &[0, 0, 0, 0]);
+    let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
+    front
+        .submit(
+            &record,
+            Some(Payload {
+                offset,
+                bytes: &payload,
+            }),
+            0,
+        )
+        .unwrap();
+    let mut full = record[..offset].to_vec();
+    full.extend_from_slice(&payload);
+    full.extend_from_slice(&record[offset..]);
+    full
+}
+
+#[test]
+fn answered_large_records_are_reused_and_carry_only_their_own_bytes() {
+    let parameters = RingParameters {
+        slot_count: 4,
+        slot_size: 512,
+        pool_pages: 128,
+    };
+    let (ring, pool) = regions(parameters);
+    let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
+    let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+    let mut rng = Rng(0x5eed);
+
+    let sent = submit_payload(&mut front, &mut rng, 200 << 10);
+    let first = back.next_request().unwrap().unwrap();
+    assert_eq!(first.record(), sent);
+    let buffer = first.record().as_ptr();
+    back.respond(first, b"reply", None).unwrap();
+    front.poll_response().unwrap().unwrap();
+
+    // A smaller large record goes into the answered one's buffer, and
+    // holds exactly its own bytes (none of the longer one's tail).
+    let sent = submit_payload(&mut front, &mut rng, 100 << 10);
+    let mut second = back.next_request().unwrap().unwrap();
+    assert_eq!(second.record(), sent);
+    assert_eq!(second.record().as_ptr(), buffer, "the spare was reused");
+
+    // Recycled before its answer (a reply held for a commit): the request
+    // keeps no bytes, is still answered, and the next call reuses its
+    // buffer.
+    back.recycle_record(&mut second);
+    assert!(second.record().is_empty());
+    back.respond(second, b"reply", None).unwrap();
+    assert_eq!(
+        front.poll_response().unwrap().unwrap().reply.unwrap(),
+        b"reply"
+    );
+    let sent = submit_payload(&mut front, &mut rng, 150 << 10);
+    let third = back.next_request().unwrap().unwrap();
+    assert_eq!(third.record(), sent);
+    assert_eq!(third.record().as_ptr(), buffer);
+
+    // A record larger than every spare gets a buffer of its own.
+    let sent = submit_payload(&mut front, &mut rng, 240 << 10);
+    let fourth = back.next_request().unwrap().unwrap();
+    assert_eq!(fourth.record(), sent);
+    assert_ne!(fourth.record().as_ptr(), buffer);
+    back.respond(third, b"reply", None).unwrap();
+    back.respond(fourth, b"reply", None).unwrap();
+}

@@ -315,7 +315,19 @@ impl<D: BlockDevice> Volume<D> {
         // Each block placed anew can split a run into three (two more runs).
         let growth = (new_blocks * 48).div_ceil(RECORD_PAYLOAD as u64) + 1;
         self.reserve(&[number], new_blocks, growth, SpaceUse::Grows)?;
-        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        // Runs of consecutive device blocks, as (first block, start in
+        // `gathered`), each written at once below.
+        let mut runs: Vec<(u64, usize)> = Vec::new();
+        let mut gathered = core::mem::take(&mut self.write_scratch);
+        gathered.clear();
+        if !data.is_empty() {
+            let span = (end - 1) / BLOCK - offset / BLOCK + 1;
+            gathered.reserve(
+                usize::try_from(span)
+                    .unwrap_or(0)
+                    .saturating_mul(BLOCK_SIZE),
+            );
+        }
         let mut done = 0usize;
         while done < data.len() {
             let position = offset + done as u64;
@@ -342,17 +354,28 @@ impl<D: BlockDevice> Volume<D> {
                 }
             };
             // Gather consecutive device blocks and write each run at once.
-            match pending.last_mut() {
-                Some((first, bytes)) if *first + (bytes.len() / BLOCK_SIZE) as u64 == target => {
-                    bytes.extend_from_slice(&block[..])
-                }
-                _ => pending.push((target, block.to_vec())),
+            match runs.last() {
+                Some(&(first, start))
+                    if first + ((gathered.len() - start) / BLOCK_SIZE) as u64 == target => {}
+                _ => runs.push((target, gathered.len())),
             }
+            gathered.extend_from_slice(&block[..]);
             done += count;
         }
-        for (first, bytes) in pending {
-            self.write_run(first, &bytes)?;
+        let mut written = Ok(());
+        for (index, &(first, start)) in runs.iter().enumerate() {
+            let end = runs
+                .get(index + 1)
+                .map_or(gathered.len(), |&(_, next)| next);
+            written = self.write_run(first, &gathered[start..end]);
+            if written.is_err() {
+                break;
+            }
         }
+        if gathered.capacity() <= crate::volume::WRITE_SCRATCH_KEPT {
+            self.write_scratch = gathered;
+        }
+        written?;
         let attributes = &mut self.inode_mut(number)?.attributes;
         if end > attributes.size {
             attributes.size = end;

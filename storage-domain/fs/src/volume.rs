@@ -125,7 +125,14 @@ pub struct Volume<D: BlockDevice> {
     pub(crate) in_flight: Option<InFlight>,
     /// The last token given to a staged commit's step.
     pub(crate) commit_tokens: u64,
+    /// The blocks a write gathers before writing them, kept empty between
+    /// writes (at most [`WRITE_SCRATCH_KEPT`] bytes of room): a 1 MiB
+    /// WRITE does not allocate, grow and free a buffer of its size.
+    pub(crate) write_scratch: Vec<u8>,
 }
+
+/// Most room [`Volume::write_scratch`] keeps between writes.
+pub(crate) const WRITE_SCRATCH_KEPT: usize = 2 << 20;
 
 /// A staged commit ([`Volume::commit_begin`]): its blocks are written and
 /// its superblock chosen; it waits for a device flush.
@@ -346,6 +353,7 @@ impl<D: BlockDevice> Volume<D> {
             ),
             in_flight: None,
             commit_tokens: 0,
+            write_scratch: Vec::new(),
         };
         volume.used.set(0);
         volume.used.set(1);
@@ -402,6 +410,7 @@ impl<D: BlockDevice> Volume<D> {
             view_limit,
             in_flight,
             commit_tokens,
+            write_scratch,
         } = self;
         let volume = Volume {
             device,
@@ -438,6 +447,7 @@ impl<D: BlockDevice> Volume<D> {
             view_limit,
             in_flight,
             commit_tokens,
+            write_scratch,
         };
         (volume, old)
     }

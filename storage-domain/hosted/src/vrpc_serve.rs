@@ -499,6 +499,10 @@ impl Guest<'_> {
             None => self.connection.respond_no_reply(request)?,
             Some(reply) => match reply.durable_at() {
                 Some(sequence) if reply.needs_commit() => {
+                    // Its record (a WRITE's data) is read: free it for the
+                    // next call while the reply waits for the commit.
+                    let mut request = request;
+                    self.connection.recycle_record(&mut request);
                     self.held.push((request, reply, sequence));
                 }
                 _ => send(
