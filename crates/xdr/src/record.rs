@@ -87,6 +87,21 @@ impl RecordReassembler {
         }
     }
 
+    /// Offers `buffer` (a record the caller is done with) for the next
+    /// record to be built in: taken, emptied, when no record is under way
+    /// and it has more room than the reassembler's own buffer; dropped
+    /// otherwise.
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.record.is_empty()
+            && !self.record_started
+            && buffer.capacity() > self.record.capacity()
+            && buffer.capacity() <= self.maximum_record_size
+        {
+            buffer.clear();
+            self.record = buffer;
+        }
+    }
+
     /// Whether the stream is at a record boundary: end of stream here is
     /// clean, anywhere else it truncated a record.
     pub fn is_between_records(&self) -> bool {
@@ -168,6 +183,10 @@ impl RecordReassembler {
             self.record = Vec::new();
             return Err(failure);
         }
+        // Room for the whole fragment at once (within the limit just
+        // checked): a record arriving in pieces is not moved and copied
+        // again each time it outgrows its room.
+        self.record.reserve(length);
         self.fragment_remaining = Some(length);
         self.record_started = true;
         Ok(length)

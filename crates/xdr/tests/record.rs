@@ -145,3 +145,51 @@ fn empty_non_last_fragment_is_mid_record() {
     assert_eq!(pushed.record, Some(vec![]));
     assert!(reassembler.is_between_records());
 }
+
+#[test]
+fn a_fragment_arriving_in_pieces_is_given_its_room_once() {
+    let body: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let mut stream = mark(body.len() as u32, true).to_vec();
+    stream.extend_from_slice(&body);
+    let mut reassembler = RecordReassembler::new(1 << 20);
+    let records = reassemble(&mut reassembler, &stream, 4096).unwrap();
+    assert_eq!(records, vec![body.clone()]);
+    // Grown piece by piece, the vector would have doubled past the length.
+    assert_eq!(records[0].capacity(), body.len());
+}
+
+#[test]
+fn a_recycled_buffer_holds_the_next_record_only() {
+    let long: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let mut stream = mark(long.len() as u32, true).to_vec();
+    stream.extend_from_slice(&long);
+    let mut reassembler = RecordReassembler::new(1 << 16);
+    let first = reassemble(&mut reassembler, &stream, 1000)
+        .unwrap()
+        .remove(0);
+    assert_eq!(first, long);
+    let buffer = first.as_ptr();
+    reassembler.recycle(first);
+    let mut stream = mark(3, false).to_vec();
+    stream.extend_from_slice(b"abc");
+    stream.extend_from_slice(&mark(2, true));
+    stream.extend_from_slice(b"de");
+    let second = reassemble(&mut reassembler, &stream, 2).unwrap().remove(0);
+    assert_eq!(second, b"abcde", "none of the longer record's bytes");
+    assert_eq!(second.as_ptr(), buffer, "built in the recycled buffer");
+    // Offered mid-record, a buffer is not taken: the record under way
+    // keeps its bytes.
+    let mut stream = mark(4, true).to_vec();
+    stream.extend_from_slice(b"wxyz");
+    let pushed = reassembler.push(&stream[..6]).unwrap();
+    assert_eq!(pushed.consumed, 6);
+    reassembler.recycle(vec![9; 1 << 12]);
+    let rest = reassembler.push(&stream[6..]).unwrap();
+    assert_eq!(rest.record.as_deref(), Some(&b"wxyz"[..]));
+    // Larger than any record may be: not taken.
+    reassembler.recycle(Vec::with_capacity(1 << 17));
+    let mut stream = mark(1, true).to_vec();
+    stream.push(7);
+    let third = reassemble(&mut reassembler, &stream, 5).unwrap().remove(0);
+    assert!(third.capacity() < 1 << 17);
+}

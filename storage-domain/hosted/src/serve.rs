@@ -145,9 +145,35 @@ struct Call {
 struct Connection {
     stream: Mutex<TcpStream>,
     peer: SocketAddr,
+    /// Records of answered calls, for the reader to build the next ones
+    /// in (see [`Connection::recycle`]).
+    spare_records: Mutex<Vec<Vec<u8>>>,
 }
 
+/// Call records of at least this capacity are kept for the next calls.
+const SPARE_RECORD_MIN: usize = 64 << 10;
+
+/// Most call records a connection keeps.
+const SPARE_RECORDS: usize = 2;
+
 impl Connection {
+    /// Keeps `record`, a call answered, for a later call's record: a 1 MiB
+    /// WRITE then allocates nothing (the server maps blocks of 128 KiB or
+    /// more on their own, see [`fix_mmap_threshold`]).
+    fn recycle(&self, record: Vec<u8>) {
+        if record.capacity() >= SPARE_RECORD_MIN {
+            let mut spares = lock(&self.spare_records);
+            if spares.len() < SPARE_RECORDS {
+                spares.push(record);
+            }
+        }
+    }
+
+    /// A kept record, if any.
+    fn spare_record(&self) -> Option<Vec<u8>> {
+        lock(&self.spare_records).pop()
+    }
+
     /// Send one reply as a single-fragment record: the mark and the reply
     /// in one vectored write (no copy of the reply).
     fn send(&self, reply: &[u8]) {
@@ -543,6 +569,7 @@ fn reader(stream: TcpStream, calls: &mpsc::Sender<Call>, stopping: &AtomicBool) 
     let connection = Arc::new(Connection {
         stream: Mutex::new(writer),
         peer,
+        spare_records: Mutex::new(Vec::new()),
     });
     let client = ClientAddress::Ip(peer.ip());
     log::debug!("{peer}: connected");
@@ -583,6 +610,9 @@ fn reader(stream: TcpStream, calls: &mpsc::Sender<Call>, stopping: &AtomicBool) 
                         };
                         if calls.send(call).is_err() {
                             return;
+                        }
+                        if let Some(spare) = connection.spare_record() {
+                            reassembler.recycle(spare);
                         }
                     }
                 }
@@ -628,6 +658,11 @@ fn worker(
             None => reply.into_bytes_unchecked_durability(),
         };
         call.connection.send(&bytes);
+        call.connection.recycle(call.record);
+        if bytes.capacity() >= SPARE_RECORD_MIN {
+            // A READ's record: built in again by a later READ.
+            lock(server).recycle_reply(bytes);
+        }
     }
 }
 

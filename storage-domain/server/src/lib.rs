@@ -308,7 +308,17 @@ pub(crate) struct Core {
     /// Where the call being run, if a READ, may put its data
     /// ([`Server::direct_next_read`]).
     read_destination: Option<Box<dyn ReadDestination + Send>>,
+    /// Emptied records of READ replies the transport has sent, for the
+    /// next READs' records ([`Server::recycle_reply`]).
+    reply_spares: Vec<Vec<u8>>,
 }
+
+/// Reply records of at least this capacity are kept by
+/// [`Server::recycle_reply`]; smaller ones cost little to allocate.
+const REPLY_SPARE_MIN: usize = 64 << 10;
+
+/// Most reply records kept by [`Server::recycle_reply`].
+const REPLY_SPARES: usize = 4;
 
 /// The NFS server over one file system.
 pub struct Server<F: FileSystem> {
@@ -388,6 +398,7 @@ impl<F: FileSystem> Server<F> {
                 call_xid: 0,
                 read_record: None,
                 read_destination: None,
+                reply_spares: Vec::new(),
             },
         })
     }
@@ -517,6 +528,13 @@ impl<F: FileSystem> Server<F> {
     /// not fit it, or that it refuses, carries its data in the record.
     pub fn direct_next_read(&mut self, destination: Box<dyn ReadDestination + Send>) {
         self.core.read_destination = Some(destination);
+    }
+
+    /// Hands back a reply record the transport has sent, for a later
+    /// READ's record to be built in: a 1 MiB READ then allocates nothing.
+    /// Records under 64 KiB, and any beyond the four kept, are freed.
+    pub fn recycle_reply(&mut self, record: Vec<u8>) {
+        self.core.keep_reply_spare(record);
     }
 
     /// A new session: a client whose departure its transport sees (a VRPC
@@ -846,6 +864,31 @@ fn plain(bytes: Vec<u8>) -> Reply {
 }
 
 impl Core {
+    /// An empty vector for a READ reply record of about `capacity` data
+    /// bytes: a kept one ([`Server::recycle_reply`]) for a large reply,
+    /// a new one otherwise.
+    fn reply_spare(&mut self, capacity: usize) -> Vec<u8> {
+        if capacity >= REPLY_SPARE_MIN {
+            if let Some(index) = self
+                .reply_spares
+                .iter()
+                .position(|spare| spare.capacity() >= capacity)
+            {
+                return self.reply_spares.swap_remove(index);
+            }
+        }
+        Vec::new()
+    }
+
+    /// Keeps `record` for a later READ's reply record (see
+    /// [`Server::recycle_reply`]).
+    fn keep_reply_spare(&mut self, mut record: Vec<u8>) {
+        if record.capacity() >= REPLY_SPARE_MIN && self.reply_spares.len() < REPLY_SPARES {
+            record.clear();
+            self.reply_spares.push(record);
+        }
+    }
+
     /// Decode a call to `P` and authenticate it.
     ///
     /// # Errors

@@ -755,8 +755,8 @@ impl Core {
         }
         // The reply record is built around the room for the data, and the
         // file system reads straight into it (see `Core::read_record`).
-        let mut record =
-            ReadReplyBuffer::new(self.call_xid, &file_attributes, capacity, Vec::new());
+        let buffer = self.reply_spare(capacity);
+        let mut record = ReadReplyBuffer::new(self.call_xid, &file_attributes, capacity, buffer);
         match fs.read(attributes.inode, arguments.offset, record.data_mut()) {
             Ok(length) => {
                 let length = length.min(capacity);
@@ -774,7 +774,12 @@ impl Core {
                     data: Vec::new(),
                 })
             }
-            Err(error) => failed(self, status(&error)),
+            Err(error) => {
+                // A read refused for now (`WouldWait`) is tried again:
+                // keep the record for that try.
+                self.keep_reply_spare(record.finish(0, false).0);
+                failed(self, status(&error))
+            }
         }
     }
 
