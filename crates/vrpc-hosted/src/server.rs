@@ -205,7 +205,7 @@ impl PendingConnection {
         metatab: Option<&MappedRegion>,
         max_record: usize,
     ) -> Result<Connection, ConnectionError> {
-        let backend = match Backend::new(
+        let mut backend = match Backend::new(
             self.ring,
             Arc::new(self.pool),
             self.responses,
@@ -218,6 +218,9 @@ impl PendingConnection {
                 return Err(ConnectionError::Refused(Status::BadRegions));
             }
         };
+        // A process's heap: two records kept per guest cost less than a
+        // fresh 1 MiB allocation per WRITE.
+        backend.keep_spare_records(2);
         send_welcome(
             &self.stream,
             Status::Accepted,

@@ -35,10 +35,6 @@ pub const DEFAULT_MAX_RECORD: usize = (1 << 20) + 4096;
 /// little to allocate.
 const SPARE_RECORD_MIN: usize = 64 << 10;
 
-/// Spare request records a backend keeps: one for the request being
-/// rebuilt and one for a request being answered meanwhile.
-const SPARE_RECORDS: usize = 2;
-
 /// A validated request, copied out of shared memory.
 ///
 /// Answer it exactly once with [`Backend::respond`] or
@@ -97,6 +93,8 @@ pub struct Backend<R, P, D> {
     /// call, which a process whose allocator maps large blocks on their
     /// own (the hosted server's) pays for in page faults.
     spare_records: Vec<Vec<u8>>,
+    /// Most records kept in `spare_records` ([`Backend::keep_spare_records`]).
+    spare_limit: usize,
 }
 
 /// The reply pages of one request ([`Backend::reply_pages`]): the bulk
@@ -204,6 +202,7 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
             unanswered: Vec::with_capacity(parameters.slot_count as usize),
             slot: vec![0; parameters.slot_size as usize],
             spare_records: Vec::new(),
+            spare_limit: 0,
         })
     }
 
@@ -492,17 +491,25 @@ impl<R: SharedMemory, P: SharedMemory, D: Doorbell> Backend<R, P, D> {
         self.push_response(request.xid, ResponseStatus::NoReply, &[], &[], 0, 0)
     }
 
+    /// Keep up to `count` records of answered requests (each at most
+    /// `max_record` bytes) for the next requests to be rebuilt in; none
+    /// by default (a small heap, the Xen domain's, frees them at once).
+    /// Two cover a request being rebuilt while another is answered.
+    pub fn keep_spare_records(&mut self, count: usize) {
+        self.spare_limit = count;
+        self.spare_records.truncate(count);
+    }
+
     /// Takes `request`'s record (leaving it empty) for a later request's:
     /// call it once the record has been read, for instance when the
     /// request's answer must wait for a commit. The answers call it
-    /// themselves. Records below 64 KiB, and any beyond the two kept, are
-    /// freed; so at most two records of at most `max_record` bytes are
-    /// kept per connection.
+    /// themselves. Records below 64 KiB, and any beyond the number
+    /// [`Backend::keep_spare_records`] allows, are freed.
     pub fn recycle_record(&mut self, request: &mut Request) {
         let mut record = core::mem::take(&mut request.record);
         if record.capacity() >= SPARE_RECORD_MIN
             && record.capacity() <= self.max_record
-            && self.spare_records.len() < SPARE_RECORDS
+            && self.spare_records.len() < self.spare_limit
         {
             record.clear();
             self.spare_records.push(record);

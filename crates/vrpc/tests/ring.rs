@@ -854,6 +854,7 @@ fn answered_large_records_are_reused_and_carry_only_their_own_bytes() {
     let (ring, pool) = regions(parameters);
     let (to_back, to_front) = (CountingDoorbell::new(), CountingDoorbell::new());
     let (mut front, mut back) = pair(&ring, &pool, &to_back, &to_front, parameters, 0);
+    back.keep_spare_records(2);
     let mut rng = Rng(0x5eed);
 
     let sent = submit_payload(&mut front, &mut rng, 200 << 10);

@@ -427,6 +427,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (calls, queue) = mpsc::channel::<Call>();
     let queue = Arc::new(Mutex::new(queue));
     let mut workers = Vec::new();
+    // Sent READ records come back from the workers (`worker`): one each.
+    lock(&server).keep_reply_records(args.workers.max(1));
     for index in 0..args.workers.max(1) {
         let queue = Arc::clone(&queue);
         let server = Arc::clone(&server);

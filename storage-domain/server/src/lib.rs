@@ -311,14 +311,13 @@ pub(crate) struct Core {
     /// Emptied records of READ replies the transport has sent, for the
     /// next READs' records ([`Server::recycle_reply`]).
     reply_spares: Vec<Vec<u8>>,
+    /// Most records kept in `reply_spares` ([`Server::keep_reply_records`]).
+    reply_spare_limit: usize,
 }
 
 /// Reply records of at least this capacity are kept by
 /// [`Server::recycle_reply`]; smaller ones cost little to allocate.
 const REPLY_SPARE_MIN: usize = 64 << 10;
-
-/// Most reply records kept by [`Server::recycle_reply`].
-const REPLY_SPARES: usize = 4;
 
 /// The NFS server over one file system.
 pub struct Server<F: FileSystem> {
@@ -399,6 +398,7 @@ impl<F: FileSystem> Server<F> {
                 read_record: None,
                 read_destination: None,
                 reply_spares: Vec::new(),
+                reply_spare_limit: 0,
             },
         })
     }
@@ -530,9 +530,18 @@ impl<F: FileSystem> Server<F> {
         self.core.read_destination = Some(destination);
     }
 
+    /// Keep up to `count` READ reply records (each at most a 1 MiB READ's)
+    /// for later READs to be built in; none by default (a small heap, the
+    /// Xen domain's, frees them at once).
+    pub fn keep_reply_records(&mut self, count: usize) {
+        self.core.reply_spare_limit = count;
+        self.core.reply_spares.truncate(count);
+    }
+
     /// Hands back a reply record the transport has sent, for a later
     /// READ's record to be built in: a 1 MiB READ then allocates nothing.
-    /// Records under 64 KiB, and any beyond the four kept, are freed.
+    /// Records under 64 KiB, and any beyond the number
+    /// [`Server::keep_reply_records`] allows, are freed.
     pub fn recycle_reply(&mut self, record: Vec<u8>) {
         self.core.keep_reply_spare(record);
     }
@@ -883,7 +892,8 @@ impl Core {
     /// Keeps `record` for a later READ's reply record (see
     /// [`Server::recycle_reply`]).
     fn keep_reply_spare(&mut self, mut record: Vec<u8>) {
-        if record.capacity() >= REPLY_SPARE_MIN && self.reply_spares.len() < REPLY_SPARES {
+        if record.capacity() >= REPLY_SPARE_MIN && self.reply_spares.len() < self.reply_spare_limit
+        {
             record.clear();
             self.reply_spares.push(record);
         }

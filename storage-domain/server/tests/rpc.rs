@@ -610,6 +610,7 @@ fn read_replies_name_the_range_of_their_data() {
 #[test]
 fn a_recycled_reply_record_makes_the_same_reply() {
     let mut client = Client::new(common::memfs(), &["/,no_root_squash"]);
+    client.server.keep_reply_records(4);
     let root = client.root();
     let file = client.create(&root, b"data").unwrap();
     let contents: Vec<u8> = (0..200_000u32).map(|index| (index % 251) as u8).collect();
