@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::{call_record, regions};
-use vrpc::{Backend, CountingDoorbell, Frontend, Payload, RingParameters, SharedMemory};
+use common::{call_record, regions, submit_with_payload};
+use vrpc::{Backend, CountingDoorbell, Frontend, RingParameters, SharedMemory};
 
 /// Parameter bytes for slot count 4, slot size 256, `pool_pages` pages.
 fn parameter_bytes(pool_pages: u8) -> [u8; 3] {
@@ -65,18 +65,8 @@ fn write_vrpc_backend_seeds() {
     });
     seed("write-and-read-descriptors", 2, 0, |front| {
         let payload: Vec<u8> = (0..700u32).map(|i| i as u8).collect();
-        let mut record = call_record(2, 100_003, 7, &[0, 0, 0, 0]);
-        let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
-        front
-            .submit(
-                &record,
-                Some(Payload {
-                    offset,
-                    bytes: &payload,
-                }),
-                4096,
-            )
-            .unwrap();
+        let record = call_record(2, 100_003, 7, &[0, 0, 0, 0]);
+        submit_with_payload(front, record, &payload, 4096);
     });
     seed("three-in-flight-at-index-wrap", 4, u32::MAX - 1, |front| {
         for xid in 3..6 {

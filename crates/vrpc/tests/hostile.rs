@@ -6,14 +6,14 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use common::{call_record, regions, Rng, Strict};
+use common::{call_record, regions, submit_with_payload, Rng, Strict};
 use vrpc::layout::{
     Descriptor, DESCRIPTOR_SIZE, HEADER_SIZE, REQUEST_FLAGS, REQUEST_PAYLOAD_COUNT,
     REQUEST_PRODUCER, REQUEST_RECORD_LENGTH, REQUEST_REPLY_COUNT, REQUEST_SPLICE_LENGTH,
     REQUEST_SPLICE_OFFSET, RESPONSE_PRODUCER, SLOT_HEADER_SIZE,
 };
 use vrpc::{
-    Backend, CountingDoorbell, Frontend, Payload, ProtocolError, RingParameters, SharedMemory,
+    Backend, CountingDoorbell, Frontend, ProtocolError, RingParameters, SharedMemory,
     DEFAULT_MAX_RECORD,
 };
 
@@ -30,18 +30,12 @@ fn backend_after(corrupt: impl FnOnce(&[AtomicU32])) -> Result<Option<Vec<u8>>, 
     let doorbell = CountingDoorbell::new();
     let mut front = Frontend::new(&ring[..], &pool[..], &doorbell, PARAMETERS).unwrap();
     let payload = vec![7u8; 4000];
-    let mut record = call_record(1, 7, 1, &[0, 0, 0, 0]);
-    let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
-    front
-        .submit(
-            &record,
-            Some(Payload {
-                offset,
-                bytes: &payload,
-            }),
-            4096,
-        )
-        .unwrap();
+    submit_with_payload(
+        &mut front,
+        call_record(1, 7, 1, &[0, 0, 0, 0]),
+        &payload,
+        4096,
+    );
     corrupt(&ring);
     let refused = AtomicUsize::new(0);
     let strict_ring = Strict {

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{call_record, regions, Rng, Strict};
+use common::{call_record, regions, submit_with_payload, Rng, Strict};
 use nfs3::procedures::data::{ReadArguments, ReadOk, WriteArguments};
 use nfs3::{Arguments, FileHandle, Nfs3, ProcedureResult, Results};
 use vrpc::{
-    Backend, CallFailure, CountingDoorbell, Frontend, Payload, ResponseStatus, RingParameters,
-    SubmitError, DEFAULT_MAX_RECORD,
+    Backend, CallFailure, CountingDoorbell, Frontend, ResponseStatus, RingParameters, SubmitError,
+    DEFAULT_MAX_RECORD,
 };
 
 const SMALL: RingParameters = RingParameters {
@@ -130,21 +130,8 @@ fn many_in_flight_complete_out_of_order() {
             let xid = front.allocate_xid();
             let length = rng.below(9000) as usize;
             let payload = rng.bytes(length);
-            let mut record = call_record(xid, 7, 2, &[0, 0, 0, 0]);
-            let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
-            front
-                .submit(
-                    &record,
-                    Some(Payload {
-                        offset,
-                        bytes: &payload,
-                    }),
-                    3 * 4096,
-                )
-                .unwrap();
-            let mut full = record[..offset].to_vec();
-            full.extend_from_slice(&payload);
-            full.extend_from_slice(&record[offset..]);
+            let record = call_record(xid, 7, 2, &[0, 0, 0, 0]);
+            let full = submit_with_payload(&mut front, record, &payload, 3 * 4096);
             sent.insert(xid, full);
         }
         let mut requests = Vec::new();
@@ -250,18 +237,8 @@ fn read_data_travels_in_reply_pages_and_write_data_in_payload_pages() {
         stable: nfs3::StableHow::Unstable,
         data: Vec::new(),
     });
-    let mut record = nfs3::message::encode_call::<Nfs3>(12, xdr::OpaqueAuth::none(), &empty);
-    let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
-    front
-        .submit(
-            &record,
-            Some(Payload {
-                offset,
-                bytes: &payload,
-            }),
-            0,
-        )
-        .unwrap();
+    let record = nfs3::message::encode_call::<Nfs3>(12, xdr::OpaqueAuth::none(), &empty);
+    submit_with_payload(&mut front, record, &payload, 0);
     let request = back.next_request().unwrap().unwrap();
     let full = Arguments::Write(WriteArguments {
         file: FileHandle(vec![2; 16]),
@@ -826,22 +803,7 @@ fn placed_data_outside_the_reply_pages_is_refused() {
 fn submit_payload(front: &mut Front<'_>, rng: &mut Rng, length: usize) -> Vec<u8> {
     let xid = front.allocate_xid();
     let payload = rng.bytes(length);
-    let mut record = call_record(xid, 7, 2, &[0, 0, 0, 0]);
-    let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
-    front
-        .submit(
-            &record,
-            Some(Payload {
-                offset,
-                bytes: &payload,
-            }),
-            0,
-        )
-        .unwrap();
-    let mut full = record[..offset].to_vec();
-    full.extend_from_slice(&payload);
-    full.extend_from_slice(&record[offset..]);
-    full
+    submit_with_payload(front, call_record(xid, 7, 2, &[0, 0, 0, 0]), &payload, 0)
 }
 
 #[test]

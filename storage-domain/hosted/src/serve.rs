@@ -709,15 +709,19 @@ const MMAP_THRESHOLD: usize = 128 << 10;
 /// starting value) before any thread starts.
 ///
 /// Left dynamic, glibc raises the threshold to the size of each mapped
-/// block freed (up to 32 MiB), after which large transient buffers (read
-/// buffers, commit batches, call records) come from the per-thread arenas
-/// between long-lived small allocations (inode cache entries, index
-/// nodes) that keep the arenas from shrinking: a 30-minute soak's server
-/// grew from 123 to 203 MiB with under 45 MiB of it allocated, the rest
-/// free memory in 16 arenas (`docs/reliability.md`). Fixed, large buffers
-/// are mapped and returned whole and the arenas hold small objects only.
-/// Setting it also fixes the trim threshold (glibc's rule), so an arena's
-/// free top is returned to the system again.
+/// block freed (up to 32 MiB), after which large blocks come from the
+/// per-thread arenas between small long-lived ones (inode cache entries,
+/// index nodes) that keep the arenas from shrinking. In a soak the large
+/// blocks were the cold reads' buffers (132 KiB to 2 MiB, grown a few
+/// times a minute and handed between threads and the data cache), and
+/// the server grew from 123 to 203 MiB in 30 minutes with 40-45 MiB of
+/// it allocated, the rest free memory in 16 arenas; fixed at 128 KiB,
+/// the threshold keeps it flat (`docs/reliability.md`, "Memory"): large
+/// blocks are mapped and returned whole. A fresh mapped block costs a
+/// page fault per page touched, so the per-call records of 1 MiB
+/// WRITEs and READs are kept and reused instead (`Connection::recycle`,
+/// `Server::keep_reply_records`, the VRPC backend's spare records, the
+/// volume's write scratch).
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

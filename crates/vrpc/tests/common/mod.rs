@@ -5,7 +5,31 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use vrpc::{OutOfBounds, RingParameters, SharedMemory};
+use vrpc::{Doorbell, Frontend, OutOfBounds, Payload, RingParameters, SharedMemory};
+
+/// Submits `record` (a call ending in an empty opaque, which is made to
+/// announce `payload`) with `payload` in pool pages and `reply_capacity`
+/// bytes of reply pages offered; returns the whole record the backend
+/// must rebuild, payload spliced in.
+pub fn submit_with_payload<R: SharedMemory, P: SharedMemory, D: Doorbell>(
+    front: &mut Frontend<R, P, D>,
+    mut record: Vec<u8>,
+    payload: &[u8],
+    reply_capacity: usize,
+) -> Vec<u8> {
+    let offset = vrpc::splice::fill_trailing_opaque(&mut record, payload.len()).unwrap();
+    front
+        .submit(
+            &record,
+            Some(Payload {
+                offset,
+                bytes: payload,
+            }),
+            reply_capacity,
+        )
+        .unwrap();
+    [&record[..offset], payload, &record[offset..]].concat()
+}
 
 /// A zeroed region of `bytes` bytes.
 pub fn region(bytes: usize) -> Vec<AtomicU32> {
