@@ -712,8 +712,8 @@ const MMAP_THRESHOLD: usize = 128 << 10;
 /// block freed (up to 32 MiB), after which large blocks come from the
 /// per-thread arenas between small long-lived ones (inode cache entries,
 /// index nodes) that keep the arenas from shrinking. In a soak the large
-/// blocks were the cold reads' buffers (132 KiB to 2 MiB, grown a few
-/// times a minute and handed between threads and the data cache), and
+/// blocks were the cold reads' buffers (132 KiB to 2 MiB, four in the 15
+/// seconds traced, grown and handed between threads and the data cache), and
 /// the server grew from 123 to 203 MiB in 30 minutes with 40-45 MiB of
 /// it allocated, the rest free memory in 16 arenas; fixed at 128 KiB,
 /// the threshold keeps it flat (`docs/reliability.md`, "Memory"): large
