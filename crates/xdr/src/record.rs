@@ -90,7 +90,9 @@ impl RecordReassembler {
     /// Offers `buffer` (a record the caller is done with) for the next
     /// record to be built in: taken, emptied, when no record is under way
     /// and it has more room than the reassembler's own buffer; dropped
-    /// otherwise.
+    /// otherwise. (A record's room otherwise grows with the bytes that
+    /// arrive, never ahead of them: a client's mark alone takes no memory,
+    /// which the Xen domain's TCP budget counts on.)
     pub fn recycle(&mut self, mut buffer: Vec<u8>) {
         if self.record.is_empty()
             && !self.record_started
@@ -183,10 +185,6 @@ impl RecordReassembler {
             self.record = Vec::new();
             return Err(failure);
         }
-        // Room for the whole fragment at once (within the limit just
-        // checked): a record arriving in pieces is not moved and copied
-        // again each time it outgrows its room.
-        self.record.reserve(length);
         self.fragment_remaining = Some(length);
         self.record_started = true;
         Ok(length)
