@@ -90,14 +90,16 @@ impl RecordReassembler {
     /// Offers `buffer` (a record the caller is done with) for the next
     /// record to be built in: taken, emptied, when no record is under way
     /// and it has more room than the reassembler's own buffer; dropped
-    /// otherwise. (A record's room otherwise grows with the bytes that
+    /// otherwise, as is one with more than twice the largest record's
+    /// room (a record grown piece by piece may have up to twice its
+    /// length). A record's room otherwise grows with the bytes that
     /// arrive, never ahead of them: a client's mark alone takes no memory,
-    /// which the Xen domain's TCP budget counts on.)
+    /// which the Xen domain's TCP budget counts on.
     pub fn recycle(&mut self, mut buffer: Vec<u8>) {
         if self.record.is_empty()
             && !self.record_started
             && buffer.capacity() > self.record.capacity()
-            && buffer.capacity() <= self.maximum_record_size
+            && buffer.capacity() <= self.maximum_record_size.saturating_mul(2)
         {
             buffer.clear();
             self.record = buffer;
