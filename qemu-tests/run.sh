@@ -250,6 +250,7 @@ sed -n 's/^SDT-OK nfs: kernel \(read\|write\) \([0-9]* bytes in [0-9.]* s\).*/ke
 grep -m1 -o '^\[sd-nfs\] shutdown.*heap [0-9]* KiB used' "$SERIAL" | sed 's/.*heap/sd-nfs heap at shutdown:/' || true
 grep -m1 -o 'heap [0-9]* KiB used of [0-9]* KiB' "$SERIAL" | sed 's/^/sd-seed /' || true
 grep -m1 -E '^sd-seed +[0-9]+ +[0-9]+' "$SERIAL" | awk '{print "xl list memory: " $3 " MiB"}' || true
+sed -n 's/^SDT-DISK-BENCH disk bench: /disk bench (sd-verify): /p' "$SERIAL" | head -1 || true
 sed -n 's/^\[guest1\] GDT-OK \(mount: attach-to-mounted [0-9.]* s\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(16MiB [a-z ]* [0-9.]* s\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(stat pass: .*LOOKUP RPCs\).*/guest1 \1/p; s/^\[guest1\] GDT-OK \(dom0.s change seen .*\) t=.*/guest1 \1/p; s/^\[guest1\] GDT-OK \(pjdfstest subset: .*\) t=.*/guest1 \1/p' "$SERIAL" || true
 sed -n 's/^\[guest1\] GDT-OK \(mixed: .*\) t=.*/guest1 \1/p' "$SERIAL" || true
 sed -n 's/^\[guest1\] GDT-RATIO \([A-Za-z0-9]*\) \([0-9.]*\) \([0-9.]*\).*/ratio \1: VRPC \2 s, kernel NFS \3 s/p' "$SERIAL" | awk '{ printf "%s (NFS/VRPC %.2f)\n", $0, ($8 > 0 && $4 > 0) ? $8 / $4 : 0 }' || true
@@ -275,6 +276,8 @@ if [ "$failures" = 0 ]; then
         END { if (w[1] > 0 && r[1] > 0) for (k = 8; k <= 32; k *= 4) if (k in n)
             printf "%s%d clients: throughput %.2fx write, %.2fx read of one client; mean client time %.2fx write, %.2fx read; domain CPU %s s write, %s s read",
                 (k > 8 ? "; " : ""), k, k * w[1] / w[k], k * r[1] / r[k], mw[k] / (mw[1] > 0 ? mw[1] : 1), mr[k] / (mr[1] > 0 ? mr[1] : 1), cw[k], cr[k] }' "$SERIAL")
+    disk=$(sed -n 's/^SDT-DISK-BENCH disk bench: [0-9]* MiB x[0-9]* each way; .*indirect\/plain \([0-9.]*\); .*indirect\/plain \([0-9.]*\); data identical.*/waiting reads indirect\/plain \1, started reads \2/p' "$SERIAL" | head -1)
+    echo "xen-disk ok: indirect requests and persistent grants negotiated with blkback, the churn boot on plain requests read back by indirect ones; ${disk}"
     echo "xen-tcp ok: ${held} connections held from dom0 (48 idle, 16 stalled mid-record), a 65th kernel client mounted, read and wrote; ${tcp_counts}; ip=dhcp leased ${leased}, published in data/ip and mounted by it; scaling: ${scaling}"
     echo "xen-vrpc ok: guest1 attach-to-mounted ${attach} s; 16 MiB byte for byte; stat of 1000 files ${stats}; dom0's change seen within ${seen}; ratios ${ratios}; ${mixed}; 20 attach/detach cycles, ${cycles}; ${many}; ${connected}; ${guest_cycles}; storage domain destroyed and recreated under the mount; guest destroyed while mounted; fsck clean"
 fi

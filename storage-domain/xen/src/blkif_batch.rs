@@ -8,8 +8,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use xen_abi::blkif::{
-    BlkifRequest, BlkifRequestSegment, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, RSP_OKAY,
-    SECTOR_SIZE,
+    BlkifRequest, BlkifRequestIndirect, BlkifRequestSegment, BlkifResponse,
+    MAX_SEGMENTS_PER_REQUEST, OP_INDIRECT, RSP_OKAY, SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE,
 };
 
 /// Bytes of a file-system block (`sdfs::BLOCK_SIZE`), one page per segment.
@@ -17,39 +17,183 @@ pub const BLOCK_BYTES: u64 = 4096;
 /// 512-byte sectors per block.
 pub const SECTORS_PER_BLOCK: u64 = BLOCK_BYTES / SECTOR_SIZE;
 
+/// A read or write request as it goes on the ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RingRequest {
+    /// Up to [`MAX_SEGMENTS_PER_REQUEST`] segments, in the ring slot.
+    Direct(BlkifRequest),
+    /// More (`BLKIF_OP_INDIRECT`): the segments go into one indirect page,
+    /// whose grant the caller puts into `indirect_grefs[0]` when it places
+    /// them ([`IndirectPages`]).
+    Indirect {
+        /// The slot's part.
+        request: BlkifRequestIndirect,
+        /// The indirect page's part, in order.
+        segments: Vec<BlkifRequestSegment>,
+    },
+}
+
+impl RingRequest {
+    /// The id the response will echo.
+    pub fn id(&self) -> u64 {
+        match self {
+            RingRequest::Direct(request) => request.id,
+            RingRequest::Indirect { request, .. } => request.id,
+        }
+    }
+
+    /// Replace the id.
+    pub fn set_id(&mut self, id: u64) {
+        match self {
+            RingRequest::Direct(request) => request.id = id,
+            RingRequest::Indirect { request, .. } => request.id = id,
+        }
+    }
+}
+
+/// What the tests look at.
+#[cfg(test)]
+impl RingRequest {
+    /// The first 512-byte sector.
+    pub fn sector_number(&self) -> u64 {
+        match self {
+            RingRequest::Direct(request) => request.sector_number,
+            RingRequest::Indirect { request, .. } => request.sector_number,
+        }
+    }
+
+    /// The segments, wherever they go.
+    pub fn segments(&self) -> &[BlkifRequestSegment] {
+        match self {
+            RingRequest::Direct(request) => &request.seg[..usize::from(request.nr_segments)],
+            RingRequest::Indirect { segments, .. } => segments,
+        }
+    }
+
+    /// Whether it needs an indirect page.
+    pub fn is_indirect(&self) -> bool {
+        matches!(self, RingRequest::Indirect { .. })
+    }
+}
+
+/// The most segments one request of ours carries: one indirect page's
+/// worth (a request never needs a second page: a batch is 88 blocks).
+pub const MAX_SEGMENTS_PER_INDIRECT_REQUEST: usize = SEGMENTS_PER_INDIRECT_PAGE;
+
+/// Segments per request for a backend that offers `offered`
+/// (`feature-max-indirect-segments`, `None` when absent) and a
+/// configured limit `wanted` (`disk_segments=`): indirect requests only
+/// when both allow more than the [`MAX_SEGMENTS_PER_REQUEST`] of a plain
+/// one (fewer would only cost an indirect page per request), and never
+/// more than one indirect page holds.
+pub fn segments_per_request(offered: Option<u32>, wanted: usize) -> usize {
+    let offered = offered.map_or(0, |offered| offered as usize);
+    let limit = offered.min(wanted).min(MAX_SEGMENTS_PER_INDIRECT_REQUEST);
+    if limit > MAX_SEGMENTS_PER_REQUEST {
+        limit
+    } else {
+        MAX_SEGMENTS_PER_REQUEST
+    }
+}
+
 /// The requests that move `grants.len()` consecutive blocks starting at
 /// `first_block`, block `i` through the page granted as `grants[i]`: up to
-/// 11 blocks per request, request ids `0..n` in order.
+/// `per_request` blocks per request ([`segments_per_request`]), indirect
+/// where more than [`MAX_SEGMENTS_PER_REQUEST`], request ids `0..n` in
+/// order.
 pub fn build_requests(
     operation: u8,
     handle: u16,
     first_block: u64,
     grants: &[u32],
-) -> Vec<BlkifRequest> {
+    per_request: usize,
+) -> Vec<RingRequest> {
+    let per_request = per_request.clamp(1, MAX_SEGMENTS_PER_INDIRECT_REQUEST);
+    let segment = |gref: u32| BlkifRequestSegment {
+        gref,
+        first_sect: 0,
+        last_sect: (SECTORS_PER_BLOCK - 1) as u8,
+        padding: 0,
+    };
     grants
-        .chunks(MAX_SEGMENTS_PER_REQUEST)
+        .chunks(per_request)
         .enumerate()
         .map(|(index, chunk)| {
-            let mut request = BlkifRequest {
-                operation,
-                nr_segments: chunk.len() as u8,
-                handle,
-                id: index as u64,
-                sector_number: (first_block + (index * MAX_SEGMENTS_PER_REQUEST) as u64)
-                    * SECTORS_PER_BLOCK,
-                ..BlkifRequest::default()
-            };
-            for (segment, &gref) in request.seg.iter_mut().zip(chunk) {
-                *segment = BlkifRequestSegment {
-                    gref,
-                    first_sect: 0,
-                    last_sect: (SECTORS_PER_BLOCK - 1) as u8,
-                    padding: 0,
+            let id = index as u64;
+            let sector_number = (first_block + (index * per_request) as u64) * SECTORS_PER_BLOCK;
+            if chunk.len() <= MAX_SEGMENTS_PER_REQUEST {
+                let mut request = BlkifRequest {
+                    operation,
+                    nr_segments: chunk.len() as u8,
+                    handle,
+                    id,
+                    sector_number,
+                    ..BlkifRequest::default()
                 };
+                for (slot, &gref) in request.seg.iter_mut().zip(chunk) {
+                    *slot = segment(gref);
+                }
+                RingRequest::Direct(request)
+            } else {
+                RingRequest::Indirect {
+                    request: BlkifRequestIndirect {
+                        operation: OP_INDIRECT,
+                        indirect_op: operation,
+                        nr_segments: chunk.len() as u16,
+                        id,
+                        sector_number,
+                        handle,
+                        ..BlkifRequestIndirect::default()
+                    },
+                    segments: chunk.iter().map(|&gref| segment(gref)).collect(),
+                }
             }
-            request
         })
         .collect()
+}
+
+/// The indirect pages, each lent to one request on the ring from when it
+/// is pushed until its response is taken (the backend reads the page
+/// while it works on the request). As many as the ring's slots: a request
+/// in flight holds a slot, so a page is always free for the next one.
+#[derive(Debug)]
+pub struct IndirectPages {
+    /// Per page: the id of the request holding it.
+    holders: Vec<Option<u64>>,
+    /// Most pages ever lent at once.
+    pub most_lent: usize,
+}
+
+impl IndirectPages {
+    /// `count` pages, none lent.
+    pub fn new(count: usize) -> Self {
+        IndirectPages {
+            holders: vec![None; count],
+            most_lent: 0,
+        }
+    }
+
+    /// Lend a free page to the request with `id` (unique among requests
+    /// in flight); `None` when every page is lent.
+    pub fn lend(&mut self, id: u64) -> Option<usize> {
+        let page = self.holders.iter().position(Option::is_none)?;
+        self.holders[page] = Some(id);
+        self.most_lent = self.most_lent.max(self.lent());
+        Some(page)
+    }
+
+    /// Take back the page of the request with `id`, if it holds one (for
+    /// every response taken: a plain request holds none).
+    pub fn take_back(&mut self, id: u64) -> Option<usize> {
+        let page = self.holders.iter().position(|&holder| holder == Some(id))?;
+        self.holders[page] = None;
+        Some(page)
+    }
+
+    /// Pages lent now.
+    pub fn lent(&self) -> usize {
+        self.holders.iter().flatten().count()
+    }
 }
 
 /// A response that cannot belong to the batch: the backend is broken or
@@ -263,8 +407,9 @@ struct WriteInFlight {
 }
 
 /// Writes that return before they complete: the blocks of a run of
-/// consecutive writes are gathered into one request of up to
-/// [`MAX_SEGMENTS_PER_REQUEST`] pages (a commit writes its records and
+/// consecutive writes are gathered into one request of up to its run
+/// limit of pages ([`MAX_SEGMENTS_PER_REQUEST`] in a plain request, more in
+/// an indirect one; a commit writes its records and
 /// index nodes one block at a time, mostly into consecutive fresh
 /// blocks), issued when the run breaks or fills, or before a flush or a
 /// read that needs it, with at most [`MAX_STARTED_WRITES`] requests on the
@@ -278,6 +423,8 @@ struct WriteInFlight {
 #[derive(Debug)]
 pub struct StartedWrites {
     free_pages: Vec<usize>,
+    /// The most blocks of a run: of one request.
+    max_run: usize,
     /// The run being gathered: its first block and pages.
     forming: Option<(u64, Vec<usize>)>,
     in_flight: Vec<WriteInFlight>,
@@ -290,10 +437,12 @@ pub struct StartedWrites {
 }
 
 impl StartedWrites {
-    /// Writes through the pool's pages `pages`.
-    pub fn new(pages: core::ops::Range<usize>) -> Self {
+    /// Writes through the pool's pages `pages`, up to `max_run` blocks
+    /// (at least 1) in a request ([`build_requests`]'s `per_request`).
+    pub fn new(pages: core::ops::Range<usize>, max_run: usize) -> Self {
         StartedWrites {
             free_pages: pages.rev().collect(),
+            max_run: max_run.clamp(1, MAX_SEGMENTS_PER_INDIRECT_REQUEST),
             forming: None,
             in_flight: Vec::new(),
             issued: 0,
@@ -301,6 +450,11 @@ impl StartedWrites {
             requests: 0,
             blocks: 0,
         }
+    }
+
+    /// Gather up to `max_run` blocks (at least 1) into the next requests.
+    pub fn set_max_run(&mut self, max_run: usize) {
+        self.max_run = max_run.clamp(1, MAX_SEGMENTS_PER_INDIRECT_REQUEST);
     }
 
     /// Whether `id` names a started write (check the flush and read tags
@@ -313,7 +467,7 @@ impl StartedWrites {
     /// not end just before it, or is full.
     pub fn breaks_run(&self, block: u64) -> bool {
         self.forming.as_ref().is_some_and(|(first, pages)| {
-            pages.len() >= MAX_SEGMENTS_PER_REQUEST || *first + pages.len() as u64 != block
+            pages.len() >= self.max_run || *first + pages.len() as u64 != block
         })
     }
 
@@ -334,12 +488,12 @@ impl StartedWrites {
         self.blocks += 1;
     }
 
-    /// Whether the gathered run holds [`MAX_SEGMENTS_PER_REQUEST`] blocks
-    /// (issue it: nothing more can join it).
+    /// Whether the gathered run holds its limit of blocks (issue it:
+    /// nothing more can join it).
     pub fn run_full(&self) -> bool {
         self.forming
             .as_ref()
-            .is_some_and(|(_, pages)| pages.len() >= MAX_SEGMENTS_PER_REQUEST)
+            .is_some_and(|(_, pages)| pages.len() >= self.max_run)
     }
 
     /// Whether a run is being gathered.
@@ -365,17 +519,25 @@ impl StartedWrites {
         handle: u16,
         deadline: u64,
         grant: impl Fn(usize) -> u32,
-    ) -> Option<BlkifRequest> {
+    ) -> Option<RingRequest> {
         if !self.has_slot() {
             return None;
         }
         let (first, pages) = self.forming.take()?;
         let grants: Vec<u32> = pages.iter().map(|&page| grant(page)).collect();
-        let mut request = build_requests(xen_abi::blkif::OP_WRITE, handle, first, &grants)
-            .into_iter()
-            .next()?;
+        // One request for the run, whatever its length (a run gathered
+        // before `set_max_run` lowered the limit goes out as it is).
+        let mut request = build_requests(
+            xen_abi::blkif::OP_WRITE,
+            handle,
+            first,
+            &grants,
+            grants.len(),
+        )
+        .into_iter()
+        .next()?;
         self.issued += 1;
-        request.id = STARTED_WRITE_ID | self.issued;
+        request.set_id(STARTED_WRITE_ID | self.issued);
         self.in_flight.push(WriteInFlight {
             issue: self.issued,
             first,
@@ -455,35 +617,120 @@ impl StartedWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xen_abi::blkif::{OP_WRITE, RSP_ERROR};
+    use xen_abi::blkif::{OP_READ, OP_WRITE, RSP_ERROR};
 
     #[test]
     fn a_run_of_25_blocks_is_three_requests() {
         let grants: Vec<u32> = (100..125).collect();
-        let requests = build_requests(OP_WRITE, 51712, 1000, &grants);
-        assert_eq!(requests.len(), 3);
+        let requests = build_requests(OP_WRITE, 51712, 1000, &grants, MAX_SEGMENTS_PER_REQUEST);
+        let plain: Vec<&BlkifRequest> = requests
+            .iter()
+            .map(|request| match request {
+                RingRequest::Direct(request) => request,
+                RingRequest::Indirect { .. } => panic!("11 segments fit a plain request"),
+            })
+            .collect();
         assert_eq!(
-            requests
+            plain
                 .iter()
                 .map(|request| request.nr_segments)
                 .collect::<Vec<_>>(),
             [11, 11, 3]
         );
-        assert_eq!(requests[0].sector_number, 8000);
-        assert_eq!(requests[1].sector_number, 8000 + 11 * 8);
-        assert_eq!(requests[2].sector_number, 8000 + 22 * 8);
-        assert_eq!(requests[2].id, 2);
-        assert_eq!(requests[1].seg[0].gref, 111);
-        assert_eq!(requests[2].seg[2].gref, 124);
-        assert_eq!(requests[2].seg[3], BlkifRequestSegment::default());
-        assert!(requests
+        assert_eq!(requests[0].sector_number(), 8000);
+        assert_eq!(requests[1].sector_number(), 8000 + 11 * 8);
+        assert_eq!(requests[2].sector_number(), 8000 + 22 * 8);
+        assert_eq!(requests[2].id(), 2);
+        assert_eq!(plain[1].seg[0].gref, 111);
+        assert_eq!(plain[2].seg[2].gref, 124);
+        assert_eq!(plain[2].seg[3], BlkifRequestSegment::default());
+        assert_eq!(requests[2].segments().len(), 3);
+        assert!(plain
             .iter()
             .all(|request| request.handle == 51712 && request.operation == OP_WRITE));
-        assert!(requests[0]
+        assert!(plain[0]
             .seg
             .iter()
             .all(|segment| segment.first_sect == 0 && segment.last_sect == 7));
-        assert!(build_requests(OP_WRITE, 0, 0, &[]).is_empty());
+        assert!(build_requests(OP_WRITE, 0, 0, &[], MAX_SEGMENTS_PER_REQUEST).is_empty());
+    }
+
+    #[test]
+    fn a_run_beyond_11_blocks_becomes_indirect_requests_and_a_short_tail_a_plain_one() {
+        let grants: Vec<u32> = (100..188).collect();
+        let requests = build_requests(OP_READ, 51712, 1000, &grants, 40);
+        // 40 + 40 indirect, the last 8 in a plain request.
+        assert_eq!(
+            requests
+                .iter()
+                .map(|request| (request.is_indirect(), request.segments().len()))
+                .collect::<Vec<_>>(),
+            [(true, 40), (true, 40), (false, 8)]
+        );
+        let RingRequest::Indirect { request, segments } = &requests[1] else {
+            unreachable!()
+        };
+        assert_eq!(request.operation, OP_INDIRECT);
+        assert_eq!(request.indirect_op, OP_READ);
+        assert_eq!(request.nr_segments, 40);
+        assert_eq!(request.handle, 51712);
+        assert_eq!(request.id, 1);
+        assert_eq!(request.sector_number, (1000 + 40) * 8);
+        assert_eq!(request.indirect_grefs, [0; 8], "the caller places the page");
+        assert_eq!(segments[0].gref, 140);
+        assert_eq!(segments[39].gref, 179);
+        assert!(segments
+            .iter()
+            .all(|segment| segment.first_sect == 0 && segment.last_sect == 7));
+        assert_eq!(requests[2].sector_number(), (1000 + 80) * 8);
+        assert_eq!(requests[2].segments()[7].gref, 187);
+        // One request for a whole batch, however large the limit asked.
+        let whole = build_requests(OP_READ, 0, 0, &grants, 100_000);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].segments().len(), 88);
+        // A limit of 0 is taken as 1.
+        assert_eq!(build_requests(OP_READ, 0, 0, &grants[..3], 0).len(), 3);
+    }
+
+    #[test]
+    fn indirect_requests_only_when_the_backend_and_the_setting_allow_more_than_11() {
+        assert_eq!(segments_per_request(None, 256), MAX_SEGMENTS_PER_REQUEST);
+        assert_eq!(segments_per_request(Some(256), 256), 256);
+        assert_eq!(segments_per_request(Some(32), 256), 32);
+        assert_eq!(segments_per_request(Some(256), 64), 64);
+        // Off by setting, or a backend offering no more than a plain request.
+        assert_eq!(
+            segments_per_request(Some(256), 11),
+            MAX_SEGMENTS_PER_REQUEST
+        );
+        assert_eq!(segments_per_request(Some(256), 0), MAX_SEGMENTS_PER_REQUEST);
+        assert_eq!(segments_per_request(Some(8), 256), MAX_SEGMENTS_PER_REQUEST);
+        assert_eq!(segments_per_request(Some(12), 256), 12);
+        // Never more than one indirect page holds.
+        assert_eq!(segments_per_request(Some(u32::MAX), usize::MAX), 512);
+    }
+
+    #[test]
+    fn indirect_pages_are_lent_to_one_request_each_until_its_response() {
+        let mut pages = IndirectPages::new(3);
+        let a = pages.lend(10).unwrap();
+        let b = pages.lend(STARTED_WRITE_ID | 1).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(pages.take_back(7), None, "a plain request holds no page");
+        let c = pages.lend(11).unwrap();
+        assert_eq!(pages.lend(12), None, "every page is lent");
+        assert_eq!((pages.lent(), pages.most_lent), (3, 3));
+        assert_eq!(pages.take_back(STARTED_WRITE_ID | 1), Some(b));
+        assert_eq!(
+            pages.take_back(STARTED_WRITE_ID | 1),
+            None,
+            "taken back once"
+        );
+        assert_eq!(pages.lend(12), Some(b));
+        assert_eq!(pages.take_back(10), Some(a));
+        assert_eq!(pages.take_back(11), Some(c));
+        assert_eq!(pages.lent(), 1);
+        assert_eq!(pages.most_lent, 3);
     }
 
     fn response(id: u64, status: i16) -> BlkifResponse {
@@ -565,7 +812,7 @@ mod tests {
 
     /// Gathers `blocks` written one at a time, issuing whenever the run
     /// breaks, as blkfront does; returns the requests issued.
-    fn write_each(writes: &mut StartedWrites, blocks: &[u64]) -> Vec<BlkifRequest> {
+    fn write_each(writes: &mut StartedWrites, blocks: &[u64]) -> Vec<RingRequest> {
         let mut issued = Vec::new();
         for &block in blocks {
             if writes.breaks_run(block) {
@@ -579,7 +826,7 @@ mod tests {
 
     #[test]
     fn consecutive_block_writes_become_one_request_of_up_to_11_pages() {
-        let mut writes = StartedWrites::new(0..88);
+        let mut writes = StartedWrites::new(0..88, MAX_SEGMENTS_PER_REQUEST);
         let mut issued = write_each(&mut writes, &(500..514).collect::<Vec<_>>());
         assert_eq!(
             issued.len(),
@@ -592,12 +839,12 @@ mod tests {
         assert_eq!(
             issued
                 .iter()
-                .map(|request| request.nr_segments)
+                .map(|request| request.segments().len())
                 .collect::<Vec<_>>(),
             [11, 3]
         );
-        let [first, second] = &issued[..] else {
-            unreachable!()
+        let [RingRequest::Direct(first), RingRequest::Direct(second)] = &issued[..] else {
+            panic!("11 blocks go in plain requests")
         };
         assert_eq!(first.operation, xen_abi::blkif::OP_WRITE);
         assert_eq!(first.handle, 7);
@@ -612,7 +859,7 @@ mod tests {
         assert_eq!(second.seg[2].gref, 1013);
         assert_eq!((writes.requests, writes.blocks), (2, 14));
         // Full at 11 blocks: blkfront issues it then.
-        let mut full = StartedWrites::new(0..88);
+        let mut full = StartedWrites::new(0..88, MAX_SEGMENTS_PER_REQUEST);
         write_each(&mut full, &(0..10).collect::<Vec<_>>());
         assert!(!full.run_full());
         write_each(&mut full, &[10]);
@@ -621,8 +868,29 @@ mod tests {
     }
 
     #[test]
+    fn with_indirect_requests_a_run_gathers_up_to_its_limit() {
+        let mut writes = StartedWrites::new(0..88, 22);
+        let mut issued = write_each(&mut writes, &(0..30).collect::<Vec<_>>());
+        assert!(writes.gathering() && !writes.run_full());
+        issued.extend(writes.issue(7, 100, |page| 1000 + page as u32));
+        assert_eq!(
+            issued
+                .iter()
+                .map(|request| (request.is_indirect(), request.segments().len()))
+                .collect::<Vec<_>>(),
+            [(true, 22), (false, 8)]
+        );
+        assert!(StartedWrites::owns(issued[0].id()) && StartedWrites::owns(issued[1].id()));
+        assert_eq!(issued[1].sector_number(), 22 * SECTORS_PER_BLOCK);
+        assert_eq!(issued[0].segments()[21].gref, 1021);
+        let mut full = StartedWrites::new(0..88, 22);
+        write_each(&mut full, &(0..22).collect::<Vec<_>>());
+        assert!(full.run_full() && full.breaks_run(22));
+    }
+
+    #[test]
     fn a_scattered_write_breaks_the_run() {
-        let mut writes = StartedWrites::new(0..88);
+        let mut writes = StartedWrites::new(0..88, MAX_SEGMENTS_PER_REQUEST);
         let issued = write_each(&mut writes, &[10, 11, 30, 29, 31]);
         // 10-11, then 30, then 29 (not after 30); 31 (not after 29) is
         // gathered.
@@ -630,8 +898,8 @@ mod tests {
             issued
                 .iter()
                 .map(|request| (
-                    request.sector_number / SECTORS_PER_BLOCK,
-                    request.nr_segments
+                    request.sector_number() / SECTORS_PER_BLOCK,
+                    request.segments().len()
                 ))
                 .collect::<Vec<_>>(),
             [(10, 2), (30, 1), (29, 1)]
@@ -644,12 +912,12 @@ mod tests {
 
     #[test]
     fn the_ring_share_and_the_pages_bound_started_writes() {
-        let mut writes = StartedWrites::new(0..12);
+        let mut writes = StartedWrites::new(0..12, MAX_SEGMENTS_PER_REQUEST);
         let mut ids = Vec::new();
         for block in 0..MAX_STARTED_WRITES as u64 {
             let page = writes.take_page().unwrap();
             writes.gather(block * 2, page);
-            ids.push(writes.issue(0, 100, |_| 0).unwrap().id);
+            ids.push(writes.issue(0, 100, |_| 0).unwrap().id());
         }
         let page = writes.take_page().unwrap();
         writes.gather(100, page);
@@ -674,15 +942,15 @@ mod tests {
 
     #[test]
     fn a_flush_waits_for_the_writes_before_it_and_a_failure_stays() {
-        let mut writes = StartedWrites::new(0..88);
+        let mut writes = StartedWrites::new(0..88, MAX_SEGMENTS_PER_REQUEST);
         assert!(writes.done_through(writes.issued_mark()) && writes.idle());
         write_each(&mut writes, &[1]);
-        let first = writes.issue(0, 100, |_| 0).unwrap().id;
+        let first = writes.issue(0, 100, |_| 0).unwrap().id();
         write_each(&mut writes, &[5]);
-        let second = writes.issue(0, 100, |_| 0).unwrap().id;
+        let second = writes.issue(0, 100, |_| 0).unwrap().id();
         let mark = writes.issued_mark();
         write_each(&mut writes, &[9]);
-        let later = writes.issue(0, 100, |_| 0).unwrap().id;
+        let later = writes.issue(0, 100, |_| 0).unwrap().id();
         assert!(!writes.done_through(mark));
         writes.complete(&response(second, RSP_OKAY)).unwrap();
         assert!(!writes.done_through(mark), "the first is still in flight");
@@ -706,7 +974,7 @@ mod tests {
         assert_eq!(writes.failure(), Some(RSP_ERROR));
         assert!(writes.idle());
         write_each(&mut writes, &[2]);
-        let after = writes.issue(0, 100, |_| 0).unwrap().id;
+        let after = writes.issue(0, 100, |_| 0).unwrap().id();
         writes.complete(&response(after, RSP_OKAY)).unwrap();
         assert_eq!(
             writes.failure(),
@@ -717,19 +985,19 @@ mod tests {
 
     #[test]
     fn a_held_flush_goes_out_once_its_writes_are_done_or_fails_behind_a_failed_one() {
-        let mut writes = StartedWrites::new(0..88);
+        let mut writes = StartedWrites::new(0..88, MAX_SEGMENTS_PER_REQUEST);
         let mut flushes = StartedFlushes::default();
         // No write before it: out at once.
         let idle = flushes.start(100).unwrap();
         flushes.hold(idle, writes.issued_mark());
         assert_eq!(flushes.release(&writes), [idle]);
         write_each(&mut writes, &[4]);
-        let write = writes.issue(0, 100, |_| 0).unwrap().id;
+        let write = writes.issue(0, 100, |_| 0).unwrap().id();
         let behind = flushes.start(100).unwrap();
         flushes.hold(behind, writes.issued_mark());
         // A write issued after it does not hold it back.
         write_each(&mut writes, &[8]);
-        let later = writes.issue(0, 100, |_| 0).unwrap().id;
+        let later = writes.issue(0, 100, |_| 0).unwrap().id();
         assert!(
             flushes.release(&writes).is_empty(),
             "its write is in flight"

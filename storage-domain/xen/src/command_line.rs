@@ -21,10 +21,15 @@
 //! - `connections=N`: TCP clients served at once, 1 to 65536 (default 64;
 //!   lowered at boot to what the heap holds). A further client closes the
 //!   connection idle longest.
+//! - `disk_segments=N`: most pages (4 KiB segments) in one disk request,
+//!   1 to 512 (default 256): beyond 11 blkfront sends indirect requests
+//!   when the backend offers them (`feature-max-indirect-segments`, and
+//!   never more than it offers); 11 or less: plain requests only.
 //! - `metatab=SLOTS`: slots of each export's metadata table, a power of two
 //!   up to 131072, or 0 for no tables (default 8192: 1 MiB + 4 KiB each).
 //! - `test=ACTION[,ACTION...]`: boot-test actions for `qemu-tests/`
-//!   (`seed`, `verify`, `churn`, `panic`, `fault`, `many`; see `docs/xen.md`).
+//!   (`seed`, `verify`, `churn`, `panic`, `fault`, `many`, `diskbench`; see
+//!   `docs/xen.md`).
 //!
 //! The bytes come from the toolstack's configuration: nothing here panics
 //! on them; unknown or malformed words become warnings the banner prints.
@@ -65,6 +70,9 @@ pub enum TestAction {
     /// Create `/many/f0` .. `/many/f999` (empty) in one commit, for the
     /// guests' stat passes.
     Many,
+    /// Before opening the file system, read the disk with plain and with
+    /// indirect requests side by side and print the ratio.
+    DiskBench,
 }
 
 /// The parsed configuration.
@@ -86,6 +94,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Slots of each export's metadata table (`metatab=`; 0: none).
     pub metatab_slots: u32,
+    /// Most segments in one disk request (`disk_segments=`).
+    pub disk_segments: usize,
     /// Boot-test actions, in command-line order.
     pub tests: Vec<TestAction>,
     /// Words that were not understood, for the banner.
@@ -100,6 +110,13 @@ pub const DEFAULT_DATA_CACHE_BYTES: u64 = 1 << 20;
 
 /// Default TCP port: NFS's registered port.
 pub const DEFAULT_PORT: u16 = 2049;
+
+/// Default most segments of a disk request: what Linux's blkback offers
+/// (1 MiB), beyond any request the domain makes (88 blocks).
+pub const DEFAULT_DISK_SEGMENTS: usize = 256;
+
+/// The largest `disk_segments=`: one indirect page's segments.
+pub const MAX_DISK_SEGMENTS: usize = 512;
 
 /// Default metadata table slots per export (257 pages each).
 pub const DEFAULT_METATAB_SLOTS: u32 = 8192;
@@ -117,6 +134,7 @@ impl Config {
             port: DEFAULT_PORT,
             max_connections: None,
             metatab_slots: DEFAULT_METATAB_SLOTS,
+            disk_segments: DEFAULT_DISK_SEGMENTS,
             tests: Vec::new(),
             warnings: Vec::new(),
         };
@@ -186,6 +204,14 @@ impl Config {
                         metatab::layout::MAX_SLOT_COUNT
                     )),
                 },
+                "disk_segments" => match value.parse::<usize>() {
+                    Ok(count) if (1..=MAX_DISK_SEGMENTS).contains(&count) => {
+                        config.disk_segments = count
+                    }
+                    _ => config.warnings.push(format!(
+                        "ignored disk_segments `{value}` (want a number from 1 to {MAX_DISK_SEGMENTS})"
+                    )),
+                },
                 "test" => {
                     for action in value.split(',') {
                         match action {
@@ -195,6 +221,7 @@ impl Config {
                             "panic" => config.tests.push(TestAction::Panic),
                             "fault" => config.tests.push(TestAction::Fault),
                             "many" => config.tests.push(TestAction::Many),
+                            "diskbench" => config.tests.push(TestAction::DiskBench),
                             other => config
                                 .warnings
                                 .push(format!("ignored test action `{other}`")),
@@ -336,6 +363,30 @@ mod tests {
             ]
         );
         assert!(config.wants(TestAction::Churn) && !config.wants(TestAction::Panic));
+    }
+
+    #[test]
+    fn disk_segments_takes_1_to_512() {
+        assert_eq!(Config::parse(b"").disk_segments, DEFAULT_DISK_SEGMENTS);
+        assert_eq!(Config::parse(b"disk_segments=11").disk_segments, 11);
+        assert_eq!(Config::parse(b"disk_segments=512").disk_segments, 512);
+        for bad in [
+            &b"disk_segments=0"[..],
+            b"disk_segments=513",
+            b"disk_segments=x",
+        ] {
+            let config = Config::parse(bad);
+            assert_eq!(config.disk_segments, DEFAULT_DISK_SEGMENTS);
+            assert!(
+                config.warnings[0].contains("want a number from 1 to 512"),
+                "{:?}",
+                config.warnings
+            );
+        }
+        assert_eq!(
+            Config::parse(b"test=seed,diskbench").tests,
+            [TestAction::Seed, TestAction::DiskBench]
+        );
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! blkfront: the domain's virtual disk, as an `sdfs::BlockDevice`.
 //!
-//! One-page blkif ring (32 slots), 11 segments (pages) per request, and a
-//! pool of [`BUFFER_PAGES`] data pages granted to the backend once at
-//! connect time. A read of a run of blocks becomes up to 8 requests in
-//! flight at once; the caller waits for all of them. Responses are
+//! One-page blkif ring (32 slots) and a pool of [`BUFFER_PAGES`] data
+//! pages granted to the backend once at connect time, writable, for the
+//! whole connection (`feature-persistent`: a backend that offers it maps
+//! them once instead of per request). A request carries 11 segments
+//! (pages) in its ring slot, or, when the backend offers
+//! `feature-max-indirect-segments`, up to that many (and `disk_segments=`)
+//! in an indirect page: one of [`RING_SIZE`] more pages granted at
+//! connect, lent to the request until its response is taken. A read of a
+//! run of blocks becomes up to 8 plain requests in flight at once, or one
+//! indirect one; the caller waits for all of them. Responses are
 //! untrusted: each is copied out of the ring once and its id checked
 //! against what is in flight.
 //!
 //! Writes return before they complete ([`StartedWrites`]): each block is
 //! copied into one of the batch's pages and gathered with the blocks
-//! before it into one request while they are consecutive; the request
+//! before it into one request while they are consecutive (up to 11, or
+//! 22 with indirect requests: a quarter of the pages); the request
 //! goes on the ring when the run breaks or fills, or before a flush or a
 //! read that needs it. A flush (plain or started) covers the writes
 //! issued before it: it goes on the ring only once they have completed,
@@ -36,7 +43,10 @@ use super::hypercall::{self, HypercallError};
 use super::memory::Page;
 use super::xenbus::{self, XenbusError};
 use super::xenstore::{Transaction, Xenstore};
-use crate::blkif_batch::{build_requests, Outstanding, StartedFlushes, StartedWrites};
+use crate::blkif_batch::{
+    build_requests, segments_per_request, IndirectPages, Outstanding, RingRequest, StartedFlushes,
+    StartedWrites,
+};
 use crate::disk_reads::MAX_READING;
 use alloc::format;
 use alloc::string::String;
@@ -44,9 +54,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use sdfs::{BlockDevice, DeviceError, FlushTicket, BLOCK_SIZE};
 use xen_abi::blkif::{
-    BlkifRequest, BlkifResponse, MAX_SEGMENTS_PER_REQUEST, OP_FLUSH_DISKCACHE, OP_READ,
-    OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE, RSP_EOPNOTSUPP, RSP_OKAY,
-    SECTOR_SIZE,
+    BlkifRequest, BlkifRequestIndirect, BlkifResponse, MAX_SEGMENTS_PER_REQUEST,
+    OP_FLUSH_DISKCACHE, OP_READ, OP_WRITE_BARRIER, PROTOCOL_X86_64, RING_ENTRY_SIZE, RING_SIZE,
+    RSP_EOPNOTSUPP, RSP_OKAY, SECTOR_SIZE,
 };
 use xen_abi::ring::{needs_notify, offset, SRING_HEADER_SIZE};
 use xen_abi::xenbus::XenbusState;
@@ -164,6 +174,17 @@ pub struct Blkfront {
     request_producer: u32,
     response_consumer: u32,
     buffers: Vec<(Page, GrantRef)>,
+    /// Pages holding indirect requests' segments (none when the backend
+    /// offers no indirect requests or `disk_segments=` turns them off).
+    indirect: Vec<(Page, GrantRef)>,
+    /// Which request holds which indirect page.
+    indirect_lent: IndirectPages,
+    /// The backend's `feature-max-indirect-segments`.
+    offered_segments: Option<u32>,
+    /// Segments per read request (11: plain requests only).
+    per_request: usize,
+    /// Whether the backend keeps our grants mapped (`feature-persistent`).
+    persistent: bool,
     sectors: u64,
     sector_size: u64,
     read_only: bool,
@@ -183,6 +204,15 @@ pub struct Blkfront {
     pub requests: u64,
 }
 
+/// The most blocks a started write gathers into one request with
+/// `per_request` segments a request: a quarter of the writes' pages with
+/// indirect requests, so that four are on the ring while the next blocks
+/// are copied (one request of all 88 would make every write after it wait
+/// for the whole of it).
+fn write_run(per_request: usize) -> usize {
+    per_request.clamp(MAX_SEGMENTS_PER_REQUEST, BATCH_PAGES / 4)
+}
+
 fn parse_number<T: core::str::FromStr>(value: &str, what: &str) -> Result<T, BlkfrontError> {
     value
         .trim()
@@ -191,11 +221,17 @@ fn parse_number<T: core::str::FromStr>(value: &str, what: &str) -> Result<T, Blk
 }
 
 impl Blkfront {
-    /// Connect to the virtual disk `device/vbd/<device>`.
+    /// Connect to the virtual disk `device/vbd/<device>`, with up to
+    /// `wanted_segments` pages in a request (`disk_segments=`: indirect
+    /// requests beyond 11 when the backend offers them).
     ///
     /// # Errors
     /// [`BlkfrontError`] naming the step.
-    pub fn connect(xenstore: &mut Xenstore, device: &str) -> Result<Blkfront, BlkfrontError> {
+    pub fn connect(
+        xenstore: &mut Xenstore,
+        device: &str,
+        wanted_segments: usize,
+    ) -> Result<Blkfront, BlkfrontError> {
         let frontend = format!("device/vbd/{device}");
         let backend = xenstore.read_string(Transaction::NONE, &format!("{frontend}/backend"))?;
         let backend_id = DomainId(parse_number(
@@ -239,6 +275,9 @@ impl Blkfront {
                 &format!("{frontend}/protocol"),
                 PROTOCOL_X86_64.as_bytes(),
             )?;
+            // Every data page is granted once, writable, for the whole
+            // connection: the backend may keep them mapped.
+            xenstore.write(transaction, &format!("{frontend}/feature-persistent"), b"1")?;
             xenbus::switch_state(xenstore, transaction, &frontend, XenbusState::Initialised)?;
             if xenstore.transaction_end(transaction, true)? {
                 break;
@@ -274,6 +313,26 @@ impl Blkfront {
                 .read_string(Transaction::NONE, &format!("{backend}/{name}"))
                 .is_ok_and(|value| value.trim() == "1")
         };
+        let offered_segments: Option<u32> = match xenstore.read_string(
+            Transaction::NONE,
+            &format!("{backend}/feature-max-indirect-segments"),
+        ) {
+            Ok(value) => Some(parse_number(&value, "feature-max-indirect-segments")?),
+            Err(_) => None,
+        };
+        let per_request = segments_per_request(offered_segments, wanted_segments);
+        let mut indirect = Vec::new();
+        if per_request > MAX_SEGMENTS_PER_REQUEST {
+            // One per ring slot: a request on the ring holds a slot, so one
+            // is always free for the next indirect request. Writable: a
+            // backend keeping grants mapped maps every page so.
+            for _ in 0..RING_SIZE {
+                let page = Page::new().ok_or(BlkfrontError::OutOfMemory)?;
+                let reference = grants::grant(backend_id, page.machine_frame(), false)?;
+                indirect.push((page, reference));
+            }
+        }
+        let persistent = feature(xenstore, "feature-persistent");
         let flush_method = if feature(xenstore, "feature-flush-cache") {
             FlushMethod::FlushDiskCache
         } else if feature(xenstore, "feature-barrier") {
@@ -298,13 +357,22 @@ impl Blkfront {
             request_producer: 0,
             response_consumer: 0,
             buffers,
+            indirect,
+            indirect_lent: IndirectPages::new(if per_request > MAX_SEGMENTS_PER_REQUEST {
+                RING_SIZE
+            } else {
+                0
+            }),
+            offered_segments,
+            per_request,
+            persistent,
             sectors,
             sector_size,
             read_only: info & VDISK_READONLY != 0,
             flush_method,
             broken: false,
             started: StartedFlushes::default(),
-            writes: StartedWrites::new(0..BATCH_PAGES),
+            writes: StartedWrites::new(0..BATCH_PAGES, write_run(per_request)),
             started_reads: Default::default(),
             free_read_pages: (0..READ_PAGES).collect(),
             most_in_flight: 0,
@@ -330,6 +398,43 @@ impl Blkfront {
     /// How writes are made durable.
     pub fn flush_method(&self) -> FlushMethod {
         self.flush_method
+    }
+
+    /// Segments per request: 11 with plain requests only, more with
+    /// indirect ones.
+    pub fn segments_per_request(&self) -> usize {
+        self.per_request
+    }
+
+    /// The backend's `feature-max-indirect-segments`, if it offers any.
+    pub fn offered_segments(&self) -> Option<u32> {
+        self.offered_segments
+    }
+
+    /// Whether the backend keeps the granted pages mapped
+    /// (`feature-persistent`).
+    pub fn persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Most indirect pages ever held by requests at once.
+    pub fn most_indirect(&self) -> usize {
+        self.indirect_lent.most_lent
+    }
+
+    /// Use up to `wanted` segments a request from now on (within what the
+    /// backend offered and the indirect pages allocated at connect time),
+    /// for the disk benchmark's side-by-side runs; returns the segments a
+    /// request now takes.
+    pub fn set_segments_per_request(&mut self, wanted: usize) -> usize {
+        let offered = if self.indirect.is_empty() {
+            None
+        } else {
+            self.offered_segments
+        };
+        self.per_request = segments_per_request(offered, wanted);
+        self.writes.set_max_run(write_run(self.per_request));
+        self.per_request
     }
 
     /// The event channel the backend signals responses on: the poll loop
@@ -360,6 +465,39 @@ impl Blkfront {
         // more than RING_SIZE outstanding); 16-byte aligned.
         unsafe { slot.write_volatile(*request) };
         self.request_producer = self.request_producer.wrapping_add(1);
+    }
+
+    /// Push a read or write request: an indirect one's segments go into the
+    /// indirect page lent to it until its response is taken.
+    fn push_request(&mut self, request: &RingRequest) -> Result<(), DeviceError> {
+        match request {
+            RingRequest::Direct(request) => self.push(request),
+            RingRequest::Indirect { request, segments } => {
+                // Every request in flight holds a ring slot and there is a
+                // page per slot: none free is a bug, not the backend's doing.
+                let Some(index) = self.indirect_lent.lend(request.id) else {
+                    self.broken = true;
+                    return Err(DeviceError::Io);
+                };
+                let (page, reference) = &mut self.indirect[index];
+                let mut bytes = Vec::with_capacity(segments.len() * 8);
+                for segment in segments {
+                    bytes.extend_from_slice(&segment.encode());
+                }
+                page.write(0, &bytes);
+                let placed = BlkifRequestIndirect {
+                    indirect_grefs: [reference.0, 0, 0, 0, 0, 0, 0, 0],
+                    ..*request
+                };
+                let slot = self.slot(self.request_producer).cast::<[u8; 64]>();
+                // SAFETY: the slot is ours until req_prod passes it (we never
+                // have more than RING_SIZE outstanding); the request takes
+                // its first 64 of 112 bytes.
+                unsafe { slot.write_volatile(placed.encode()) };
+                self.request_producer = self.request_producer.wrapping_add(1);
+            }
+        }
+        Ok(())
     }
 
     /// Publish pushed requests and notify if the backend asked.
@@ -419,6 +557,8 @@ impl Blkfront {
                 self.broken = true;
                 return Err(DeviceError::Io);
             }
+            // An indirect request's page is free again.
+            self.indirect_lent.take_back(response.id);
             self.requests += 1;
         }
         self.release_flushes();
@@ -500,7 +640,7 @@ impl Blkfront {
             .writes
             .issue(self.handle, deadline, |page| buffers[page].1 .0)
         {
-            self.push(&request);
+            self.push_request(&request)?;
             self.publish();
             self.note_in_flight(0);
         }
@@ -557,7 +697,7 @@ impl Blkfront {
             .started_reads
             .iter()
             .flatten()
-            .map(|read| read.pages.len().div_ceil(MAX_SEGMENTS_PER_REQUEST))
+            .map(|read| read.outstanding.remaining())
             .sum();
         self.most_in_flight = self
             .most_in_flight
@@ -592,12 +732,12 @@ impl Blkfront {
             .iter()
             .map(|&page| self.buffers[BATCH_PAGES + page].1 .0)
             .collect();
-        let mut requests = build_requests(OP_READ, self.handle, first, &grants);
+        let mut requests = build_requests(OP_READ, self.handle, first, &grants, self.per_request);
         for request in &mut requests {
-            request.id |= STARTED_READ_ID | ((slot as u64) << READ_SLOT_SHIFT);
+            request.set_id(request.id() | STARTED_READ_ID | ((slot as u64) << READ_SLOT_SHIFT));
         }
         for request in &requests {
-            self.push(request);
+            self.push_request(request)?;
         }
         self.started_reads[slot] = Some(StartedRead {
             first,
@@ -664,9 +804,9 @@ impl Blkfront {
             .iter()
             .map(|(_, reference)| reference.0)
             .collect();
-        let requests = build_requests(operation, self.handle, first, &grants);
+        let requests = build_requests(operation, self.handle, first, &grants, self.per_request);
         for request in &requests {
-            self.push(request);
+            self.push_request(request)?;
         }
         match self.complete(requests.len())? {
             None => Ok(()),
@@ -703,7 +843,7 @@ impl Blkfront {
             &self.frontend,
             XenbusState::Closed,
         )?;
-        for (_, reference) in &self.buffers {
+        for (_, reference) in self.buffers.iter().chain(&self.indirect) {
             let _ = grants::end(*reference);
         }
         let _ = grants::end(self.ring_reference);
@@ -711,6 +851,7 @@ impl Blkfront {
         let _ = self.backend_id;
         // Pages whose grant could not be ended must never be reused.
         core::mem::forget(self.buffers);
+        core::mem::forget(self.indirect);
         core::mem::forget(self.ring);
         Ok(state)
     }

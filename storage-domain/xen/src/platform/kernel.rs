@@ -13,6 +13,7 @@
 //! `SCHEDOP_shutdown`.
 
 use super::blkfront::{Blkfront, READ_PAGES};
+use super::disk_bench;
 use super::events::{self, PvClock};
 use super::netfront::Netfront;
 use super::vrpc_backend::{self, VrpcService};
@@ -93,16 +94,30 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let device = devices
         .first()
         .ok_or_else(|| String::from("no disk (give the domain a disk= in its xl config)"))?;
-    let mut disk = Blkfront::connect(&mut xenstore, device).map_err(|error| format!("{error}"))?;
+    let mut disk = Blkfront::connect(&mut xenstore, device, config.disk_segments)
+        .map_err(|error| format!("{error}"))?;
     // Commits started by the poll loop are answered on it.
     let disk_port = disk.port();
     println!(
-        "disk: vbd {device} (backend {}): {} MiB{}, flush by {:?}",
+        "disk: vbd {device} (backend {}): {} MiB{}, flush by {:?}, {} segments a request{}{}",
         disk.backend(),
         disk.size_bytes() >> 20,
         if disk.read_only() { ", read-only" } else { "" },
-        disk.flush_method()
+        disk.flush_method(),
+        disk.segments_per_request(),
+        match disk.offered_segments() {
+            Some(offered) => format!(" (the backend offers {offered} in indirect requests)"),
+            None => String::from(" (the backend offers no indirect requests)"),
+        },
+        if disk.persistent() {
+            ", grants kept mapped"
+        } else {
+            ""
+        }
     );
+    if config.wants(TestAction::DiskBench) {
+        println!("{}", disk_bench::run(&mut disk, config.disk_segments));
+    }
 
     // The data cache's room is taken now, before the heap is budgeted for
     // connections and tables, and never more than a quarter of what is
@@ -479,13 +494,14 @@ fn run(start_info: &StartInfo, config: &Config, started: u64) -> Result<Shutdown
     let flushed = sdfs::BlockDevice::flush(&mut disk);
     let (heap_used, _) = memory::heap_usage();
     println!(
-        "shutdown ({reason:?}): commit {sequence} {}, disk flush {}, {} requests ({} blocks in {} started writes), at most {} in flight, heap {} KiB used",
+        "shutdown ({reason:?}): commit {sequence} {}, disk flush {}, {} requests ({} blocks in {} started writes), at most {} in flight ({} indirect), heap {} KiB used",
         if committed.is_ok() { "written" } else { "FAILED" },
         if flushed.is_ok() { "ok" } else { "FAILED" },
         disk.requests,
         disk.writes.blocks,
         disk.writes.requests,
         disk.most_in_flight,
+        disk.most_indirect(),
         heap_used >> 10
     );
     match disk.disconnect(&mut xenstore) {

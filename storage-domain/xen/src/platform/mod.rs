@@ -3,6 +3,7 @@
 
 pub mod blkfront;
 pub mod console;
+pub mod disk_bench;
 pub mod events;
 pub mod grants;
 pub mod hypercall;
