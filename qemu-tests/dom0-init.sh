@@ -43,6 +43,9 @@ for i in $(seq 1 50); do [ -b $DISK ] && break; sleep 0.2; done
 [ -b $DISK ] && ok "disk $DISK $(cat /sys/block/sda/size) sectors" || fail "no $DISK"
 
 CONFIG=/etc/xen/storage-domain.cfg
+# QEMU_TESTS_DISK_SEGMENTS (sdt_disk_segments=): the NFS and VRPC boots'
+# disk_segments=, appended to their command lines.
+DISK_SEGMENTS=$(sed -n 's/.*sdt_disk_segments=\([0-9]*\).*/ disk_segments=\1/p' /proc/cmdline)
 log_of() { echo "/var/log/xen/console/guest-$1.log"; }
 
 # create NAME EXTRA [VAR=VALUE...]: xl create with the project's config,
@@ -172,7 +175,7 @@ else
     fail "dhcp server on xenbr0"
 fi
 start=$(uptime_s)
-if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squash ip=dhcp port=2049" \
+if create sd-nfs "export=/ export=/known,ro export=/nfs,path=/nfs,rw,no_root_squash ip=dhcp port=2049$DISK_SEGMENTS" \
         "vif=['bridge=xenbr0,mac=00:16:3e:5d:00:02']"; then
     sd_domid=$(xl domid sd-nfs)
     for i in $(seq 1 300); do
@@ -333,7 +336,7 @@ fi
 #     guest's mount, then the guest is destroyed while mounted. The guest
 #     reports on its console (GDT-OK/GDT-FAIL); dom0 and the guest take
 #     turns through xenstore keys in the guest's data/ directory.
-VRPC_EXPORTS="export=/ export=/vrpc,path=/,rw,no_root_squash export=/private,path=/private,rw,allow=domain:999 ip=10.0.0.2/24 port=2049 test=many"
+VRPC_EXPORTS="export=/ export=/vrpc,path=/,rw,no_root_squash export=/private,path=/private,rw,allow=domain:999 ip=10.0.0.2/24 port=2049 test=many$DISK_SEGMENTS"
 guest_step() { xenstore-read "/local/domain/$1/data/guest-step" 2>/dev/null; }
 # wait_guest DOMID VALUE SECONDS
 wait_guest() {

@@ -27,7 +27,10 @@
 # QEMU_TESTS_GUEST_CYCLES (Linux guests created, attached, mounted and
 # destroyed one after another; default 2), QEMU_TESTS_MANY_MOUNTS (of the
 # 60 devices dom0 attaches to reach the storage domain's limit, how many
-# are mounted at once; default 8, 60 connects every one), CARGO_TARGET_DIR.
+# are mounted at once; default 8, 60 connects every one),
+# QEMU_TESTS_DISK_SEGMENTS (disk_segments= for the NFS and VRPC boots'
+# storage domains, to compare plain disk requests, 11, with the default
+# indirect ones; unset: the domain's default), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +41,8 @@ WORK=${QEMU_TESTS_WORK:-$TARGET/qemu-tests}
 GUEST_CYCLES=${QEMU_TESTS_GUEST_CYCLES:-2}
 case "$GUEST_CYCLES" in ''|*[!0-9]*) echo "QEMU_TESTS_GUEST_CYCLES must be a number, not '$GUEST_CYCLES'" >&2; exit 2 ;; esac
 MANY_MOUNTS=${QEMU_TESTS_MANY_MOUNTS:-8}
+DISK_SEGMENTS=${QEMU_TESTS_DISK_SEGMENTS:-}
+case "$DISK_SEGMENTS" in *[!0-9]*) echo "QEMU_TESTS_DISK_SEGMENTS must be a number, not '$DISK_SEGMENTS'" >&2; exit 2 ;; esac
 case "$MANY_MOUNTS" in ''|*[!0-9]*) echo "QEMU_TESTS_MANY_MOUNTS must be a number, not '$MANY_MOUNTS'" >&2; exit 2 ;; esac
 [ "$MANY_MOUNTS" -ge 1 ] && [ "$MANY_MOUNTS" -le 60 ] || { echo "QEMU_TESTS_MANY_MOUNTS must be 1 to 60, not $MANY_MOUNTS" >&2; exit 2; }
 TIMEOUT=${QEMU_TIMEOUT:-$((2400 + 60 * (GUEST_CYCLES > 2 ? GUEST_CYCLES - 2 : 0) + 10 * (MANY_MOUNTS > 8 ? MANY_MOUNTS - 8 : 0)))}
@@ -150,7 +155,7 @@ initramfs_pack "$R" "$WORK/dom0.cpio.gz"
 #    modules. -no-reboot turns dom0's poweroff (or a Xen panic) into exit.
 say "booting Xen under QEMU (timeout ${TIMEOUT}s); serial log: $SERIAL"
 XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=768M,max:768M loglvl=all guest_loglvl=all"
-DOM0_ARGS="console=hvc0 loglevel=4 sdt_guest_cycles=$GUEST_CYCLES sdt_many_mounts=$MANY_MOUNTS"
+DOM0_ARGS="console=hvc0 loglevel=4 sdt_guest_cycles=$GUEST_CYCLES sdt_many_mounts=$MANY_MOUNTS${DISK_SEGMENTS:+ sdt_disk_segments=$DISK_SEGMENTS}"
 boot_started=$(date +%s)
 set +e
 timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
@@ -266,7 +271,7 @@ if [ "$failures" = 0 ]; then
     guest_cycles=$(sed -n 's/^SDT-OK vrpc: \([0-9]* guest create\/attach\/mount\/destroy cycles\) in [0-9.]* s, \(heap .*\) t=.*/\1, \2/p' "$SERIAL" | head -1)
     ratios=$(sed -n 's/^\[guest1\] GDT-RATIO \([A-Za-z0-9]*\) \([0-9.]*\) \([0-9.]*\).*/\1 \2 \3/p' "$SERIAL" \
         | awk '{ printf "%s%s NFS/VRPC %.2f", (NR > 1 ? ", " : ""), $1, ($2 > 0 ? $3 / $2 : 0) }')
-    mixed=$(awk '$1 == "[guest1]" && $2 == "GDT-MIXED" { printf "NFS stat pass beside a VRPC fsync loop %.2fx of alone (%s fsyncs, %.1f a second), beside scattered cold VRPC reads %.2fx (%s reads, %.1f a second)", ($3 > 0 ? $4 / $3 : 0), $5, ($4 > 0 ? $5 / $4 : 0), ($3 > 0 ? $6 / $3 : 0), $7, ($6 > 0 ? $7 / $6 : 0) }' "$SERIAL" | head -1)
+    mixed=$(awk '$1 == "[guest1]" && $2 == "GDT-MIXED" { printf "NFS stat pass beside a VRPC fsync loop %.2fx of alone (%s fsyncs, %.1f a second), beside scattered cold VRPC reads %.2fx (%s reads, %.1f a second), beside a streaming VRPC read %.2fx (%s MiB, %.1f MiB a second)", ($3 > 0 ? $4 / $3 : 0), $5, ($4 > 0 ? $5 / $4 : 0), ($3 > 0 ? $6 / $3 : 0), $7, ($6 > 0 ? $7 / $6 : 0), ($3 > 0 ? $8 / $3 : 0), $9, ($8 > 0 ? $9 / $8 : 0) }' "$SERIAL" | head -1)
     held=$(sed -n 's/^SDT-TCP-HELD \([0-9]*\).*/\1/p' "$SERIAL" | head -1)
     leased=$(sed -n 's/^\[sd-nfs\] dhcp: leased \([0-9./]*\).*/\1/p' "$SERIAL" | head -1)
     tcp_counts=$(grep -m1 -oE '^\[sd-nfs\] network: [0-9]+ connections \(at most [0-9]+ at once, [0-9]+ evicted, [0-9]+ stalled\)' "$SERIAL" \
