@@ -205,64 +205,53 @@ if [ -n "$mounted" ]; then
             while [ $i -lt 1000 ]; do stat -c %s "/mnt/nfs/many/f$i" >/dev/null; i=$((i + 1)); done
             elapsed "$a" "$(uptime_s)"
         }
+        # beside STEP: the stat pass while the function STEP runs over
+        # and over in the background (each run prints how many units of
+        # work it did; a failed run ends the loop); prints "seconds units".
+        beside() {
+            rm -f /tmp/stop-loop /tmp/loop-count
+            (
+                n=0
+                while [ ! -e /tmp/stop-loop ]; do
+                    units=$("$1") || break
+                    n=$((n + ${units:-0}))
+                done
+                echo $n > /tmp/loop-count
+            ) &
+            loop=$!
+            sleep 1
+            seconds=$(stat_pass)
+            touch /tmp/stop-loop
+            wait $loop
+            echo "$seconds $(cat /tmp/loop-count 2>/dev/null || echo 0)"
+        }
+        # 64 KiB written and fsynced: one fsync.
+        fsync_step() {
+            dd if=/dev/zero of=/mnt/share/fsync-loop bs=64k count=1 conv=fsync 2>/dev/null && echo 1
+        }
+        # 4 KiB at a scattered offset of /big (16 MiB; the storage domain's
+        # data cache holds 1 MiB), this guest's page cache dropped after
+        # it, so most reads reach the disk: one read.
+        cold_read_step() {
+            dd if=/mnt/share/big of=/dev/null bs=4k count=1 skip=$(( (n * 2654435761) % 4096 )) 2>/dev/null \
+                && echo 1 > /proc/sys/vm/drop_caches && echo 1
+        }
+        # The whole of /big streamed, the page cache dropped first: the
+        # storage domain reads a sequential stream's read-ahead window
+        # waiting (docs/xen.md, "Calls that read cold blocks"), so the
+        # stat pass meets those waits. Units: 1 MiB blocks read.
+        stream_step() {
+            echo 1 > /proc/sys/vm/drop_caches
+            dd if=/mnt/share/big of=/dev/null bs=1M 2>/tmp/streamer-dd || return 1
+            sed -n 's/^\([0-9]*\)+[0-9]* records in$/\1/p' /tmp/streamer-dd
+        }
         alone=$(stat_pass)
-        rm -f /tmp/stop-writer /tmp/writer-count
-        (
-            n=0
-            while [ ! -e /tmp/stop-writer ]; do
-                dd if=/dev/zero of=/mnt/share/fsync-loop bs=64k count=1 conv=fsync 2>/dev/null || break
-                n=$((n + 1))
-            done
-            echo $n > /tmp/writer-count
-        ) &
-        writer=$!
-        sleep 1
-        beside=$(stat_pass)
-        touch /tmp/stop-writer
-        wait $writer
-        fsyncs=$(cat /tmp/writer-count 2>/dev/null || echo 0)
-        # ... and while this guest reads 4 KiB at scattered offsets of
-        # /big (16 MiB; the storage domain's data cache holds 1 MiB) with
-        # its own page cache dropped after each read, so most reads reach
-        # the disk.
-        rm -f /tmp/stop-reader /tmp/reader-count
-        (
-            n=0
-            while [ ! -e /tmp/stop-reader ]; do
-                dd if=/mnt/share/big of=/dev/null bs=4k count=1 skip=$(( (n * 2654435761) % 4096 )) 2>/dev/null || break
-                echo 1 > /proc/sys/vm/drop_caches
-                n=$((n + 1))
-            done
-            echo $n > /tmp/reader-count
-        ) &
-        reader=$!
-        sleep 1
-        beside_reads=$(stat_pass)
-        touch /tmp/stop-reader
-        wait $reader
-        cold_reads=$(cat /tmp/reader-count 2>/dev/null || echo 0)
-        # ... and while this guest streams /big (16 MiB) over VRPC, its
-        # page cache dropped before each pass: the storage domain reads
-        # a sequential stream's read-ahead window waiting (docs/xen.md,
-        # "Calls that read cold blocks"), so the stat pass meets those
-        # waits. Counted in 1 MiB blocks read.
-        rm -f /tmp/stop-streamer /tmp/streamer-count
-        (
-            n=0
-            while [ ! -e /tmp/stop-streamer ]; do
-                echo 1 > /proc/sys/vm/drop_caches
-                dd if=/mnt/share/big of=/dev/null bs=1M 2>/tmp/streamer-dd || break
-                records=$(sed -n 's/^\([0-9]*\)+[0-9]* records in$/\1/p' /tmp/streamer-dd)
-                n=$((n + ${records:-0}))
-            done
-            echo $n > /tmp/streamer-count
-        ) &
-        streamer=$!
-        sleep 1
-        beside_stream=$(stat_pass)
-        touch /tmp/stop-streamer
-        wait $streamer
-        streamed=$(cat /tmp/streamer-count 2>/dev/null || echo 0)
+        set -- $(beside fsync_step)
+        beside=$1 fsyncs=$2
+        set -- $(beside cold_read_step)
+        beside_reads=$1 cold_reads=$2
+        set -- $(beside stream_step)
+        beside_stream=$1 streamed=$2
         if [ "${fsyncs:-0}" -gt 0 ] && [ "${cold_reads:-0}" -gt 0 ] && [ "${streamed:-0}" -gt 0 ]; then
             ok "mixed: stat 1000 files over NFS alone $alone s, beside an fsync loop on VRPC $beside s ($fsyncs fsyncs), beside scattered cold reads on VRPC $beside_reads s ($cold_reads reads), beside a streaming read on VRPC $beside_stream s ($streamed MiB)"
             echo "GDT-MIXED $alone $beside $fsyncs $beside_reads $cold_reads $beside_stream $streamed"
