@@ -480,11 +480,10 @@ impl Blkfront {
                     return Err(DeviceError::Io);
                 };
                 let (page, reference) = &mut self.indirect[index];
-                let mut bytes = Vec::with_capacity(segments.len() * 8);
-                for segment in segments {
-                    bytes.extend_from_slice(&segment.encode());
+                // At most 512 segments of 8 bytes: the page holds them.
+                for (slot, segment) in segments.iter().enumerate() {
+                    page.write(slot * 8, &segment.encode());
                 }
-                page.write(0, &bytes);
                 let placed = BlkifRequestIndirect {
                     indirect_grefs: [reference.0, 0, 0, 0, 0, 0, 0, 0],
                     ..*request
